@@ -1,0 +1,189 @@
+"""Pure local order book and Binance's documented depth sequencing rules.
+
+No I/O and no clock: the order-book manager, the simulator's replay and the
+offline tools all drive this module with parsed events.
+
+Prices and quantities are kept exactly as Binance sent them (strings); levels
+are keyed by ``Decimal`` so ``"0.10"`` and ``"0.1000"`` are the same level and
+ordering is numeric, never a float round-trip.
+
+The rules, from PROTOCOL.md section 4 (``L`` = snapshot ``lastUpdateId``,
+``id`` = the book's update id):
+
+spot
+    drop buffered events with ``u <= L``; the first applied event has
+    ``U <= L + 1 <= u``; afterwards ignore ``u <= id``, a gap is ``U > id + 1``.
+usdm
+    drop buffered events with ``u < L``; the first applied event has
+    ``U <= L <= u``; afterwards an event continues the chain when
+    ``pu == id``; ``u <= id`` is a stale repeat; anything else is a gap.
+"""
+
+from decimal import Decimal
+import heapq
+
+SPOT = "spot"
+USDM = "usdm"
+MARKETS = (SPOT, USDM)
+
+# Outcomes of DepthSync.on_diff / on_snapshot.
+BUFFERED = "buffered"      # no book yet; kept for when the snapshot arrives
+APPLIED = "applied"        # the event moved the book forward
+STALE = "stale"            # already covered by the book; ignored
+GAP = "gap"                # an event is missing: the book was discarded
+SYNCED = "synced"          # snapshot accepted, buffered events applied
+SNAPSHOT_TOO_OLD = "snapshot_too_old"  # snapshot precedes the buffer: fetch again
+
+
+class Book:
+    """One side-pair of price levels: ``Decimal(price) -> (price, qty)`` strings."""
+
+    __slots__ = ("bids", "asks", "update_id")
+
+    def __init__(self):
+        self.bids = {}
+        self.asks = {}
+        self.update_id = None
+
+    def load(self, last_update_id, bids, asks):
+        self.bids = {Decimal(p): (p, q) for p, q in bids if Decimal(q)}
+        self.asks = {Decimal(p): (p, q) for p, q in asks if Decimal(q)}
+        self.update_id = last_update_id
+
+    def apply(self, bids, asks, update_id):
+        """Set absolute quantities; a zero quantity removes the level."""
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for p, q in levels:
+                key = Decimal(p)
+                if Decimal(q):
+                    side[key] = (p, q)
+                else:
+                    side.pop(key, None)
+        self.update_id = update_id
+
+    def best_bid(self):
+        return self.bids[max(self.bids)] if self.bids else None
+
+    def best_ask(self):
+        return self.asks[min(self.asks)] if self.asks else None
+
+    def top(self, n):
+        """The best ``n`` levels a side, as lists of ``(price, qty)`` strings."""
+        bids = [self.bids[k] for k in heapq.nlargest(n, self.bids)]
+        asks = [self.asks[k] for k in heapq.nsmallest(n, self.asks)]
+        return bids, asks
+
+    def crossed(self):
+        return bool(self.bids and self.asks and max(self.bids) >= min(self.asks))
+
+    def as_dict(self):
+        """Full book as ``{"lastUpdateId", "bids", "asks"}`` with Decimal keys."""
+        return {
+            "lastUpdateId": self.update_id,
+            "bids": {k: Decimal(q) for k, (_, q) in self.bids.items()},
+            "asks": {k: Decimal(q) for k, (_, q) in self.asks.items()},
+        }
+
+
+def first_event_fits(market, last_update_id, first_id, final_id):
+    """Does the first event after a snapshot bridge it (section 4.1 / 4.2)?"""
+    if market == SPOT:
+        return first_id <= last_update_id + 1 <= final_id
+    return first_id <= last_update_id <= final_id
+
+
+def drop_before_snapshot(market, last_update_id, final_id):
+    """Is a buffered event entirely covered by the snapshot?"""
+    if market == SPOT:
+        return final_id <= last_update_id
+    return final_id < last_update_id
+
+
+def classify_next(market, book_id, first_id, final_id, prev_final_id):
+    """Steady-state decision for one event: APPLIED, STALE or GAP.
+
+    ``prev_final_id`` is the event's ``pu`` (usdm only; ignored on spot).
+    """
+    if final_id <= book_id:
+        return STALE
+    if market == SPOT:
+        return GAP if first_id > book_id + 1 else APPLIED
+    return APPLIED if prev_final_id == book_id else GAP
+
+
+class DepthSync:
+    """Binance's documented local-book procedure for one symbol.
+
+    Feed every diff to :meth:`on_diff` and the REST snapshot to
+    :meth:`on_snapshot`. While :attr:`synced` is false the caller should fetch
+    a snapshot (once; ``needs_snapshot`` says when to ask again). Diffs that
+    arrive before the snapshot are buffered, never dropped.
+    """
+
+    def __init__(self, market, max_buffer=100_000):
+        if market not in MARKETS:
+            raise ValueError(f"unknown market {market!r}")
+        self.market = market
+        self.max_buffer = max_buffer
+        self.book = Book()
+        self.buffer = []
+        self.synced = False
+        self._await_first = False
+        self.last_gap = None     # (book id, first id of the offending event)
+
+    @property
+    def update_id(self):
+        return self.book.update_id if self.synced else None
+
+    def on_diff(self, first_id, final_id, prev_final_id, bids, asks):
+        if not self.synced:
+            self.buffer.append((first_id, final_id, prev_final_id, bids, asks))
+            if len(self.buffer) > self.max_buffer:
+                del self.buffer[0]
+            return BUFFERED
+        return self._step(first_id, final_id, prev_final_id, bids, asks)
+
+    def on_snapshot(self, last_update_id, bids, asks):
+        # Both procedures: a snapshot older than the first buffered event
+        # cannot be bridged; fetch another.
+        if self.buffer and last_update_id < self.buffer[0][0]:
+            return SNAPSHOT_TOO_OLD
+        self.book.load(last_update_id, bids, asks)
+        self.synced = True
+        self._await_first = True
+        pending, self.buffer = self.buffer, []
+        for i, event in enumerate(pending):
+            if self._step(*event) == GAP:
+                self.buffer.extend(pending[i + 1:])
+                return GAP
+        return SYNCED
+
+    def reset(self):
+        """Discard the book (after a gap); diffs are buffered again."""
+        self.book = Book()
+        self.synced = False
+        self._await_first = False
+
+    def _step(self, first_id, final_id, prev_final_id, bids, asks):
+        book_id = self.book.update_id
+        if self._await_first:
+            if drop_before_snapshot(self.market, book_id, final_id):
+                return STALE
+            if not first_event_fits(self.market, book_id, first_id, final_id):
+                return self._gap(book_id, (first_id, final_id, prev_final_id, bids, asks))
+            self._await_first = False
+            self.book.apply(bids, asks, final_id)
+            return APPLIED
+        outcome = classify_next(self.market, book_id, first_id, final_id, prev_final_id)
+        if outcome == APPLIED:
+            self.book.apply(bids, asks, final_id)
+        elif outcome == GAP:
+            return self._gap(book_id, (first_id, final_id, prev_final_id, bids, asks))
+        return outcome
+
+    def _gap(self, book_id, event):
+        self.last_gap = (book_id, event[0])
+        self.reset()
+        # The event that revealed the gap starts the next buffer.
+        self.buffer.append(event)
+        return GAP

@@ -1,0 +1,91 @@
+"""python -m binance_streamer.simulator: a local Binance-protocol exchange."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .config import SimConfig
+from .faults import FAULTS, FaultError, parse_cli
+from .server import EXCHANGE, build_app
+
+EPILOG = """examples:
+  python -m binance_streamer.simulator --port 8765 --market spot --symbols BTCUSDT,ETHUSDT --seed 1 --rate 50
+  python -m binance_streamer.simulator --market usdm --fault drop_every=5 --fault malformed_every=2
+  python -m binance_streamer.simulator --replay ../shared/realdata/cryptofeed/BINANCE.ws.1.0
+
+faults (--fault KEY=VALUE here, or POST /sim/faults with {"KEY": VALUE} at run time):
+""" + "\n".join(f"  {k:16} {v[1]}" for k, v in FAULTS.items())
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m binance_streamer.simulator",
+                                description="Serve Binance's public market-data protocol on 127.0.0.1.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port for WebSocket and REST (0: any free port)")
+    p.add_argument("--market", choices=("spot", "usdm"), default="spot", help="which Binance market to imitate")
+    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT", help="comma-separated symbols to trade")
+    p.add_argument("--extra-symbols", default="", help="symbols listed in exchangeInfo with status BREAK")
+    p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same market")
+    p.add_argument("--rate", type=float, default=50.0,
+                   help="book changes and taker orders per second per symbol (1 to 5000 and more)")
+    p.add_argument("--lifetime", type=float, default=86_400.0, help="maximum connection lifetime, seconds")
+    p.add_argument("--shutdown-notice", type=float, default=1.0,
+                   help="seconds between serverShutdown and a planned close")
+    p.add_argument("--ping-interval", type=float, help="seconds between server pings (Binance: spot 20, usdm 180)")
+    p.add_argument("--pong-timeout", type=float, help="seconds to wait for a pong (Binance: spot 60, usdm 600)")
+    p.add_argument("--weight-limit", type=int, help="REST weight per minute (Binance: spot 6000, usdm 2400)")
+    p.add_argument("--journal", default="off", help="record sent frames: off, memory, or a file path")
+    p.add_argument("--replay", help="serve a captured session (cryptofeed capture file) instead of a simulated market")
+    p.add_argument("--replay-speed", type=float, default=1.0, help="replay pace: 1 original, 2 twice as fast, 0 at once")
+    p.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE", help="a fault to inject from the start")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s simulator %(name)s: %(message)s")
+    try:
+        faults = parse_cli(args.fault)
+        cfg = SimConfig(market=args.market, symbols=tuple(s for s in args.symbols.split(",") if s),
+                        extra_symbols=tuple(s for s in args.extra_symbols.split(",") if s),
+                        seed=args.seed, rate=args.rate, host=args.host, port=args.port,
+                        lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
+                        ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
+                        weight_limit=args.weight_limit, journal=args.journal, replay=args.replay,
+                        replay_speed=args.replay_speed, faults=faults).resolved()
+        app = build_app(cfg)
+    except (FaultError, ValueError, OSError) as exc:
+        print(f"simulator: error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(app, cfg))
+    return 0
+
+
+async def _serve(app, cfg):
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    ex = app[EXCHANGE]
+    ws_base = f"ws://{cfg.host}:{port}"
+    ws = f"{ws_base}/public and {ws_base}/market" if ex.cfg.market == "usdm" else ws_base
+    print(f"simulator ready: market={ex.cfg.market} symbols={','.join(ex.symbols)} "
+          f"rest=http://{cfg.host}:{port} ws={ws}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Settings of one simulated exchange, with Binance's figures as defaults."""
+
+from dataclasses import dataclass, field, replace
+
+# Binance's documented figures per market (PROTOCOL.md sections 1.2, 1.3, 3, 4.3).
+MARKET_DEFAULTS = {
+    "spot": {"ping_interval": 20.0, "pong_timeout": 60.0, "incoming_limit": 5,
+             "weight_limit": 6000},
+    "usdm": {"ping_interval": 180.0, "pong_timeout": 600.0, "incoming_limit": 10,
+             "weight_limit": 2400},
+}
+
+
+@dataclass
+class SimConfig:
+    market: str = "spot"
+    symbols: tuple = ("BTCUSDT", "ETHUSDT")
+    seed: int = 1
+    rate: float = 50.0                 # book changes + taker orders per second per symbol
+    host: str = "127.0.0.1"
+    port: int = 0                      # 0: any free port
+    ping_interval: float = None        # None: the market's Binance default
+    pong_timeout: float = None
+    lifetime: float = 86_400.0         # maximum connection lifetime, seconds
+    shutdown_notice: float = 1.0       # serverShutdown this long before a planned close
+    max_streams: int = 1024
+    incoming_limit: int = None         # incoming messages per second per connection
+    connect_limit: int = 300           # connection attempts per 5 minutes per IP
+    weight_limit: int = None           # REST request weight per minute per IP
+    ban_seconds: float = 120.0         # first 418 ban; doubles per repeat, capped at 3 days
+    book_levels: int = 7500            # ticks a side seeded at start
+    journal: str = "memory"            # memory | off | a file path
+    replay: str = None                 # path of a captured session to serve instead
+    replay_speed: float = 1.0          # 2.0 = twice as fast; 0 = as fast as possible
+    max_pending: int = 200_000         # frames queued for a slow client before it is dropped
+    faults: dict = field(default_factory=dict)
+    extra_symbols: tuple = ()          # listed in exchangeInfo but not TRADING
+
+    def resolved(self):
+        """A copy with the market's defaults filled in and values checked."""
+        if self.market not in MARKET_DEFAULTS:
+            raise ValueError(f"market must be spot or usdm, not {self.market!r}")
+        if self.rate <= 0:
+            raise ValueError("rate must be positive")
+        defaults = MARKET_DEFAULTS[self.market]
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        symbols = tuple(s.upper() for s in self.symbols)
+        return replace(self, symbols=symbols, **changes)

@@ -1,0 +1,98 @@
+"""Binance's rate limits as pure state machines (the caller passes the clock)."""
+
+from collections import deque
+import math
+
+MAX_BAN_SECONDS = 3 * 86_400
+
+
+class WeightLimiter:
+    """REST request weight per IP per clock minute, 429 then 418.
+
+    A request over the minute's budget gets 429 with ``Retry-After`` (seconds
+    to the next minute). A client that sends again before that time is up is
+    banned: 418 with ``Retry-After`` until the ban ends. Bans double for
+    repeat offenders up to three days, as Binance's do.
+    """
+
+    def __init__(self, limit, ban_seconds=120.0):
+        self.limit = limit
+        self.ban_seconds = ban_seconds
+        self._ip = {}
+
+    def _state(self, ip):
+        st = self._ip.get(ip)
+        if st is None:
+            st = self._ip[ip] = {"minute": None, "used": 0, "retry_until": 0.0,
+                                 "banned_until": 0.0, "bans": 0}
+        return st
+
+    def used(self, ip, now):
+        st = self._state(ip)
+        return st["used"] if st["minute"] == int(now // 60) else 0
+
+    def charge(self, ip, weight, now, storm_until=0.0):
+        """Returns ``(status, used weight, retry_after seconds or None)``."""
+        st = self._state(ip)
+        minute = int(now // 60)
+        if st["minute"] != minute:
+            st["minute"], st["used"] = minute, 0
+        if now < st["banned_until"]:
+            return 418, st["used"], math.ceil(st["banned_until"] - now)
+        if now < st["retry_until"]:
+            ban = min(self.ban_seconds * 2 ** st["bans"], MAX_BAN_SECONDS)
+            st["bans"] += 1
+            st["banned_until"] = now + ban
+            return 418, st["used"], math.ceil(ban)
+        if now < storm_until or st["used"] + weight > self.limit:
+            end = storm_until if now < storm_until else (minute + 1) * 60
+            retry = max(1, math.ceil(end - now))
+            st["retry_until"] = now + retry
+            return 429, st["used"], retry
+        st["used"] += weight
+        return 200, st["used"], None
+
+
+class SlidingCounter:
+    """Events in the last ``window`` seconds (connection attempts, incoming frames)."""
+
+    def __init__(self, limit, window):
+        self.limit = limit
+        self.window = window
+        self.times = deque()
+
+    def hit(self, now):
+        """Record one event; True while the count is within the limit."""
+        times = self.times
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        times.append(now)
+        return len(times) <= self.limit
+
+
+def depth_weight(market, limit):
+    """Weight of a depth snapshot, or None when Binance rejects the limit."""
+    if market == "spot":
+        if limit < 1:
+            return None
+        for top, weight in ((100, 5), (500, 25), (1000, 50)):
+            if limit <= top:
+                return weight
+        return 250
+    return {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}.get(limit)
+
+
+def klines_weight(market, limit):
+    if market == "spot":
+        return 2
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    return 5 if limit <= 1000 else 10
+
+
+WEIGHTS = {
+    "spot": {"ping": 1, "time": 1, "exchangeInfo": 20, "aggTrades": 4},
+    "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
+}

@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="binance_streamer",
+    version="0.1.0",
+    description="Records Binance spot and USD-M market data to CSV and keeps exact local order books",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["binance_streamer", "binance_streamer.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "websocket-client>=1.6",
+        "requests>=2.28",
+        "orjson>=3.8",
+        "PyYAML>=6.0",
+        "psutil>=5.9",
+        "python-daemon>=3.0",
+        "pandas>=2.0",
+        # The simulator's WebSocket + REST server.
+        "aiohttp>=3.9",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["binance-streamer=binance_streamer.cli:run"]},
+)

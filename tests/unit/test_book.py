@@ -1,0 +1,156 @@
+"""Binance's documented depth sequencing (PROTOCOL.md section 4), case by case
+and as properties over random diff streams."""
+
+from hypothesis import given, settings, strategies as st
+
+from binance_streamer.book import (APPLIED, BUFFERED, GAP, SNAPSHOT_TOO_OLD, STALE, SYNCED,
+                                   Book, DepthSync, classify_next, drop_before_snapshot,
+                                   first_event_fits)
+
+
+def test_spot_first_event_must_straddle_last_update_id_plus_one():
+    assert first_event_fits("spot", 100, 95, 101)
+    assert first_event_fits("spot", 100, 101, 105)
+    assert not first_event_fits("spot", 100, 102, 105)
+    assert not first_event_fits("spot", 100, 90, 100)
+
+
+def test_usdm_first_event_must_straddle_last_update_id():
+    assert first_event_fits("usdm", 100, 95, 100)
+    assert first_event_fits("usdm", 100, 100, 105)
+    assert not first_event_fits("usdm", 100, 101, 105)
+    assert not first_event_fits("usdm", 100, 90, 99)
+
+
+def test_drop_rules_differ_at_equality():
+    assert drop_before_snapshot("spot", 100, 100)
+    assert not drop_before_snapshot("usdm", 100, 100)
+    assert drop_before_snapshot("usdm", 100, 99)
+
+
+def test_steady_state():
+    assert classify_next("spot", 100, 101, 104, None) == APPLIED
+    assert classify_next("spot", 100, 102, 104, None) == GAP
+    assert classify_next("spot", 100, 90, 100, None) == STALE
+    assert classify_next("usdm", 100, 103, 110, 100) == APPLIED     # ids skip; pu chains
+    assert classify_next("usdm", 100, 101, 110, 99) == GAP
+    assert classify_next("usdm", 100, 95, 100, 94) == STALE
+
+
+def test_book_levels_are_exact_strings_and_zero_deletes():
+    b = Book()
+    b.load(5, [["1.10", "2"], ["1.00", "0"]], [["1.20", "3.50"]])
+    assert b.best_bid() == ("1.10", "2") and len(b.bids) == 1
+    b.apply([["1.1000", "0.00000000"], ["1.05", "7"]], [], 6)
+    assert b.best_bid() == ("1.05", "7") and b.update_id == 6
+    assert not b.crossed()
+    b.apply([["1.30", "1"]], [], 7)
+    assert b.crossed()
+
+
+def test_snapshot_older_than_buffer_is_refused():
+    s = DepthSync("spot")
+    assert s.on_diff(200, 205, None, [], []) == BUFFERED
+    assert s.on_snapshot(150, [], []) == SNAPSHOT_TOO_OLD
+    assert s.on_snapshot(202, [["1", "1"]], [["2", "1"]]) == SYNCED
+    assert s.update_id == 205
+
+
+def test_gap_resets_and_keeps_the_revealing_event():
+    s = DepthSync("spot")
+    s.on_snapshot(10, [["1", "1"]], [["2", "1"]])
+    assert s.on_diff(11, 12, None, [], []) == APPLIED
+    assert s.on_diff(14, 15, None, [], []) == GAP
+    assert not s.synced and s.buffer[0][:2] == (14, 15) and s.last_gap == (12, 14)
+
+
+# -- properties --------------------------------------------------------------------
+
+def _stream(draw, market):
+    """A true sequence of events plus what a client may see of it."""
+    n = draw(st.integers(3, 25))
+    start = draw(st.integers(1, 1000))
+    events, uid = [], start
+    for _ in range(n):
+        skip = draw(st.integers(0, 2)) if market == "usdm" else 0
+        first = uid + 1 + skip
+        last = first + draw(st.integers(0, 4))
+        events.append((first, last, uid))
+        uid = last
+    return start, events
+
+
+@st.composite
+def scenarios(draw, market):
+    start, events = _stream(draw, market)
+    seen = []
+    for ev in events:
+        r = draw(st.integers(0, 9))
+        if r == 0:
+            continue                    # lost
+        seen.append(ev)
+        if r == 1:
+            seen.append(ev)             # duplicate
+    # snapshot at some id of the true history
+    ids = [start] + [e[1] for e in events]
+    snap = draw(st.sampled_from(ids))
+    split = draw(st.integers(0, len(seen)))
+    return market, start, events, seen, snap, split
+
+
+def _reference(market, snap, seen):
+    """The documented procedure, written out literally: (outcomes up to a gap, book id)."""
+    book, first_done, outcomes = snap, False, []
+    for first, last, prev in seen:
+        if not first_done:
+            drop = last <= snap if market == "spot" else last < snap
+            if drop:
+                outcomes.append(STALE)
+                continue
+            ok = first <= snap + 1 <= last if market == "spot" else first <= snap <= last
+            if not ok:
+                return outcomes + [GAP], None
+            first_done, book = True, last
+            outcomes.append(APPLIED)
+        elif last <= book:
+            outcomes.append(STALE)
+        elif (market == "spot" and first > book + 1) or (market == "usdm" and prev != book):
+            return outcomes + [GAP], None
+        else:
+            book = last
+            outcomes.append(APPLIED)
+    return outcomes, book
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(scenarios("spot"), scenarios("usdm")))
+def test_sync_follows_the_documented_procedure(scenario):
+    market, start, events, seen, snap, split = scenario
+    s = DepthSync(market)
+    for ev in seen[:split]:
+        assert s.on_diff(ev[0], ev[1], ev[2], [["1", "1"]], []) == BUFFERED
+    result = s.on_snapshot(snap, [], [])
+    if split and snap < seen[0][0]:
+        assert result == SNAPSHOT_TOO_OLD
+        return
+    expected, book_id = _reference(market, snap, seen)
+    if GAP in expected and expected.index(GAP) < split:
+        assert result == GAP and not s.synced
+        return
+    assert result == SYNCED
+    got = []
+    for ev in seen[split:]:
+        got.append(s.on_diff(ev[0], ev[1], ev[2], [["1", "1"]], []))
+        if got[-1] == GAP:
+            break
+    assert got == expected[split:]
+    if GAP not in expected:
+        assert s.update_id == book_id
+    # With no event lost that the procedure needs, it never reports a gap: spot
+    # needs every event after the snapshot, USD-M also the one ending at it.
+    needed = [e for e in events if (e[1] > snap if market == "spot" else e[1] >= snap)]
+    lost = any(e not in seen for e in needed)
+    bridged = any(first_event_fits(market, snap, e[0], e[1]) for e in events)
+    if bridged and not lost:
+        assert GAP not in expected
+        assert book_id == max([snap] + [e[1] for e in events])

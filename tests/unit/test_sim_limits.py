@@ -1,0 +1,46 @@
+from binance_streamer.simulator.faults import FaultError, Faults, parse_cli
+from binance_streamer.simulator.limits import SlidingCounter, WeightLimiter, depth_weight
+
+import pytest
+
+
+def test_weight_per_minute_then_429_then_418_with_escalating_bans():
+    lim = WeightLimiter(10, ban_seconds=120)
+    assert lim.charge("ip", 6, 60.0) == (200, 6, None)
+    status, used, retry = lim.charge("ip", 6, 70.0)
+    assert (status, used, retry) == (429, 6, 50)
+    assert lim.charge("ip", 1, 71.0) == (418, 6, 120)
+    assert lim.charge("ip", 1, 150.0)[0] == 418          # still banned
+    assert lim.charge("ip", 1, 192.0)[0] == 200          # ban over, new minute
+    lim.charge("ip", 20, 193.0)                          # 429 again
+    assert lim.charge("ip", 1, 194.0) == (418, 1, 240)   # the second ban is twice as long
+
+
+def test_a_client_that_waits_out_retry_after_is_not_banned():
+    lim = WeightLimiter(5)
+    lim.charge("ip", 5, 0.0)
+    assert lim.charge("ip", 1, 30.0)[0] == 429
+    assert lim.charge("ip", 1, 60.0)[0] == 200
+
+
+def test_depth_weights_as_binance_charges():
+    assert [depth_weight("spot", n) for n in (1, 100, 101, 500, 1000, 1001, 5000)] == [5, 5, 25, 25, 50, 250, 250]
+    assert [depth_weight("usdm", n) for n in (5, 50, 100, 500, 1000)] == [2, 2, 5, 10, 20]
+    assert depth_weight("usdm", 7) is None
+
+
+def test_sliding_counter():
+    c = SlidingCounter(2, 1.0)
+    assert c.hit(0.0) and c.hit(0.5) and not c.hit(0.9)
+    assert c.hit(1.6)
+
+
+def test_fault_settings_are_checked():
+    assert parse_cli(["stall=2.5", "no_pong=true", "drop=abort"]) == {"stall": 2.5, "no_pong": True, "drop": "abort"}
+    for bad in (["stall"], ["stal=1"], ["stall=-1"], ["drop=maybe"], ["no_pong=perhaps"]):
+        with pytest.raises(FaultError):
+            parse_cli(bad)
+    f = Faults()
+    actions = f.apply({"shutdown": 2, "lifetime": 10, "stall": 1, "stall_conn": 4}, now=100.0)
+    assert actions == [("shutdown", 2.0)]
+    assert f.lifetime == 10 and f.stalled(4, 100.5) and not f.stalled(5, 100.5) and not f.stalled(4, 101.5)
