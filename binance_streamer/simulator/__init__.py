@@ -4,6 +4,6 @@ Every test, the offline demo and the benchmarks run the recorder against it
 through the same code path as production; only the endpoints differ."""
 
 from .config import SimConfig
-from .server import Simulator, control, wait_until
+from .server import Simulator, control
 
-__all__ = ["SimConfig", "Simulator", "control", "wait_until"]
+__all__ = ["SimConfig", "Simulator", "control"]

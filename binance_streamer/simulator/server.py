@@ -5,7 +5,6 @@ thread for tests and benchmarks (:class:`Simulator`)."""
 import asyncio
 import logging
 import threading
-import time
 import urllib.request
 
 import orjson
@@ -159,15 +158,3 @@ def control(rest_url, path, body=None, timeout=10.0):
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         raw = resp.read()
     return orjson.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
-
-
-def wait_until(predicate, timeout, interval=0.02, what="condition"):
-    """Poll ``predicate`` until true or raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)
