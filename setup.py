@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "websocket-client>=1.6",
-        "requests>=2.28",
+        "requests[socks]>=2.28",
+        "python-socks>=2.0",
         "orjson>=3.8",
         "PyYAML>=6.0",
         "psutil>=5.9",

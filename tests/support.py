@@ -94,3 +94,90 @@ class WsReader:
         except (websocket.WebSocketException, OSError):
             pass
         self.closed.wait(5)
+
+
+# -- the recorder as a user runs it ---------------------------------------------------
+
+import csv
+import glob
+import json
+import signal
+import subprocess
+import sys
+
+import yaml
+
+REPO = os.path.dirname(HERE)
+
+
+class Recorder:
+    """``python -m binance_streamer`` in a subprocess, pointed at a simulator."""
+
+    def __init__(self, tmp_path, sim, symbols, **settings):
+        self.dir = str(tmp_path)
+        self.market = sim.cfg.market
+        cfg = {"market": self.market, "symbols": list(symbols), "ws_url": f"ws://127.0.0.1:{sim.port}",
+               "rest_url": sim.rest_url, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
+               "flush_interval": 0.2, "status_interval": 0.5, "restart_min_delay": 0.2,
+               "reconnect_min_delay": 0.1, "reconnect_max_delay": 1.0}
+        cfg.update(settings)
+        self.config = os.path.join(self.dir, "config.yaml")
+        with open(self.config, "w") as f:
+            yaml.safe_dump(cfg, f)
+        self.proc = None
+
+    def start(self, *extra):
+        self.stderr = open(os.path.join(self.dir, "stderr.txt"), "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", self.config, *extra],
+                                     cwd=self.dir, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     start_new_session=True)
+        self.wait_status(lambda s: s["state"] == "RUNNING", 30, "the recorder to run")
+        return self
+
+    def status(self):
+        try:
+            with open(os.path.join(self.dir, "run", "status.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wait_status(self, predicate, timeout, what):
+        def check():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the recorder exited ({self.proc.returncode}): {self.log_tail()}")
+            s = self.status()
+            return s is not None and predicate(s)
+        return wait_for(check, timeout, what, interval=0.1)
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.stderr.close()
+        return code
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self, n=30):
+        try:
+            with open(os.path.join(self.dir, "stderr.txt")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def pid_of(self, name):
+        s = self.status()
+        return next(p["pid"] for p in s["processes"] if p["name"] == name)
+
+    def rows(self, symbol, stream):
+        """All rows of a stream over every day file, as dicts of strings, in file order."""
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.dir, "data", self.market, symbol, f"{symbol}-{stream}-*.csv"))):
+            with open(path, newline="") as f:
+                out.extend(csv.DictReader(f))
+        return out
+
+    def files(self):
+        return sorted(glob.glob(os.path.join(self.dir, "data", "**", "*.csv"), recursive=True))

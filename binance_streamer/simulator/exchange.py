@@ -255,7 +255,9 @@ class Exchange:
                 self._periodic[key] = now + period
             elif now >= due:
                 self._periodic[key] = now + period
-                self.one_shot(key.replace("_every", ""), "close" if key == "drop_every" else 1, now)
+                action = {"drop_every": ("drop", "close"), "malformed_every": ("malformed", 1),
+                          "unknown_every": ("unknown_event", 1)}[key]
+                self.one_shot(*action, now)
         lifetime = faults.lifetime or cfg.lifetime
         notice = min(cfg.shutdown_notice, lifetime / 2)
         for conn in list(self.conns.values()):

@@ -68,31 +68,3 @@ class SlidingCounter:
             times.popleft()
         times.append(now)
         return len(times) <= self.limit
-
-
-def depth_weight(market, limit):
-    """Weight of a depth snapshot, or None when Binance rejects the limit."""
-    if market == "spot":
-        if limit < 1:
-            return None
-        for top, weight in ((100, 5), (500, 25), (1000, 50)):
-            if limit <= top:
-                return weight
-        return 250
-    return {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}.get(limit)
-
-
-def klines_weight(market, limit):
-    if market == "spot":
-        return 2
-    if limit < 100:
-        return 1
-    if limit < 500:
-        return 2
-    return 5 if limit <= 1000 else 10
-
-
-WEIGHTS = {
-    "spot": {"ping": 1, "time": 1, "exchangeInfo": 20, "aggTrades": 4},
-    "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
-}

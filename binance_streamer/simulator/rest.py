@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .faults import FaultError
 from .klines import INTERVALS, interval_ms
-from .limits import WEIGHTS, depth_weight, klines_weight
+from ..binance.endpoints import WEIGHTS, depth_weight, klines_weight
 from .specs import symbol_spec
 
 

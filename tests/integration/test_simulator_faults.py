@@ -106,6 +106,16 @@ def test_malformed_and_unknown_events(simulator):
     r.close()
 
 
+def test_periodic_malformed_and_unknown_events(simulator):
+    sim = simulator(symbols=("BTCUSDT",), rate=50)
+    r = _open(sim)
+    sim.faults(malformed_every=0.2, unknown_every=0.2)
+    r.wait(lambda r: r.messages().count(None) >= 3, 5, "periodic malformed frames")
+    r.wait(lambda r: sum(1 for m in r.messages() if m and m.get("stream") == "!mysteryEvent") >= 3, 5,
+           "periodic unknown events")
+    r.close()
+
+
 def test_rest_429_storm_then_418_for_a_client_that_keeps_going(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10)
     api = sim.rest_url + "/api/v3/depth"

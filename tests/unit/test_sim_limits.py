@@ -1,5 +1,6 @@
 from binance_streamer.simulator.faults import FaultError, Faults, parse_cli
-from binance_streamer.simulator.limits import SlidingCounter, WeightLimiter, depth_weight
+from binance_streamer.binance.endpoints import depth_weight
+from binance_streamer.simulator.limits import SlidingCounter, WeightLimiter
 
 import pytest
 

@@ -1,0 +1,1 @@
+"""Binance protocol knowledge: endpoints and limits as data, pure parsers, REST client."""

@@ -1,0 +1,60 @@
+"""Binance's endpoints and limits as data (PROTOCOL.md sections 1, 3 and 4).
+
+Shared by the recorder and the simulator, so both charge the same weights."""
+
+REST_PREFIX = {"spot": "/api/v3", "usdm": "/fapi/v1"}
+DEFAULT_WEIGHT_LIMIT = {"spot": 6000, "usdm": 2400}
+WEIGHTS = {
+    "spot": {"ping": 1, "time": 1, "exchangeInfo": 20, "aggTrades": 4},
+    "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
+}
+MAX_STREAMS_PER_CONNECTION = 1024
+# Fewer streams per connection than Binance allows keeps URLs short and a
+# reconnect cheap; a worker opens more connections when it needs them.
+STREAMS_PER_CONNECTION = 200
+AGG_TRADES_PAGE = 1000
+KLINES_PAGE = {"spot": 1000, "usdm": 1500}
+
+
+def depth_weight(market, limit):
+    """Weight of a depth snapshot, or None when Binance rejects the limit."""
+    if market == "spot":
+        if limit < 1:
+            return None
+        for top, weight in ((100, 5), (500, 25), (1000, 50)):
+            if limit <= top:
+                return weight
+        return 250
+    return {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}.get(limit)
+
+
+def klines_weight(market, limit):
+    if market == "spot":
+        return 2
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    return 5 if limit <= 1000 else 10
+
+
+def stream_group(market, stream):
+    """USD-M serves depth and bookTicker on /public, everything else on /market."""
+    if market == "spot":
+        return "spot"
+    return "public" if stream.startswith(("depth", "bookTicker")) else "market"
+
+
+def connection_plan(cfg, symbols):
+    """``[(group, url, [stream names])]``: the connections one worker opens."""
+    roots = {"spot": cfg.ws_url, "public": cfg.ws_public_url, "market": cfg.ws_market_url}
+    groups = {}
+    for symbol in symbols:
+        for stream in cfg.streams:
+            groups.setdefault(stream_group(cfg.market, stream), []).append(f"{symbol.lower()}@{stream}")
+    plan = []
+    for group, names in groups.items():
+        for i in range(0, len(names), STREAMS_PER_CONNECTION):
+            part = names[i:i + STREAMS_PER_CONNECTION]
+            plan.append((group, f"{roots[group]}/stream?streams={'/'.join(part)}", part))
+    return plan

@@ -1,0 +1,224 @@
+"""REST calls to Binance's public market data, inside one weight budget
+shared by every process of the daemon.
+
+The budget follows the exchange's own count (``X-MBX-USED-WEIGHT-1M``),
+keeps a safety margin, waits out ``Retry-After`` after a 429 so that no
+request ever provokes a 418, and lets urgent requests (a symbol with no
+book, a backfill) use more of the minute than routine ones (refreshes).
+"""
+
+import logging
+import math
+import time
+
+import requests
+
+from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
+
+log = logging.getLogger(__name__)
+
+URGENT, ROUTINE = 0, 1
+# Share of the usable weight each priority may fill within a minute.
+_PRIORITY_SHARE = {URGENT: 1.0, ROUTINE: 0.5}
+_MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT = range(5)
+
+
+class RestError(Exception):
+    """A REST call failed in a way retrying will not mend (or retries ran out)."""
+
+    def __init__(self, msg, status=None, code=None, reason=None):
+        super().__init__(msg)
+        self.status, self.code = status, code
+        self.reason = reason or msg
+
+
+class RestBudget:
+    """Request weight per minute for the whole daemon, in shared memory.
+
+    Create it in the manager with the multiprocessing context and pass it to
+    every child; ``array`` holds minute, used, paused-until, limit, spent.
+    """
+
+    def __init__(self, ctx, limit, margin=0.2, clock=time.time):
+        self.array = ctx.Array("d", [0.0, 0.0, 0.0, float(limit), 0.0])
+        self.margin = margin
+        self.clock = clock
+
+    def __getstate__(self):
+        return {"array": self.array, "margin": self.margin}
+
+    def __setstate__(self, state):
+        self.array, self.margin, self.clock = state["array"], state["margin"], time.time
+
+    @property
+    def spent(self):
+        return int(self.array[_SPENT])
+
+    def set_limit(self, limit):
+        with self.array.get_lock():
+            self.array[_LIMIT] = float(limit)
+
+    def try_acquire(self, weight, priority=URGENT):
+        """Take ``weight`` now if the budget allows; else seconds to wait."""
+        a, now = self.array, self.clock()
+        with a.get_lock():
+            minute = math.floor(now / 60)
+            if a[_MINUTE] != minute:
+                a[_MINUTE], a[_USED] = minute, 0.0
+            if now < a[_PAUSED_UNTIL]:
+                return a[_PAUSED_UNTIL] - now
+            usable = a[_LIMIT] * (1.0 - self.margin) * _PRIORITY_SHARE[priority]
+            if a[_USED] + weight > usable and a[_USED] > 0:
+                return (minute + 1) * 60 - now + 0.05
+            a[_USED] += weight
+            a[_SPENT] += weight
+            return 0.0
+
+    def acquire(self, weight, priority=URGENT, stop=None):
+        """Wait until ``weight`` fits; False if ``stop`` (an Event) was set first."""
+        while True:
+            wait = self.try_acquire(weight, priority)
+            if wait <= 0:
+                return True
+            if stop is not None:
+                if stop.wait(min(wait, 1.0)):
+                    return False
+            else:
+                time.sleep(min(wait, 1.0))
+
+    def observe(self, used):
+        """The exchange's count for this minute is the truth when it is higher."""
+        a = self.array
+        with a.get_lock():
+            if math.floor(self.clock() / 60) == a[_MINUTE]:
+                a[_USED] = max(a[_USED], float(used))
+
+    def pause(self, seconds):
+        """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
+        a = self.array
+        with a.get_lock():
+            a[_PAUSED_UNTIL] = max(a[_PAUSED_UNTIL], self.clock() + seconds)
+
+
+class RestClient:
+    def __init__(self, cfg, budget, stop=None, session=None):
+        self.market = cfg.market
+        self.base = cfg.rest_url + REST_PREFIX[cfg.market]
+        self.timeout = cfg.rest_timeout
+        self.budget = budget
+        self.stop = stop
+        self.session = session or requests.Session()
+        if cfg.proxy:
+            self.session.proxies = {"http": cfg.proxy, "https": cfg.proxy}
+        self.session.headers["User-Agent"] = "binance_streamer"
+        self.requests = 0
+        self.failures = 0
+
+    def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False):
+        """GET with the budget, 429/418 pauses and retries of transient faults."""
+        url = f"{self.base}/{endpoint}"
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            if not self.budget.acquire(weight, priority, self.stop):
+                raise RestError(f"{endpoint}: stopped while waiting for request weight")
+            self.requests += 1
+            try:
+                resp = self.session.get(url, params=params, timeout=self.timeout)
+            except requests.RequestException as exc:
+                self.failures += 1
+                problem = _describe(exc)
+            else:
+                used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+                if used and used.isdigit():
+                    self.budget.observe(int(used))
+                if resp.status_code == 200:
+                    return resp.json()
+                self.failures += 1
+                problem = f"HTTP {resp.status_code} {_error_text(resp)}"
+                if resp.status_code in (418, 429):
+                    retry = _retry_after(resp)
+                    log.warning("%s: HTTP %d; pausing all REST calls for %.0f s", endpoint,
+                                resp.status_code, retry)
+                    self.budget.pause(retry)
+                    continue
+                if resp.status_code < 500 and resp.status_code not in (403, 408):
+                    raise RestError(f"{endpoint} {params}: {problem}", resp.status_code, _error_code(resp), problem)
+            if attempt < attempts:
+                if not quiet:
+                    log.warning("%s: %s; retrying in %.1f s", endpoint, problem, delay)
+                if self.stop is not None and self.stop.wait(delay):
+                    break
+                if self.stop is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise RestError(f"{endpoint} {params}: {problem} (after {attempt} attempts)", reason=problem)
+
+    def exchange_info(self):
+        return self.get("exchangeInfo", {}, WEIGHTS[self.market]["exchangeInfo"])
+
+    def depth(self, symbol, limit, priority=URGENT):
+        return self.get("depth", {"symbol": symbol, "limit": limit}, depth_weight(self.market, limit), priority)
+
+    def agg_trades(self, symbol, from_id, limit=1000):
+        return self.get("aggTrades", {"symbol": symbol, "fromId": from_id, "limit": limit},
+                        WEIGHTS[self.market]["aggTrades"])
+
+    def klines(self, symbol, interval, start_ms, end_ms, limit):
+        params = {"symbol": symbol, "interval": interval, "startTime": start_ms, "endTime": end_ms,
+                  "limit": limit}
+        return self.get("klines", params, klines_weight(self.market, limit))
+
+
+def _describe(exc):
+    """A short reason for a failed request (requests' own texts run to lines)."""
+    if isinstance(exc, requests.ConnectTimeout) or isinstance(exc, requests.ReadTimeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "the proxy refused or failed"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        for needle, short in (("refused", "connection refused"), ("Name or service", "unknown host"),
+                              ("resolve", "unknown host"), ("reset", "connection reset")):
+            if needle in text:
+                return short
+        return "connection failed"
+    return type(exc).__name__
+
+
+def _retry_after(resp):
+    value = resp.headers.get("Retry-After", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else 60.0
+
+
+def _error_text(resp):
+    try:
+        body = resp.json()
+        return f"code {body.get('code')}: {body.get('msg')}"
+    except ValueError:
+        return resp.text[:200]
+
+
+def _error_code(resp):
+    try:
+        return resp.json().get("code")
+    except ValueError:
+        return None
+
+
+def trading_symbols(info, market):
+    """TRADING symbols of an exchangeInfo answer (USD-M: perpetual contracts)."""
+    out = []
+    for s in info.get("symbols", []):
+        if s.get("status") != "TRADING":
+            continue
+        if market == "usdm" and s.get("contractType", "PERPETUAL") != "PERPETUAL":
+            continue
+        out.append(s)
+    return out
+
+
+def weight_limit(info):
+    for limit in info.get("rateLimits", []):
+        if limit.get("rateLimitType") == "REQUEST_WEIGHT" and limit.get("interval") == "MINUTE":
+            return int(limit["limit"]) // max(1, int(limit.get("intervalNum", 1)))
+    return None

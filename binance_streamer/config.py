@@ -1,0 +1,206 @@
+"""Configuration: defaults < YAML file < command-line flags.
+
+The result is a frozen, picklable :class:`Config` with every value checked,
+market defaults filled in and paths made absolute (the daemon changes
+directory). Errors are :class:`ConfigError` with a one-line message that
+names the key or path and says what to do.
+"""
+
+import difflib
+import os
+import re
+
+import yaml
+
+from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
+
+MARKET_URLS = {
+    "spot": {"ws_url": "wss://stream.binance.com:9443", "rest_url": "https://api.binance.com"},
+    "usdm": {"ws_url": "wss://fstream.binance.com", "rest_url": "https://fapi.binance.com"},
+}
+SNAPSHOT_DEPTH = {"spot": 5000, "usdm": 1000}
+USDM_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+class ConfigError(ValueError):
+    """A setting a user can fix; the message is one line."""
+
+
+class Config:
+    """Read-only settings; attribute access, picklable for child processes."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is read-only")
+
+    def __reduce__(self):
+        return (Config, (self._values,))
+
+    def as_dict(self):
+        return dict(self._values)
+
+    def replace(self, **changes):
+        return Config({**self._values, **changes})
+
+
+def _coerce(setting, value, where):
+    """Check and convert one value; ``where`` names its source for messages."""
+    name, kind = setting.name, setting.type
+    if value is None:
+        return None
+    if kind == "list":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} in {where} must be a list of names, e.g. [BTCUSDT, ETHUSDT]")
+        return value
+    if kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} in {where} must be true or false, not {value!r}")
+        return value
+    if kind in ("int", "float"):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value) if kind == "int" else float(value)
+            if kind == "int" and isinstance(value, float) and value != int(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} in {where} must be a {'whole ' if kind == 'int' else ''}number, "
+                              f"not {value!r}") from None
+        if setting.minimum is not None and number < setting.minimum:
+            raise ConfigError(f"{name} in {where} must be at least {setting.minimum}, not {number}")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} in {where} must be text, not {value!r}")
+    if kind == "choice":
+        if setting.name == "log_level":
+            value = value.upper()
+        if value not in setting.choices:
+            raise ConfigError(f"{name} in {where} must be one of {', '.join(setting.choices)}, not {value!r}")
+    if kind == "url" and not re.match(r"^(wss?|https?|socks5h?)://[^\s/]+", value):
+        raise ConfigError(f"{name} in {where} must be a URL such as wss://host:port or https://host, "
+                          f"not {value!r}")
+    return value
+
+
+def read_yaml(path):
+    """The settings in a YAML file, checked for unknown keys."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist; pass --config with an existing file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{at}; fix the syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must be a mapping of setting: value")
+    for key in raw:
+        if key not in BY_NAME:
+            close = difflib.get_close_matches(str(key), list(BY_NAME), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else "; see the configuration reference in README.md"
+            raise ConfigError(f"unknown setting '{key}' in '{path}'{hint}")
+    return raw
+
+
+def load(path=None, overrides=None, base_dir=None):
+    """Build the Config: defaults, then the YAML file at ``path``, then ``overrides``."""
+    values = {s.name: s.default for s in SETTINGS}
+    where = {s.name: "the defaults" for s in SETTINGS}
+    if path is not None:
+        for key, value in read_yaml(path).items():
+            values[key] = _coerce(BY_NAME[key], value, f"'{path}'")
+            where[key] = f"'{path}'"
+        base_dir = base_dir or os.path.dirname(os.path.abspath(path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _coerce(BY_NAME[key], value, BY_NAME[key].option)
+            where[key] = BY_NAME[key].option
+    return Config(resolve(values, where, base_dir or os.getcwd()))
+
+
+def resolve(values, where, base_dir):
+    """Fill market defaults, check combinations, make paths absolute."""
+    v = dict(values)
+    market = v["market"]
+    if market not in MARKETS:
+        raise ConfigError(f"market must be spot or usdm, not {market!r}")
+    symbols = [s.upper() for s in v["symbols"]]
+    if not symbols:
+        raise ConfigError(f"symbols in {where['symbols']} is empty; name at least one symbol, e.g. BTCUSDT")
+    for s in symbols:
+        if not _SYMBOL.match(s):
+            raise ConfigError(f"symbol {s!r} in {where['symbols']} is not a Binance symbol name (e.g. BTCUSDT)")
+    if len(set(symbols)) != len(symbols):
+        raise ConfigError(f"symbols in {where['symbols']} lists a symbol twice")
+    v["symbols"] = symbols
+    v["streams"] = check_streams(market, v["streams"] or DEFAULT_STREAMS[market], where["streams"])
+    for key in ("ws_url", "rest_url"):
+        v[key] = (v[key] or MARKET_URLS[market][key]).rstrip("/")
+    v["ws_public_url"] = (v["ws_public_url"] or v["ws_url"] + "/public").rstrip("/")
+    v["ws_market_url"] = (v["ws_market_url"] or v["ws_url"] + "/market").rstrip("/")
+    depth = v["snapshot_depth"] or SNAPSHOT_DEPTH[market]
+    if market == "spot" and depth > 5000:
+        raise ConfigError(f"snapshot_depth in {where['snapshot_depth']} is at most 5000 on spot, not {depth}")
+    if market == "usdm" and depth not in USDM_SNAPSHOT_LIMITS:
+        raise ConfigError(f"snapshot_depth in {where['snapshot_depth']} must be one of "
+                          f"{', '.join(map(str, USDM_SNAPSHOT_LIMITS))} on usdm, not {depth}")
+    v["snapshot_depth"] = depth
+    if v["proxy"] and not re.match(r"^(https?|socks5h?)://", v["proxy"]):
+        raise ConfigError(f"proxy in {where['proxy']} must start with http://, https://, socks5:// or socks5h://")
+    if v["restart_max_delay"] < v["restart_min_delay"] or v["reconnect_max_delay"] < v["reconnect_min_delay"]:
+        raise ConfigError("a *_max_delay setting is smaller than its *_min_delay; raise the maximum")
+    for key in ("data_dir", "log_dir", "run_dir"):
+        v[key] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v[key])))
+    return v
+
+
+def check_streams(market, streams, where):
+    """Known stream names for the market, one depth stream at most."""
+    out, depth = [], []
+    for s in streams:
+        if s.startswith("kline_"):
+            if s[6:] not in KLINE_INTERVALS or (market == "usdm" and s == "kline_1s"):
+                raise ConfigError(f"stream {s!r} in {where} has an unknown kline interval; "
+                                  f"use one of {', '.join(KLINE_INTERVALS)}")
+        elif s.startswith("depth"):
+            if s not in DEPTH_SPEEDS[market]:
+                raise ConfigError(f"stream {s!r} in {where} is not a {market} diff-depth stream; "
+                                  f"use one of {', '.join(DEPTH_SPEEDS[market])}")
+            depth.append(s)
+        elif s == "trade" and market == "usdm":
+            raise ConfigError(f"stream 'trade' in {where}: USD-M futures has no trade stream; record aggTrade")
+        elif s not in ("aggTrade", "trade", "bookTicker"):
+            close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m"], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown stream {s!r} in {where}{hint}")
+        if s in out:
+            raise ConfigError(f"stream {s!r} is listed twice in {where}")
+        out.append(s)
+    if len(depth) > 1:
+        raise ConfigError(f"{where} lists {len(depth)} depth streams; keep one of {', '.join(depth)}")
+    return out
+
+
+def file_stream(stream):
+    """The stream part of a file name: every diff-depth speed is recorded as ``depth``."""
+    return "depth" if stream.startswith("depth") else stream

@@ -1,0 +1,127 @@
+"""Pure facts about the CSV files: where a file lives, its header, which
+column holds its sequence id. The README's data-format section is checked
+against :data:`SCHEMAS` by a test.
+
+Layout: ``<data_dir>/<market>/<SYMBOL>/<SYMBOL>-<stream>-<YYYY-MM-DD>.csv``,
+one file per stream per UTC day of the event time.
+"""
+
+import os
+import time
+
+# stream -> (columns, index of the id column or None, what the id is)
+_AGG_SPOT = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+             "is_buyer_maker", "is_best_match", "event_time", "local_time_us", "backfilled"]
+_AGG_USDM = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+             "is_buyer_maker", "event_time", "local_time_us", "backfilled"]
+_KLINE = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+          "taker_buy_volume", "taker_buy_quote_volume", "ignore", "first_trade_id", "last_trade_id",
+          "event_time", "local_time_us", "backfilled"]
+
+SCHEMAS = {
+    ("spot", "aggTrade"): _AGG_SPOT,
+    ("usdm", "aggTrade"): _AGG_USDM,
+    ("spot", "trade"): ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match",
+                        "event_time", "local_time_us"],
+    "kline": _KLINE,
+    "bookTicker": ["update_id", "best_bid_price", "best_bid_qty", "best_ask_price", "best_ask_qty",
+                   "transaction_time", "event_time", "local_time_us"],
+    "depth": ["event_time", "transaction_time", "first_update_id", "final_update_id",
+              "prev_final_update_id", "side", "price", "quantity", "local_time_us"],
+    "depthSnapshot": ["last_update_id", "side", "price", "quantity", "request_time_us",
+                      "response_time_us", "event_time", "transaction_time"],
+    "gaps": ["local_time_us", "stream", "reason", "last_good_id", "first_id_after", "last_good_time",
+             "first_time_after", "action", "rows", "detail"],
+}
+
+# Column holding the sequence id used for de-duplication and continuity.
+ID_COLUMN = {"aggTrade": 0, "trade": 0, "kline": 0, "bookTicker": 0, "depth": 3}
+# Streams whose ids are consecutive integers: a jump is a hole.
+CONTIGUOUS = ("aggTrade", "trade")
+
+
+def stream_kind(stream):
+    """``kline_1m`` -> ``kline``; every other file stream is its own kind."""
+    return "kline" if stream.startswith("kline_") else stream
+
+
+def columns(market, stream):
+    kind = stream_kind(stream)
+    if kind == "orderbook":
+        return orderbook_columns(20)
+    return SCHEMAS.get((market, kind)) or SCHEMAS[kind]
+
+
+def orderbook_columns(levels):
+    cols = ["local_time_us", "update_id", "in_sync"]
+    for side in ("bid", "ask"):
+        for i in range(1, levels + 1):
+            cols += [f"{side}_price_{i}", f"{side}_qty_{i}"]
+    return cols
+
+
+def header(market, stream, levels=None):
+    cols = orderbook_columns(levels) if stream == "orderbook" and levels else columns(market, stream)
+    return (",".join(cols) + "\n").encode()
+
+
+def path(data_dir, market, symbol, stream, day):
+    return os.path.join(data_dir, market, symbol, f"{symbol}-{stream}-{day}.csv")
+
+
+def parse_name(filename):
+    """``BTCUSDT-kline_1m-2026-11-25.csv`` -> (symbol, stream, day) or None."""
+    if not filename.endswith(".csv"):
+        return None
+    stem = filename[:-4]
+    parts = stem.rsplit("-", 3)
+    if len(parts) != 4:
+        return None
+    rest, y, m, d = parts
+    symbol, sep, stream = rest.partition("-")
+    if not sep or not (y.isdigit() and m.isdigit() and d.isdigit()):
+        return None
+    return symbol, stream, f"{y}-{m}-{d}"
+
+
+class DayOf:
+    """UTC day (``YYYY-MM-DD``) of a millisecond timestamp, cached per day."""
+
+    __slots__ = ("start", "end", "key")
+
+    def __init__(self):
+        self.start = self.end = 0
+        self.key = None
+
+    def __call__(self, ms):
+        if self.start <= ms < self.end:
+            return self.key
+        day = ms // 86_400_000
+        self.start, self.end = day * 86_400_000, (day + 1) * 86_400_000
+        self.key = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+        return self.key
+
+
+_DECIMAL = {"price", "quantity", "qty", "quote_qty", "open", "high", "low", "close", "volume", "quote_volume",
+            "taker_buy_volume", "taker_buy_quote_volume", "best_bid_price", "best_bid_qty", "best_ask_price",
+            "best_ask_qty"}
+_BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
+_TEXT = {"side", "stream", "reason", "action", "detail", "ignore"}
+
+
+def pandas_dtype(column, exact=True):
+    """The documented pandas dtype of a column: prices and quantities are
+    ``string`` (exact, as Binance sent them) or ``float64``; booleans
+    ``boolean``; ids and times ``Int64`` (empty where a row has no value)."""
+    if column in _DECIMAL or (column.startswith(("bid_", "ask_")) and column[4:9] in ("price", "qty_")):
+        return "string" if exact else "float64"
+    if column in _BOOL:
+        return "boolean"
+    if column in _TEXT:
+        return "string"
+    return "Int64"
+
+
+def pandas_dtypes(market, stream, exact=True, levels=20):
+    cols = orderbook_columns(levels) if stream == "orderbook" else columns(market, stream)
+    return {c: pandas_dtype(c, exact) for c in cols}

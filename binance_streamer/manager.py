@@ -1,0 +1,255 @@
+"""The ProcessManager: spawns the writer, the order-book manager and one
+worker per group of symbols; restarts what crashes with capped, jittered
+backoff; writes the status file; and shuts down in order so that every
+message a worker read from its socket reaches the disk.
+
+Children are tracked with explicit states, as Supervisor does:
+STARTING -> RUNNING -> (EXITED -> BACKOFF -> STARTING ...) or FATAL when a
+child exits with EXIT_CONFIG (restarting would not help); STOPPING while
+the daemon shuts down.
+"""
+
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import time
+
+from . import proc, status
+from .binance.rest import RestBudget
+from .proc import EXIT_CONFIG, EXIT_QUEUE_CORRUPT, backoff_delay
+
+log = logging.getLogger(__name__)
+
+STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"
+RUNNING_AFTER = 1.0      # a child alive this long counts as RUNNING
+STABLE_AFTER = 60.0      # ... and this long resets its backoff
+
+
+class Child:
+    def __init__(self, name, role, target, make_args):
+        self.name, self.role, self.target, self.make_args = name, role, target, make_args
+        self.process = None
+        self.state = STARTING
+        self.restarts = 0
+        self.failures = 0
+        self.started = None
+        self.next_start = 0.0
+        self.exitcode = None
+
+    def info(self):
+        return {"name": self.name, "role": self.role, "state": self.state, "restarts": self.restarts,
+                "pid": self.process.pid if self.process is not None and self.state in (STARTING, RUNNING, STOPPING)
+                else None, "started": self.started, "exitcode": self.exitcode}
+
+
+def spawn(ctx, name, target, args):
+    p = ctx.Process(target=target, name=name, args=args)
+    p.start()
+    return p
+
+
+class ProcessManager:
+    def __init__(self, cfg, weight_limit=None, spawner=None, ctx=None, clock=time.monotonic):
+        self.cfg = cfg
+        self.ctx = ctx or multiprocessing.get_context("spawn")
+        self.spawner = spawner or (lambda name, target, args: spawn(self.ctx, name, target, args))
+        self.clock = clock
+        self.weight_limit = weight_limit
+        self.children = []
+        self.stopping = False
+        self.signal = None
+        self.child_status = {}
+        self.started_at = time.time()
+        self.log_q = None
+        self.pipeline_restarts = 0
+
+    # -- wiring -------------------------------------------------------------------
+    def groups(self):
+        n = self.cfg.symbols_per_worker
+        symbols = self.cfg.symbols
+        return [symbols[i:i + n] for i in range(0, len(symbols), n)]
+
+    def build(self, log_q):
+        """Create queues and child slots (no process is started here)."""
+        from .worker import worker_main
+        from .writer import writer_main
+        cfg, ctx = self.cfg, self.ctx
+        self.log_q = log_q
+        self.status_q = ctx.Queue(maxsize=10_000)
+        self.budget = RestBudget(ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin)
+        self._make_queues()
+        self.children = [Child("writer", "writer", writer_main,
+                               lambda: (cfg, self.writer_q, self.control, self.status_q, self.log_q))]
+        for i, symbols in enumerate(self.groups()):
+            self.children.append(Child(f"worker-{i}", "worker", worker_main,
+                                       lambda i=i, symbols=symbols: (cfg, symbols, i, self.writer_q,
+                                                                     self.control[i][1], self.status_q,
+                                                                     self.log_q, self.budget)))
+
+    def _make_queues(self):
+        self.writer_q = self.ctx.Queue(maxsize=self.cfg.queue_size)
+        self.control = [(symbols, self.ctx.Queue()) for symbols in self.groups()]
+
+    # -- running --------------------------------------------------------------------
+    def start(self):
+        for child in self.children:
+            self._spawn(child)
+
+    def _spawn(self, child):
+        child.process = self.spawner(child.name, child.target, child.make_args())
+        child.state, child.started, child.exitcode = STARTING, self.clock(), None
+        log.info("%s: started (pid %s)", child.name, child.process.pid)
+
+    def step(self):
+        """One turn of the main loop: reap, restart what is due, collect status."""
+        now = self.clock()
+        for child in self.children:
+            p = child.process
+            if child.state in (STARTING, RUNNING) and p is not None and not p.is_alive():
+                self._exited(child, now)
+            elif child.state == STARTING and now - child.started >= RUNNING_AFTER:
+                child.state = RUNNING
+            elif child.state == RUNNING and child.failures and now - child.started >= STABLE_AFTER:
+                child.failures = 0
+            if child.state == BACKOFF and now >= child.next_start and not self.stopping:
+                child.restarts += 1
+                self._spawn(child)
+        self.drain_status()
+
+    def _exited(self, child, now):
+        child.exitcode = child.process.exitcode
+        if child.exitcode == EXIT_CONFIG:
+            child.state = FATAL
+            log.error("%s: exited with a configuration error; not restarting it", child.name)
+            if child.role == "writer":
+                self.request_stop("the writer cannot run")
+            return
+        if child.exitcode == EXIT_QUEUE_CORRUPT:
+            self.restart_pipeline(f"{child.name} found its input queue corrupt")
+            return
+        child.failures += 1
+        delay = backoff_delay(child.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
+        child.state, child.next_start = BACKOFF, now + delay
+        log.error("%s: exited unexpectedly (code %s); restarting in %.1f s", child.name, child.exitcode, delay)
+
+    def restart_pipeline(self, why):
+        """Stop every child and start them all again on fresh queues."""
+        log.error("restarting every process: %s", why)
+        self.pipeline_restarts += 1
+        for child in self.children:
+            if child.process is not None and child.process.is_alive():
+                child.process.kill()
+                child.process.join(5)
+        self._make_queues()
+        for child in self.children:
+            child.restarts += 1
+            self._spawn(child)
+
+    def drain_status(self):
+        while True:
+            try:
+                name, pid, when, payload = self.status_q.get_nowait()
+            except queue.Empty:
+                return
+            self.child_status[name] = {"pid": pid, "time": when, **payload}
+
+    def request_stop(self, why):
+        if not self.stopping:
+            log.info("stopping: %s", why)
+        self.stopping = True
+
+    def snapshot(self, state):
+        cfg = self.cfg
+        try:
+            free = shutil.disk_usage(cfg.data_dir).free
+        except OSError:
+            free = None
+        queues = {"writer": _qsize(self.writer_q)}
+        return {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
+                "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
+                "processes": [c.info() for c in self.children], "children": self.child_status,
+                "queues": queues, "disk_free_bytes": free, "pipeline_restarts": self.pipeline_restarts,
+                "rest_weight_spent": self.budget.spent}
+
+    def write_status(self, state):
+        status.write_status(self.cfg.run_dir, self.snapshot(state))
+
+    def run(self, install_signals=True):
+        """Run until SIGTERM or SIGINT; returns the signal number that stopped it (or None)."""
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        self.start()
+        next_status = 0.0
+        while not self.stopping:
+            time.sleep(0.2)
+            if self.signal is not None:
+                self.request_stop(f"received {signal.Signals(self.signal).name}")
+                break
+            self.step()
+            if self.clock() >= next_status:
+                next_status = self.clock() + self.cfg.status_interval
+                running = all(c.state == RUNNING for c in self.children)
+                self.write_status("RUNNING" if running else "STARTING")
+        self.shutdown()
+        return self.signal
+
+    def _on_signal(self, signum, frame):
+        self.signal = signum      # only recorded; the main loop acts on it
+
+    # -- shutdown ------------------------------------------------------------------------
+    def shutdown(self):
+        """Producers first while the writer keeps draining, then the writer."""
+        self.stopping = True
+        self.write_status("STOPPING")
+        workers = [c for c in self.children if c.role == "worker"]
+        for child in workers:
+            self._signal(child, signal.SIGTERM)
+        self._wait(workers, "workers")
+        for child in [c for c in self.children if c.role == "orderbook"]:
+            self._finish(child, self.book_q)
+        for child in [c for c in self.children if c.role == "writer"]:
+            self._finish(child, self.writer_q)
+        self.drain_status()
+        self.write_status("STOPPED")
+        log.info("stopped")
+
+    def _finish(self, child, inbox):
+        if child.process is not None and child.process.is_alive():
+            inbox.put(None)
+        self._wait([child], child.name)
+
+    def _signal(self, child, sig):
+        p = child.process
+        if p is not None and p.is_alive():
+            child.state = STOPPING
+            os.kill(p.pid, sig)
+
+    def _wait(self, children, what):
+        deadline = self.clock() + self.cfg.stop_timeout
+        for child in children:
+            p = child.process
+            if p is None:
+                continue
+            p.join(max(0.0, deadline - self.clock()))
+            if p.is_alive():
+                log.error("%s: did not stop within %.0f s; killing it", child.name, self.cfg.stop_timeout)
+                p.kill()
+                p.join(5)
+            child.state, child.exitcode = EXITED, p.exitcode
+        self.drain_status()
+
+
+def _qsize(q):
+    try:
+        return q.qsize()
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _default_limit(cfg):
+    from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
+    return cfg.rest_weight_limit or DEFAULT_WEIGHT_LIMIT[cfg.market]

@@ -1,0 +1,75 @@
+"""What every child process does first, and how it reports to the manager."""
+
+import logging
+import logging.handlers
+import os
+import queue
+import random
+import signal
+import threading
+import time
+
+EXIT_OK = 0
+EXIT_CONFIG = 2          # a fault restarting will not mend: the manager does not respawn
+EXIT_QUEUE_CORRUPT = 3   # an input queue was torn by a killed process: restart the pipeline
+
+
+def child_setup(name, log_q, level="INFO"):
+    """Ignore SIGINT, turn SIGTERM into an Event, log through the manager,
+    and stop when the parent dies. Returns the stop Event."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_q)] if log_q is not None else root.handlers
+    root.setLevel(level)
+    threading.current_thread().name = name
+    parent = os.getppid()
+
+    def watch_parent():
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                logging.getLogger(__name__).error("%s: the manager died; stopping", name)
+                stop.set()
+
+    threading.Thread(target=watch_parent, name=f"{name}-parent-watch", daemon=True).start()
+    return stop
+
+
+def report(status_q, name, payload):
+    """Send a status snapshot to the manager; never blocks the caller."""
+    if status_q is None:
+        return
+    try:
+        status_q.put_nowait((name, os.getpid(), time.time(), payload))
+    except queue.Full:
+        pass
+
+
+class Throttle:
+    """Let a repeated warning through N times a minute, then count the rest."""
+
+    def __init__(self, per_minute=5):
+        self.per_minute = per_minute
+        self.window = 0
+        self.count = 0
+        self.suppressed = 0
+
+    def allow(self, now=None):
+        minute = int((now or time.monotonic()) // 60)
+        if minute != self.window:
+            self.window, self.count = minute, 0
+        self.count += 1
+        if self.count <= self.per_minute:
+            return True
+        self.suppressed += 1
+        return False
+
+
+def backoff_delay(attempt, base, cap, rng=random):
+    """Delay before retry number ``attempt`` (1, 2, ...): base * 2^(n-1),
+    capped, then scaled by a random factor in [0.5, 1] so that many
+    clients that failed together do not retry together."""
+    if attempt <= 0 or base <= 0:
+        return 0.0
+    return min(cap, base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)

@@ -1,0 +1,172 @@
+"""The writer's safety net for sequence ids. Pure: the caller passes times.
+
+Workers already keep their streams in order, backfill the holes they see
+and report every gap. What they cannot see is rows lost *between*
+processes: a worker killed with rows in memory, a writer killed with an
+unflushed batch, a restart of the daemon. Per ``(symbol, stream)`` this
+module therefore
+
+* drops rows whose id is not beyond the last one written (exactly once),
+* notices a jump in a stream with consecutive ids (aggTrade, trade, klines)
+  that no gap report explained, and opens a *hole* to be backfilled
+  (aggTrade, klines) or records it as lost (trade),
+* accepts backfilled rows inside an open hole and closes the hole when
+  it is full, or as lost when it is not filled in time.
+
+Every decision that matters to a user becomes a gap-ledger row (a dict).
+"""
+
+from .csvfiles import stream_kind
+
+BACKFILLABLE = ("aggTrade", "kline")
+HOLE_TIMEOUT = 120.0
+_INTERVAL_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def id_step(stream):
+    """Distance between consecutive ids, or None when ids are not consecutive."""
+    kind = stream_kind(stream)
+    if kind in ("aggTrade", "trade"):
+        return 1
+    if kind == "kline":
+        interval = stream[6:]
+        if interval == "1M":
+            return None          # months differ in length
+        return int(interval[:-1]) * _INTERVAL_MS[interval[-1]]
+    return None
+
+
+def gap_row(now_us, stream, reason, last_id, first_id, action, rows=0, detail="",
+            last_time="", first_time=""):
+    return {"local_time_us": now_us, "stream": stream, "reason": reason, "last_good_id": last_id,
+            "first_id_after": first_id, "last_good_time": last_time, "first_time_after": first_time,
+            "action": action, "rows": rows, "detail": detail}
+
+
+class Hole:
+    __slots__ = ("lo", "hi", "next", "step", "opened", "rows")
+
+    def __init__(self, lo, hi, step, opened):
+        self.lo, self.hi, self.next, self.step, self.opened, self.rows = lo, hi, lo, step, opened, 0
+
+
+class Sequencer:
+    def __init__(self):
+        self.last = {}        # (symbol, stream) -> last id written
+        self.expected = {}    # (symbol, stream) -> first id after a gap a worker reported
+        self.holes = {}       # (symbol, stream) -> [Hole]
+        self.duplicates = 0
+
+    def accept(self, symbol, stream, ids, backfilled, now):
+        """Which rows to write: returns ``(keep, gap rows, backfill requests)``.
+
+        ``keep`` is None for "all of them", else a list of row indexes.
+        A backfill request is ``(symbol, stream, first id, last id)``.
+        """
+        key = (symbol, stream)
+        last = self.last.get(key)
+        gaps, requests = [], []
+        if backfilled and self.holes.get(key):
+            keep = self._fill(key, ids, last, gaps, now)
+            return keep, gaps, requests
+        if last is not None and ids[0] <= last:
+            keep = [i for i, x in enumerate(ids) if x > last]
+            self.duplicates += len(ids) - len(keep)
+            if not keep:
+                return keep, gaps, requests
+            first = ids[keep[0]]
+        else:
+            keep, first = None, ids[0]
+        step = id_step(stream)
+        if step is not None:
+            if last is not None and first != last + step:
+                self._jump(key, last, first, step, now, gaps, requests)
+            if ids[-1] - first != (len(ids) - 1 - (keep[0] if keep else 0)) * step:
+                prev = first
+                for x in ids[(keep[0] if keep else 0) + 1:]:
+                    if x != prev + step:
+                        self._jump(key, prev, x, step, now, gaps, requests)
+                    prev = x
+        self.last[key] = ids[-1]
+        exp = self.expected.get(key)
+        if exp is not None and ids[-1] >= exp:
+            del self.expected[key]
+        return keep, gaps, requests
+
+    def reported(self, symbol, gap, now_us):
+        """A worker's gap report. Returns the row to write, or None when there
+        is nothing to report, and maybe a backfill request."""
+        key = (symbol, gap["stream"])
+        last = self.last.get(key)
+        if gap["last_good_id"] in (None, ""):
+            if last is None:
+                return None, None           # nothing recorded before: no gap
+            gap["last_good_id"] = last
+        step = id_step(gap["stream"])
+        first = gap["first_id_after"]
+        if step is not None and first not in (None, "") and last is not None:
+            if first <= last + step:
+                return None, None           # resumed exactly where we were
+            if gap["action"] in ("", "lost", "unknown") and stream_kind(gap["stream"]) in BACKFILLABLE:
+                self._open(key, last + step, first - step, step, now_us / 1e6)
+                gap["action"] = "backfill_requested"
+                self.expected[key] = first
+                return gap, (symbol, gap["stream"], last + step, first - step)
+        if gap["action"] == "":
+            gap["action"] = "lost"
+        if first not in (None, ""):
+            self.expected[key] = first
+        return gap, None
+
+    def expire(self, now):
+        """Holes not filled in time: gap rows saying what was lost."""
+        gaps = []
+        for key, holes in list(self.holes.items()):
+            for hole in list(holes):
+                if now - hole.opened >= HOLE_TIMEOUT:
+                    holes.remove(hole)
+                    gaps.append((key[0], gap_row(int(now * 1e6), key[1], "backfill timeout", hole.next - hole.step,
+                                                 hole.hi + hole.step, "lost", hole.rows,
+                                                 f"ids {hole.next}..{hole.hi} were not backfilled in time")))
+            if not holes:
+                del self.holes[key]
+        return gaps
+
+    # -- internals -----------------------------------------------------------------
+    def _jump(self, key, last, first, step, now, gaps, requests):
+        if self.expected.get(key) == first:
+            del self.expected[key]
+            return
+        symbol, stream = key
+        if stream_kind(stream) in BACKFILLABLE:
+            self._open(key, last + step, first - step, step, now)
+            requests.append((symbol, stream, last + step, first - step))
+            action = "backfill_requested"
+        else:
+            action = "lost"
+        gaps.append(gap_row(int(now * 1e6), stream, "id jump", last, first, action,
+                            detail="rows lost between processes (crash or restart)"))
+
+    def _open(self, key, lo, hi, step, now):
+        self.holes.setdefault(key, []).append(Hole(lo, hi, step, now))
+
+    def _fill(self, key, ids, last, gaps, now):
+        keep = []
+        holes = self.holes[key]
+        for i, x in enumerate(ids):
+            hole = next((h for h in holes if h.next <= x <= h.hi), None)
+            if hole is None or (x - hole.lo) % hole.step:
+                if last is None or x > last:
+                    keep.append(i)
+                else:
+                    self.duplicates += 1
+                continue
+            keep.append(i)
+            hole.next, hole.rows = x + hole.step, hole.rows + 1
+            if hole.next > hole.hi:
+                holes.remove(hole)
+                gaps.append(gap_row(int(now * 1e6), key[1], "hole filled", hole.lo - hole.step,
+                                    hole.hi + hole.step, "backfilled", hole.rows))
+        if not holes:
+            del self.holes[key]
+        return keep

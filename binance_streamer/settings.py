@@ -1,0 +1,141 @@
+"""THE declaration of every setting.
+
+One table drives the YAML loader, the command-line flags, ``--help``, the
+README's configuration reference and validation. To add a setting, add a
+row here; nothing else reads the YAML or the environment.
+"""
+
+from dataclasses import dataclass
+
+MARKETS = ("spot", "usdm")
+STREAM_KINDS = ("aggTrade", "trade", "depth", "kline", "bookTicker")
+KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
+                   "12h", "1d", "3d", "1w", "1M")
+DEPTH_SPEEDS = {"spot": ("depth", "depth@100ms"),
+                "usdm": ("depth", "depth@100ms", "depth@250ms", "depth@500ms")}
+DEFAULT_STREAMS = {"spot": ["aggTrade", "trade", "depth@100ms", "kline_1m", "bookTicker"],
+                   "usdm": ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: str            # str | int | float | bool | list | path | choice | url
+    default: object
+    help: str
+    section: str
+    choices: tuple = ()
+    minimum: float = None
+    flag: bool = False   # also a command-line flag (--name-with-dashes)
+    metavar: str = None
+
+    @property
+    def option(self):
+        return "--" + self.name.replace("_", "-")
+
+
+def _s(name, type_, default, help_, section, **kw):
+    return Setting(name, type_, default, help_, section, **kw)
+
+
+SETTINGS = [
+    # -- what to record
+    _s("market", "choice", "spot", "Binance market: spot or usdm (USD-M futures)", "recording",
+       choices=MARKETS, flag=True),
+    _s("symbols", "list", ["BTCUSDT", "ETHUSDT"], "symbols to record, e.g. BTCUSDT,ETHUSDT", "recording",
+       flag=True, metavar="SYM,SYM"),
+    _s("streams", "list", None,
+       "streams per symbol: aggTrade, trade, depth or depth@100ms, kline_<interval>, bookTicker "
+       "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm the same without trade)",
+       "recording", flag=True, metavar="S,S"),
+    _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),
+    # -- where from
+    _s("ws_url", "url", None,
+       "WebSocket base URL (default: wss://stream.binance.com:9443 for spot, wss://fstream.binance.com for usdm)",
+       "endpoints", flag=True, metavar="URL"),
+    _s("ws_public_url", "url", None,
+       "usdm: WebSocket root for depth and bookTicker (default: <ws_url>/public)", "endpoints", metavar="URL"),
+    _s("ws_market_url", "url", None,
+       "usdm: WebSocket root for aggTrade and klines (default: <ws_url>/market)", "endpoints", metavar="URL"),
+    _s("rest_url", "url", None,
+       "REST base URL (default: https://api.binance.com for spot, https://fapi.binance.com for usdm)",
+       "endpoints", flag=True, metavar="URL"),
+    _s("proxy", "url", None,
+       "proxy for WebSocket and REST: http://host:port, socks5://host:port or socks5h://host:port",
+       "endpoints", flag=True, metavar="URL"),
+    # -- where to
+    _s("data_dir", "path", "data", "directory for the CSV files", "files", flag=True, metavar="DIR"),
+    _s("log_dir", "path", "logs", "directory for log files", "files", flag=True, metavar="DIR"),
+    _s("run_dir", "path", "run", "directory for the pidfile and the status file", "files", flag=True,
+       metavar="DIR"),
+    _s("batch_size", "int", 5000, "rows buffered per file before a flush", "files", minimum=1),
+    _s("flush_interval", "float", 1.0, "seconds a row may wait in the writer before it is flushed", "files",
+       minimum=0.01),
+    _s("fsync", "choice", "periodic",
+       "fsync data files: never, periodic (every fsync_interval) or always (after every flush)", "files",
+       choices=("never", "periodic", "always")),
+    _s("fsync_interval", "float", 10.0, "seconds between fsyncs when fsync is periodic", "files", minimum=0.1),
+    # -- processes
+    _s("symbols_per_worker", "int", 1, "symbols that share one worker process", "processes", minimum=1),
+    _s("queue_size", "int", 10_000, "batches a process queue holds before producers wait", "processes",
+       minimum=10),
+    _s("batch_interval", "float", 0.05, "seconds a worker gathers rows before it hands them on", "processes",
+       minimum=0.001),
+    _s("restart_min_delay", "float", 0.5, "first delay before a crashed process is restarted, seconds",
+       "processes", minimum=0.0),
+    _s("restart_max_delay", "float", 30.0, "longest delay between restarts of a crashing process, seconds",
+       "processes", minimum=0.0),
+    _s("stop_timeout", "float", 20.0, "seconds each shutdown stage may take before processes are killed",
+       "processes", minimum=1.0),
+    _s("status_interval", "float", 2.0, "seconds between status file updates", "processes", minimum=0.1),
+    # -- connections
+    _s("reconnect_min_delay", "float", 0.5, "first reconnect delay, seconds (doubles, with jitter)",
+       "connections", minimum=0.0),
+    _s("reconnect_max_delay", "float", 30.0, "longest reconnect delay, seconds", "connections", minimum=0.0),
+    _s("silence_timeout", "float", 30.0, "reconnect when a connection delivers nothing for this long, seconds",
+       "connections", minimum=1.0),
+    _s("rest_timeout", "float", 10.0, "timeout of one REST request, seconds", "connections", minimum=0.5),
+    _s("rest_weight_limit", "int", None,
+       "REST weight per minute for the whole daemon (default: exchangeInfo's REQUEST_WEIGHT limit)",
+       "connections", minimum=1),
+    _s("rest_weight_margin", "float", 0.2, "share of the weight limit kept unused as a safety margin",
+       "connections", minimum=0.0),
+    # -- order books
+    _s("orderbook", "bool", True, "keep local order books and write snapshot and top-of-book files",
+       "orderbook"),
+    _s("snapshot_depth", "int", None, "levels per side of REST snapshots (default: spot 5000, usdm 1000)",
+       "orderbook", minimum=5),
+    _s("orderbook_levels", "int", 20, "levels per side in the orderbook files", "orderbook", minimum=1),
+    _s("orderbook_interval", "float", 1.0, "seconds between orderbook rows", "orderbook", minimum=0.05),
+    _s("book_refresh_interval", "float", 3600.0,
+       "seconds between snapshot refreshes of a book in sync (0: never)", "orderbook", minimum=0.0),
+    # -- logging
+    _s("log_level", "choice", "INFO", "DEBUG, INFO, WARNING or ERROR", "logging",
+       choices=("DEBUG", "INFO", "WARNING", "ERROR"), flag=True),
+    _s("log_max_bytes", "int", 20_000_000, "rotate the log file at this size (0: let logrotate do it)",
+       "logging", minimum=0),
+    _s("log_backups", "int", 10, "rotated log files kept", "logging", minimum=0),
+]
+
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def render_yaml():
+    """config.yaml as shipped: every setting, its help, its default."""
+    out = ["# binance_streamer configuration. Every setting is listed with its default;",
+           "# command-line flags override this file. Reference: README.md, section Configuration.", ""]
+    section = None
+    for s in SETTINGS:
+        if s.section != section:
+            section = s.section
+            out += ["", f"# --- {section}"]
+        out.append(f"# {s.help}")
+        if s.default is None:
+            out.append(f"# {s.name}:")
+        elif s.type == "list":
+            out.append(f"{s.name}: [{', '.join(s.default)}]")
+        elif s.type == "bool":
+            out.append(f"{s.name}: {'true' if s.default else 'false'}")
+        else:
+            out.append(f"{s.name}: {s.default}")
+    return "\n".join(out).strip() + "\n"

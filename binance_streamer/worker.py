@@ -1,0 +1,358 @@
+"""The symbol worker process: WebSocket connections for its symbols, parsing,
+id continuity, REST backfills, and batches of CSV lines for the writer.
+
+Per subscribed stream (a :class:`Route`) the worker remembers the last id.
+A jump after a reconnect, or anywhere, is a gap: aggTrades and klines are
+fetched over REST while the live rows of that stream wait, so files stay in
+id order; what cannot be fetched (trades, depth, bookTicker) becomes a
+gap-ledger row. Rows leave in one ordered list per batch (one queue put per
+``batch_interval``), never one put per message.
+"""
+
+import logging
+import os
+import queue
+import threading
+import time
+
+import orjson
+
+from . import proc
+from .binance import parse
+from .binance.endpoints import AGG_TRADES_PAGE, KLINES_PAGE, connection_plan
+from .binance.rest import RestClient, RestError
+from .config import file_stream
+from .connection import Connection
+from .csvfiles import DayOf, stream_kind
+from .sequence import gap_row, id_step
+
+log = logging.getLogger(__name__)
+
+
+class Route:
+    """One stream of one symbol, as this worker receives it."""
+
+    __slots__ = ("symbol", "stream", "kind", "file", "last", "state", "held", "waiting", "day",
+                 "messages", "last_recv_us", "gaps", "backfilled", "step")
+
+    def __init__(self, symbol, stream):
+        self.symbol, self.stream = symbol, stream
+        self.file = file_stream(stream)
+        self.kind = stream_kind(self.file)
+        self.step = id_step(self.file)
+        self.last = None
+        self.state = "start"          # start | live | reconnected
+        self.held = None              # rows waiting for a backfill, in order
+        self.waiting = 0              # backfills in progress
+        self.day = DayOf()
+        self.messages = self.gaps = self.backfilled = 0
+        self.last_recv_us = None
+
+
+class Worker:
+    def __init__(self, cfg, symbols, rest=None, stop=None, clock=time.time):
+        self.cfg, self.market, self.clock = cfg, cfg.market, clock
+        self.rest = rest
+        self.stop = stop or threading.Event()
+        self.routes = {f"{s.lower()}@{st}": Route(s, st) for s in symbols for st in cfg.streams}
+        self.lock = threading.RLock()
+        self.out = []                 # ordered messages for the writer
+        self.open = {}                # (symbol, file, day, backfilled) -> open "rows" message
+        self.jobs = queue.Queue()
+        self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
+                       "open_klines": 0, "control_replies": 0}
+        self.throttle = proc.Throttle()
+        self.throttle_connect = proc.Throttle()
+        self.handlers = {"aggTrade": self._agg_trade, "trade": self._trade, "depth": self._depth,
+                         "bookTicker": self._book_ticker, "kline": self._kline}
+
+    # -- frames ------------------------------------------------------------------
+    def on_connected(self, conn):
+        with self.lock:
+            for name in conn.names:
+                route = self.routes[name]
+                if route.state == "live":
+                    route.state = "reconnected"
+
+    def on_frame(self, conn, data, recv_us):
+        """Handle one text frame; returns "shutdown" on a serverShutdown event."""
+        try:
+            msg = orjson.loads(data)
+            route = self.routes.get(msg.get("stream"))
+        except (orjson.JSONDecodeError, AttributeError):
+            return self._odd("malformed", "malformed frame", data[:120])
+        if route is None:
+            return self._not_data(msg)
+        d = msg.get("data")
+        with self.lock:
+            try:
+                self.handlers[route.kind](route, d, recv_us)
+            except (KeyError, TypeError, ValueError, IndexError):
+                return self._odd("malformed", f"{route.stream}: malformed event", data[:160])
+            route.messages += 1
+            route.last_recv_us = recv_us
+            if route.messages & 1023 == 1:
+                extra = parse.unexpected_fields(route.kind, d)
+                if extra:
+                    self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
+        return None
+
+    def _not_data(self, msg):
+        if not isinstance(msg, dict):
+            return self._odd("malformed", "frame is not an object", str(msg)[:120])
+        data = msg.get("data") if isinstance(msg.get("data"), dict) else msg
+        if msg.get("stream") == "!serverShutdown" or data.get("e") == "serverShutdown":
+            log.info("server announced a shutdown (E=%s); reconnecting", data.get("E"))
+            return "shutdown"
+        if "result" in msg and "id" in msg:
+            self.counts["control_replies"] += 1
+            return None
+        if "code" in msg and "msg" in msg:
+            return self._odd("unknown", "the server reported an error", msg)
+        return self._odd("unknown", "unknown event", str(msg)[:160])
+
+    def _odd(self, counter, what, detail):
+        self.counts[counter] += 1
+        if self.throttle.allow():
+            log.warning("%s: %s (%d so far)", what, detail, self.counts[counter])
+        return None
+
+    # -- per-stream handlers (called with the lock held) --------------------------
+    def _agg_trade(self, route, d, recv_us):
+        a = d["a"]
+        if not self._continues(route, a, d["T"]):
+            return
+        self._add(route, route.day(d["T"]), *parse.agg_trade(self.market, d, recv_us))
+
+    def _trade(self, route, d, recv_us):
+        t = d["t"]
+        if not self._continues(route, t, d["T"]):
+            return
+        self._add(route, route.day(d["T"]), *parse.trade(self.market, d, recv_us))
+
+    def _kline(self, route, d, recv_us):
+        row = parse.kline(self.market, d, recv_us)
+        if row is None:
+            self.counts["open_klines"] += 1
+            return
+        if self._continues(route, row[0], d["E"]):
+            self._add(route, route.day(row[0]), *row)
+
+    def _depth(self, route, d, recv_us):
+        last, first, final = route.last, d["U"], d["u"]
+        if last is not None and final <= last:
+            self.counts["duplicates"] += 1
+            return
+        linked = d["pu"] == last if self.market == "usdm" else first == (last or 0) + 1
+        if route.state == "start" or (last is not None and not linked):
+            self._report(route, last, first, "lost", d["E"])
+        route.last, route.state = final, "live"
+        uid, lines = parse.depth(self.market, d, recv_us)
+        self._add(route, route.day(d["E"]), uid, lines)
+
+    def _book_ticker(self, route, d, recv_us):
+        u = d["u"]
+        if route.last is not None and u <= route.last:
+            self.counts["duplicates"] += 1
+            return
+        if route.state != "live":
+            self._report(route, route.last, u, "lost", d.get("E", ""))
+        route.last, route.state = u, "live"
+        self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)),
+                  *parse.book_ticker(self.market, d, recv_us))
+
+    def _continues(self, route, ident, when):
+        """Check a consecutive id; start a backfill or report a gap. False: drop it."""
+        last = route.last
+        if last is not None and ident <= last:
+            self.counts["duplicates"] += 1
+            return False
+        if route.state == "start":
+            self._report(route, None, ident, "", when)
+        elif last is not None and ident != last + route.step:
+            if route.kind in ("aggTrade", "kline") and self.rest is not None:
+                self._start_backfill(route, last + route.step, ident - route.step, when)
+            else:
+                self._report(route, last, ident, "lost", when)
+        route.last, route.state = ident, "live"
+        return True
+
+    def _reason(self, route):
+        return {"start": "start", "reconnected": "reconnect"}.get(route.state, "id jump")
+
+    def _report(self, route, last, first, action, when="", rows=0, detail=""):
+        route.gaps += 1
+        self._seal(route)
+        self.out.append(("gap", route.symbol, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
+                                                      last, first, action, rows, detail, first_time=when)))
+
+    # -- outbox --------------------------------------------------------------------------
+    def _add(self, route, day, ident, line, backfilled=False):
+        if route.held is not None and not backfilled:
+            route.held.append((day, ident, line))
+            return
+        key = (route.symbol, route.file, day, backfilled)
+        msg = self.open.get(key)
+        if msg is None:
+            msg = self.open[key] = ["rows", route.symbol, route.file, day, [], [], backfilled]
+            self.out.append(msg)
+        if isinstance(line, list):
+            msg[4].extend([ident] * len(line))
+            msg[5].extend(line)
+        else:
+            msg[4].append(ident)
+            msg[5].append(line)
+
+    def _seal(self, route):
+        """Rows added after this go to new messages (keeps gap rows in order)."""
+        for key in [k for k in self.open if k[0] == route.symbol and k[1] == route.file]:
+            del self.open[key]
+
+    def take_batch(self):
+        with self.lock:
+            out, self.out = self.out, []
+            self.open.clear()
+        return [tuple(m) for m in out]
+
+    # -- backfills -------------------------------------------------------------------------
+    def _start_backfill(self, route, lo, hi, when):
+        if route.held is None:
+            route.held = []
+        route.waiting += 1
+        self.jobs.put(("fill", route, lo, hi, self._reason(route), when))
+
+    def command(self, msg):
+        """A request from another process: ("backfill", symbol, stream, first, last)."""
+        if msg[0] == "backfill":
+            _, symbol, stream, lo, hi = msg
+            route = next((r for r in self.routes.values() if r.symbol == symbol and r.file == stream), None)
+            if route is not None and route.kind in ("aggTrade", "kline"):
+                self.jobs.put(("writer", route, lo, hi, "", ""))
+        else:
+            log.error("worker: unknown command %r", msg[0])
+
+    def run_jobs(self):
+        """REST thread: one job at a time, within the daemon's weight budget."""
+        while not self.stop.is_set():
+            try:
+                job = self.jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.do_job(job)
+
+    def do_job(self, job):
+        origin, route, lo, hi, reason, when = job
+        recv_us = int(self.clock() * 1e6)
+        try:
+            rows, error = self._fetch(route, lo, hi, recv_us), ""
+        except RestError as exc:
+            rows, error = [], str(exc)
+        with self.lock:
+            for day, ident, line in rows:
+                self._add(route, day, ident, line, backfilled=True)
+            route.backfilled += len(rows)
+            if origin == "fill":
+                done = bool(rows) and rows[-1][1] >= hi
+                action = "backfilled" if done else "lost"
+                detail = error or ("" if done else f"only {len(rows)} of the missing rows were available")
+                route.gaps += 1
+                self._seal(route)
+                self.out.append(("gap", route.symbol, gap_row(recv_us, route.file, reason, lo - route.step,
+                                                              hi + route.step, action, len(rows), detail,
+                                                              first_time=when)))
+                route.waiting -= 1
+                if route.waiting == 0:
+                    held, route.held = route.held, None
+                    for day, ident, line in held or ():
+                        self._add(route, day, ident, line)
+        if error:
+            log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
+
+    def _fetch(self, route, lo, hi, recv_us):
+        """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
+        rows, next_id, empty = [], lo, 0
+        while next_id <= hi and not self.stop.is_set():
+            if route.kind == "aggTrade":
+                page = self.rest.agg_trades(route.symbol, next_id, AGG_TRADES_PAGE)
+                page = [r for r in page if next_id <= r["a"] <= hi]
+                got = [(route.day(r["T"]), *parse.agg_trade_rest(self.market, r, recv_us)) for r in page]
+            else:
+                page = self.rest.klines(route.symbol, route.stream[6:], next_id, hi + route.step - 1,
+                                        KLINES_PAGE[self.market])
+                page = [r for r in page if next_id <= r[0] <= hi and r[6] < recv_us // 1000]
+                got = [(route.day(r[0]), *parse.kline_rest(r, recv_us)) for r in page]
+            if not got:
+                empty += 1
+                if empty > 5:       # the exchange's history lags the stream a little; give it time
+                    break
+                self.stop.wait(0.5)
+                continue
+            for row in got:
+                if row[1] != next_id:
+                    return rows
+                rows.append(row)
+                next_id += route.step
+        return rows
+
+    def shutdown(self):
+        """Let held rows go (their backfill will not finish) with a gap row."""
+        with self.lock:
+            for route in self.routes.values():
+                if route.held is not None:
+                    held, route.held, route.waiting = route.held, None, 0
+                    first = held[0][1] if held else None
+                    self._report(route, None, first, "lost", detail="stopped before the backfill finished")
+                    for day, ident, line in held:
+                        self._add(route, day, ident, line)
+
+    def status(self, conns):
+        with self.lock:
+            streams = {f"{r.symbol}/{r.file}": {"messages": r.messages, "last_recv_us": r.last_recv_us,
+                                                 "gaps": r.gaps, "backfilled": r.backfilled,
+                                                 "last_id": r.last}
+                       for r in self.routes.values()}
+        return {"streams": streams, "counts": dict(self.counts),
+                "connections": [{"group": c.group, "connected": c.connected_since is not None,
+                                 "reconnects": c.reconnects, "failures": c.failures} for c in conns],
+                "rest_requests": self.rest.requests if self.rest else 0,
+                "rest_failures": self.rest.failures if self.rest else 0}
+
+
+def worker_main(cfg, symbols, index, writer_q, control_q, status_q, log_q, budget):
+    """Process entry point: one worker for ``symbols``; stops on SIGTERM."""
+    name = f"worker-{index}"
+    stop = proc.child_setup(name, log_q, cfg.log_level)
+    rest = RestClient(cfg, budget, stop)
+    worker = Worker(cfg, symbols, rest, stop)
+    conns = [Connection(worker, group, url, names, cfg, stop)
+             for group, url, names in connection_plan(cfg, symbols)]
+    for c in conns:
+        c.start()
+    jobs = threading.Thread(target=worker.run_jobs, name=f"{name}-rest", daemon=True)
+    jobs.start()
+    log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
+    next_status = 0.0
+    while not stop.wait(cfg.batch_interval):
+        _drain_commands(worker, control_q)
+        batch = worker.take_batch()
+        if batch:
+            writer_q.put(batch)
+        if time.monotonic() >= next_status:
+            next_status = time.monotonic() + cfg.status_interval
+            proc.report(status_q, name, worker.status(conns))
+    for c in conns:
+        c.join(timeout=5)
+    worker.shutdown()
+    batch = worker.take_batch()
+    if batch:
+        writer_q.put(batch)
+    proc.report(status_q, name, worker.status(conns))
+    log.info("%s: stopped; every row read was handed to the writer", name)
+
+
+def _drain_commands(worker, control_q):
+    while True:
+        try:
+            worker.command(control_q.get_nowait())
+        except queue.Empty:
+            return

@@ -1,0 +1,123 @@
+"""Compare what the simulator sent (its journal) with what the recorder wrote.
+
+For every recorder connection, every data frame the simulator sent up to the
+last frame found on disk must be on disk exactly once, with its prices and
+quantities as sent. Frames the recorder never received (after its last
+receive, or lost to a dropped connection) must be explained by the gap
+ledger or backfilled."""
+
+import orjson
+
+
+def frames_by_stream(journal):
+    """[(conn, index, stream, data)] for data frames, in send order per connection."""
+    out = []
+    for conn, _, frame in journal:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(msg, dict) and isinstance(msg.get("data"), dict) and "@" in msg.get("stream", ""):
+            out.append((conn, msg["stream"], msg["data"]))
+    return out
+
+
+def frame_key(stream, d):
+    """The id a frame is known by on disk, or None for frames not recorded (open klines)."""
+    kind = stream.split("@", 1)[1]
+    if kind == "aggTrade":
+        return d["a"]
+    if kind == "trade":
+        return d["t"]
+    if kind == "bookTicker":
+        return d["u"]
+    if kind.startswith("depth"):
+        return d["u"]
+    if kind.startswith("kline_"):
+        return d["k"]["t"] if d["k"]["x"] else None
+    return None
+
+
+def disk_index(rec, symbol, stream):
+    """id -> list of rows on disk (depth: the rows of one event)."""
+    file_stream = "depth" if stream.startswith("depth") else stream
+    id_col = {"aggTrade": "agg_trade_id", "trade": "id", "bookTicker": "update_id",
+              "depth": "final_update_id"}.get(file_stream, "open_time")
+    index = {}
+    for row in rec.rows(symbol, file_stream):
+        index.setdefault(int(row[id_col]), []).append(row)
+    return index
+
+
+def row_matches(stream, d, rows):
+    kind = stream.split("@", 1)[1]
+    if kind == "aggTrade":
+        r = rows[0]
+        return len(rows) == 1 and (r["price"], r["quantity"], int(r["first_trade_id"]), int(r["last_trade_id"])) == \
+            (d["p"], d["q"], d["f"], d["l"])
+    if kind == "trade":
+        return len(rows) == 1 and (rows[0]["price"], rows[0]["qty"]) == (d["p"], d["q"])
+    if kind == "bookTicker":
+        r = rows[0]
+        return len(rows) == 1 and (r["best_bid_price"], r["best_bid_qty"], r["best_ask_price"], r["best_ask_qty"]) \
+            == (d["b"], d["B"], d["a"], d["A"])
+    if kind.startswith("depth"):
+        want = [("bid", p, q) for p, q in d["b"]] + [("ask", p, q) for p, q in d["a"]]
+        got = [(r["side"], r["price"], r["quantity"]) for r in rows]
+        return got == want and all(int(r["first_update_id"]) == d["U"] for r in rows)
+    if kind.startswith("kline_"):
+        k = d["k"]
+        r = rows[0]
+        return len(rows) == 1 and (r["open"], r["high"], r["low"], r["close"], r["volume"]) == \
+            (k["o"], k["h"], k["l"], k["c"], k["v"])
+    return False
+
+
+def compare(sim, rec, symbols):
+    """Returns a report: per stream, frames expected, found, missing, mismatched, duplicates."""
+    frames = frames_by_stream(sim.journal())
+    indexes = {}
+    report = {}
+    last_on_disk = {}          # conn -> position of the last frame found on disk
+    keyed = []
+    for pos, (conn, stream, d) in enumerate(frames):
+        symbol = stream.split("@")[0].upper()
+        if symbol not in symbols:
+            continue
+        key = frame_key(stream, d)
+        if key is None:
+            continue
+        kind = stream.split("@", 1)[1]
+        idx = indexes.get((symbol, kind))
+        if idx is None:
+            idx = indexes[(symbol, kind)] = disk_index(rec, symbol, kind)
+        found = key in idx
+        keyed.append((pos, conn, stream, d, key, found))
+        if found:
+            last_on_disk[conn] = pos
+    seen = set()
+    for pos, conn, stream, d, key, found in keyed:
+        symbol = stream.split("@")[0].upper()
+        r = report.setdefault(stream, {"expected": 0, "found": 0, "missing": [], "mismatched": [],
+                                       "duplicates": 0})
+        if pos > last_on_disk.get(conn, -1):
+            continue           # sent after the recorder's last receive on that connection
+        r["expected"] += 1
+        if (stream, key) in seen:
+            continue           # the same event sent on two connections (handover): once on disk
+        seen.add((stream, key))
+        if not found:
+            r["missing"].append(key)
+            continue
+        rows = indexes[(symbol, stream.split("@", 1)[1])][key]
+        r["found"] += 1
+        if not row_matches(stream, d, rows):
+            r["mismatched"].append(key)
+    for (symbol, kind), idx in indexes.items():
+        stream = f"{symbol.lower()}@{kind}"
+        if stream in report and not kind.startswith("depth"):
+            report[stream]["duplicates"] = sum(len(v) - 1 for v in idx.values())
+        elif stream in report:
+            report[stream]["duplicates"] = sum(1 for v in idx.values()
+                                               if len({r["first_update_id"] for r in v}) > 1)
+    return report

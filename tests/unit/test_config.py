@@ -1,0 +1,78 @@
+import os
+import pickle
+
+import pytest
+
+from binance_streamer import config, settings
+from binance_streamer.config import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_defaults_then_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("market: usdm\nsymbols: [btcusdt]\nbatch_size: 10\n")
+    cfg = config.load(str(path), {"batch_size": 20, "data_dir": None})
+    assert cfg.market == "usdm" and cfg.symbols == ["BTCUSDT"] and cfg.batch_size == 20
+    assert cfg.streams == settings.DEFAULT_STREAMS["usdm"]
+    assert cfg.ws_public_url == "wss://fstream.binance.com/public"
+    assert cfg.ws_market_url == "wss://fstream.binance.com/market"
+    assert cfg.snapshot_depth == 1000
+    assert cfg.data_dir == os.path.join(str(tmp_path), "data")   # relative to the config file
+
+
+def test_config_is_frozen_and_picklable():
+    cfg = config.load(None, {})
+    with pytest.raises(AttributeError):
+        cfg.market = "usdm"
+    assert pickle.loads(pickle.dumps(cfg)).as_dict() == cfg.as_dict()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("flush_intervall: 2", "unknown setting 'flush_intervall' in"),
+    ("batch_size: many", "batch_size in"),
+    ("batch_size: 0", "must be at least 1"),
+    ("market: margin", "market in"),
+    ("symbols: BTCUSDT", None),
+    ("symbols: []", "is empty"),
+    ("symbols: [BTC-USDT]", "is not a Binance symbol name"),
+    ("streams: [aggTrades]", "did you mean 'aggTrade'"),
+    ("streams: [depth, depth@100ms]", "lists 2 depth streams"),
+    ("streams: [kline_2m]", "unknown kline interval"),
+    ("market: usdm\nstreams: [trade]", "no trade stream"),
+    ("snapshot_depth: 6000", "at most 5000"),
+    ("market: usdm\nsnapshot_depth: 300", "must be one of"),
+    ("proxy: ftp://x", "must be a URL"),
+    ("ws_url: stream.binance.com", "must be a URL"),
+    ("validate_symbols: maybe", "true or false"),
+    ("- a list", "must be a mapping"),
+    ("market: [", "not valid YAML"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    if message is None:
+        assert config.load(str(path)).symbols == ["BTCUSDT"]
+        return
+    with pytest.raises(ConfigError) as err:
+        config.load(str(path))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load("/nonexistent/c.yaml")
+
+
+def test_shipped_config_yaml_documents_every_setting():
+    with open(os.path.join(REPO, "config.yaml")) as f:
+        assert f.read() == settings.render_yaml()
+    cfg = config.load(os.path.join(REPO, "config.yaml"))
+    assert cfg.market == "spot"
+
+
+def test_every_setting_has_help_and_a_valid_default():
+    for s in settings.SETTINGS:
+        assert s.help and s.section
+        if s.default is not None:
+            config._coerce(s, s.default, "the defaults")

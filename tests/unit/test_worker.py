@@ -1,0 +1,127 @@
+"""The worker's frame handling, on real captured Binance traffic and on
+made-up reconnects, without processes or sockets."""
+
+import os
+
+import orjson
+import pytest
+
+from binance_streamer import config
+from binance_streamer.worker import Worker
+from tests.support import REALDATA, need
+
+
+def _cfg(market="spot", symbols="BTCUSDT", streams="aggTrade,trade,depth@100ms,kline_1m,bookTicker"):
+    return config.load(None, {"market": market, "symbols": symbols, "streams": streams})
+
+
+def _frames(path):
+    with open(path, "rb") as f:
+        for line in f:
+            if line[:1].isdigit():
+                ts, _, text = line.rstrip(b"\n").partition(b": ")
+                yield float(ts), text
+
+
+def _rows(batch, stream=None, symbol=None):
+    out = []
+    for msg in batch:
+        if msg[0] == "rows" and (stream is None or msg[2] == stream) and symbol in (None, msg[1]):
+            out.extend(zip(msg[4], msg[5]))
+    return out
+
+
+@pytest.mark.parametrize("capture, market", [("cryptofeed/BINANCE.ws.1.0", "spot"),
+                                             ("cryptofeed/BINANCE_FUTURES.ws.1.0", "usdm")])
+def test_real_capture_parses_exactly(capture, market):
+    path = need(os.path.join(REALDATA, capture))
+    frames = list(_frames(path))
+    symbols = sorted({orjson.loads(t)["stream"].split("@")[0].upper() for _, t in frames})
+    cfg = _cfg(market, ",".join(symbols), "aggTrade,depth@100ms,kline_1m,bookTicker")
+    w = Worker(cfg, symbols)
+    for ts, text in frames:
+        assert w.on_frame(None, text, int(ts * 1e6)) is None
+    assert w.counts["malformed"] == 0 and w.counts["unknown"] == 0 and w.counts["unexpected_fields"] == 0
+    batch = w.take_batch()
+    gaps = [m for m in batch if m[0] == "gap"]
+    # one "start" report per stream and symbol that had data, nothing else
+    assert {g[2]["reason"] for g in gaps} <= {"start"}
+    events = [orjson.loads(t) for _, t in frames]
+    for symbol in symbols:
+        mine = [e["data"] for e in events if e["stream"].startswith(symbol.lower() + "@")]
+        aggs = [d for d in mine if d.get("e") == "aggTrade"]
+        rows = _rows(batch, "aggTrade", symbol)
+        assert [r[1].split(",")[1:3] for r in rows] == [[a["p"], a["q"]] for a in aggs]
+        depth = [d for d in mine if d.get("e") == "depthUpdate"]
+        depth_rows = _rows(batch, "depth", symbol)
+        assert len(depth_rows) == sum(max(1, len(d["b"]) + len(d["a"])) for d in depth)
+        want = [[side, p, q] for d in depth for side, lv in (("bid", d["b"]), ("ask", d["a"])) for p, q in lv]
+        assert [r[1].split(",")[5:8] for r in depth_rows if r[1].split(",")[5]] == want
+    tickers = _rows(batch, "bookTicker")
+    assert len(tickers) == sum(1 for e in events if e["stream"].endswith("@bookTicker"))
+
+
+def test_malformed_unknown_and_unexpected_are_counted_not_fatal():
+    w = Worker(_cfg(), ["BTCUSDT"])
+    w.on_frame(None, b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"', 1)
+    w.on_frame(None, b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"}}', 2)      # fields missing
+    w.on_frame(None, b'{"stream":"!mystery","data":{"e":"mystery"}}', 3)
+    w.on_frame(None, b'[1,2,3]', 4)
+    w.on_frame(None, b'{"result":null,"id":1}', 5)
+    ok = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1,
+          "T": 1, "m": True, "M": True, "new": 1}
+    w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": ok}), 6)
+    assert w.counts["malformed"] == 3 and w.counts["unknown"] == 1 and w.counts["control_replies"] == 1
+    assert w.counts["unexpected_fields"] == 1
+    assert len(_rows(w.take_batch(), "aggTrade")) == 1
+    assert w.on_frame(None, b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}', 7) == "shutdown"
+
+
+class FakeRest:
+    requests = failures = 0
+
+    def __init__(self, trades):
+        self.trades = trades
+
+    def agg_trades(self, symbol, from_id, limit):
+        return [t for t in self.trades if t["a"] >= from_id][:limit]
+
+
+class Conn:
+    names = ["btcusdt@aggTrade", "btcusdt@trade"]
+
+
+def _agg(a):
+    return {"e": "aggTrade", "E": 1000 + a, "s": "BTCUSDT", "a": a, "p": f"{a}.5", "q": "1", "f": a, "l": a,
+            "T": 1000 + a, "m": False, "M": True}
+
+
+def test_reconnect_hole_backfilled_in_order_before_the_live_rows():
+    rest = FakeRest([{k: v for k, v in _agg(a).items() if k not in ("e", "E", "s")} for a in range(1, 20)])
+    w = Worker(_cfg(streams="aggTrade,trade"), ["BTCUSDT"], rest=rest)
+    for a in (1, 2):
+        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 1)
+    w.on_connected(Conn())                      # a reconnect
+    for a in (6, 7):
+        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 2)
+    first = w.take_batch()
+    assert [r[0] for r in _rows(first, "aggTrade")] == [1, 2]      # 6, 7 wait for the backfill
+    w.do_job(w.jobs.get_nowait())
+    batch = w.take_batch()
+    assert [r[0] for r in _rows(batch, "aggTrade")] == [3, 4, 5, 6, 7]
+    assert [r[1].rstrip().split(",")[-1] for r in _rows(batch, "aggTrade")] == ["1", "1", "1", "0", "0"]
+    gap = next(m[2] for m in batch if m[0] == "gap")
+    assert (gap["reason"], gap["last_good_id"], gap["first_id_after"], gap["action"], gap["rows"]) == \
+        ("reconnect", 2, 6, "backfilled", 3)
+
+
+def test_trade_hole_is_a_ledger_row_before_the_rows_after_it():
+    w = Worker(_cfg(streams="trade"), ["BTCUSDT"])
+    mk = lambda t: orjson.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": t,
+                                                                     "p": "1", "q": "2", "T": 1, "m": True, "M": True}})
+    for t in (1, 2, 5):
+        w.on_frame(None, mk(t), 1)
+    batch = w.take_batch()
+    kinds = [(m[0], m[4] if m[0] == "rows" else m[2]["action"]) for m in batch]
+    assert kinds == [("gap", ""), ("rows", [1, 2]), ("gap", "lost"), ("rows", [5])]
+    assert batch[2][2]["last_good_id"] == 2 and batch[2][2]["first_id_after"] == 5

@@ -1,0 +1,139 @@
+import errno
+import os
+
+import pytest
+
+from binance_streamer import config, csvfiles, writer as writermod
+from binance_streamer.sequence import gap_row
+from binance_streamer.writer import Writer, repair_torn_line
+
+
+def _cfg(tmp_path, **kw):
+    return config.load(None, {"data_dir": str(tmp_path / "data"), "symbols": "BTCUSDT", **kw})
+
+
+def _agg(a, backfilled=0):
+    return f"{a},1.00,2.00,{a},{a},1000,True,True,1000,5,{backfilled}\n"
+
+
+def _read(tmp_path, stream, day="2026-01-01"):
+    with open(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", stream, day)) as f:
+        return f.read().splitlines()
+
+
+def test_header_once_and_exactly_once_rows(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1, 2, 3], [_agg(1), _agg(2), _agg(3)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [2, 3, 4], [_agg(2), _agg(3), _agg(4)])
+    w.close()
+    lines = _read(tmp_path, "aggTrade")
+    assert lines[0] == ",".join(csvfiles.columns("spot", "aggTrade"))
+    assert [int(x.split(",")[0]) for x in lines[1:]] == [1, 2, 3, 4]
+    assert w.seq.duplicates == 2
+
+
+def test_torn_line_is_cut_and_last_id_recovered(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1, 2], [_agg(1), _agg(2)])
+    w.close()
+    path = csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "aggTrade", "2026-01-01")
+    with open(path, "a") as f:
+        f.write("3,1.00,2.0")          # a crash in the middle of a line
+    w2 = Writer(_cfg(tmp_path))
+    w2.recover()
+    assert w2.seq.last[("BTCUSDT", "aggTrade")] == 2 and w2.torn_repaired == 1
+    w2.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [3], [_agg(3)])
+    w2.close()
+    assert [int(x.split(",")[0]) for x in _read(tmp_path, "aggTrade")[1:]] == [1, 2, 3]
+
+
+def test_repair_of_a_file_that_is_one_torn_line(tmp_path):
+    p = tmp_path / "f.csv"
+    p.write_bytes(b"no newline at all")
+    fd = os.open(p, os.O_RDWR)
+    assert repair_torn_line(fd, str(p)) == 17
+    os.close(fd)
+    assert p.read_bytes() == b""
+
+
+def test_unexplained_jump_opens_a_hole_that_backfill_fills(tmp_path):
+    requests = []
+    w = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1, 2], [_agg(1), _agg(2)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [6, 7], [_agg(6), _agg(7)])
+    assert requests == [("BTCUSDT", "aggTrade", 3, 5)]
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [3, 4, 5], [_agg(3, 1), _agg(4, 1), _agg(5, 1)], backfilled=True)
+    w.close()
+    ids = [int(x.split(",")[0]) for x in _read(tmp_path, "aggTrade")[1:]]
+    assert sorted(ids) == [1, 2, 3, 4, 5, 6, 7] and len(ids) == 7
+    gaps = _read(tmp_path, "gaps", day=csvfiles.DayOf()(int(w.clock() * 1000)))
+    actions = [g.split(",")[7] for g in gaps[1:]]
+    assert actions == ["backfill_requested", "backfilled"]
+
+
+def test_worker_reported_gap_explains_the_jump(tmp_path):
+    requests = []
+    w = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w.add_rows("BTCUSDT", "trade", "2026-01-01", [10], ["x\n"])
+    w.add_gap("BTCUSDT", gap_row(1, "trade", "reconnect", 10, 20, "lost"))
+    w.add_rows("BTCUSDT", "trade", "2026-01-01", [20], ["y\n"])
+    w.close()
+    gaps = _read(tmp_path, "gaps", day="1970-01-01")
+    assert len(gaps) == 2 and ",reconnect,10,20," in gaps[1]
+    assert requests == []
+
+
+def test_start_report_filled_from_disk_or_dropped(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_gap("BTCUSDT", gap_row(1, "aggTrade", "start", None, 5, ""))   # nothing before: no gap
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [5], [_agg(5)])
+    w.add_gap("BTCUSDT", gap_row(2, "aggTrade", "start", None, 6, ""))   # continues exactly: no gap
+    w.close()
+    assert not os.path.exists(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps", "1970-01-01"))
+
+
+def test_hole_not_filled_in_time_is_reported_lost(tmp_path):
+    now = [1000.0]
+    w = Writer(_cfg(tmp_path), clock=lambda: now[0])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [5], [_agg(5)])
+    now[0] += 500
+    w.flush(force=True)
+    w.close()
+    gaps = _read(tmp_path, "gaps", day=csvfiles.DayOf()(1000 * 1000))
+    assert [g.split(",")[7] for g in gaps[1:]] == ["backfill_requested", "lost"]
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_full_disk_keeps_rows_and_corrupts_nothing(tmp_path, monkeypatch, partial):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    w.flush(force=True)
+    real_write = os.write
+    calls = []
+
+    def full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1 and partial:
+            return real_write(fd, data[:7])      # part of a line reaches the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writermod.os, "write", full)
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [2, 3], [_agg(2), _agg(3)])
+    w.flush(force=True)
+    assert w.write_errors >= 1 and w.pending_rows == 2
+    monkeypatch.setattr(writermod.os, "write", real_write)
+    w.flush(force=True)
+    w.close()
+    lines = _read(tmp_path, "aggTrade")
+    assert lines[1:] == [_agg(1).strip(), _agg(2).strip(), _agg(3).strip()]
+
+
+def test_gap_fields_are_quoted_when_needed(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_gap("BTCUSDT", gap_row(1, "depth", "resync", 1, 9, "lost", detail='crossed, "bad"'))
+    w.close()
+    import csv
+    with open(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps", "1970-01-01")) as f:
+        row = list(csv.DictReader(f))[0]
+    assert row["detail"] == 'crossed, "bad"'
