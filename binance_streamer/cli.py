@@ -79,19 +79,11 @@ def prepare_dirs(cfg):
 
 def check_exchange(cfg):
     """Ask exchangeInfo whether every symbol trades; returns the REST weight limit."""
-    from .binance.rest import RestClient, RestError, trading_symbols, weight_limit
+    from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
+    from .binance.rest import RestBudget, RestClient, RestError, trading_symbols, weight_limit
 
-    class _Unlimited:
-        def acquire(self, *a, **k):
-            return True
-
-        def observe(self, used):
-            pass
-
-        def pause(self, seconds):
-            pass
-
-    client = RestClient(cfg, _Unlimited())
+    budget = RestBudget(multiprocessing.get_context("spawn"), DEFAULT_WEIGHT_LIMIT[cfg.market])
+    client = RestClient(cfg, budget)
     try:
         info = client.get("exchangeInfo", {}, 0, attempts=3, quiet=True)
     except RestError as exc:

@@ -74,6 +74,7 @@ class ProcessManager:
 
     def build(self, log_q):
         """Create queues and child slots (no process is started here)."""
+        from .orderbook import orderbook_main
         from .worker import worker_main
         from .writer import writer_main
         cfg, ctx = self.cfg, self.ctx
@@ -83,14 +84,19 @@ class ProcessManager:
         self._make_queues()
         self.children = [Child("writer", "writer", writer_main,
                                lambda: (cfg, self.writer_q, self.control, self.status_q, self.log_q))]
+        if cfg.orderbook:
+            self.children.append(Child("orderbook", "orderbook", orderbook_main,
+                                       lambda: (cfg, self.book_q, self.writer_q, self.control, self.status_q,
+                                                self.log_q)))
         for i, symbols in enumerate(self.groups()):
             self.children.append(Child(f"worker-{i}", "worker", worker_main,
-                                       lambda i=i, symbols=symbols: (cfg, symbols, i, self.writer_q,
+                                       lambda i=i, symbols=symbols: (cfg, symbols, i, self.writer_q, self.book_q,
                                                                      self.control[i][1], self.status_q,
                                                                      self.log_q, self.budget)))
 
     def _make_queues(self):
         self.writer_q = self.ctx.Queue(maxsize=self.cfg.queue_size)
+        self.book_q = self.ctx.Queue(maxsize=self.cfg.queue_size) if self.cfg.orderbook else None
         self.control = [(symbols, self.ctx.Queue()) for symbols in self.groups()]
 
     # -- running --------------------------------------------------------------------
@@ -167,7 +173,7 @@ class ProcessManager:
             free = shutil.disk_usage(cfg.data_dir).free
         except OSError:
             free = None
-        queues = {"writer": _qsize(self.writer_q)}
+        queues = {"writer": _qsize(self.writer_q), "orderbook": _qsize(self.book_q) if self.book_q else None}
         return {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
                 "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
                 "processes": [c.info() for c in self.children], "children": self.child_status,

@@ -59,6 +59,7 @@ class Worker:
         self.out = []                 # ordered messages for the writer
         self.open = {}                # (symbol, file, day, backfilled) -> open "rows" message
         self.jobs = queue.Queue()
+        self.book_out = [] if cfg.orderbook else None     # diffs, tickers, snapshots for the book manager
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0}
         self.throttle = proc.Throttle()
@@ -147,6 +148,8 @@ class Worker:
         if route.state == "start" or (last is not None and not linked):
             self._report(route, last, first, "lost", d["E"])
         route.last, route.state = final, "live"
+        if self.book_out is not None:
+            self.book_out.append(("d", route.symbol, first, final, d.get("pu"), d["b"], d["a"]))
         uid, lines = parse.depth(self.market, d, recv_us)
         self._add(route, route.day(d["E"]), uid, lines)
 
@@ -158,6 +161,8 @@ class Worker:
         if route.state != "live":
             self._report(route, route.last, u, "lost", d.get("E", ""))
         route.last, route.state = u, "live"
+        if self.book_out is not None:
+            self.book_out.append(("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"]))
         self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)),
                   *parse.book_ticker(self.market, d, recv_us))
 
@@ -214,6 +219,11 @@ class Worker:
             self.open.clear()
         return [tuple(m) for m in out]
 
+    def take_book_batch(self):
+        with self.lock:
+            out, self.book_out = self.book_out, []
+        return out
+
     # -- backfills -------------------------------------------------------------------------
     def _start_backfill(self, route, lo, hi, when):
         if route.held is None:
@@ -222,8 +232,11 @@ class Worker:
         self.jobs.put(("fill", route, lo, hi, self._reason(route), when))
 
     def command(self, msg):
-        """A request from another process: ("backfill", symbol, stream, first, last)."""
-        if msg[0] == "backfill":
+        """A request from another process: ("backfill", symbol, stream, first, last)
+        from the writer, or ("snapshot", symbol, limit, priority) from the book manager."""
+        if msg[0] == "snapshot":
+            self.jobs.put(msg)
+        elif msg[0] == "backfill":
             _, symbol, stream, lo, hi = msg
             route = next((r for r in self.routes.values() if r.symbol == symbol and r.file == stream), None)
             if route is not None and route.kind in ("aggTrade", "kline"):
@@ -241,6 +254,9 @@ class Worker:
             self.do_job(job)
 
     def do_job(self, job):
+        if job[0] == "snapshot":
+            self._snapshot(*job[1:])
+            return
         origin, route, lo, hi, reason, when = job
         recv_us = int(self.clock() * 1e6)
         try:
@@ -267,6 +283,26 @@ class Worker:
                         self._add(route, day, ident, line)
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
+
+    def _snapshot(self, symbol, limit, priority):
+        """Fetch a depth snapshot: every level to the depthSnapshot file, the
+        book to the book manager (after the diffs received before it)."""
+        request_us = int(self.clock() * 1e6)
+        try:
+            snap = self.rest.depth(symbol, limit, priority)
+        except RestError as exc:
+            with self.lock:
+                if self.book_out is not None:
+                    self.book_out.append(("f", symbol, str(exc)))
+            return
+        response_us = int(self.clock() * 1e6)
+        last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]
+        tail = f',{request_us},{response_us},{snap.get("E", "")},{snap.get("T", "")}\n'
+        lines = [f"{last},bid,{p},{q}{tail}" for p, q in bids] + [f"{last},ask,{p},{q}{tail}" for p, q in asks]
+        with self.lock:
+            self.out.append(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
+            if self.book_out is not None:
+                self.book_out.append(("s", symbol, last, bids, asks))
 
     def _fetch(self, route, lo, hi, recv_us):
         """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
@@ -318,7 +354,7 @@ class Worker:
                 "rest_failures": self.rest.failures if self.rest else 0}
 
 
-def worker_main(cfg, symbols, index, writer_q, control_q, status_q, log_q, budget):
+def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_q, budget):
     """Process entry point: one worker for ``symbols``; stops on SIGTERM."""
     name = f"worker-{index}"
     stop = proc.child_setup(name, log_q, cfg.log_level)
@@ -334,20 +370,27 @@ def worker_main(cfg, symbols, index, writer_q, control_q, status_q, log_q, budge
     next_status = 0.0
     while not stop.wait(cfg.batch_interval):
         _drain_commands(worker, control_q)
-        batch = worker.take_batch()
-        if batch:
-            writer_q.put(batch)
+        _hand_on(worker, writer_q, book_q)
         if time.monotonic() >= next_status:
             next_status = time.monotonic() + cfg.status_interval
             proc.report(status_q, name, worker.status(conns))
     for c in conns:
         c.join(timeout=5)
     worker.shutdown()
+    _hand_on(worker, writer_q, book_q)
+    proc.report(status_q, name, worker.status(conns))
+    log.info("%s: stopped; every row read was handed to the writer", name)
+
+
+def _hand_on(worker, writer_q, book_q):
+    """One put per queue per batch interval."""
     batch = worker.take_batch()
     if batch:
         writer_q.put(batch)
-    proc.report(status_q, name, worker.status(conns))
-    log.info("%s: stopped; every row read was handed to the writer", name)
+    if book_q is not None:
+        book = worker.take_book_batch()
+        if book:
+            book_q.put(book)
 
 
 def _drain_commands(worker, control_q):

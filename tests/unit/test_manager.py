@@ -55,7 +55,7 @@ def _child(pm, name):
 
 def test_one_worker_per_symbol_group(tmp_path):
     pm, spawned, _ = _manager(tmp_path, symbols_per_worker=2)
-    assert [c.name for c in pm.children] == ["writer", "worker-0", "worker-1"]
+    assert [c.name for c in pm.children] == ["writer", "orderbook", "worker-0", "worker-1"]
     assert pm.groups() == [["BTCUSDT", "ETHUSDT"], ["BNBUSDT"]]
 
 

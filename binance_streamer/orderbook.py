@@ -1,0 +1,279 @@
+"""The order-book manager process: one exact local book per symbol.
+
+Each book follows Binance's documented procedure (book.DepthSync). Diffs
+that arrive while a snapshot loads are buffered, never dropped. A gap, a
+crossed book, or a bookTicker that disagrees with the book at the same
+update id resyncs that symbol alone and writes a gap-ledger row. Snapshots
+are fetched by the symbol's worker, inside the daemon's REST budget: a
+symbol with no book first, periodic refreshes last. A refresh replays the
+recent diffs onto the new snapshot, compares, and swaps, which also clears
+levels the diffs alone never correct (the "orphan level" problem).
+
+:class:`OrderBooks` is the pure core (the caller passes the clock);
+:func:`orderbook_main` wires it to the queues.
+"""
+
+from collections import OrderedDict
+from decimal import Decimal
+import logging
+import os
+import queue
+import time
+
+from . import proc
+from .binance.endpoints import depth_weight
+from .binance.rest import ROUTINE, URGENT
+from .book import APPLIED, GAP, SNAPSHOT_TOO_OLD, SYNCED, DepthSync
+from .csvfiles import DayOf
+from .sequence import gap_row
+
+log = logging.getLogger(__name__)
+
+NO_BOOK, REQUESTED, SYNCED_STATE = "no_book", "requested", "synced"
+RETRY_DELAY = 2.0
+REQUEST_TIMEOUT = 120.0
+MAX_TICKERS = 4096
+
+
+class SymbolBook:
+    def __init__(self, market, symbol):
+        self.symbol = symbol
+        self.sync = DepthSync(market)
+        self.state = NO_BOOK
+        self.next_request = 0.0
+        self.requested_at = None
+        self.refresh = None           # (DepthSync of the new snapshot) while a refresh is under way
+        self.refresh_pending = None   # diffs since a refresh snapshot was asked for
+        self.last_snapshot = 0.0
+        self.snapshot_range = None    # (lowest bid, highest ask) of the last snapshot
+        self.tickers = OrderedDict()
+        self.resyncs = self.compared = self.mismatches = self.snapshots = 0
+        self.synced_since = None
+
+
+class OrderBooks:
+    def __init__(self, cfg, request_snapshot, emit, clock=time.time):
+        self.cfg = cfg
+        self.market = cfg.market
+        self.request_snapshot = request_snapshot      # (symbol, limit, priority)
+        self.emit = emit                              # a writer message
+        self.clock = clock
+        self.books = {s: SymbolBook(cfg.market, s) for s in cfg.symbols}
+        self.day = DayOf()
+        self.next_rows = 0.0
+        self.snapshot_weight = 0
+
+    # -- input -------------------------------------------------------------------
+    def on_diff(self, symbol, first, final, prev, bids, asks):
+        sb = self.books[symbol]
+        before = sb.sync.update_id
+        outcome = sb.sync.on_diff(first, final, prev, bids, asks)
+        if sb.refresh_pending is not None:
+            sb.refresh_pending.append((first, final, prev, bids, asks))
+        elif sb.refresh is not None:
+            if sb.refresh.on_diff(first, final, prev, bids, asks) == GAP:
+                sb.refresh = None
+        if outcome == GAP:
+            self._resync(sb, "depth gap", before, first)
+        elif outcome == APPLIED:
+            if sb.state != SYNCED_STATE:
+                self._now_synced(sb)
+            if sb.sync.book.crossed():
+                self._resync(sb, "crossed book", final, "")
+                return
+            ticker = sb.tickers.pop(final, None)
+            if ticker is not None:
+                self._check_ticker(sb, final, ticker)
+            self._finish_refresh(sb)
+
+    def on_ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):
+        sb = self.books[symbol]
+        current = sb.sync.update_id
+        if current is None or u < current:
+            return
+        if u == current:
+            self._check_ticker(sb, u, (bid, bid_qty, ask, ask_qty))
+            return
+        sb.tickers[u] = (bid, bid_qty, ask, ask_qty)
+        while len(sb.tickers) > MAX_TICKERS:
+            sb.tickers.popitem(last=False)
+
+    def on_snapshot(self, symbol, last_update_id, bids, asks):
+        sb = self.books[symbol]
+        sb.snapshots += 1
+        self.snapshot_weight += depth_weight(self.market, self.cfg.snapshot_depth) or 0
+        sb.last_snapshot = self.clock()
+        sb.requested_at = None
+        if bids and asks:
+            sb.snapshot_range = (Decimal(bids[-1][0]), Decimal(asks[-1][0]))
+        if sb.refresh_pending is not None:
+            self._start_refresh(sb, last_update_id, bids, asks)
+            return
+        outcome = sb.sync.on_snapshot(last_update_id, bids, asks)
+        if outcome == SYNCED:
+            self._now_synced(sb)
+        elif outcome == SNAPSHOT_TOO_OLD:
+            log.info("%s: snapshot %d is older than the buffered diffs; asking again", symbol, last_update_id)
+            sb.state, sb.next_request = NO_BOOK, self.clock() + 0.5
+        else:
+            self._resync(sb, "depth gap after the snapshot", last_update_id, sb.sync.buffer[0][0])
+
+    def on_snapshot_failed(self, symbol, error):
+        sb = self.books[symbol]
+        sb.requested_at = None
+        if sb.refresh_pending is not None:
+            sb.refresh_pending = None
+            sb.last_snapshot = self.clock()
+            return
+        sb.state, sb.next_request = NO_BOOK, self.clock() + RETRY_DELAY
+        log.warning("%s: snapshot failed (%s); asking again in %.0f s", symbol, error, RETRY_DELAY)
+
+    # -- periodic work -------------------------------------------------------------
+    def tick(self):
+        now = self.clock()
+        for sb in self.books.values():
+            if sb.state == REQUESTED and sb.requested_at and now - sb.requested_at > REQUEST_TIMEOUT:
+                sb.state = NO_BOOK
+            if sb.state == NO_BOOK and now >= sb.next_request and not sb.sync.synced:
+                self._ask(sb, URGENT, now)
+            elif (sb.state == SYNCED_STATE and self.cfg.book_refresh_interval and sb.refresh is None
+                  and sb.refresh_pending is None and sb.requested_at is None
+                  and now - sb.last_snapshot >= self.cfg.book_refresh_interval):
+                sb.refresh_pending = []
+                self._ask(sb, ROUTINE, now)
+        if now >= self.next_rows:
+            self.next_rows = now + self.cfg.orderbook_interval
+            self._rows(now)
+
+    def _ask(self, sb, priority, now):
+        sb.requested_at = now
+        if priority == URGENT:
+            sb.state = REQUESTED
+        self.request_snapshot(sb.symbol, self.cfg.snapshot_depth, priority)
+
+    # -- internals ----------------------------------------------------------------------
+    def _now_synced(self, sb):
+        sb.state = SYNCED_STATE
+        sb.synced_since = self.clock()
+        log.info("%s: book in sync at update id %s", sb.symbol, sb.sync.update_id)
+
+    def _check_ticker(self, sb, u, ticker):
+        book = sb.sync.book
+        bb, ba = book.best_bid(), book.best_ask()
+        sb.compared += 1
+        if bb is None or ba is None or (Decimal(bb[0]), Decimal(bb[1]), Decimal(ba[0]), Decimal(ba[1])) != \
+                tuple(Decimal(x) for x in ticker):
+            sb.mismatches += 1
+            self._resync(sb, "bookTicker disagrees with the book", u, "",
+                         detail=f"book {bb} / {ba}, bookTicker {ticker}")
+
+    def _resync(self, sb, reason, last_good, first_after, detail=""):
+        sb.resyncs += 1
+        sb.state, sb.next_request, sb.synced_since = NO_BOOK, self.clock(), None
+        sb.refresh = sb.refresh_pending = None
+        sb.tickers.clear()
+        if sb.sync.synced:
+            sb.sync.reset()
+        log.warning("%s: %s (last good u=%s, next U=%s); resyncing", sb.symbol, reason, last_good, first_after)
+        self.emit(("gap", sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", reason, last_good, first_after,
+                                            "resync", detail=detail)))
+
+    def _start_refresh(self, sb, last_update_id, bids, asks):
+        fresh = DepthSync(self.market)
+        for event in sb.refresh_pending:
+            fresh.on_diff(*event)
+        sb.refresh_pending = None
+        if fresh.on_snapshot(last_update_id, bids, asks) != SYNCED:
+            return                      # too old or broken: try at the next interval
+        sb.refresh = fresh
+        self._finish_refresh(sb)
+
+    def _finish_refresh(self, sb):
+        fresh = sb.refresh
+        if fresh is None or fresh.update_id is None or fresh._await_first or fresh.update_id != sb.sync.update_id:
+            return
+        sb.refresh = None
+        old, new = sb.sync.book, fresh.book
+        low, high = sb.snapshot_range or (Decimal("-Infinity"), Decimal("Infinity"))
+        differ = [k for side_old, side_new in ((old.bids, new.bids), (old.asks, new.asks))
+                  for k in set(side_old) | set(side_new)
+                  if low <= k <= high and side_old.get(k, (0, "0"))[1] != side_new.get(k, (0, "0"))[1]]
+        if differ:
+            sb.mismatches += 1
+            self.emit(("gap", sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", "refresh found differences",
+                                                sb.sync.update_id, sb.sync.update_id, "replaced",
+                                                detail=f"{len(differ)} levels differed")))
+        sb.sync = fresh
+
+    def _rows(self, now):
+        n = self.cfg.orderbook_levels
+        now_us = int(now * 1e6)
+        day = self.day(now_us // 1000)
+        for sb in self.books.values():
+            if sb.state == SYNCED_STATE:
+                bids, asks = sb.sync.book.top(n)
+                cells = [f"{p},{q}" for p, q in bids] + [","] * (n - len(bids))
+                cells += [f"{p},{q}" for p, q in asks] + [","] * (n - len(asks))
+                line = f"{now_us},{sb.sync.update_id},true," + ",".join(cells) + "\n"
+                self._prune(sb)
+            else:
+                line = f"{now_us},,false," + ",".join([","] * (2 * n)) + "\n"
+            self.emit(("rows", sb.symbol, "orderbook", day, None, [line], False))
+
+    def _prune(self, sb):
+        """Keep at most the snapshot depth per side (and a little slack)."""
+        limit = self.cfg.snapshot_depth
+        book = sb.sync.book
+        for side, best_first in ((book.bids, True), (book.asks, False)):
+            if len(side) > limit * 1.1:
+                keep = set(sorted(side, reverse=best_first)[:limit])
+                for k in [k for k in side if k not in keep]:
+                    del side[k]
+
+    def status(self):
+        books = {s: {"state": b.state, "update_id": b.sync.update_id, "resyncs": b.resyncs, "snapshots": b.snapshots,
+                     "ticker_compared": b.compared, "ticker_mismatches": b.mismatches,
+                     "levels": [len(b.sync.book.bids), len(b.sync.book.asks)]} for s, b in self.books.items()}
+        return {"books": books, "in_sync": sum(1 for b in self.books.values() if b.state == SYNCED_STATE),
+                "resyncs": sum(b.resyncs for b in self.books.values()),
+                "snapshot_weight_spent": self.snapshot_weight,
+                "ticker_compared": sum(b.compared for b in self.books.values()),
+                "ticker_mismatches": sum(b.mismatches for b in self.books.values())}
+
+
+def orderbook_main(cfg, book_q, writer_q, control_queues, status_q, log_q):
+    """Process entry point. Stops on the ``None`` sentinel (after the workers)."""
+    stop = proc.child_setup("orderbook", log_q, cfg.log_level)
+    by_symbol = {s: q for symbols, q in control_queues for s in symbols}
+    out = []
+    books = OrderBooks(cfg, lambda s, limit, prio: by_symbol[s].put(("snapshot", s, limit, prio)), out.append)
+    log.info("orderbook: started (pid %d) for %d symbols", os.getpid(), len(books.books))
+    handlers = {"d": books.on_diff, "t": books.on_ticker, "s": books.on_snapshot, "f": books.on_snapshot_failed}
+    next_flush = next_status = 0.0
+    while True:
+        try:
+            batch = book_q.get(timeout=0.05)
+        except queue.Empty:
+            batch = ()
+        except Exception as exc:   # a message torn by a process killed mid-transfer
+            log.error("orderbook: its input queue is corrupt (%s); exiting so the pipeline restarts", exc)
+            raise SystemExit(proc.EXIT_QUEUE_CORRUPT)
+        if batch is None:
+            break
+        for msg in batch:
+            handlers[msg[0]](*msg[1:])
+        books.tick()
+        now = time.monotonic()
+        if out and (now >= next_flush or len(out) > 1000):
+            writer_q.put(list(out))
+            out.clear()
+            next_flush = now + cfg.batch_interval
+        if now >= next_status:
+            next_status = now + cfg.status_interval
+            proc.report(status_q, "orderbook", books.status())
+        if stop.is_set() and not batch:
+            break
+    if out:
+        writer_q.put(list(out))
+    proc.report(status_q, "orderbook", books.status())
+    log.info("orderbook: stopped")
