@@ -6,6 +6,7 @@ error, 130 stopped with Ctrl-C.
 """
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -22,7 +23,12 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "config.yaml"
 
 EXAMPLES = """examples:
+  binance-streamer --demo                               see it work against the built-in simulator
   binance-streamer --config config.yaml                 record in the foreground until Ctrl-C
+  binance-streamer --daemon start                       record in the background (then status, stop)
+  binance-streamer --daemon status --json               machine-readable status (LSB exit codes)
+  binance-streamer --list-symbols --quote USDT          TRADING symbols, one per line
+  binance-streamer --status                             the configuration and what is on disk
   binance-streamer --symbols BTCUSDT,ETHUSDT --market usdm --data-dir /srv/binance
 """
 
@@ -42,6 +48,19 @@ def build_parser():
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="PATH",
                    help=f"YAML settings file (default: ./{DEFAULT_CONFIG} when it exists)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--daemon", choices=("start", "stop", "status"),
+                      help="start the recorder in the background, stop it (flushing everything), or show its status")
+    what.add_argument("--list-symbols", action="store_true",
+                      help="print the market's TRADING symbols, one per line, and exit")
+    what.add_argument("--status", action="store_true", help="print the resolved configuration and what is on disk")
+    what.add_argument("--demo", action="store_true",
+                      help="record from the built-in simulator for --demo-seconds (no network needed)")
+    p.add_argument("--quote", metavar="ASSET", help="with --list-symbols: only symbols quoted in ASSET, e.g. USDT")
+    p.add_argument("--json", action="store_true", help="with --daemon status or --status: print JSON")
+    p.add_argument("--force", action="store_true", help="with --daemon stop: kill at once (unflushed rows are lost)")
+    p.add_argument("--demo-seconds", type=float, default=30.0, metavar="N",
+                   help="how long --demo records (default 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     group = p.add_argument_group("settings (override the config file)")
     for s in settings.SETTINGS:
@@ -82,7 +101,7 @@ def check_exchange(cfg):
     from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
     from .binance.rest import RestBudget, RestClient, RestError, trading_symbols, weight_limit
 
-    budget = RestBudget(multiprocessing.get_context("spawn"), DEFAULT_WEIGHT_LIMIT[cfg.market])
+    budget = RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market])
     client = RestClient(cfg, budget)
     try:
         info = client.get("exchangeInfo", {}, 0, attempts=3, quiet=True)
@@ -100,8 +119,8 @@ def check_exchange(cfg):
     return weight_limit(info)
 
 
-def record(cfg, to_stderr=True):
-    """Run the recorder in the foreground until SIGTERM or SIGINT."""
+def record(cfg, to_stderr=True, duration=None):
+    """Run the recorder until SIGTERM or SIGINT (or for ``duration`` seconds)."""
     from . import logs
     from .manager import ProcessManager
 
@@ -114,10 +133,61 @@ def record(cfg, to_stderr=True):
         manager.build(log_q)
         log.info("recording %s %s: %s into %s", cfg.market, ",".join(cfg.streams), ",".join(cfg.symbols),
                  cfg.data_dir)
-        sig = manager.run()
+        sig = manager.run(duration=duration)
     finally:
         listener.stop()
     return EXIT_INTERRUPTED if sig == 2 else EXIT_OK
+
+
+def record_foreground(cfg):
+    """Foreground mode holds the same pidfile as the daemon, so --daemon
+    status and stop work for it too (systemd, containers)."""
+    from .daemon import AlreadyRunning, PidFile
+    try:
+        pidfile = PidFile(cfg.run_dir).acquire()
+    except AlreadyRunning as exc:
+        raise RuntimeError(f"another recorder is already running with run_dir {cfg.run_dir} (pid {exc}); "
+                           "stop it first or choose another --run-dir") from None
+    try:
+        return record(cfg)
+    finally:
+        pidfile.release()
+
+
+def dispatch(args, cfg):
+    from . import commands, daemon
+    if args.list_symbols:
+        n = commands.list_symbols(cfg, args.quote)
+        print(f"{n} symbols", file=sys.stderr)
+        return EXIT_OK
+    if args.status:
+        found = commands.inventory(cfg)
+        if args.json:
+            print(json.dumps({"config": cfg.as_dict(), "files": found}, indent=1, sort_keys=True))
+        else:
+            print(commands.format_inventory(cfg, found))
+        return EXIT_OK
+    if args.daemon == "status":
+        code, report = daemon.status(cfg)
+        print(json.dumps(report, indent=1, sort_keys=True) if args.json else daemon.format_status(code, report))
+        return code
+    if args.daemon == "stop":
+        code, message = daemon.stop(cfg, force=args.force)
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return code
+    prepare_dirs(cfg)
+    if args.demo:
+        code, found = commands.demo(cfg, record, args.demo_seconds,
+                                    data_dir=cfg.data_dir if args.data_dir else None)
+        return code if found else EXIT_ERROR
+    if args.daemon == "start":
+        if cfg.validate_symbols:
+            limit = check_exchange(cfg)
+            cfg = cfg.replace(validate_symbols=False, rest_weight_limit=cfg.rest_weight_limit or limit)
+        code, message = daemon.start(cfg, record)
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return code
+    return record_foreground(cfg)
 
 
 def main(argv=None):
@@ -127,15 +197,20 @@ def main(argv=None):
         print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
     debug = args.debug
+    if (args.quote and not args.list_symbols) or (args.force and args.daemon != "stop"):
+        print(f"{PROG}: error: --quote goes with --list-symbols and --force with --daemon stop; "
+              f"see {PROG} --help", file=sys.stderr)
+        return EXIT_USAGE
     try:
         cfg = load_config(args)
-        prepare_dirs(cfg)
-        return record(cfg)
+        if args.demo:
+            cfg = cfg.replace(validate_symbols=True)
+        return dispatch(args, cfg)
     except ConfigError as exc:
         if debug:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return 4 if args.daemon == "status" else EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (RuntimeError, OSError) as exc:

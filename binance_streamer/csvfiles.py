@@ -7,6 +7,7 @@ one file per stream per UTC day of the event time.
 """
 
 import os
+import re
 import time
 
 # stream -> (columns, index of the id column or None, what the id is)
@@ -107,13 +108,14 @@ _DECIMAL = {"price", "quantity", "qty", "quote_qty", "open", "high", "low", "clo
             "best_ask_qty"}
 _BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
 _TEXT = {"side", "stream", "reason", "action", "detail", "ignore"}
+_LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 
 def pandas_dtype(column, exact=True):
     """The documented pandas dtype of a column: prices and quantities are
     ``string`` (exact, as Binance sent them) or ``float64``; booleans
     ``boolean``; ids and times ``Int64`` (empty where a row has no value)."""
-    if column in _DECIMAL or (column.startswith(("bid_", "ask_")) and column[4:9] in ("price", "qty_")):
+    if column in _DECIMAL or _LEVEL.match(column):
         return "string" if exact else "float64"
     if column in _BOOL:
         return "boolean"

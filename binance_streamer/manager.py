@@ -160,6 +160,12 @@ class ProcessManager:
                 name, pid, when, payload = self.status_q.get_nowait()
             except queue.Empty:
                 return
+            prev = self.child_status.get(name)
+            if prev is not None and when > prev["time"]:
+                for key, stream in payload.get("streams", {}).items():
+                    before = prev.get("streams", {}).get(key)
+                    if before is not None and "messages" in stream:
+                        stream["rate"] = round((stream["messages"] - before["messages"]) / (when - prev["time"]), 1)
             self.child_status[name] = {"pid": pid, "time": when, **payload}
 
     def request_stop(self, why):
@@ -183,14 +189,19 @@ class ProcessManager:
     def write_status(self, state):
         status.write_status(self.cfg.run_dir, self.snapshot(state))
 
-    def run(self, install_signals=True):
-        """Run until SIGTERM or SIGINT; returns the signal number that stopped it (or None)."""
+    def run(self, install_signals=True, duration=None):
+        """Run until SIGTERM or SIGINT (or for ``duration`` seconds); returns the
+        signal number that stopped it, or None."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
         self.start()
         next_status = 0.0
+        end = None if duration is None else self.clock() + duration
         while not self.stopping:
+            if end is not None and self.clock() >= end:
+                self.request_stop(f"ran for {duration:.0f} s")
+                break
             time.sleep(0.2)
             if self.signal is not None:
                 self.request_stop(f"received {signal.Signals(self.signal).name}")

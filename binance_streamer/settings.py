@@ -139,3 +139,14 @@ def render_yaml():
         else:
             out.append(f"{s.name}: {s.default}")
     return "\n".join(out).strip() + "\n"
+
+
+def render_markdown():
+    """The README's configuration reference, one row per setting."""
+    rows = ["| setting | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "(see meaning)" if s.default is None else (
+            ", ".join(s.default) if s.type == "list" else str(s.default).lower() if s.type == "bool" else s.default)
+        flag = f"`{s.option}`" if s.flag else ""
+        rows.append(f"| `{s.name}` | {flag} | `{default}` | {s.help} |")
+    return "\n".join(rows) + "\n"

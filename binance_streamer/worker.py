@@ -183,10 +183,12 @@ class Worker:
         return True
 
     def _reason(self, route):
+        """Why a gap happened, from the route's state (call before it changes)."""
         return {"start": "start", "reconnected": "reconnect"}.get(route.state, "id jump")
 
     def _report(self, route, last, first, action, when="", rows=0, detail=""):
-        route.gaps += 1
+        if route.state != "start":
+            route.gaps += 1
         self._seal(route)
         self.out.append(("gap", route.symbol, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
                                                       last, first, action, rows, detail, first_time=when)))

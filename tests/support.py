@@ -110,12 +110,29 @@ import yaml
 REPO = os.path.dirname(HERE)
 
 
-class Recorder:
+class Files:
+    """The CSV files under ``<dir>/data/<market>``."""
+
+    def __init__(self, directory, market):
+        self.dir, self.market = str(directory), market
+
+    def rows(self, symbol, stream):
+        """All rows of a stream over every day file, as dicts of strings, in file order."""
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.dir, "data", self.market, symbol, f"{symbol}-{stream}-*.csv"))):
+            with open(path, newline="") as f:
+                out.extend(csv.DictReader(f))
+        return out
+
+    def files(self):
+        return sorted(glob.glob(os.path.join(self.dir, "data", "**", "*.csv"), recursive=True))
+
+
+class Recorder(Files):
     """``python -m binance_streamer`` in a subprocess, pointed at a simulator."""
 
     def __init__(self, tmp_path, sim, symbols, **settings):
-        self.dir = str(tmp_path)
-        self.market = sim.cfg.market
+        super().__init__(tmp_path, sim.cfg.market)
         cfg = {"market": self.market, "symbols": list(symbols), "ws_url": f"ws://127.0.0.1:{sim.port}",
                "rest_url": sim.rest_url, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
                "flush_interval": 0.2, "status_interval": 0.5, "restart_min_delay": 0.2,
@@ -170,14 +187,3 @@ class Recorder:
     def pid_of(self, name):
         s = self.status()
         return next(p["pid"] for p in s["processes"] if p["name"] == name)
-
-    def rows(self, symbol, stream):
-        """All rows of a stream over every day file, as dicts of strings, in file order."""
-        out = []
-        for path in sorted(glob.glob(os.path.join(self.dir, "data", self.market, symbol, f"{symbol}-{stream}-*.csv"))):
-            with open(path, newline="") as f:
-                out.extend(csv.DictReader(f))
-        return out
-
-    def files(self):
-        return sorted(glob.glob(os.path.join(self.dir, "data", "**", "*.csv"), recursive=True))

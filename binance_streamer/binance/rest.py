@@ -9,6 +9,7 @@ book, a backfill) use more of the minute than routine ones (refreshes).
 
 import logging
 import math
+import threading
 import time
 
 import requests
@@ -32,15 +33,29 @@ class RestError(Exception):
         self.reason = reason or msg
 
 
+class _LocalArray(list):
+    """The shared array's interface for a budget used by one process only."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self._lock = threading.Lock()
+
+    def get_lock(self):
+        return self._lock
+
+
 class RestBudget:
     """Request weight per minute for the whole daemon, in shared memory.
 
     Create it in the manager with the multiprocessing context and pass it to
     every child; ``array`` holds minute, used, paused-until, limit, spent.
+    Without a context (one-shot commands) it lives in this process only, and
+    creates no multiprocessing state that a later fork would inherit.
     """
 
     def __init__(self, ctx, limit, margin=0.2, clock=time.time):
-        self.array = ctx.Array("d", [0.0, 0.0, 0.0, float(limit), 0.0])
+        values = [0.0, 0.0, 0.0, float(limit), 0.0]
+        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
         self.margin = margin
         self.clock = clock
 

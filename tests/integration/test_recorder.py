@@ -187,7 +187,7 @@ def test_files_load_with_pandas_into_documented_dtypes(simulator, tmp_path):
         plain = pd.read_csv(path)          # no arguments: numbers come out numeric
         assert all(str(plain[c].dtype) in ("int64", "float64", "bool") for c in plain.columns
                    if dtypes[c] in ("Int64",) and plain[c].notna().all())
-    assert kinds == {"aggTrade", "trade", "depth", "kline_1s", "bookTicker"}
+    assert kinds == {"aggTrade", "trade", "depth", "kline_1s", "bookTicker", "depthSnapshot", "orderbook"}
     sent = {d["a"]: (d["p"], d["q"]) for _, stream, d in frames_by_stream(sim.journal()) if stream.endswith("@aggTrade")}
     agg_path = next(p for p in rec.files() if "-aggTrade-" in p)
     df = pd.read_csv(agg_path, dtype=csvfiles.pandas_dtypes("spot", "aggTrade"))

@@ -275,3 +275,21 @@ def test_control_endpoint_rejects_unknown_fault(simulator):
     assert resp.status_code == 400 and "unknown fault" in resp.json()["error"]
     resp = requests.post(sim.rest_url + "/sim/faults", data=orjson.dumps({"lifetime": 30}), timeout=5)
     assert resp.status_code == 200 and resp.json()["lifetime"] == 30
+
+
+def test_control_endpoints_over_http(simulator):
+    from binance_streamer.simulator import control
+    sim = simulator(symbols=("BTCUSDT",), rate=300)
+    r = _open(sim)
+    r.wait(lambda r: len(r.frames) > 50, 10, "frames")
+    book = control(sim.rest_url, "/sim/book?symbol=BTCUSDT")
+    assert len(book["bids"]) >= 5000 and book["bids"][0][0] < book["asks"][0][0]
+    older = control(sim.rest_url, f"/sim/book?symbol=BTCUSDT&update_id={book['lastUpdateId'] - 5}")
+    assert older["lastUpdateId"] == book["lastUpdateId"] - 5
+    journal = control(sim.rest_url, "/sim/journal").decode().splitlines()
+    conn_id = sim.connections()[0]["id"]
+    assert len(journal) >= 50 and all(line.split(" ", 2)[0] == str(conn_id) for line in journal)
+    assert journal[0].split(" ", 2)[2] == r.texts()[0]
+    stats = control(sim.rest_url, "/sim/stats")
+    assert stats["frames_sent"] >= 50 and stats["open_connections"] == 1
+    r.close()

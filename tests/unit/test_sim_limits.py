@@ -45,3 +45,14 @@ def test_fault_settings_are_checked():
     actions = f.apply({"shutdown": 2, "lifetime": 10, "stall": 1, "stall_conn": 4}, now=100.0)
     assert actions == [("shutdown", 2.0)]
     assert f.lifetime == 10 and f.stalled(4, 100.5) and not f.stalled(5, 100.5) and not f.stalled(4, 101.5)
+
+
+def test_journal_file_mode_round_trips(tmp_path):
+    from binance_streamer.simulator.journal import Journal
+    j = Journal(str(tmp_path / "journal.txt"))
+    j.record(1, 100, b'{"a":1}')
+    j.record(2, 101, b'{"stream":"x","data":{"b":"1 2"}}')
+    assert j.entries() == [(1, 100, b'{"a":1}'), (2, 101, b'{"stream":"x","data":{"b":"1 2"}}')]
+    assert j.entries(2) == [(2, 101, b'{"stream":"x","data":{"b":"1 2"}}')]
+    j.close()
+    assert Journal("off").entries() == [] and not Journal("off").enabled

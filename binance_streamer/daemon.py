@@ -1,0 +1,251 @@
+"""``--daemon start|stop|status``.
+
+The pidfile is locked with ``flock`` by the running daemon for its whole
+life, so the kernel releases it when the daemon dies, however it dies: a
+second ``start`` is refused while the lock is held, and a stale pidfile
+left by ``kill -9`` does not block the next start.
+
+``start`` checks everything that can fail first (config, directories,
+pidfile, exchangeInfo), then forks; the child detaches with python-daemon
+and runs the recorder, and the parent waits until the status file says
+RUNNING before it prints ``started``, or prints why it did not.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import time
+
+from . import status as statusmod
+
+EXIT_RUNNING, EXIT_DEAD, EXIT_STOPPED, EXIT_UNKNOWN = 0, 1, 3, 4     # LSB status codes
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class PidFile:
+    """A pidfile held under an exclusive ``flock`` while the daemon lives."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, statusmod.PID_FILE)
+        self.fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise AlreadyRunning(read_pid(self.path)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+def probe(run_dir):
+    """``(state, pid)``: state is running, dead (stale pidfile) or stopped."""
+    path = os.path.join(run_dir, statusmod.PID_FILE)
+    if not os.path.exists(path):
+        return "stopped", None
+    pid = read_pid(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "stopped", None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return "running", pid
+    finally:
+        os.close(fd)
+    return "dead", pid
+
+
+def detach_and_record(cfg, record):
+    """In a forked child: become a daemon and record until stopped."""
+    import daemon as python_daemon
+    stderr = open(os.path.join(cfg.log_dir, "binance-streamer.stderr"), "a+")
+    ctx = python_daemon.DaemonContext(working_directory="/", umask=0o022, stderr=stderr, signal_map={},
+                                      files_preserve=[stderr])
+    ctx.open()
+    code = 1
+    pidfile = PidFile(cfg.run_dir)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as exc:
+        statusmod.write_status(cfg.run_dir, {"state": "FAILED", "pid": os.getpid(), "updated": time.time(),
+                                             "error": f"another recorder is already running (pid {exc})"})
+        os._exit(1)
+    try:
+        code = record(cfg, to_stderr=False)
+    except Exception as exc:        # reported through the status file to the waiting `start`
+        statusmod.write_status(cfg.run_dir, {"state": "FAILED", "pid": os.getpid(), "updated": time.time(),
+                                             "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        pidfile.release()
+        os._exit(code)
+
+
+def start(cfg, record, timeout=60.0):
+    """Returns ``(exit code, message)``; the message is for the user."""
+    state, pid = probe(cfg.run_dir)
+    if state == "running":
+        return 1, f"already running (pid {pid}); stop it first with --daemon stop"
+    try:
+        os.unlink(statusmod.status_path(cfg.run_dir))
+    except FileNotFoundError:
+        pass
+    child = os.fork()
+    if child == 0:
+        detach_and_record(cfg, record)
+    os.waitpid(child, 0)             # the intermediate process exits as soon as the daemon detaches
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = statusmod.read_status(cfg.run_dir)
+        if st is not None and st.get("state") == "RUNNING":
+            return 0, f"started (pid {st['pid']}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
+        if st is not None and st.get("state") in ("FAILED", "STOPPED"):
+            return 1, f"failed to start: {st.get('error', 'it stopped at once')}; see {cfg.log_dir}"
+        time.sleep(0.1)
+    return 1, (f"did not report RUNNING within {timeout:.0f} s; see {cfg.log_dir} and run "
+               "--daemon status")
+
+
+def stop(cfg, force=False, timeout=None):
+    state, pid = probe(cfg.run_dir)
+    if state == "stopped":
+        return 0, "not running"
+    if state == "dead":
+        os.unlink(os.path.join(cfg.run_dir, statusmod.PID_FILE))
+        return 0, f"not running (removed a stale pidfile of pid {pid})"
+    if force:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_gone(cfg.run_dir, 10)
+        try:
+            os.unlink(os.path.join(cfg.run_dir, statusmod.PID_FILE))
+        except FileNotFoundError:
+            pass
+        return 0, f"killed (pid {pid}); rows not yet flushed were lost, torn lines are repaired at the next start"
+    os.kill(pid, signal.SIGTERM)
+    timeout = timeout or cfg.stop_timeout * 3 + 10
+    if _wait_gone(cfg.run_dir, timeout):
+        return 0, f"stopped (pid {pid}); every row was flushed"
+    return 1, (f"still running after {timeout:.0f} s (pid {pid}); see {cfg.log_dir}, wait longer, or use "
+               "--daemon stop --force")
+
+
+def _wait_gone(run_dir, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe(run_dir)[0] != "running":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def status(cfg):
+    """``(LSB code, report dict)``."""
+    state, pid = probe(cfg.run_dir)
+    st = statusmod.read_status(cfg.run_dir) or {}
+    report = {"state": state, "pid": pid}
+    if state != "running":
+        return (EXIT_DEAD if state == "dead" else EXIT_STOPPED), report
+    report.update(summarize(st))
+    return EXIT_RUNNING, report
+
+
+def summarize(st):
+    """What ``--daemon status`` shows, from the manager's status file and psutil."""
+    import psutil
+    now = time.time()
+    procs, handles = [], []
+    for p in st.get("processes", []):
+        row = {k: p.get(k) for k in ("name", "state", "pid", "restarts")}
+        try:
+            ps = psutil.Process(p["pid"]) if p.get("pid") else None
+            if ps is not None:
+                ps.cpu_percent(None)
+                row["rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
+                handles.append((row, ps))
+        except psutil.Error:
+            pass
+        procs.append(row)
+    time.sleep(0.5)                  # CPU use over half a second, all processes at once
+    for row, ps in handles:
+        try:
+            row["cpu_percent"] = ps.cpu_percent(None)
+        except psutil.Error:
+            pass
+    children = st.get("children", {})
+    writer = children.get("writer", {}).get("streams", {})
+    books = children.get("orderbook", {}).get("books", {})
+    streams = {}
+    for name, child in children.items():
+        for key, s in child.get("streams", {}).items() if name.startswith("worker") else ():
+            symbol = key.split("/")[0]
+            w = writer.get(key, {})
+            streams[key] = {"messages": s["messages"], "messages_per_s": s.get("rate"),
+                            "last_message_age_s": round(now - s["last_recv_us"] / 1e6, 1) if s.get("last_recv_us") else None,
+                            "gaps": s["gaps"], "reconnects": sum(c["reconnects"] for c in child.get("connections", [])),
+                            "resyncs": books.get(symbol, {}).get("resyncs") if key.endswith("/depth") else None,
+                            "rows_today": w.get("rows", 0), "bytes_today": w.get("bytes", 0)}
+    return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
+            "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
+            "processes": procs, "streams": streams, "queues": st.get("queues"),
+            "disk_free_bytes": st.get("disk_free_bytes"),
+            "books_in_sync": children.get("orderbook", {}).get("in_sync"),
+            "writer": {k: v for k, v in children.get("writer", {}).items() if k != "streams"}}
+
+
+def format_status(code, report):
+    if report["state"] != "running":
+        return {"stopped": "binance-streamer is not running",
+                "dead": f"binance-streamer is dead but its pidfile remains (pid {report['pid']})"}[report["state"]]
+    lines = [f"binance-streamer is running (pid {report['pid']}, up {report['uptime_s']} s, "
+             f"{report['market']}, data in {report['data_dir']})", "",
+             f"{'process':<12} {'state':<9} {'pid':>7} {'restarts':>8} {'cpu%':>6} {'rss MB':>7}"]
+    for p in report["processes"]:
+        lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
+                     f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7}")
+    lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6} {'gaps':>5} {'resyncs':>7} "
+                  f"{'rows today':>10} {'MB today':>8}"]
+    for key, s in sorted(report["streams"].items()):
+        age = "-" if s["last_message_age_s"] is None else f"{s['last_message_age_s']}s"
+        rate = "-" if s["messages_per_s"] is None else s["messages_per_s"]
+        lines.append(f"{key:<24} {rate:>7} {age:>8} {s['reconnects']:>6} {s['gaps']:>5} "
+                     f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
+                     f"{s['bytes_today'] / 2**20:>8.2f}")
+    free = report.get("disk_free_bytes")
+    lines += ["", f"queues: {json.dumps(report.get('queues'))}; books in sync: {report.get('books_in_sync')}; "
+                  f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
+    return "\n".join(lines)
