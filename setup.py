@@ -21,7 +21,8 @@ setup(
         "aiohttp>=3.9",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6"],
+        # pproxy: a real HTTP and SOCKS5 proxy for the proxy tests.
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7"],
     },
     entry_points={"console_scripts": ["binance-streamer=binance_streamer.cli:run"]},
 )
