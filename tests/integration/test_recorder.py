@@ -192,3 +192,19 @@ def test_files_load_with_pandas_into_documented_dtypes(simulator, tmp_path):
     agg_path = next(p for p in rec.files() if "-aggTrade-" in p)
     df = pd.read_csv(agg_path, dtype=csvfiles.pandas_dtypes("spot", "aggTrade"))
     assert [(p, q) for p, q in zip(df["price"], df["quantity"])] == [sent[a] for a in df["agg_trade_id"]]
+
+
+def test_silent_connection_is_replaced(simulator, tmp_path):
+    sim = simulator(symbols=("BTCUSDT",), seed=16, rate=100)
+    rec = Recorder(tmp_path, sim, ["BTCUSDT"], streams=["aggTrade", "bookTicker"], silence_timeout=1.5).start()
+    try:
+        _record(rec, 100)
+        sim.faults(stall=5)       # connected, but no data and no pings
+        rec.wait_status(lambda s: s["children"]["worker-0"]["connections"][0]["reconnects"] >= 1, 20,
+                        "a reconnect after the silence")
+        closed = [c for c in sim.connections() if c["closed"]]
+        assert closed and closed[0]["close_reason"] == "client closed"
+        # once data flows again (the stall ends), the hole is in the ledger
+        wait_for(lambda: any(g["reason"] == "reconnect" for g in _gaps(rec, "BTCUSDT")), 20, "a reconnect row")
+    finally:
+        assert rec.stop() == 0, rec.log_tail()

@@ -125,3 +125,13 @@ def test_trade_hole_is_a_ledger_row_before_the_rows_after_it():
     kinds = [(m[0], m[4] if m[0] == "rows" else m[2]["action"]) for m in batch]
     assert kinds == [("gap", ""), ("rows", [1, 2]), ("gap", "lost"), ("rows", [5])]
     assert batch[2][2]["last_good_id"] == 2 and batch[2][2]["first_id_after"] == 5
+
+
+def test_rows_go_to_the_file_of_their_utc_day():
+    w = Worker(_cfg(streams="aggTrade"), ["BTCUSDT"])
+    before_midnight, after_midnight = 1_764_115_199_999, 1_764_115_200_001     # 2025-11-25 23:59:59.999 UTC
+    for a, t in ((1, before_midnight), (2, after_midnight)):
+        d = dict(_agg(a), T=t, E=t)
+        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": d}), 1)
+    days = [(m[3], m[4]) for m in w.take_batch() if m[0] == "rows"]
+    assert days == [("2025-11-25", [1]), ("2025-11-26", [2])]
