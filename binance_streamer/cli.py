@@ -99,7 +99,8 @@ def prepare_dirs(cfg):
 def check_exchange(cfg):
     """Ask exchangeInfo whether every symbol trades; returns the REST weight limit."""
     from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
-    from .binance.rest import RestBudget, RestClient, RestError, trading_symbols, weight_limit
+    from .binance.budgets import RestBudget
+    from .binance.rest import RestClient, RestError, trading_symbols, weight_limit
 
     budget = RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market])
     client = RestClient(cfg, budget)

@@ -10,7 +10,8 @@ from . import csvfiles
 
 def list_symbols(cfg, quote=None, out=sys.stdout):
     """TRADING symbols of the configured market, one per line on stdout."""
-    from .binance.rest import RestBudget, RestClient, RestError, trading_symbols
+    from .binance.budgets import RestBudget
+    from .binance.rest import RestClient, RestError, trading_symbols
     from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
     client = RestClient(cfg, RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market]))
     try:

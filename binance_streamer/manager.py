@@ -7,6 +7,15 @@ Children are tracked with explicit states, as Supervisor does:
 STARTING -> RUNNING -> (EXITED -> BACKOFF -> STARTING ...) or FATAL when a
 child exits with EXIT_CONFIG (restarting would not help); STOPPING while
 the daemon shuts down.
+
+A process killed while it holds one of a multiprocessing queue's locks (a
+consumer in ``get``, a producer's feeder thread in ``put``) leaves that queue
+blocked for everyone else, and the others hold references to it. So when any
+child dies unexpectedly, the manager restarts the whole pipeline on fresh
+queues: the survivors are stopped in order (a healthy writer still flushes
+everything it has), then every process starts again. The workers' first
+events after the restart put the downtime in the gap ledger, and aggTrades
+and klines are backfilled, exactly as after a restart of the daemon.
 """
 
 import logging
@@ -18,7 +27,8 @@ import signal
 import time
 
 from . import proc, status
-from .binance.rest import RestBudget
+from .binance.budgets import ConnectBudget, RestBudget
+from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, EXIT_QUEUE_CORRUPT, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -34,9 +44,7 @@ class Child:
         self.process = None
         self.state = STARTING
         self.restarts = 0
-        self.failures = 0
         self.started = None
-        self.next_start = 0.0
         self.exitcode = None
 
     def info(self):
@@ -65,6 +73,9 @@ class ProcessManager:
         self.started_at = time.time()
         self.log_q = None
         self.pipeline_restarts = 0
+        self.restart_at = None        # when the pipeline is due to restart after a crash
+        self.failures = 0
+        self.running_since = None
 
     # -- wiring -------------------------------------------------------------------
     def groups(self):
@@ -81,6 +92,7 @@ class ProcessManager:
         self.log_q = log_q
         self.status_q = ctx.Queue(maxsize=10_000)
         self.budget = RestBudget(ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin)
+        self.connect_budget = ConnectBudget(ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW)
         self._make_queues()
         self.children = [Child("writer", "writer", writer_main,
                                lambda: (cfg, self.writer_q, self.control, self.status_q, self.log_q))]
@@ -92,7 +104,8 @@ class ProcessManager:
             self.children.append(Child(f"worker-{i}", "worker", worker_main,
                                        lambda i=i, symbols=symbols: (cfg, symbols, i, self.writer_q, self.book_q,
                                                                      self.control[i][1], self.status_q,
-                                                                     self.log_q, self.budget)))
+                                                                     self.log_q, self.budget,
+                                                                     self.connect_budget)))
 
     def _make_queues(self):
         self.writer_q = self.ctx.Queue(maxsize=self.cfg.queue_size)
@@ -103,6 +116,7 @@ class ProcessManager:
     def start(self):
         for child in self.children:
             self._spawn(child)
+        self.running_since = self.clock()
 
     def _spawn(self, child):
         child.process = self.spawner(child.name, child.target, child.make_args())
@@ -118,11 +132,10 @@ class ProcessManager:
                 self._exited(child, now)
             elif child.state == STARTING and now - child.started >= RUNNING_AFTER:
                 child.state = RUNNING
-            elif child.state == RUNNING and child.failures and now - child.started >= STABLE_AFTER:
-                child.failures = 0
-            if child.state == BACKOFF and now >= child.next_start and not self.stopping:
-                child.restarts += 1
-                self._spawn(child)
+        if self.failures and self.restart_at is None and now - self.running_since >= STABLE_AFTER:
+            self.failures = 0
+        if self.restart_at is not None and now >= self.restart_at and not self.stopping:
+            self.restart_pipeline()
         self.drain_status()
 
     def _exited(self, child, now):
@@ -133,26 +146,26 @@ class ProcessManager:
             if child.role == "writer":
                 self.request_stop("the writer cannot run")
             return
-        if child.exitcode == EXIT_QUEUE_CORRUPT:
-            self.restart_pipeline(f"{child.name} found its input queue corrupt")
-            return
-        child.failures += 1
-        delay = backoff_delay(child.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
-        child.state, child.next_start = BACKOFF, now + delay
-        log.error("%s: exited unexpectedly (code %s); restarting in %.1f s", child.name, child.exitcode, delay)
+        child.state = BACKOFF
+        if self.restart_at is None:
+            self.failures += 1
+            delay = backoff_delay(self.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
+            self.restart_at = now + delay
+            why = "found its input queue corrupt" if child.exitcode == EXIT_QUEUE_CORRUPT else \
+                f"exited unexpectedly (code {child.exitcode})"
+            log.error("%s: %s; restarting every process in %.1f s", child.name, why, delay)
 
-    def restart_pipeline(self, why):
-        """Stop every child and start them all again on fresh queues."""
-        log.error("restarting every process: %s", why)
+    def restart_pipeline(self):
+        """Stop the survivors in order, then start every process on fresh queues."""
         self.pipeline_restarts += 1
-        for child in self.children:
-            if child.process is not None and child.process.is_alive():
-                child.process.kill()
-                child.process.join(5)
+        self.stop_children(timeout=min(self.cfg.stop_timeout, 5.0))
         self._make_queues()
         for child in self.children:
-            child.restarts += 1
-            self._spawn(child)
+            if child.state != FATAL:
+                child.restarts += 1
+                self._spawn(child)
+        self.restart_at = None
+        self.running_since = self.clock()
 
     def drain_status(self):
         while True:
@@ -219,41 +232,45 @@ class ProcessManager:
 
     # -- shutdown ------------------------------------------------------------------------
     def shutdown(self):
-        """Producers first while the writer keeps draining, then the writer."""
         self.stopping = True
         self.write_status("STOPPING")
-        workers = [c for c in self.children if c.role == "worker"]
-        for child in workers:
-            self._signal(child, signal.SIGTERM)
-        self._wait(workers, "workers")
-        for child in [c for c in self.children if c.role == "orderbook"]:
-            self._finish(child, self.book_q)
-        for child in [c for c in self.children if c.role == "writer"]:
-            self._finish(child, self.writer_q)
+        self.stop_children(self.cfg.stop_timeout)
         self.drain_status()
         self.write_status("STOPPED")
         log.info("stopped")
 
-    def _finish(self, child, inbox):
+    def stop_children(self, timeout):
+        """Producers first while the writer keeps draining, then the writer."""
+        workers = [c for c in self.children if c.role == "worker"]
+        for child in workers:
+            p = child.process
+            if p is not None and p.is_alive():
+                child.state = STOPPING
+                p.terminate()
+        self._wait(workers, timeout)
+        for child in [c for c in self.children if c.role == "orderbook"]:
+            self._finish(child, self.book_q, timeout)
+        for child in [c for c in self.children if c.role == "writer"]:
+            self._finish(child, self.writer_q, timeout)
+
+    def _finish(self, child, inbox, timeout):
         if child.process is not None and child.process.is_alive():
-            inbox.put(None)
-        self._wait([child], child.name)
-
-    def _signal(self, child, sig):
-        p = child.process
-        if p is not None and p.is_alive():
             child.state = STOPPING
-            os.kill(p.pid, sig)
+            try:
+                inbox.put(None, timeout=1.0)
+            except queue.Full:
+                pass
+        self._wait([child], timeout)
 
-    def _wait(self, children, what):
-        deadline = self.clock() + self.cfg.stop_timeout
+    def _wait(self, children, timeout):
+        deadline = self.clock() + timeout
         for child in children:
             p = child.process
             if p is None:
                 continue
             p.join(max(0.0, deadline - self.clock()))
             if p.is_alive():
-                log.error("%s: did not stop within %.0f s; killing it", child.name, self.cfg.stop_timeout)
+                log.error("%s: did not stop within %.0f s; killing it", child.name, timeout)
                 p.kill()
                 p.join(5)
             child.state, child.exitcode = EXITED, p.exitcode

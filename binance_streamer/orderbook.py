@@ -22,7 +22,7 @@ import time
 
 from . import proc
 from .binance.endpoints import depth_weight
-from .binance.rest import ROUTINE, URGENT
+from .binance.budgets import ROUTINE, URGENT
 from .book import APPLIED, GAP, SNAPSHOT_TOO_OLD, SYNCED, DepthSync
 from .csvfiles import DayOf
 from .sequence import gap_row

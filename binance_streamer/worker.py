@@ -68,12 +68,42 @@ class Worker:
                          "bookTicker": self._book_ticker, "kline": self._kline}
 
     # -- frames ------------------------------------------------------------------
-    def on_connected(self, conn):
+    def on_connected(self, names):
+        """A new connection carries ``names``: the next gap there is a reconnect."""
         with self.lock:
-            for name in conn.names:
+            for name in names:
                 route = self.routes[name]
                 if route.state == "live":
                     route.state = "reconnected"
+
+    def identify(self, data):
+        """``(stream, id)`` of a data frame, for matching two connections; or None."""
+        try:
+            msg = orjson.loads(data)
+            route = self.routes.get(msg.get("stream"))
+            if route is None:
+                return None
+            d = msg["data"]
+            return msg["stream"], {"aggTrade": d.get("a"), "trade": d.get("t"), "depth": d.get("u"),
+                                   "bookTicker": d.get("u"), "kline": d.get("k", {}).get("t")}[route.kind]
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            return None
+
+    def overlaps(self, names, first_ids):
+        """Has a new connection, whose first ids per stream are ``first_ids``,
+        caught up with what was already received on every stream with data?"""
+        for name in names:
+            route = self.routes[name]
+            if route.last is None:
+                continue
+            first = first_ids.get(name)
+            if first is None:
+                return False
+            if route.kind == "kline":
+                continue        # closed candles are matched by open time when they come
+            if first > route.last + (1 if route.kind in ("aggTrade", "trade") else 0):
+                return False
+        return True
 
     def on_frame(self, conn, data, recv_us):
         """Handle one text frame; returns "shutdown" on a serverShutdown event."""
@@ -350,19 +380,18 @@ class Worker:
                                                  "last_id": r.last}
                        for r in self.routes.values()}
         return {"streams": streams, "counts": dict(self.counts),
-                "connections": [{"group": c.group, "connected": c.connected_since is not None,
-                                 "reconnects": c.reconnects, "failures": c.failures} for c in conns],
+                "connections": [c.info() for c in conns],
                 "rest_requests": self.rest.requests if self.rest else 0,
                 "rest_failures": self.rest.failures if self.rest else 0}
 
 
-def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_q, budget):
+def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_q, budget, connect_budget):
     """Process entry point: one worker for ``symbols``; stops on SIGTERM."""
     name = f"worker-{index}"
     stop = proc.child_setup(name, log_q, cfg.log_level)
     rest = RestClient(cfg, budget, stop)
     worker = Worker(cfg, symbols, rest, stop)
-    conns = [Connection(worker, group, url, names, cfg, stop)
+    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget)
              for group, url, names in connection_plan(cfg, symbols)]
     for c in conns:
         c.start()

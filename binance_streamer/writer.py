@@ -16,7 +16,7 @@ import queue
 import time
 
 from . import csvfiles, proc
-from .sequence import Sequencer
+from .sequence import Sequencer, gap_row, id_step
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Writer:
         self.write_errors = 0
         self.torn_repaired = 0
         self.pending_rows = 0
+        self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
         self._retry_at = 0.0
         self._error_logged = 0.0
@@ -119,7 +120,35 @@ class Writer:
             found = last_id(path, column)
             if found is not None:
                 self.seq.last[(symbol, stream)] = found
-        log.info("writer: recovered the last ids of %d streams", len(self.seq.last))
+                self.recovered.add((symbol, stream))
+        reopened = 0
+        for (symbol, stream), (day, path) in newest.items():
+            if stream == "gaps":
+                reopened += self._reopen_holes(symbol, path)
+        log.info("writer: recovered the last ids of %d streams; %d unfinished backfills asked for again",
+                 len(self.seq.last), reopened)
+
+    def _reopen_holes(self, symbol, path):
+        """Backfills requested but never finished (the writer stopped first): ask again."""
+        import csv
+        pending = {}
+        with open(path, newline="") as f:
+            for g in csv.DictReader(f):
+                if not (g["last_good_id"].isdigit() and g["first_id_after"].isdigit()):
+                    continue
+                key = (g["stream"], int(g["last_good_id"]), int(g["first_id_after"]))
+                if g["action"] == "backfill_requested":
+                    pending[key] = True
+                elif g["reason"] in ("hole filled", "backfill timeout"):
+                    pending.pop(key, None)
+        now = self.clock()
+        for stream, last, first in pending:
+            step = id_step(stream)
+            if step is None:
+                continue
+            self.seq._open((symbol, stream), last + step, first - step, step, now)
+            self.request_backfill(symbol, stream, last + step, first - step)
+        return len(pending)
 
     # -- input -------------------------------------------------------------------
     def handle(self, msg):
@@ -133,6 +162,9 @@ class Writer:
             log.error("writer: unknown message %r dropped", kind)
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
+        if ids and self.recovered and (symbol, stream) in self.recovered:
+            self.recovered.discard((symbol, stream))
+            self._after_restart(symbol, stream, ids, lines)
         if ids:
             keep, gaps, requests = self.seq.accept(symbol, stream, ids, backfilled, self.clock())
             for gap in gaps:
@@ -150,7 +182,26 @@ class Writer:
         if f.rows >= self.cfg.batch_size:
             self._flush_file(f)
 
+    def _after_restart(self, symbol, stream, ids, lines):
+        """The first rows of a stream after this writer started, when no worker
+        explained the gap: rows a killed writer had not flushed are gone, and
+        for streams whose ids do not count one by one only a ledger row says so."""
+        kind = csvfiles.stream_kind(stream)
+        last = self.seq.last.get((symbol, stream))
+        if kind not in ("depth", "bookTicker") or last is None or ids[0] <= last:
+            return      # consecutive ids: the sequencer's jump check sees any hole
+        first = ids[0]
+        if kind == "depth":
+            cells = lines[0].split(",")
+            first = int(cells[2])
+            linked = cells[4] == str(last) if self.cfg.market == "usdm" else first == last + 1
+            if linked:
+                return
+        self._write_gap(symbol, gap_row(int(self.clock() * 1e6), stream, "writer restart", last, first, "lost",
+                                        detail="rows not flushed before the writer stopped may be missing"))
+
     def add_gap(self, symbol, gap):
+        self.recovered.discard((symbol, gap["stream"]))
         row, request = self.seq.reported(symbol, gap, gap["local_time_us"])
         if row is not None:
             self._write_gap(symbol, row)
@@ -240,6 +291,7 @@ class Writer:
         self._close_idle(0)
 
     def _fsync_all(self):
+        self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
         for f in self.files.values():
             if f.dirty:

@@ -107,22 +107,17 @@ import sys
 
 import yaml
 
+from binance_streamer.simulator import audit
+
 REPO = os.path.dirname(HERE)
 
 
-class Files:
+class Files(audit.Files):
     """The CSV files under ``<dir>/data/<market>``."""
 
     def __init__(self, directory, market):
-        self.dir, self.market = str(directory), market
-
-    def rows(self, symbol, stream):
-        """All rows of a stream over every day file, as dicts of strings, in file order."""
-        out = []
-        for path in sorted(glob.glob(os.path.join(self.dir, "data", self.market, symbol, f"{symbol}-{stream}-*.csv"))):
-            with open(path, newline="") as f:
-                out.extend(csv.DictReader(f))
-        return out
+        super().__init__(os.path.join(str(directory), "data"), market)
+        self.dir = str(directory)
 
     def files(self):
         return sorted(glob.glob(os.path.join(self.dir, "data", "**", "*.csv"), recursive=True))

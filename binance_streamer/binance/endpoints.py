@@ -9,6 +9,8 @@ WEIGHTS = {
     "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
 }
 MAX_STREAMS_PER_CONNECTION = 1024
+# Connection attempts per IP: 300 per 5 minutes (spot; applied to USD-M too).
+CONNECT_ATTEMPTS, CONNECT_WINDOW = 300, 300.0
 # Fewer streams per connection than Binance allows keeps URLs short and a
 # reconnect cheap; a worker opens more connections when it needs them.
 STREAMS_PER_CONNECTION = 200

@@ -1,27 +1,16 @@
-"""REST calls to Binance's public market data, inside one weight budget
-shared by every process of the daemon.
-
-The budget follows the exchange's own count (``X-MBX-USED-WEIGHT-1M``),
-keeps a safety margin, waits out ``Retry-After`` after a 429 so that no
-request ever provokes a 418, and lets urgent requests (a symbol with no
-book, a backfill) use more of the minute than routine ones (refreshes).
-"""
+"""REST calls to Binance's public market data, inside the weight budget
+shared by every process of the daemon (budgets.py)."""
 
 import logging
-import math
-import threading
 import time
 
 import requests
 
+from .budgets import ROUTINE, URGENT, RestBudget  # noqa: F401 (re-exported)
 from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
 
 log = logging.getLogger(__name__)
 
-URGENT, ROUTINE = 0, 1
-# Share of the usable weight each priority may fill within a minute.
-_PRIORITY_SHARE = {URGENT: 1.0, ROUTINE: 0.5}
-_MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT = range(5)
 
 
 class RestError(Exception):
@@ -31,88 +20,6 @@ class RestError(Exception):
         super().__init__(msg)
         self.status, self.code = status, code
         self.reason = reason or msg
-
-
-class _LocalArray(list):
-    """The shared array's interface for a budget used by one process only."""
-
-    def __init__(self, values):
-        super().__init__(values)
-        self._lock = threading.Lock()
-
-    def get_lock(self):
-        return self._lock
-
-
-class RestBudget:
-    """Request weight per minute for the whole daemon, in shared memory.
-
-    Create it in the manager with the multiprocessing context and pass it to
-    every child; ``array`` holds minute, used, paused-until, limit, spent.
-    Without a context (one-shot commands) it lives in this process only, and
-    creates no multiprocessing state that a later fork would inherit.
-    """
-
-    def __init__(self, ctx, limit, margin=0.2, clock=time.time):
-        values = [0.0, 0.0, 0.0, float(limit), 0.0]
-        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
-        self.margin = margin
-        self.clock = clock
-
-    def __getstate__(self):
-        return {"array": self.array, "margin": self.margin}
-
-    def __setstate__(self, state):
-        self.array, self.margin, self.clock = state["array"], state["margin"], time.time
-
-    @property
-    def spent(self):
-        return int(self.array[_SPENT])
-
-    def set_limit(self, limit):
-        with self.array.get_lock():
-            self.array[_LIMIT] = float(limit)
-
-    def try_acquire(self, weight, priority=URGENT):
-        """Take ``weight`` now if the budget allows; else seconds to wait."""
-        a, now = self.array, self.clock()
-        with a.get_lock():
-            minute = math.floor(now / 60)
-            if a[_MINUTE] != minute:
-                a[_MINUTE], a[_USED] = minute, 0.0
-            if now < a[_PAUSED_UNTIL]:
-                return a[_PAUSED_UNTIL] - now
-            usable = a[_LIMIT] * (1.0 - self.margin) * _PRIORITY_SHARE[priority]
-            if a[_USED] + weight > usable and a[_USED] > 0:
-                return (minute + 1) * 60 - now + 0.05
-            a[_USED] += weight
-            a[_SPENT] += weight
-            return 0.0
-
-    def acquire(self, weight, priority=URGENT, stop=None):
-        """Wait until ``weight`` fits; False if ``stop`` (an Event) was set first."""
-        while True:
-            wait = self.try_acquire(weight, priority)
-            if wait <= 0:
-                return True
-            if stop is not None:
-                if stop.wait(min(wait, 1.0)):
-                    return False
-            else:
-                time.sleep(min(wait, 1.0))
-
-    def observe(self, used):
-        """The exchange's count for this minute is the truth when it is higher."""
-        a = self.array
-        with a.get_lock():
-            if math.floor(self.clock() / 60) == a[_MINUTE]:
-                a[_USED] = max(a[_USED], float(used))
-
-    def pause(self, seconds):
-        """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
-        a = self.array
-        with a.get_lock():
-            a[_PAUSED_UNTIL] = max(a[_PAUSED_UNTIL], self.clock() + seconds)
 
 
 class RestClient:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from binance_streamer import cli
-from tests.journal import compare
+from binance_streamer.simulator.audit import compare
 from tests.support import Files, wait_for
 
 pytestmark = pytest.mark.timeout(150)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.journal import compare
+from binance_streamer.simulator.audit import compare
 from tests.support import Recorder, wait_for
 
 pytestmark = pytest.mark.timeout(150)
@@ -166,7 +166,7 @@ def test_bad_config_one_line_and_exit_2(simulator, tmp_path):
 def test_files_load_with_pandas_into_documented_dtypes(simulator, tmp_path):
     pd = pytest.importorskip("pandas")
     from binance_streamer import csvfiles
-    from tests.journal import frames_by_stream
+    from binance_streamer.simulator.audit import frames_by_stream
 
     sim = simulator(symbols=("BTCUSDT",), seed=15, rate=200)
     rec = Recorder(tmp_path, sim, ["BTCUSDT"], streams=SPOT_STREAMS).start()

@@ -22,6 +22,9 @@ class FakeProcess:
     def kill(self):
         self.die(-9)
 
+    def terminate(self):
+        self.die(-15)
+
     def join(self, timeout=None):
         pass
 
@@ -59,25 +62,29 @@ def test_one_worker_per_symbol_group(tmp_path):
     assert pm.groups() == [["BTCUSDT", "ETHUSDT"], ["BNBUSDT"]]
 
 
-def test_crashed_child_backs_off_then_restarts(tmp_path):
+def test_a_crash_restarts_every_process_after_a_backoff(tmp_path):
     pm, spawned, clock = _manager(tmp_path)
     clock.t = 2.0
     pm.step()
     assert all(c.state == m.RUNNING for c in pm.children)
+    first = {c.name: c.process for c in pm.children}
     w0 = _child(pm, "worker-0")
     w0.process.die(-9)
     pm.step()
-    assert w0.state == m.BACKOFF and w0.next_start > clock.t
-    clock.t = w0.next_start + 0.01
+    assert w0.state == m.BACKOFF and pm.restart_at > clock.t
+    assert all(c.process.alive for c in pm.children if c is not w0)     # the others go on meanwhile
+    clock.t = pm.restart_at + 0.01
     pm.step()
-    assert w0.state == m.STARTING and w0.restarts == 1 and w0.process is spawned[-1]
+    assert all(c.state == m.STARTING and c.restarts == 1 for c in pm.children)
+    assert all(not first[c.name].alive and c.process is not first[c.name] for c in pm.children)
+    assert pm.pipeline_restarts == 1
     # repeated crashes wait longer, up to the cap
     delays = []
     for _ in range(8):
-        w0.process.die(1)
+        _child(pm, "writer").process.die(1)
         pm.step()
-        delays.append(w0.next_start - clock.t)
-        clock.t = w0.next_start + 0.01
+        delays.append(pm.restart_at - clock.t)
+        clock.t = pm.restart_at + 0.01
         pm.step()
     assert delays[-1] <= pm.cfg.restart_max_delay and max(delays) > delays[0]
 
@@ -88,7 +95,7 @@ def test_config_failure_is_fatal_and_a_fatal_writer_stops_the_daemon(tmp_path):
     w1.process.die(EXIT_CONFIG)
     pm.step()
     assert w1.state == m.FATAL and not pm.stopping
-    clock.t += 100
+    clock.t = pm.restart_at + 0.01 if pm.restart_at else clock.t + 100
     pm.step()
     assert w1.state == m.FATAL and w1.restarts == 0
     _child(pm, "writer").process.die(EXIT_CONFIG)

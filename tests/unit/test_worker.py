@@ -87,10 +87,6 @@ class FakeRest:
         return [t for t in self.trades if t["a"] >= from_id][:limit]
 
 
-class Conn:
-    names = ["btcusdt@aggTrade", "btcusdt@trade"]
-
-
 def _agg(a):
     return {"e": "aggTrade", "E": 1000 + a, "s": "BTCUSDT", "a": a, "p": f"{a}.5", "q": "1", "f": a, "l": a,
             "T": 1000 + a, "m": False, "M": True}
@@ -101,7 +97,7 @@ def test_reconnect_hole_backfilled_in_order_before_the_live_rows():
     w = Worker(_cfg(streams="aggTrade,trade"), ["BTCUSDT"], rest=rest)
     for a in (1, 2):
         w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 1)
-    w.on_connected(Conn())                      # a reconnect
+    w.on_connected(["btcusdt@aggTrade", "btcusdt@trade"])      # a reconnect
     for a in (6, 7):
         w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 2)
     first = w.take_batch()
@@ -135,3 +131,18 @@ def test_rows_go_to_the_file_of_their_utc_day():
         w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": d}), 1)
     days = [(m[3], m[4]) for m in w.take_batch() if m[0] == "rows"]
     assert days == [("2025-11-25", [1]), ("2025-11-26", [2])]
+
+
+def test_overlap_of_a_new_connection_is_judged_per_stream():
+    w = Worker(_cfg(streams="aggTrade,depth@100ms,kline_1m,bookTicker"), ["BTCUSDT"])
+    for a in (1, 2, 3):
+        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 1)
+    names = list(w.routes)
+    agg = orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(4)})
+    assert w.identify(agg) == ("btcusdt@aggTrade", 4)
+    assert w.identify(b"not json") is None
+    assert not w.overlaps(names, {})                      # aggTrade has data: wait for the new connection's
+    assert not w.overlaps(names, {"btcusdt@aggTrade": 5})     # 4 would be missing
+    assert w.overlaps(names, {"btcusdt@aggTrade": 4, "btcusdt@depth@100ms": 9})   # streams with no data yet: no wait
+    assert w.overlaps(names, {"btcusdt@aggTrade": 4})         # the next id: no hole
+    assert w.overlaps(names, {"btcusdt@aggTrade": 2})         # an overlap

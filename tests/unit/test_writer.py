@@ -137,3 +137,54 @@ def test_gap_fields_are_quoted_when_needed(tmp_path):
     with open(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps", "1970-01-01")) as f:
         row = list(csv.DictReader(f))[0]
     assert row["detail"] == 'crossed, "bad"'
+
+
+def _depth(U, u, pu=""):
+    return f"1000,,{U},{u},{pu},bid,1.0,2.0,5\n"
+
+
+def test_after_a_writer_restart_depth_and_ticker_holes_are_ledgered(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)])
+    w.add_rows("BTCUSDT", "bookTicker", "2026-01-01", [10], ["10,1,1,2,1,,,5\n"])
+    w.add_rows("BTCUSDT", "trade", "2026-01-01", [5], ["5,1,1,1,1,True,True,1,1\n"])
+    w.close()
+    w2 = Writer(_cfg(tmp_path))           # a new writer after a crash
+    w2.recover()
+    w2.add_rows("BTCUSDT", "depth", "2026-01-01", [15], [_depth(12, 15)])       # 11 is missing
+    w2.add_rows("BTCUSDT", "bookTicker", "2026-01-01", [14], ["14,1,1,2,1,,,5\n"])
+    w2.add_rows("BTCUSDT", "trade", "2026-01-01", [6], ["6,1,1,1,1,True,True,1,1\n"])   # continues: nothing
+    w2.close()
+    gaps = _read(tmp_path, "gaps", day=csvfiles.DayOf()(int(w2.clock() * 1000)))[1:]
+    assert [g.split(",")[1:5] for g in gaps] == [["depth", "writer restart", "10", "12"],
+                                                  ["bookTicker", "writer restart", "10", "14"]]
+
+
+def test_a_depth_stream_that_continues_after_a_restart_has_no_gap(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)])
+    w.close()
+    w2 = Writer(_cfg(tmp_path))
+    w2.recover()
+    w2.add_rows("BTCUSDT", "depth", "2026-01-01", [12], [_depth(11, 12)])
+    w2.close()
+    assert not os.path.exists(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps",
+                                            csvfiles.DayOf()(int(w2.clock() * 1000))))
+
+
+def test_unfinished_backfills_are_asked_for_again_after_a_restart(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [5], [_agg(5)])      # hole 2..4, requested
+    w.close()                                                          # stopped before it was filled
+    requests = []
+    w2 = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w2.recover()
+    assert requests == [("BTCUSDT", "aggTrade", 2, 4)]
+    w2.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [2, 3, 4], [_agg(2, 1), _agg(3, 1), _agg(4, 1)], backfilled=True)
+    w2.close()
+    ids = sorted(int(x.split(",")[0]) for x in _read(tmp_path, "aggTrade")[1:])
+    assert ids == [1, 2, 3, 4, 5]
+    w3 = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w3.recover()                                                       # filled: nothing more to ask
+    assert len(requests) == 1

@@ -1,0 +1,145 @@
+"""Binance's per-IP limits as budgets shared by every process of the daemon.
+
+:class:`RestBudget` follows the exchange's own count of REST weight
+(``X-MBX-USED-WEIGHT-1M``), keeps a safety margin, waits out ``Retry-After``
+after a 429 so that no request ever provokes a 418, and lets urgent requests
+(a symbol with no book, a backfill) use more of the minute than routine ones
+(refreshes). :class:`ConnectBudget` keeps WebSocket connection attempts under
+300 per 5 minutes, so a restart of hundreds of symbols does not trip it.
+
+Create them in the manager with the multiprocessing context and pass them to
+the children; without a context they live in one process only and create no
+multiprocessing state that a later fork would inherit.
+"""
+
+import math
+import threading
+import time
+
+URGENT, ROUTINE = 0, 1
+# Share of the usable weight each priority may fill within a minute.
+_PRIORITY_SHARE = {URGENT: 1.0, ROUTINE: 0.5}
+_MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT = range(5)
+
+
+class _LocalArray(list):
+    """The shared array's interface for a budget used by one process only."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self._lock = threading.Lock()
+
+    def get_lock(self):
+        return self._lock
+
+
+class RestBudget:
+    """Request weight per minute for the whole daemon; ``array`` holds
+    minute, used, paused-until, limit, spent."""
+
+    def __init__(self, ctx, limit, margin=0.2, clock=time.time):
+        values = [0.0, 0.0, 0.0, float(limit), 0.0]
+        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
+        self.margin = margin
+        self.clock = clock
+
+    def __getstate__(self):
+        return {"array": self.array, "margin": self.margin}
+
+    def __setstate__(self, state):
+        self.array, self.margin, self.clock = state["array"], state["margin"], time.time
+
+    @property
+    def spent(self):
+        return int(self.array[_SPENT])
+
+    def set_limit(self, limit):
+        with self.array.get_lock():
+            self.array[_LIMIT] = float(limit)
+
+    def try_acquire(self, weight, priority=URGENT):
+        """Take ``weight`` now if the budget allows; else seconds to wait."""
+        a, now = self.array, self.clock()
+        with a.get_lock():
+            minute = math.floor(now / 60)
+            if a[_MINUTE] != minute:
+                a[_MINUTE], a[_USED] = minute, 0.0
+            if now < a[_PAUSED_UNTIL]:
+                return a[_PAUSED_UNTIL] - now
+            usable = a[_LIMIT] * (1.0 - self.margin) * _PRIORITY_SHARE[priority]
+            if a[_USED] + weight > usable and a[_USED] > 0:
+                return (minute + 1) * 60 - now + 0.05
+            a[_USED] += weight
+            a[_SPENT] += weight
+            return 0.0
+
+    def acquire(self, weight, priority=URGENT, stop=None):
+        """Wait until ``weight`` fits; False if ``stop`` (an Event) was set first."""
+        while True:
+            wait = self.try_acquire(weight, priority)
+            if wait <= 0:
+                return True
+            if stop is not None:
+                if stop.wait(min(wait, 1.0)):
+                    return False
+            else:
+                time.sleep(min(wait, 1.0))
+
+    def observe(self, used):
+        """The exchange's count for this minute is the truth when it is higher."""
+        a = self.array
+        with a.get_lock():
+            if math.floor(self.clock() / 60) == a[_MINUTE]:
+                a[_USED] = max(a[_USED], float(used))
+
+    def pause(self, seconds):
+        """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
+        a = self.array
+        with a.get_lock():
+            a[_PAUSED_UNTIL] = max(a[_PAUSED_UNTIL], self.clock() + seconds)
+
+
+
+
+class ConnectBudget:
+    """At most ``limit`` connection attempts in any ``window`` seconds, daemon-wide.
+
+    ``array`` is a ring of the attempt times; the oldest slot is reused.
+    """
+
+    def __init__(self, ctx, limit=300, window=300.0, margin=0.1, clock=time.time):
+        self.size = max(1, int(limit * (1.0 - margin)))
+        values = [0.0] * (self.size + 1)            # the last slot is the ring's next index
+        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
+        self.window = window
+        self.clock = clock
+
+    def __getstate__(self):
+        return {"array": self.array, "size": self.size, "window": self.window}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.clock = time.time
+
+    def try_acquire(self):
+        """Record an attempt now if allowed; else seconds until one is."""
+        a, now = self.array, self.clock()
+        with a.get_lock():
+            i = int(a[self.size])
+            oldest = a[i]
+            if oldest and now - oldest < self.window:
+                return self.window - (now - oldest) + 0.01
+            a[i] = now
+            a[self.size] = (i + 1) % self.size
+            return 0.0
+
+    def acquire(self, stop=None):
+        """Wait for an attempt; False if ``stop`` was set first."""
+        while True:
+            wait = self.try_acquire()
+            if wait <= 0:
+                return True
+            if stop is not None and stop.wait(min(wait, 1.0)):
+                return False
+            if stop is None:
+                time.sleep(min(wait, 1.0))
