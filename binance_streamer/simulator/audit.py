@@ -145,10 +145,10 @@ def compare(sim, rec, symbols, journal=None):
                                        "mismatched": [], "duplicates": 0})
         if pos > last_on_disk.get(conn, -1):
             continue           # sent after the recorder's last receive on that connection
-        r["expected"] += 1
         if (stream, key) in seen:
             continue           # the same event sent on two connections (handover): once on disk
         seen.add((stream, key))
+        r["expected"] += 1
         if not found:
             r["missing"].append(key)
             if not _in_ledger(ledgers[symbol], stream.split("@", 1)[1], key, d):
@@ -166,3 +166,16 @@ def compare(sim, rec, symbols, journal=None):
             report[stream]["duplicates"] = sum(1 for v in idx.values()
                                                if len({r["first_update_id"] for r in v}) > 1)
     return report
+
+
+def handovers(connections):
+    """Connections opened while another on the same path was still open."""
+    by_path = {}
+    for c in sorted(connections, key=lambda c: c["opened"]):
+        by_path.setdefault(c["path"], []).append(c)
+    count = 0
+    for conns in by_path.values():
+        for prev, cur in zip(conns, conns[1:]):
+            if prev["closed"] is None or cur["opened"] < prev["closed"]:
+                count += 1
+    return count
