@@ -9,6 +9,7 @@ full disk or an I/O error is logged loudly and retried; the lines stay in
 memory and nothing already written is touched.
 """
 
+import csv
 import errno
 import logging
 import os
@@ -130,7 +131,6 @@ class Writer:
 
     def _reopen_holes(self, symbol, path):
         """Backfills requested but never finished (the writer stopped first): ask again."""
-        import csv
         pending = {}
         with open(path, newline="") as f:
             for g in csv.DictReader(f):
