@@ -100,6 +100,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
     work = args.dir or tempfile.mkdtemp(prefix="soak-")
+    os.makedirs(work, exist_ok=True)
     sim = Simulator(SimConfig(symbols=tuple(symbols), seed=args.seed, rate=args.rate, lifetime=10.0,
                               shutdown_notice=1.0, journal="memory")).start()
     cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": f"ws://127.0.0.1:{sim.port}", "rest_url": sim.rest_url,
