@@ -12,12 +12,9 @@ its arrival (a lag that grows means the simulator cannot keep up).
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -25,22 +22,7 @@ import aiohttp
 import orjson
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT",
-           "LINKUSDT", "DOTUSDT", "LTCUSDT", "AVAXUSDT", "ATOMUSDT", "UNIUSDT", "ETCUSDT", "XLMUSDT"]
-
-
-def start_simulator(symbols, rate, seed):
-    proc = subprocess.Popen([sys.executable, "-m", "binance_streamer.simulator", "--port", "0",
-                             "--symbols", ",".join(symbols), "--rate", str(rate), "--seed", str(seed),
-                             "--journal", "off", "--log-level", "WARNING"],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    line = proc.stdout.readline()
-    m = re.search(r"ws=(ws://\S+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, m.group(1)
+from common import SYMBOLS, report, start_simulator
 
 
 async def _measure(url, symbols, seconds, warmup):
@@ -82,7 +64,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
-    proc, url = start_simulator(symbols, args.rate, args.seed)
+    proc, _, url = start_simulator(symbols, args.rate, args.seed)
     try:
         sim = psutil.Process(proc.pid)
         sim.cpu_percent(None)
@@ -105,11 +87,7 @@ def main(argv=None):
         "lag_ms_second_half_median": round(statistics.median(lags[half:]), 1) if half else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:28} {v}")
+    report(result, args.json)
     return 0
 
 

@@ -14,8 +14,6 @@ ledger and holes not in it, time books were out of sync, restarts.
 """
 
 import argparse
-import csv
-import glob
 import json
 import os
 import platform
@@ -32,17 +30,9 @@ sys.path.insert(0, ROOT)
 
 from binance_streamer.simulator import SimConfig, Simulator  # noqa: E402
 from binance_streamer.simulator.audit import Files, compare, handovers  # noqa: E402
+from common import SYMBOLS, read_status  # noqa: E402
 
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
-
-
-def status(run_dir):
-    try:
-        with open(os.path.join(run_dir, "status.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def wait(predicate, timeout):
@@ -114,7 +104,7 @@ def main(argv=None):
     rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", config], cwd=work,
                            stderr=log, stdout=subprocess.DEVNULL, start_new_session=True)
     run_dir = cfg["run_dir"]
-    if not wait(lambda: status(run_dir).get("state") == "RUNNING", 60):
+    if not wait(lambda: read_status(run_dir).get("state") == "RUNNING", 60):
         raise SystemExit(f"the recorder did not start; see {work}/recorder.stderr")
     started = time.monotonic()
     end = started + args.minutes * 60
@@ -123,13 +113,13 @@ def main(argv=None):
         time.sleep(min(args.period, max(0.0, end - time.monotonic())))
         if time.monotonic() >= end:
             break
-        what = faults(sim, status(run_dir), step)
+        what = faults(sim, read_status(run_dir), step)
         done.append(f"{time.monotonic() - started:6.1f} s  {what}")
         print(done[-1], file=sys.stderr, flush=True)
         step += 1
     # settle: books in sync and holes filled, then stop (possibly in the middle of a handover)
-    wait(lambda: status(run_dir).get("children", {}).get("writer", {}).get("open_holes", 1) == 0, 120)
-    last = status(run_dir)
+    wait(lambda: read_status(run_dir).get("children", {}).get("writer", {}).get("open_holes", 1) == 0, 120)
+    last = read_status(run_dir)
     rec.send_signal(signal.SIGTERM)
     code = rec.wait(180)
     log.close()

@@ -26,7 +26,7 @@ import shutil
 import signal
 import time
 
-from . import proc, status
+from . import status
 from .binance.budgets import ConnectBudget, RestBudget
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, EXIT_QUEUE_CORRUPT, backoff_delay

@@ -98,7 +98,6 @@ class WsReader:
 
 # -- the recorder as a user runs it ---------------------------------------------------
 
-import csv
 import glob
 import json
 import signal

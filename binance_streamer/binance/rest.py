@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from .budgets import ROUTINE, URGENT, RestBudget  # noqa: F401 (re-exported)
+from .budgets import URGENT
 from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
 
 log = logging.getLogger(__name__)

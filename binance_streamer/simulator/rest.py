@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from .faults import FaultError
-from .klines import INTERVALS, interval_ms
+from .klines import INTERVALS
 from ..binance.endpoints import WEIGHTS, depth_weight, klines_weight
 from .specs import symbol_spec
 

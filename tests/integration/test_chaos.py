@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from binance_streamer.simulator.audit import compare
-from tests.support import Recorder, wait_for
+from tests.support import Recorder
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -6,7 +6,6 @@ software developed by Bryant Moscon (http://www.bryantmoscon.com/)."""
 import os
 from urllib.parse import urlparse
 
-import orjson
 import pytest
 import requests
 

@@ -1,0 +1,42 @@
+"""Shared by the benchmark scripts: symbols, starting the simulator, output."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT", "LINKUSDT",
+           "DOTUSDT", "LTCUSDT", "AVAXUSDT", "ATOMUSDT", "UNIUSDT", "ETCUSDT", "XLMUSDT"]
+
+
+def start_simulator(symbols, rate, seed=1):
+    """The simulator as its own process (journal off): ``(process, rest url, ws url)``."""
+    proc = subprocess.Popen([sys.executable, "-m", "binance_streamer.simulator", "--port", "0", "--symbols",
+                             ",".join(symbols), "--rate", str(rate), "--seed", str(seed), "--journal", "off",
+                             "--log-level", "WARNING"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stdout.readline()
+    m = re.search(r"rest=(\S+) ws=(ws://\S+)", line)
+    if not m:
+        proc.kill()
+        raise SystemExit(f"simulator did not start: {line!r}")
+    return proc, m.group(1), m.group(2)
+
+
+def read_status(run_dir):
+    """A recorder's status file, or {} while there is none."""
+    try:
+        with open(os.path.join(run_dir, "status.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def report(result, as_json):
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:34} {value}")

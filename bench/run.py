@@ -1,0 +1,228 @@
+"""What the recorder costs: throughput, CPU, memory, disk and latency.
+
+    python bench/run.py --symbols 10 --rate 2000 --seconds 30
+
+Starts the simulator (its own process, journal off) and the recorder
+(``python -m binance_streamer``), waits until every book is in sync, then
+measures over ``--seconds``:
+
+- messages per second delivered by the simulator and rows written;
+- CPU seconds per million messages, all recorder processes together and per
+  process (psutil), and peak RSS per process;
+- bytes on disk per million messages, per stream;
+- latency from an event's exchange time (the simulator stamps it when it
+  sends) to the row being on disk, found by tailing the aggTrade files:
+  p50, p99, max; and whether the receive lag grows (first vs second half);
+- the writer's time to flush 5,000 depth rows, and the floor: the same parse,
+  format and write work in one loop with no processes or queues.
+
+Prints a table, or JSON with ``--json``.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import orjson
+import psutil
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from binance_streamer import config as configmod  # noqa: E402
+from binance_streamer.binance import parse  # noqa: E402
+from binance_streamer.simulator.market import SymbolMarket  # noqa: E402
+from binance_streamer.writer import Writer  # noqa: E402
+from common import SYMBOLS, read_status, report, start_simulator  # noqa: E402
+
+STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
+
+
+def sim_stats(rest):
+    with urllib.request.urlopen(rest + "/sim/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def recorder_processes(pid):
+    try:
+        parent = psutil.Process(pid)
+        return [parent] + parent.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+_ROLES = {}     # pid -> process name from the recorder's status file
+
+
+def _label(procs, p):
+    return "manager" if p is procs[0] else _ROLES.get(p.pid, f"pid {p.pid}")
+
+
+def cpu_by_name(procs):
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[_label(procs, p)] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+class Tail:
+    """New complete lines of the aggTrade files, to time rows reaching the disk."""
+
+    def __init__(self, paths):
+        self.pos = {p: os.path.getsize(p) for p in paths}
+        self.latencies = []
+
+    def poll(self):
+        now_ms = time.time() * 1000
+        for path, pos in self.pos.items():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            self.pos[path] = pos + end
+            for line in data[:end].splitlines():
+                cells = line.split(b",")
+                if cells[-1] == b"0":                  # live rows only; event_time is column 8 (spot)
+                    self.latencies.append(now_ms - int(cells[8]))
+
+
+def floor_us_per_message(n=50_000):
+    """Parse + format + write of the same traffic in one loop, no processes."""
+    m = SymbolMarket("spot", "BTCUSDT", 1, 5000, 1_700_000_000_000_000)
+    frames = [(k, b'{"stream":"btcusdt@%s","data":%s}' % (k.encode(), p))
+              for k, p in m.advance(1_700_000_000_000_000 + 20_000_000, {"aggTrade", "trade", "bookTicker",
+                                                                          "depth@100ms"})][:n]
+    handlers = {"aggTrade": parse.agg_trade, "trade": parse.trade, "bookTicker": parse.book_ticker,
+                "depth@100ms": parse.depth}
+    with tempfile.TemporaryFile() as f:
+        t0 = time.perf_counter()
+        out = []
+        for _, frame in frames:
+            msg = orjson.loads(frame)
+            kind = msg["stream"].split("@", 1)[1]
+            _, line = handlers[kind]("spot", msg["data"], 1)
+            out.append("".join(line) if isinstance(line, list) else line)
+            if len(out) >= 5000:
+                f.write("".join(out).encode())
+                out.clear()
+        f.write("".join(out).encode())
+        elapsed = time.perf_counter() - t0
+    return elapsed / len(frames) * 1e6
+
+
+def depth_flush_ms(tmp):
+    cfg = configmod.load(None, {"data_dir": tmp, "symbols": "BTCUSDT"})
+    w = Writer(cfg)
+    lines = [f"1700000000000,,{i},{i},,bid,30000.{i % 100:02d}000000,0.{i:08d},1700000000000000\n" for i in range(5000)]
+    w.add_rows("BTCUSDT", "depth", "2026-01-01", list(range(5000)), lines)
+    f = next(iter(w.files.values()))
+    t0 = time.perf_counter()
+    w._flush_file(f)
+    elapsed = time.perf_counter() - t0
+    w.close()
+    return elapsed * 1000
+
+
+def percentile(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--symbols", type=int, default=10)
+    p.add_argument("--rate", type=float, default=2000, help="market events per second per symbol")
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--symbols-per-worker", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    symbols = SYMBOLS[:args.symbols]
+    work = tempfile.mkdtemp(prefix="bench-")
+    sim, rest, ws = start_simulator(symbols, args.rate)
+    cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": ws, "rest_url": rest,
+           "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
+           "run_dir": os.path.join(work, "run"), "snapshot_depth": 1000, "symbols_per_worker": args.symbols_per_worker}
+    with open(os.path.join(work, "config.yaml"), "w") as f:
+        yaml.safe_dump(cfg, f)
+    rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", os.path.join(work, "config.yaml")],
+                           cwd=work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = read_status(cfg["run_dir"])
+            if st.get("children", {}).get("orderbook", {}).get("in_sync") == len(symbols):
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit("books did not sync within 120 s")
+        time.sleep(2)
+        for proc_info in st["processes"]:
+            _ROLES[proc_info["pid"]] = proc_info["name"]
+        procs = recorder_processes(rec.pid)
+        tail = Tail(sorted(glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*-aggTrade-*.csv"))))
+        disk0 = {path: os.path.getsize(path) for path in glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*.csv"))}
+        cpu0, stats0, t0 = cpu_by_name(procs), sim_stats(rest), time.monotonic()
+        rss = {}
+        while time.monotonic() - t0 < args.seconds:
+            time.sleep(0.1)
+            tail.poll()
+            for proc in procs:
+                try:
+                    label = _label(procs, proc)
+                    rss[label] = max(rss.get(label, 0), proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+        elapsed = time.monotonic() - t0
+        cpu1, stats1 = cpu_by_name(procs), sim_stats(rest)
+        disk1 = {path: os.path.getsize(path) for path in glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*.csv"))}
+    finally:
+        rec.terminate()
+        rec.wait(120)
+        sim.terminate()
+        sim.wait(10)
+    messages = stats1["frames_sent"] - stats0["frames_sent"]
+    cpu = {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1}
+    by_stream = {}
+    for path, size in disk1.items():
+        stream = os.path.basename(path).split("-")[1]
+        by_stream[stream] = by_stream.get(stream, 0) + size - disk0.get(path, 0)
+    half = len(tail.latencies) // 2
+    result = {
+        "symbols": len(symbols), "rate_per_symbol": args.rate, "seconds": round(elapsed, 1),
+        "messages_per_second": round(messages / elapsed),
+        "cpu_us_per_message": round(sum(cpu.values()) / messages * 1e6, 2) if messages else None,
+        "cpu_seconds_per_million_messages": {k: round(v / messages * 1e6, 1) for k, v in sorted(cpu.items())},
+        "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in sorted(rss.items())},
+        "peak_rss_mb_total": round(sum(rss.values()) / 2**20, 1),
+        "disk_bytes_per_million_messages": {k: round(v / messages * 1e6) for k, v in sorted(by_stream.items())},
+        "latency_ms_p50": percentile(tail.latencies, 50), "latency_ms_p99": percentile(tail.latencies, 99),
+        "latency_ms_max": max(tail.latencies) if tail.latencies else None,
+        "latency_ms_median_first_half": statistics.median(tail.latencies[:half]) if half else None,
+        "latency_ms_median_second_half": statistics.median(tail.latencies[half:]) if half else None,
+        "depth_flush_ms_per_5000_rows": round(depth_flush_ms(work), 2),
+        "floor_us_per_message": round(floor_us_per_message(), 2),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    if result["cpu_us_per_message"]:
+        result["ratio_to_floor"] = round(result["cpu_us_per_message"] / result["floor_us_per_message"], 1)
+    report(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
