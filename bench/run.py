@@ -64,7 +64,7 @@ _ROLES = {}     # pid -> process name from the recorder's status file
 
 
 def _label(procs, p):
-    return "manager" if p is procs[0] else _ROLES.get(p.pid, f"pid {p.pid}")
+    return "manager" if p is procs[0] else _ROLES.get(p.pid, "other")
 
 
 def cpu_by_name(procs):
@@ -124,7 +124,7 @@ def floor_us_per_message(n=50_000):
 
 
 def depth_flush_ms(tmp):
-    cfg = configmod.load(None, {"data_dir": tmp, "symbols": "BTCUSDT"})
+    cfg = configmod.load(None, {"data_dir": tmp, "symbols": "BTCUSDT"}).replace(batch_size=10**9)
     w = Writer(cfg)
     lines = [f"1700000000000,,{i},{i},,bid,30000.{i % 100:02d}000000,0.{i:08d},1700000000000000\n" for i in range(5000)]
     w.add_rows("BTCUSDT", "depth", "2026-01-01", list(range(5000)), lines)
