@@ -89,7 +89,10 @@ class RestBudget:
         """The exchange's count for this minute is the truth when it is higher."""
         a = self.array
         with a.get_lock():
-            if math.floor(self.clock() / 60) == a[_MINUTE]:
+            minute = math.floor(self.clock() / 60)
+            if a[_MINUTE] != minute:
+                a[_MINUTE], a[_USED] = minute, float(used)
+            else:
                 a[_USED] = max(a[_USED], float(used))
 
     def pause(self, seconds):
