@@ -129,14 +129,15 @@ def record(cfg, to_stderr=True, duration=None):
     ctx = multiprocessing.get_context("spawn")
     log_q = ctx.Queue()
     listener = logs.start_listener(cfg, log_q, to_stderr)
+    manager = None
     try:
         manager = ProcessManager(cfg, weight_limit=cfg.rest_weight_limit or limit, ctx=ctx)
-        manager.build(log_q)
+        manager.build(log_q, listener)
         log.info("recording %s %s: %s into %s", cfg.market, ",".join(cfg.streams), ",".join(cfg.symbols),
                  cfg.data_dir)
         sig = manager.run(duration=duration)
     finally:
-        listener.stop()
+        (manager.listener if manager is not None and manager.listener else listener).stop()
     return EXIT_INTERRUPTED if sig == 2 else EXIT_OK
 
 

@@ -50,6 +50,9 @@ class Socket:
         self.opened = time.monotonic()
         self.last_data = self.opened
         self.ended = None            # why reading stopped
+        self.buffer = []             # frames received while it waits to take over
+        self.first_ids = {}          # stream -> first id it delivered
+        self.announced = False       # the server announced it will close this socket
         self.thread = threading.Thread(target=self._read, name=f"{slot.name}-read", daemon=True)
 
     def _read(self):
@@ -90,11 +93,8 @@ class Connection(threading.Thread):
         self.cfg, self.stop, self.connect_budget = cfg, stop, connect_budget
         self.lock = threading.Lock()
         self.active = None
-        self.successor = None
-        self.buffer = []             # the successor's frames until the switch
-        self.first_ids = {}          # stream -> first id the successor delivered
+        self.pending = []            # successors, oldest first, buffering until one takes over
         self.handover_started = None
-        self.shutdown_announced = False
         self.connects = self.reconnects = self.failures = self.handovers = 0
         self.connected_since = None
 
@@ -103,12 +103,14 @@ class Connection(threading.Thread):
         with self.lock:
             if sock is self.active:
                 if self.worker.on_frame(self, data, recv_us) == "shutdown":
-                    self.shutdown_announced = True
-            elif sock is self.successor:
-                self.buffer.append((data, recv_us))
+                    sock.announced = True
+            elif sock in self.pending:
+                sock.buffer.append((data, recv_us))
                 ident = self.worker.identify(data)
-                if ident is not None and ident[0] not in self.first_ids:
-                    self.first_ids[ident[0]] = ident[1]
+                if ident is not None:
+                    sock.first_ids.setdefault(ident[0], ident[1])
+                elif b'"serverShutdown"' in data:
+                    sock.announced = True
 
     # -- the supervisor --------------------------------------------------------------
     def run(self):
@@ -159,70 +161,73 @@ class Connection(threading.Thread):
             sock, now = self.active, time.monotonic()
             if sock.ended is None and now - sock.last_data > silence:
                 sock.close(f"no data for {silence:.0f} s")
+            self._drop_failed()
             if sock.ended is not None:
-                if self.successor is not None and self.successor.ended is None:
-                    self._switch(complete=False)
+                if self.pending:
+                    self._switch(self.pending[0], complete=False)    # the one that has buffered longest
                     continue
-                self._drop_successor()
                 return sock.ended, now - sock.opened
-            if self.successor is None and (self.shutdown_announced or now - sock.opened >= max_age):
-                self._begin_handover(now)
-            elif self.successor is not None:
-                if self.successor.ended is not None:
-                    log.warning("%s: the new connection failed (%s); trying again", self.name, self.successor.ended)
-                    self._drop_successor()
-                elif self._overlapped():
-                    self._switch(complete=True)
-                elif now - self.handover_started > self.cfg.handover_timeout:
-                    self._switch(complete=False)
+            newest = self.pending[-1] if self.pending else sock
+            if newest.announced or (newest is sock and now - sock.opened >= max_age):
+                if len(self.pending) < 3:
+                    self._begin_handover(now, newest.announced)
+            for candidate in reversed(self.pending):
+                if self.worker.overlaps(self.names, candidate.first_ids):
+                    self._switch(candidate, complete=True)
+                    break
+            else:
+                if self.pending and now - self.handover_started > self.cfg.handover_timeout:
+                    self._switch(self.pending[0], complete=False)
         return "stopping", time.monotonic() - self.active.opened
 
-    def _begin_handover(self, now):
-        why = "the server announced a shutdown" if self.shutdown_announced else "the connection is due for renewal"
+    def _begin_handover(self, now, announced):
+        why = "the server announced a shutdown" if announced else "the connection is due for renewal"
         log.info("%s: %s; opening a new connection beside the old one", self.name, why)
         sock = self._open()
         if sock is None:
             return
         with self.lock:
-            self.successor, self.buffer, self.first_ids = sock, [], {}
-        self.handover_started = now
+            self.pending.append(sock)
+        if self.handover_started is None:
+            self.handover_started = now
         sock.thread.start()
 
-    def _overlapped(self):
-        """Has the successor caught up with the old socket on every stream with data?"""
+    def _drop_failed(self):
         with self.lock:
-            return self.worker.overlaps(self.names, self.first_ids)
+            failed = [s for s in self.pending if s.ended is not None]
+            self.pending = [s for s in self.pending if s.ended is None]
+        for sock in failed:
+            log.warning("%s: a new connection failed (%s); trying again", self.name, sock.ended)
+            sock.close()
 
-    def _switch(self, complete):
+    def _switch(self, target, complete):
+        """Make ``target`` the active socket; older sockets close."""
         with self.lock:
-            old, new = self.active, self.successor
+            old = self.active
+            index = self.pending.index(target)
+            older, self.pending = self.pending[:index], self.pending[index + 1:]
             if not complete:
-                # streams the successor could not be matched on: a jump there is a reconnect gap
-                self.worker.on_connected([n for n in self.names if n not in self.first_ids
-                                          or not self.worker.overlaps([n], self.first_ids)])
-            announced = False
-            for data, recv_us in self.buffer:
-                announced |= self.worker.on_frame(self, data, recv_us) == "shutdown"
-            self.active, self.successor, self.buffer, self.first_ids = new, None, [], {}
-            self.shutdown_announced = announced
+                # streams the new socket was not matched on: a jump there is a reconnect gap
+                self.worker.on_connected([n for n in self.names if not self.worker.overlaps([n], target.first_ids)])
+            for data, recv_us in target.buffer:
+                if self.worker.on_frame(self, data, recv_us) == "shutdown":
+                    target.announced = True
+            target.buffer, target.first_ids = [], {}
+            self.active = target
         took = (time.monotonic() - self.handover_started) * 1000
-        old.close("replaced")
+        self.handover_started = time.monotonic() if self.pending else None
+        for sock in [old] + older:
+            sock.close("replaced")
         self.handovers += 1
-        self.connected_since = new.opened
+        self.connected_since = target.opened
         log.info("%s: handover %s after %.0f ms", self.name,
                  "complete, streams overlapped" if complete else "forced, continuity checked by id", took)
 
-    def _drop_successor(self):
-        with self.lock:
-            sock, self.successor, self.buffer, self.first_ids = self.successor, None, [], {}
-        if sock is not None:
-            sock.close("handover abandoned")
-
     def _finish(self):
-        """On stop: what the successor already received still goes to the files."""
-        if self.successor is not None and self.active is not None:
-            self._switch(complete=False)
-        for sock in (self.active, self.successor):
+        """On stop: what a successor already received still goes to the files."""
+        if self.pending and self.active is not None:
+            self._switch(self.pending[-1] if self.pending[-1].buffer else self.pending[0], complete=False)
+        for sock in [self.active] + self.pending:
             if sock is not None:
                 sock.close("stopping")
                 if sock.thread.is_alive():
@@ -231,4 +236,3 @@ class Connection(threading.Thread):
     def info(self):
         return {"group": self.group, "connected": self.connected_since is not None,
                 "reconnects": self.reconnects, "failures": self.failures, "handovers": self.handovers}
-

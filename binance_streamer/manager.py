@@ -19,6 +19,7 @@ and klines are backfilled, exactly as after a restart of the daemon.
 """
 
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import queue
@@ -83,16 +84,17 @@ class ProcessManager:
         symbols = self.cfg.symbols
         return [symbols[i:i + n] for i in range(0, len(symbols), n)]
 
-    def build(self, log_q):
-        """Create queues and child slots (no process is started here)."""
+    def build(self, log_q, listener=None):
+        """Create queues and child slots (no process is started here).
+
+        ``listener`` is the log QueueListener reading ``log_q``; on a pipeline
+        restart it is pointed at a fresh queue."""
         from .orderbook import orderbook_main
         from .worker import worker_main
         from .writer import writer_main
-        cfg, ctx = self.cfg, self.ctx
-        self.log_q = log_q
-        self.status_q = ctx.Queue(maxsize=10_000)
-        self.budget = RestBudget(ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin)
-        self.connect_budget = ConnectBudget(ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW)
+        cfg = self.cfg
+        self.log_q, self.listener = log_q, listener
+        self.budget = self.connect_budget = None
         self._make_queues()
         self.children = [Child("writer", "writer", writer_main,
                                lambda: (cfg, self.writer_q, self.control, self.status_q, self.log_q))]
@@ -108,6 +110,23 @@ class ProcessManager:
                                                                      self.connect_budget)))
 
     def _make_queues(self):
+        """Fresh queues and shared budgets (a process killed while holding one
+        of their locks would block them for everyone); budgets keep their counts."""
+        ctx, cfg = self.ctx, self.cfg
+        old_rest, old_connect = self.budget, self.connect_budget
+        self.budget = RestBudget(ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin)
+        self.connect_budget = ConnectBudget(ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW)
+        for new, old in ((self.budget, old_rest), (self.connect_budget, old_connect)):
+            if old is not None:
+                new.array.get_obj()[:] = old.array.get_obj()[:]
+        self.status_q = ctx.Queue(maxsize=10_000)
+        if self.listener is not None and self.log_q is not None:
+            # A new listener on a new queue; stopping the old one could wait forever
+            # on a lock a dead child holds, and its thread is a daemon thread.
+            self.log_q = ctx.Queue()
+            self.listener = logging.handlers.QueueListener(self.log_q, *self.listener.handlers,
+                                                           respect_handler_level=True)
+            self.listener.start()
         self.writer_q = self.ctx.Queue(maxsize=self.cfg.queue_size)
         self.book_q = self.ctx.Queue(maxsize=self.cfg.queue_size) if self.cfg.orderbook else None
         self.control = [(symbols, self.ctx.Queue()) for symbols in self.groups()]
@@ -158,7 +177,11 @@ class ProcessManager:
     def restart_pipeline(self):
         """Stop the survivors in order, then start every process on fresh queues."""
         self.pipeline_restarts += 1
-        self.stop_children(timeout=min(self.cfg.stop_timeout, 5.0))
+        writer = next(c for c in self.children if c.role == "writer")
+        # With the writer alive, the others stop in order and it flushes what they hand it;
+        # with the writer dead their puts would block, so they get little time.
+        alive = writer.process is not None and writer.process.is_alive()
+        self.stop_children(timeout=min(self.cfg.stop_timeout, 5.0 if alive else 1.0))
         self._make_queues()
         for child in self.children:
             if child.state != FATAL:

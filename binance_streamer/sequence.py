@@ -108,10 +108,10 @@ class Sequencer:
             if first <= last + step:
                 return None, None           # resumed exactly where we were
             if gap["action"] in ("", "lost", "unknown") and stream_kind(gap["stream"]) in BACKFILLABLE:
-                self._open(key, last + step, first - step, step, now_us / 1e6)
+                opened = self.open_hole(key, last + step, first - step, step, now_us / 1e6)
                 gap["action"] = "backfill_requested"
                 self.expected[key] = first
-                return gap, (symbol, gap["stream"], last + step, first - step)
+                return gap, ((symbol, gap["stream"], last + step, first - step) if opened else None)
         if gap["action"] == "":
             gap["action"] = "lost"
         if first not in (None, ""):
@@ -139,16 +139,23 @@ class Sequencer:
             return
         symbol, stream = key
         if stream_kind(stream) in BACKFILLABLE:
-            self._open(key, last + step, first - step, step, now)
-            requests.append((symbol, stream, last + step, first - step))
+            if self.open_hole(key, last + step, first - step, step, now):
+                requests.append((symbol, stream, last + step, first - step))
             action = "backfill_requested"
         else:
             action = "lost"
         gaps.append(gap_row(int(now * 1e6), stream, "id jump", last, first, action,
                             detail="rows lost between processes (crash or restart)"))
 
-    def _open(self, key, lo, hi, step, now):
-        self.holes.setdefault(key, []).append(Hole(lo, hi, step, now))
+    def open_hole(self, key, lo, hi, step, now):
+        """Expect backfilled rows ``lo..hi``; False when an open hole already
+        covers part of that range (its backfill is on the way: asking twice
+        would write rows twice)."""
+        holes = self.holes.setdefault(key, [])
+        if any(lo <= h.hi and hi >= h.next for h in holes):
+            return False
+        holes.append(Hole(lo, hi, step, now))
+        return True
 
     def _fill(self, key, ids, last, gaps, now):
         keep = []

@@ -94,13 +94,11 @@ class Worker:
         caught up with what was already received on every stream with data?"""
         for name in names:
             route = self.routes[name]
-            if route.last is None:
-                continue
+            if route.last is None or route.kind == "kline":
+                continue        # no data yet; closed candles are matched by open time when they come
             first = first_ids.get(name)
             if first is None:
                 return False
-            if route.kind == "kline":
-                continue        # closed candles are matched by open time when they come
             if first > route.last + (1 if route.kind in ("aggTrade", "trade") else 0):
                 return False
         return True

@@ -57,21 +57,30 @@ def repair_torn_line(fd, path):
     return size - keep
 
 
-def last_id(path, column):
-    """The id in ``column`` of a file's last complete row, or None."""
+def last_id(path, column, backfilled_column=None):
+    """The largest id in ``column``: that of the last row that was not
+    backfilled (backfilled rows can follow later rows), or None."""
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 65536))
-            lines = f.read().split(b"\n")
+            span = 65536
+            while True:
+                start = max(0, size - span)
+                f.seek(start)
+                lines = f.read(size - start).split(b"\n")
+                body = lines[1:]            # the first piece is partial, or the header
+                for line in reversed(body):
+                    cells = line.split(b",")
+                    if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
+                        continue
+                    if backfilled_column is not None and cells[backfilled_column] == b"1":
+                        continue
+                    return int(cells[column])
+                if start == 0:
+                    return None
+                span *= 16
     except OSError:
         return None
-    for line in reversed(lines[:-1] if lines and lines[-1] == b"" else lines[:-1]):
-        field = line.split(b",")[column] if line.count(b",") >= column else b""
-        if field.lstrip(b"-").isdigit():
-            return int(field)
-    return None
 
 
 class Writer:
@@ -118,7 +127,7 @@ class Writer:
                 self.torn_repaired += bool(repair_torn_line(fd, path))
             finally:
                 os.close(fd)
-            found = last_id(path, column)
+            found = last_id(path, column, _backfilled_column(self.cfg.market, stream))
             if found is not None:
                 self.seq.last[(symbol, stream)] = found
                 self.recovered.add((symbol, stream))
@@ -146,8 +155,8 @@ class Writer:
             step = id_step(stream)
             if step is None:
                 continue
-            self.seq._open((symbol, stream), last + step, first - step, step, now)
-            self.request_backfill(symbol, stream, last + step, first - step)
+            if self.seq.open_hole((symbol, stream), last + step, first - step, step, now):
+                self.request_backfill(symbol, stream, last + step, first - step)
         return len(pending)
 
     # -- input -------------------------------------------------------------------
@@ -332,6 +341,11 @@ class Writer:
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
                 "streams": {f"{s}/{st}": {"day": v[2], "rows": v[0], "bytes": v[1]}
                             for (s, st), v in self.stats.items()}}
+
+
+def _backfilled_column(market, stream):
+    cols = csvfiles.columns(market, stream)
+    return cols.index("backfilled") if "backfilled" in cols else None
 
 
 def _csv_field(value):

@@ -16,8 +16,9 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1s"]
 
 
-def _rows(status):
-    return sum(v["rows"] for v in status.get("children", {}).get("writer", {}).get("streams", {}).values())
+def _disk(rec):
+    """Bytes of data on disk: grows with every flush, whatever restarts."""
+    return sum(os.path.getsize(p) for p in rec.files())
 
 
 def _proc(status, name):
@@ -34,7 +35,10 @@ def _settled(status):
 def test_chaos(simulator, tmp_path):
     sim = simulator(symbols=tuple(SYMBOLS), seed=61, rate=200, lifetime=6.0, shutdown_notice=1.0)
     rec = Recorder(tmp_path, sim, SYMBOLS, streams=STREAMS, snapshot_depth=1000).start()
-    more = lambda n=300: rec.wait_status(lambda s, base=_rows(rec.status()): _rows(s) >= base + n, 30, "more rows")
+    def more(n=30_000):
+        base = _disk(rec)
+        rec.wait_status(lambda s: _disk(rec) >= base + n, 40, "more data on disk")
+
     try:
         rec.wait_status(_settled, 30, "a settled start")
         sim.faults(drop="abort")                                  # connections cut without a close frame

@@ -188,3 +188,28 @@ def test_unfinished_backfills_are_asked_for_again_after_a_restart(tmp_path):
     w3 = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
     w3.recover()                                                       # filled: nothing more to ask
     assert len(requests) == 1
+
+
+def test_the_same_hole_is_not_requested_twice(tmp_path):
+    requests = []
+    w = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [5], [_agg(5)])
+    w.add_gap("BTCUSDT", gap_row(1, "aggTrade", "start", 1, 5, ""))     # the same hole, reported again
+    assert requests == [("BTCUSDT", "aggTrade", 2, 4)]
+    for batch in ([2, 3, 4], [2, 3, 4]):                                # and answered twice
+        w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", batch, [_agg(a, 1) for a in batch], backfilled=True)
+    w.close()
+    ids = [int(x.split(",")[0]) for x in _read(tmp_path, "aggTrade")[1:]]
+    assert sorted(ids) == [1, 2, 3, 4, 5]
+
+
+def test_recovery_reads_the_largest_id_past_backfilled_rows(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [5, 6], [_agg(5), _agg(6)])
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [2, 3, 4], [_agg(a, 1) for a in (2, 3, 4)], backfilled=True)
+    w.close()
+    w2 = Writer(_cfg(tmp_path))
+    w2.recover()
+    assert w2.seq.last[("BTCUSDT", "aggTrade")] == 6
