@@ -160,11 +160,16 @@ class Recorder(Files):
             return s is not None and predicate(s)
         return wait_for(check, timeout, what, interval=0.1)
 
-    def stop(self, sig=signal.SIGTERM, timeout=60):
+    def stop(self, sig=signal.SIGTERM, timeout=90):
+        """Signal the recorder and return its exit code; kill it (and fail) if it hangs."""
         self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self.stderr.close()
-        return code
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the recorder did not stop within {timeout} s: {self.log_tail()}") from None
+        finally:
+            self.stderr.close()
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
