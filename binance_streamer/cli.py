@@ -212,7 +212,8 @@ def main(argv=None):
         if debug:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 4 if args.daemon == "status" else EXIT_USAGE
+        from .daemon import EXIT_UNKNOWN
+        return EXIT_UNKNOWN if args.daemon == "status" else EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (RuntimeError, OSError) as exc:

@@ -37,8 +37,6 @@ SCHEMAS = {
 
 # Column holding the sequence id used for de-duplication and continuity.
 ID_COLUMN = {"aggTrade": 0, "trade": 0, "kline": 0, "bookTicker": 0, "depth": 3}
-# Streams whose ids are consecutive integers: a jump is a hole.
-CONTIGUOUS = ("aggTrade", "trade")
 
 
 def stream_kind(stream):

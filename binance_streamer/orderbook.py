@@ -48,7 +48,6 @@ class SymbolBook:
         self.snapshot_range = None    # (lowest bid, highest ask) of the last snapshot
         self.tickers = OrderedDict()
         self.resyncs = self.compared = self.mismatches = self.snapshots = 0
-        self.synced_since = None
 
 
 class OrderBooks:
@@ -154,7 +153,6 @@ class OrderBooks:
     # -- internals ----------------------------------------------------------------------
     def _now_synced(self, sb):
         sb.state = SYNCED_STATE
-        sb.synced_since = self.clock()
         log.info("%s: book in sync at update id %s", sb.symbol, sb.sync.update_id)
 
     def _check_ticker(self, sb, u, ticker):
@@ -169,7 +167,7 @@ class OrderBooks:
 
     def _resync(self, sb, reason, last_good, first_after, detail=""):
         sb.resyncs += 1
-        sb.state, sb.next_request, sb.synced_since = NO_BOOK, self.clock(), None
+        sb.state, sb.next_request = NO_BOOK, self.clock()
         sb.refresh = sb.refresh_pending = None
         sb.tickers.clear()
         if sb.sync.synced:

@@ -53,17 +53,13 @@ class Throttle:
         self.per_minute = per_minute
         self.window = 0
         self.count = 0
-        self.suppressed = 0
 
     def allow(self, now=None):
         minute = int((now or time.monotonic()) // 60)
         if minute != self.window:
             self.window, self.count = minute, 0
         self.count += 1
-        if self.count <= self.per_minute:
-            return True
-        self.suppressed += 1
-        return False
+        return self.count <= self.per_minute
 
 
 def backoff_delay(attempt, base, cap, rng=random):

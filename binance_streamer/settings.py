@@ -8,7 +8,6 @@ row here; nothing else reads the YAML or the environment.
 from dataclasses import dataclass
 
 MARKETS = ("spot", "usdm")
-STREAM_KINDS = ("aggTrade", "trade", "depth", "kline", "bookTicker")
 KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
                    "12h", "1d", "3d", "1w", "1M")
 DEPTH_SPEEDS = {"spot": ("depth", "depth@100ms"),

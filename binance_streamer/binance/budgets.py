@@ -53,10 +53,6 @@ class RestBudget:
     def spent(self):
         return int(self.array[_SPENT])
 
-    def set_limit(self, limit):
-        with self.array.get_lock():
-            self.array[_LIMIT] = float(limit)
-
     def try_acquire(self, weight, priority=URGENT):
         """Take ``weight`` now if the budget allows; else seconds to wait."""
         a, now = self.array, self.clock()

@@ -8,11 +8,10 @@ WEIGHTS = {
     "spot": {"ping": 1, "time": 1, "exchangeInfo": 20, "aggTrades": 4},
     "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
 }
-MAX_STREAMS_PER_CONNECTION = 1024
 # Connection attempts per IP: 300 per 5 minutes (spot; applied to USD-M too).
 CONNECT_ATTEMPTS, CONNECT_WINDOW = 300, 300.0
-# Fewer streams per connection than Binance allows keeps URLs short and a
-# reconnect cheap; a worker opens more connections when it needs them.
+# Binance allows 1024 streams per connection; fewer keeps URLs short and a
+# reconnect cheap: a worker opens more connections when it needs them.
 STREAMS_PER_CONNECTION = 200
 AGG_TRADES_PAGE = 1000
 KLINES_PAGE = {"spot": 1000, "usdm": 1500}

@@ -5,14 +5,10 @@ Modes: ``memory`` (tests read it in-process or over ``GET /sim/journal``),
 ``<conn id> <send time us> <frame>``).
 """
 
-import threading
-
-
 class Journal:
     def __init__(self, mode="memory"):
         self.mode = mode
         self._entries = []
-        self._lock = threading.Lock()
         self._file = None
         if mode not in ("memory", "off"):
             self._file = open(mode, "ab", buffering=1 << 20)

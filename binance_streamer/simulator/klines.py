@@ -88,6 +88,3 @@ class CandleSeries:
         for c in self.candles[lo:hi]:
             out.merge(c)
         return out
-
-    def first_ms(self):
-        return self.seconds[0] * 1000 if self.seconds else None

@@ -88,7 +88,6 @@ class SymbolMarket:
         self._depth_pending = {k: ({}, {}) for k in DEPTH_SPEEDS[market]}
         self._depth_first = {k: None for k in DEPTH_SPEEDS[market]}
         self._depth_prev_u = {k: self.update_id for k in DEPTH_SPEEDS[market]}
-        self._depth_next = {}
         self._partial_prev_u = {}
         self._timers = {}
         self._kline_last = {}
