@@ -98,20 +98,10 @@ def prepare_dirs(cfg):
 
 def check_exchange(cfg):
     """Ask exchangeInfo whether every symbol trades; returns the REST weight limit."""
-    from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
-    from .binance.budgets import RestBudget
-    from .binance.rest import RestClient, RestError, trading_symbols, weight_limit
+    from .binance.rest import trading_symbols, weight_limit
+    from .commands import read_exchange_info
 
-    budget = RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market])
-    client = RestClient(cfg, budget)
-    try:
-        info = client.get("exchangeInfo", {}, 0, attempts=3, quiet=True)
-    except RestError as exc:
-        if exc.status == 404:
-            raise ConfigError(f"rest_url '{cfg.rest_url}' has no {cfg.market} exchangeInfo (HTTP 404); "
-                              f"point rest_url at a {cfg.market} endpoint or change market") from None
-        raise RuntimeError(f"cannot read exchangeInfo from {cfg.rest_url}: {exc.reason}; check rest_url, "
-                           "the network or the proxy setting") from None
+    info = read_exchange_info(cfg)
     trading = {s["symbol"] for s in trading_symbols(info, cfg.market)}
     for symbol in cfg.symbols:
         if symbol not in trading:

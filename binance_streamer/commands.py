@@ -6,19 +6,29 @@ import tempfile
 import time
 
 from . import csvfiles
+from .config import ConfigError
+
+
+def read_exchange_info(cfg):
+    """exchangeInfo for a command run once, in this process; one-line errors."""
+    from .binance.budgets import RestBudget
+    from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
+    from .binance.rest import RestClient, RestError
+    client = RestClient(cfg, RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market]))
+    try:
+        return client.get("exchangeInfo", {}, 0, attempts=3, quiet=True)
+    except RestError as exc:
+        if exc.status == 404:
+            raise ConfigError(f"rest_url '{cfg.rest_url}' has no {cfg.market} exchangeInfo (HTTP 404); "
+                              f"point rest_url at a {cfg.market} endpoint or change market") from None
+        raise RuntimeError(f"cannot read exchangeInfo from {cfg.rest_url}: {exc.reason}; check rest_url, "
+                           "the network or the proxy setting") from None
 
 
 def list_symbols(cfg, quote=None, out=sys.stdout):
     """TRADING symbols of the configured market, one per line on stdout."""
-    from .binance.budgets import RestBudget
-    from .binance.rest import RestClient, RestError, trading_symbols
-    from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
-    client = RestClient(cfg, RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market]))
-    try:
-        info = client.exchange_info()
-    except RestError as exc:
-        raise RuntimeError(f"cannot read exchangeInfo from {cfg.rest_url}: {exc.reason}; check rest_url, "
-                           "the network or the proxy setting") from None
+    from .binance.rest import trading_symbols
+    info = read_exchange_info(cfg)
     symbols = [s["symbol"] for s in trading_symbols(info, cfg.market)
                if quote is None or s.get("quoteAsset") == quote.upper()]
     for symbol in sorted(symbols):

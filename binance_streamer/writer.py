@@ -395,9 +395,10 @@ def writer_main(cfg, inbox, control_queues, status_q, log_q):
         if stop.is_set():
             # Signalled directly (not by the manager's sentinel): drain what is
             # queued, then stop.
-            idle_since = idle_since or (now if not msg else None)
             if msg:
                 idle_since = None
+            elif idle_since is None:
+                idle_since = now
             elif now - idle_since >= 1.0:
                 log.warning("writer: stopped by a signal; the queue was drained and flushed")
                 break

@@ -2,13 +2,21 @@
 websocket-client (what the recorder uses), condition waits with timeouts,
 and the location of the shared real-data captures."""
 
+import glob
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import orjson
 import pytest
 import websocket
+import yaml
+
+from binance_streamer.simulator import audit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("BINANCE_STREAMER_SHARED",
@@ -98,15 +106,6 @@ class WsReader:
 
 # -- the recorder as a user runs it ---------------------------------------------------
 
-import glob
-import json
-import signal
-import subprocess
-import sys
-
-import yaml
-
-from binance_streamer.simulator import audit
 
 REPO = os.path.dirname(HERE)
 

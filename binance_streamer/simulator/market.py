@@ -18,6 +18,7 @@ ids now and then, as its hidden updates do, so only ``pu`` chains); a
 bookTicker carries the update id of the change that moved the top.
 """
 
+import bisect
 from collections import deque
 import heapq
 import random
@@ -443,7 +444,6 @@ class SymbolMarket:
             return rows[i:i + limit]
         if start_ms is None and end_ms is None:
             return rows[-limit:]
-        import bisect
         lo = 0 if start_ms is None else bisect.bisect_left(rows, start_ms, key=lambda r: r[5])
         hi = len(rows) if end_ms is None else bisect.bisect_right(rows, end_ms, key=lambda r: r[5])
         if start_ms is None:
