@@ -107,9 +107,6 @@ class WsReader:
 # -- the recorder as a user runs it ---------------------------------------------------
 
 
-REPO = os.path.dirname(HERE)
-
-
 class Files(audit.Files):
     """The CSV files under ``<dir>/data/<market>``."""
 
