@@ -131,6 +131,15 @@ class ProcessManager:
         self.book_q = self.ctx.Queue(maxsize=self.cfg.queue_size) if self.cfg.orderbook else None
         self.control = [(symbols, self.ctx.Queue()) for symbols in self.groups()]
 
+    def _abandon_queues(self):
+        """Let this process exit without flushing what it put on the current
+        queues: after a crash a dead child may hold a queue's write lock, and a
+        feeder thread waiting on it would be joined at exit, forever."""
+        queues = [self.status_q, self.writer_q, self.book_q, self.log_q if self.listener else None]
+        for q in queues + [q for _, q in self.control]:
+            if q is not None:
+                q.cancel_join_thread()
+
     # -- running --------------------------------------------------------------------
     def start(self):
         for child in self.children:
@@ -182,6 +191,7 @@ class ProcessManager:
         # with the writer dead their puts would block, so they get little time.
         alive = writer.process is not None and writer.process.is_alive()
         self.stop_children(timeout=min(self.cfg.stop_timeout, 5.0 if alive else 1.0))
+        self._abandon_queues()
         self._make_queues()
         for child in self.children:
             if child.state != FATAL:
@@ -259,6 +269,7 @@ class ProcessManager:
         self.write_status("STOPPING")
         self.stop_children(self.cfg.stop_timeout)
         self.drain_status()
+        self._abandon_queues()      # every child is gone; nothing is left to read them
         self.write_status("STOPPED")
         log.info("stopped")
 

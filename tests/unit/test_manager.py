@@ -109,3 +109,38 @@ def test_backoff_delay_is_capped_and_jittered():
     assert all(0.25 <= d <= 30 for d in delays)
     assert delays[0] <= 0.5 and delays[-1] >= 15
     assert backoff_delay(0, 0.5, 30, rng) == 0.0
+
+
+_LOCKED_QUEUE_EXIT = r"""
+import multiprocessing, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from binance_streamer import config, manager as m
+from tests.unit.test_manager import FakeProcess, Clock
+
+cfg = config.load(None, {"symbols": "BTCUSDT", "run_dir": sys.argv[2]})
+pm = m.ProcessManager(cfg, spawner=lambda name, target, args: FakeProcess(name), clock=Clock())
+pm.build(None)
+pm.start()
+# a child dies holding the writer queue's write lock, as a SIGKILLed worker can
+holder = multiprocessing.get_context("fork").Process(
+    target=lambda: (pm.writer_q._wlock.acquire(), signal.pause()))
+holder.start()
+while pm.writer_q._wlock.acquire(block=False):     # until the holder has it
+    pm.writer_q._wlock.release()
+os.kill(holder.pid, signal.SIGKILL)
+holder.join()
+pm.writer_q.put(b"rows")            # its feeder thread now waits on the lock forever
+pm.restart_pipeline()
+pm.shutdown()
+print("exiting")
+"""
+
+
+def test_a_queue_locked_by_a_killed_child_does_not_hold_up_exit(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", _LOCKED_QUEUE_EXIT, root, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)   # a hang fails the test
+    assert proc.returncode == 0 and "exiting" in proc.stdout, proc.stderr
