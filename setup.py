@@ -21,8 +21,10 @@ setup(
         "aiohttp>=3.9",
     ],
     extras_require={
+        # --plot draws with matplotlib; nothing else needs it.
+        "plot": ["matplotlib>=3.7"],
         # pproxy: a real HTTP and SOCKS5 proxy for the proxy tests.
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["binance-streamer=binance_streamer.cli:run"]},
 )

@@ -30,6 +30,9 @@ EXAMPLES = """examples:
   binance-streamer --list-symbols --quote USDT          TRADING symbols, one per line
   binance-streamer --status                             the configuration and what is on disk
   binance-streamer --symbols BTCUSDT,ETHUSDT --market usdm --data-dir /srv/binance
+  binance-streamer --verify --date 2026-11-25           is every hole in the gap ledger? (exit 1 if not)
+  binance-streamer --export binance-vision --date 2026-11-25 --out vision/
+  binance-streamer --plot --date 2026-11-25 --symbol BTCUSDT
 """
 
 
@@ -56,6 +59,17 @@ def build_parser():
     what.add_argument("--status", action="store_true", help="print the resolved configuration and what is on disk")
     what.add_argument("--demo", action="store_true",
                       help="record from the built-in simulator for --demo-seconds (no network needed)")
+    what.add_argument("--verify", action="store_true",
+                      help="check the recorded files: id continuity, every hole in the gap ledger, "
+                           "books rebuilt from snapshots and diffs; exit 1 on any unexplained problem")
+    what.add_argument("--export", choices=("binance-vision",),
+                      help="write aggTrades, trades and klines of --date in data.binance.vision's format to --out")
+    what.add_argument("--plot", action="store_true",
+                      help="draw a PNG of --symbol's --date: price, messages per second, gaps shaded")
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="with --verify (default: every day), --export, --plot")
+    p.add_argument("--symbol", metavar="SYM", help="with --verify (default: all), --export (default: all), --plot")
+    p.add_argument("--out", metavar="PATH",
+                   help="with --export: output folder; with --plot: the PNG (default: SYMBOL-DATE.png)")
     p.add_argument("--quote", metavar="ASSET", help="with --list-symbols: only symbols quoted in ASSET, e.g. USDT")
     p.add_argument("--json", action="store_true", help="with --daemon status or --status: print JSON")
     p.add_argument("--force", action="store_true", help="with --daemon stop: kill at once (unflushed rows are lost)")
@@ -167,6 +181,8 @@ def dispatch(args, cfg):
         code, message = daemon.stop(cfg, force=args.force)
         print(f"{PROG}: {message}", file=sys.stderr)
         return code
+    if args.verify or args.export or args.plot:
+        return offline(args, cfg)
     prepare_dirs(cfg)
     if args.demo:
         code, found = commands.demo(cfg, record, args.demo_seconds,
@@ -182,6 +198,45 @@ def dispatch(args, cfg):
     return record_foreground(cfg)
 
 
+def offline(args, cfg):
+    """--verify, --export and --plot: read the files, never the network."""
+    from .analysis import export, plot, verify
+    from .analysis.load import parse_date
+    symbol = args.symbol.upper() if args.symbol else None
+    try:
+        date = parse_date(args.date) if args.date else None
+    except ValueError as exc:
+        raise UsageError(f"--date: {exc}") from None
+    if not os.path.isdir(os.path.join(cfg.data_dir, cfg.market)):
+        raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}; pass --data-dir or --config "
+                           f"with the data_dir the recorder used")
+    if args.verify:
+        report = verify.verify(cfg.data_dir, cfg.market, [symbol] if symbol else None, date,
+                               verify.expected_streams(cfg.streams, cfg.orderbook), verify.Progress())
+        print(verify.format_report(report, cfg.data_dir))
+        return EXIT_OK if report.ok else EXIT_ERROR
+    if date is None:
+        raise UsageError(f"--{'export' if args.export else 'plot'} needs --date YYYY-MM-DD")
+    if args.export:
+        if not args.out:
+            raise UsageError("--export needs --out DIR")
+        written = export.export(cfg.data_dir, cfg.market, date, args.out, [symbol] if symbol else None)
+        for path, rows in written:
+            print(f"{path}  {rows} rows")
+        if not written:
+            print(f"{PROG}: nothing to export: no aggTrade, trade or kline files of {date} in "
+                  f"{cfg.data_dir}/{cfg.market}", file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
+    if symbol is None:
+        raise UsageError("--plot needs --symbol SYM")
+    out = args.out or f"{symbol}-{date}.png"
+    drawn = plot.plot_day(cfg.data_dir, symbol, date, out, cfg.market)
+    print(f"{out}: price ({', '.join(drawn['price']) or 'none'}), messages/s ({', '.join(drawn['rate'])}), "
+          f"{drawn['gaps']} gaps shaded")
+    return EXIT_OK
+
+
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
@@ -191,6 +246,10 @@ def main(argv=None):
     debug = args.debug
     if (args.quote and not args.list_symbols) or (args.force and args.daemon != "stop"):
         print(f"{PROG}: error: --quote goes with --list-symbols and --force with --daemon stop; "
+              f"see {PROG} --help", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.date or args.symbol or args.out) and not (args.verify or args.export or args.plot):
+        print(f"{PROG}: error: --date, --symbol and --out go with --verify, --export or --plot; "
               f"see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -204,6 +263,9 @@ def main(argv=None):
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         from .daemon import EXIT_UNKNOWN
         return EXIT_UNKNOWN if args.daemon == "status" else EXIT_USAGE
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (RuntimeError, OSError) as exc:

@@ -105,7 +105,7 @@ _DECIMAL = {"price", "quantity", "qty", "quote_qty", "open", "high", "low", "clo
             "taker_buy_volume", "taker_buy_quote_volume", "best_bid_price", "best_bid_qty", "best_ask_price",
             "best_ask_qty"}
 _BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
-_TEXT = {"side", "stream", "reason", "action", "detail", "ignore"}
+TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore"}
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 
@@ -117,7 +117,7 @@ def pandas_dtype(column, exact=True):
         return "string" if exact else "float64"
     if column in _BOOL:
         return "boolean"
-    if column in _TEXT:
+    if column in TEXT_COLUMNS:
         return "string"
     return "Int64"
 

@@ -146,6 +146,8 @@ def test_every_option_has_help_and_the_help_has_examples():
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path):
-    for args in (["--daemon", "restart"], ["--quote", "USDT"], ["--force"], ["--list-symbols", "--status"]):
+    for args in (["--daemon", "restart"], ["--quote", "USDT"], ["--force"], ["--list-symbols", "--status"],
+                 ["--date", "2026-11-25"], ["--verify", "--date", "25/11/2026"], ["--export", "csv"],
+                 ["--verify", "--plot"]):
         code, out, err = run(tmp_path, *args)
         assert code == 2 and err.count("\n") == 1 and err.startswith("binance-streamer: error:"), (args, err)

@@ -1,0 +1,89 @@
+"""``--export binance-vision``: recordings in data.binance.vision's own format.
+
+Tools written for Binance's public archives read the result unchanged:
+the archive's columns in its order, its file names and folder layout
+(``spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2026-11-25.csv``).
+Spot files have no header, ``True``/``False`` booleans and microsecond
+timestamps (Binance's spot archives since 2025-01-01); USD-M files have
+Binance's header line, ``true``/``false`` and milliseconds.
+"""
+
+import os
+
+import pandas as pd
+
+from .. import csvfiles
+from .load import load_file
+
+VISION_COLUMNS = {
+    ("spot", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+                           "transact_time", "is_buyer_maker", "is_best_match"],
+    ("usdm", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+                           "transact_time", "is_buyer_maker"],
+    ("spot", "trade"): ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"],
+    "kline": ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+              "taker_buy_volume", "taker_buy_quote_volume", "ignore"],
+}
+_FOLDER = {"spot": "spot", "usdm": os.path.join("futures", "um")}
+_TIMES = {"transact_time", "time", "open_time", "close_time"}
+
+
+def vision_name(stream):
+    """Our stream -> the archive's data type: aggTrades, trades or the kline interval."""
+    kind = csvfiles.stream_kind(stream)
+    return {"aggTrade": "aggTrades", "trade": "trades"}.get(kind, stream[len("kline_"):])
+
+
+def vision_path(out_dir, market, symbol, stream, day):
+    kind = csvfiles.stream_kind(stream)
+    folder = "klines" if kind == "kline" else vision_name(stream)
+    parts = [out_dir, _FOLDER[market], "daily", folder, symbol]
+    if kind == "kline":
+        parts.append(vision_name(stream))
+    return os.path.join(*parts, f"{symbol}-{vision_name(stream)}-{day}.csv")
+
+
+def exportable(stream):
+    return csvfiles.stream_kind(stream) in ("aggTrade", "trade", "kline")
+
+
+def export_file(path, market, stream, out_path):
+    """One recorded day file -> one archive-format file; returns the row count."""
+    kind = csvfiles.stream_kind(stream)
+    columns = VISION_COLUMNS.get((market, kind)) or VISION_COLUMNS[kind]
+    df = load_file(path, market, stream, exact=True)
+    ident = df.columns[csvfiles.ID_COLUMN[kind]]
+    df = df.sort_values(ident, kind="stable").drop_duplicates(ident)
+    out = pd.DataFrame(index=df.index)
+    true, false = ("True", "False") if market == "spot" else ("true", "false")
+    for c in columns:
+        values = df[c]
+        if c in _TIMES and market == "spot":
+            values = values * 1000 + (999 if c == "close_time" else 0)   # ms -> the archive's microseconds
+        if str(values.dtype) == "boolean":
+            values = values.map({True: true, False: false})
+        out[c] = values.astype("string")
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    tmp = out_path + ".part"
+    out.to_csv(tmp, header=market != "spot", index=False, lineterminator="\n")
+    os.replace(tmp, out_path)
+    return len(out)
+
+
+def export(data_dir, market, day, out_dir, symbols=None):
+    """Every aggTrade, trade and kline file of ``day`` -> ``[(path, rows)]``."""
+    written = []
+    root = os.path.join(data_dir, market)
+    if not symbols:
+        symbols = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    for symbol in symbols:
+        folder = os.path.join(root, symbol)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            parsed = csvfiles.parse_name(name)
+            if not parsed or parsed[2] != day or not exportable(parsed[1]):
+                continue
+            target = vision_path(out_dir, market, symbol, parsed[1], day)
+            written.append((target, export_file(os.path.join(folder, name), market, parsed[1], target)))
+    return written

@@ -1,0 +1,240 @@
+"""Read recorded CSV files, and data.binance.vision's, into pandas.
+
+One loader serves both: a file whose first line is a header is read by its
+header; a file without one (Binance's public archives) gets the leading
+columns of our schema, which follows data.binance.vision's column order.
+"""
+
+import datetime as dt
+import gzip
+import os
+import re
+import zipfile
+from decimal import Decimal
+
+import pandas as pd
+
+from .. import csvfiles
+
+# data.binance.vision file names -> our stream names (klines are named by interval)
+VISION_STREAMS = {"aggTrades": "aggTrade", "trades": "trade", "bookTicker": "bookTicker"}
+_INTERVAL = re.compile(r"^\d+[smhdwM]$")
+
+# The exchange time a stream is indexed by, in order of preference; spot
+# bookTickers and spot snapshots carry no exchange time, so they fall back
+# to the local receive (or response) time.
+INDEX_COLUMNS = {
+    "aggTrade": ("transact_time",),
+    "trade": ("time",),
+    "kline": ("open_time",),
+    "bookTicker": ("event_time", "transaction_time", "local_time_us"),
+    "depth": ("event_time",),
+    "depthSnapshot": ("event_time", "response_time_us"),
+    "orderbook": ("local_time_us",),
+    "gaps": ("local_time_us",),
+}
+_TRUE, _FALSE = ["True", "true"], ["False", "false"]
+_US_FROM = 10 ** 14          # an epoch value above this is in microseconds, not milliseconds
+
+
+class LoadError(RuntimeError):
+    """A file that cannot be read as the stream it claims to be."""
+
+
+def our_stream(name):
+    """``aggTrades`` -> ``aggTrade``, ``1m`` -> ``kline_1m``; ours pass through."""
+    if name in VISION_STREAMS:
+        return VISION_STREAMS[name]
+    if _INTERVAL.match(name):
+        return f"kline_{name}"
+    return name
+
+
+def _file_names(symbol, stream):
+    """Every name a day file of ``stream`` may carry: ours and Binance's."""
+    names = {stream}
+    kind = csvfiles.stream_kind(stream)
+    if kind == "kline":
+        names.add(stream[len("kline_"):])
+    names.update(v for v, ours in VISION_STREAMS.items() if ours == stream)
+    return {f"{symbol}-{n}-" for n in names}
+
+
+def day_files(data_dir, symbol, stream, start=None, end=None, market="spot"):
+    """``[(day, path)]`` of the day files of one stream, oldest first.
+
+    Looks in ``data_dir/<market>/<SYMBOL>/`` (the recorder's layout), then
+    ``data_dir/<SYMBOL>/`` and ``data_dir`` itself (downloaded archives).
+    ``.csv``, ``.csv.gz`` and data.binance.vision's ``.zip`` are read."""
+    symbol = symbol.upper()
+    stream = our_stream(stream)
+    prefixes = _file_names(symbol, stream)
+    first = _day(start) if start is not None else None
+    last = _day(end, inclusive_end=True) if end is not None else None
+    found = {}
+    for folder in (os.path.join(data_dir, market, symbol), os.path.join(data_dir, symbol), data_dir):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            base = re.sub(r"\.(csv\.gz|csv|zip)$", "", name)
+            if base == name:
+                continue
+            prefix, day = base[:-10], base[-10:]
+            if prefix not in prefixes or not re.match(r"^\d{4}-\d{2}-\d{2}$", day):
+                continue
+            if (first and day < first) or (last and day > last):
+                continue
+            found.setdefault(day, os.path.join(folder, name))
+        if found:
+            break
+    return sorted(found.items())
+
+
+def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=False):
+    """One stream of one symbol over a time range, as a DataFrame.
+
+    ``start`` and ``end`` (``end`` excluded) are anything ``pandas.Timestamp``
+    takes; naive values are UTC. The index is ``time``: a UTC DatetimeIndex
+    on the exchange time (see :data:`INDEX_COLUMNS`); ``local_time`` beside
+    it is the receive time. Prices and quantities are float64, or with
+    ``exact=True`` the strings Binance sent (pandas ``string``), or with
+    ``exact="decimal"`` ``decimal.Decimal`` objects. Rows are in time order
+    (backfilled rows written after later ones are put back in place).
+    An empty DataFrame with the right columns when nothing matches."""
+    files = day_files(data_dir, symbol, stream, start, end, market)
+    frames = [load_file(path, market, our_stream(stream), exact) for _, path in files]
+    if not frames:
+        return _empty(market, our_stream(stream), exact)
+    df = frames[0] if len(frames) == 1 else pd.concat(frames)
+    df = _in_order(df, our_stream(stream))
+    if start is not None:
+        df = df[df.index >= _timestamp(start)]
+    if end is not None:
+        df = df[df.index < _timestamp(end)]
+    return df
+
+
+def load_file(path, market="spot", stream=None, exact=False):
+    """One CSV file (plain, gzip or a vision zip), as :func:`load` describes."""
+    if stream is None:
+        stream = _stream_of(path)
+    kind = csvfiles.stream_kind(stream)
+    first = _first_line(path)
+    has_header = bool(first) and not first[0].isdigit()
+    if has_header:
+        names = first.strip().split(",")
+    else:
+        width = first.count(",") + 1 if first else 0
+        schema = csvfiles.columns(market, stream)
+        if width > len(schema):
+            raise LoadError(f"{path}: {width} columns, more than a {market} {stream} file has ({len(schema)})")
+        names = schema[:width]
+    dtypes = {c: csvfiles.pandas_dtype(c, exact=bool(exact)) for c in names}
+    try:
+        df = pd.read_csv(path, header=0 if has_header else None, names=names, dtype=dtypes,
+                         true_values=_TRUE, false_values=_FALSE, keep_default_na=False,
+                         na_values=[""], compression=_compression(path))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise LoadError(f"{path}: not a valid {stream} file: {exc}") from None
+    if exact == "decimal":
+        for c in names:
+            if dtypes[c] == "string" and c not in csvfiles.TEXT_COLUMNS:
+                df[c] = df[c].map(lambda v: None if v is pd.NA else Decimal(v), na_action="ignore")
+    return _indexed(df, kind)
+
+
+def _indexed(df, kind):
+    index = None
+    for column in INDEX_COLUMNS.get(kind, ("local_time_us",)):
+        if column not in df.columns:
+            continue
+        times = _to_time(df[column], column)
+        index = times if index is None else index.fillna(times)
+        if not index.isna().any():
+            break
+    if "local_time_us" in df.columns:
+        df["local_time"] = pd.to_datetime(df["local_time_us"], unit="us", utc=True)
+    if index is not None:
+        df.index = pd.DatetimeIndex(index, name="time")
+    return df
+
+
+def _to_time(values, column):
+    if column.endswith("_us"):
+        unit = "us"
+    else:
+        top = values.max()
+        unit = "us" if top is not pd.NA and pd.notna(top) and top > _US_FROM else "ms"
+    return pd.Series(pd.to_datetime(values, unit=unit, utc=True), index=values.index)
+
+
+def _in_order(df, stream):
+    if df.index.is_monotonic_increasing:
+        return df
+    kind = csvfiles.stream_kind(stream)
+    ident = csvfiles.ID_COLUMN.get(kind)
+    keys = ["_time"]
+    if ident is not None:
+        keys.append(csvfiles.columns("spot", stream)[ident])
+    df = df.assign(_time=df.index)
+    return df.sort_values(keys, kind="stable").drop(columns="_time")
+
+
+def _empty(market, stream, exact):
+    names = csvfiles.columns(market, stream)
+    df = pd.DataFrame({c: pd.Series(dtype=csvfiles.pandas_dtype(c, bool(exact))) for c in names})
+    if "local_time_us" in names:
+        df["local_time"] = pd.Series(dtype="datetime64[us, UTC]")
+    df.index = pd.DatetimeIndex([], tz="UTC", name="time")
+    return df
+
+
+def _stream_of(path):
+    name = os.path.basename(path)
+    base = re.sub(r"\.(csv\.gz|csv|zip)$", "", name)
+    m = re.match(r"^[A-Z0-9]+-(.+?)-\d{4}-\d{2}(-\d{2})?", base)
+    if not m:
+        raise LoadError(f"{path}: cannot tell the stream from the file name; pass stream=")
+    return our_stream(m.group(1))
+
+
+def _compression(path):
+    if path.endswith(".gz"):
+        return "gzip"
+    if path.endswith(".zip"):
+        return "zip"
+    return None
+
+
+def _first_line(path):
+    if path.endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.readline()
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            with z.open(z.namelist()[0]) as f:
+                return f.readline().decode()
+    with open(path, encoding="utf-8") as f:
+        return f.readline()
+
+
+def _timestamp(value):
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _day(value, inclusive_end=False):
+    ts = _timestamp(value)
+    if inclusive_end and ts == ts.normalize():
+        ts -= pd.Timedelta(microseconds=1)     # end is excluded: midnight belongs to the day before
+    return ts.strftime("%Y-%m-%d")
+
+
+def parse_date(text):
+    """``YYYY-MM-DD`` -> the same string, or ValueError with a readable message."""
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date like 2026-11-25") from None

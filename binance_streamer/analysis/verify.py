@@ -1,0 +1,391 @@
+"""``--verify``: is every recorded file complete, or is every hole explained?
+
+Per symbol, stream and day: rows, time covered, id continuity (aggTrade ``a``
+and ``f == previous l + 1``, trade ``t``, kline open times, depth ``U``/``u``
+or ``pu``), every discontinuity matched to a gap-ledger row, duplicates, and
+the book rebuilt from snapshots plus diffs compared with the recorded
+orderbook rows and bookTickers. A problem no ledger row explains fails it.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import csvfiles
+from ..sequence import id_step
+from .load import LoadError, load_file
+from .replay import Replayer, read_diffs, read_snapshots
+
+CONTINUOUS = ("aggTrade", "trade", "kline", "depth")
+
+
+@dataclass
+class FileReport:
+    symbol: str
+    stream: str
+    day: str
+    rows: int = 0
+    first: pd.Timestamp = None
+    last: pd.Timestamp = None
+    first_id: int = None
+    last_id: int = None
+    breaks: int = 0           # discontinuities found
+    explained: int = 0        # of those, matched to a ledger row
+    checked: int = 0          # book rows / tickers compared (orderbook, bookTicker)
+
+
+@dataclass
+class Problem:
+    symbol: str
+    stream: str
+    day: str
+    what: str
+
+    def __str__(self):
+        return f"{self.symbol} {self.stream} {self.day}: {self.what}"
+
+
+@dataclass
+class Report:
+    files: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+    unchecked_books: int = 0
+    tickers_checked: int = 0
+
+    @property
+    def ok(self):
+        return not self.problems
+
+
+class Ledger:
+    """Gap-ledger rows of one symbol, by stream."""
+
+    def __init__(self, frame):
+        self.rows = {}
+        for stream, last, first, action in zip(frame["stream"], frame["last_good_id"], frame["first_id_after"],
+                                               frame["action"]):
+            if action == "backfilled" or first is pd.NA:
+                continue        # a filled hole explains nothing that is still missing
+            low = -np.inf if last is pd.NA else int(last)
+            self.rows.setdefault(str(stream), []).append((low, int(first)))
+
+    def explains(self, stream, before, after):
+        """Is the hole between ids ``before`` and ``after`` in the ledger?"""
+        return any(low <= before and first >= after for low, first in self.rows.get(stream, ()))
+
+
+def _files(data_dir, market, symbol):
+    """{stream: {day: path}} of one symbol's recorded files."""
+    out = {}
+    folder = os.path.join(data_dir, market, symbol)
+    for name in sorted(os.listdir(folder)):
+        parsed = csvfiles.parse_name(name[:-3] if name.endswith(".csv.gz") else name)
+        if parsed and parsed[0] == symbol:
+            out.setdefault(parsed[1], {})[parsed[2]] = os.path.join(folder, name)
+    return out
+
+
+def symbols_in(data_dir, market):
+    folder = os.path.join(data_dir, market)
+    try:
+        return sorted(s for s in os.listdir(folder) if os.path.isdir(os.path.join(folder, s)))
+    except OSError:
+        return []
+
+
+def expected_streams(streams, orderbook):
+    """File streams a recording with these settings writes every day."""
+    out = {"depth" if s.startswith("depth") and s[5:6] in ("", "@") else s for s in streams}
+    if orderbook and "depth" in out:
+        out |= {"depthSnapshot", "orderbook"}
+    return out
+
+
+def verify(data_dir, market="spot", symbols=None, date=None, expected=None, progress=None):
+    """Check the recording; returns a :class:`Report`.
+
+    ``expected``: file streams each recorded day should have (from the
+    config); ``progress(done, total, label)`` is called once per file."""
+    report = Report()
+    symbols = symbols or symbols_in(data_dir, market)
+    plan = []
+    for symbol in symbols:
+        if not os.path.isdir(os.path.join(data_dir, market, symbol)):
+            report.problems.append(Problem(symbol, "-", date or "-", f"no files in {data_dir}/{market}/{symbol}"))
+            continue
+        files = _files(data_dir, market, symbol)
+        days = sorted({d for by_day in files.values() for d in by_day if date is None or d == date})
+        if date is not None and not days:
+            report.problems.append(Problem(symbol, "-", date, "nothing recorded that day"))
+        plan.append((symbol, files, days))
+    total = sum(len(days) * max(1, len(files)) for _, files, days in plan)
+    done = 0
+
+    def tick(label):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, label)
+
+    for symbol, files, days in plan:
+        ledger = Ledger(_load_ledger(files.get("gaps", {}), days))
+        for day in days:
+            _missing_files(report, symbol, day, files, expected)
+        for stream in sorted(files):
+            kind = csvfiles.stream_kind(stream)
+            for day in days:
+                path = files[stream].get(day)
+                if path is None:
+                    continue
+                tick(f"{symbol} {stream} {day}")
+                try:
+                    df = load_file(path, market, stream, exact=True)
+                except LoadError as exc:
+                    report.problems.append(Problem(symbol, stream, day, str(exc)))
+                    continue
+                fr = FileReport(symbol, stream, day, rows=len(df))
+                if len(df):
+                    fr.first, fr.last = df.index.min(), df.index.max()
+                report.files.append(fr)
+                if kind in CONTINUOUS:
+                    previous = _previous_last_id(files[stream], day, market, stream)
+                    _continuity(report, fr, df, market, stream, ledger, previous)
+                elif kind == "bookTicker":
+                    _no_repeats(report, fr, df)
+        if "depth" in files and "depthSnapshot" in files:
+            _books(report, symbol, market, files, days)
+    return report
+
+
+def _load_ledger(by_day, days):
+    wanted = set(days)
+    for day in days:          # a hole near midnight may be written the next day
+        wanted.add((pd.Timestamp(day) + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
+        wanted.add((pd.Timestamp(day) - pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
+    frames = [load_file(p, "spot", "gaps", exact=True) for d, p in sorted(by_day.items()) if d in wanted]
+    if not frames:
+        return pd.DataFrame({"stream": [], "last_good_id": [], "first_id_after": [], "action": []})
+    return pd.concat(frames)
+
+
+def _missing_files(report, symbol, day, files, expected):
+    present = {s for s, by_day in files.items() if day in by_day}
+    wanted = set(expected or ()) | {s for s in files if s not in ("gaps",) and not s.startswith("kline_")}
+    for stream in sorted(wanted - present):
+        if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
+            continue
+        report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
+
+
+def _spans_a_candle(files, day, stream):
+    """Did the day's recording last long enough to close two candles?"""
+    step = id_step(stream)
+    for s in ("aggTrade", "trade", "bookTicker", "depth"):
+        path = files.get(s, {}).get(day)
+        if path:
+            local = pd.read_csv(path, usecols=["local_time_us"])["local_time_us"]
+            if len(local):
+                return step is None or (local.iloc[-1] - local.iloc[0]) / 1000 > 2 * step
+    return True
+
+
+def _previous_last_id(by_day, day, market, stream):
+    """The last id of the stream's previous day file, to check the day boundary."""
+    earlier = [d for d in by_day if d < day]
+    if not earlier:
+        return None
+    column = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[csvfiles.stream_kind(stream)]]
+    ids = pd.read_csv(by_day[max(earlier)], usecols=[column])[column]
+    return int(ids.max()) if len(ids) else None
+
+
+def _continuity(report, fr, df, market, stream, ledger, previous):
+    kind = csvfiles.stream_kind(stream)
+    if kind == "depth":
+        events = df.drop_duplicates(["first_update_id", "final_update_id"])
+        first = events["first_update_id"].astype("int64").to_numpy()
+        final = events["final_update_id"].astype("int64").to_numpy()
+        pu = events["prev_final_update_id"]
+        if len(final) and np.any(np.diff(final) <= 0):
+            report.problems.append(Problem(fr.symbol, stream, fr.day, "depth events out of order or repeated"))
+        if market == "usdm":
+            link = pu.astype("Int64").to_numpy(dtype="float64", na_value=np.nan)
+            broken = np.nonzero(link[1:] != final[:-1])[0]
+        else:
+            broken = np.nonzero(first[1:] != final[:-1] + 1)[0]
+        holes = [(int(final[i]), int(first[i + 1])) for i in broken]
+        if previous is not None and len(first):
+            linked = (link[0] == previous) if market == "usdm" else first[0] == previous + 1
+            if not linked and first[0] > previous:
+                holes.insert(0, (previous, int(first[0])))
+        ids = final
+    else:
+        column = df.columns[csvfiles.ID_COLUMN[kind]]
+        ids = np.sort(df[column].astype("int64").to_numpy())
+        step = id_step(stream) or 1
+        repeats = int(np.sum(np.diff(ids) == 0))
+        if repeats:
+            report.problems.append(Problem(fr.symbol, stream, fr.day, f"{repeats} duplicate ids"))
+            ids = np.unique(ids)
+        jumps = np.nonzero(np.diff(ids) != step)[0]
+        holes = [(int(ids[i]), int(ids[i + 1])) for i in jumps]
+        if previous is not None and len(ids) and ids[0] > previous + step:
+            holes.insert(0, (previous, int(ids[0])))
+        if kind == "aggTrade":
+            _agg_trade_ids(report, fr, df)
+    if len(ids):
+        fr.first_id, fr.last_id = int(ids[0]), int(ids[-1])
+    fr.breaks = len(holes)
+    for before, after in holes:
+        if ledger.explains(stream, before, after):
+            fr.explained += 1
+        else:
+            report.problems.append(Problem(fr.symbol, stream, fr.day,
+                                           f"hole between ids {before} and {after} not in the gap ledger"))
+
+
+def _agg_trade_ids(report, fr, df):
+    """Consecutive aggTrades must cover consecutive trade ids (f == previous l + 1)."""
+    rows = df.sort_values("agg_trade_id")
+    a = rows["agg_trade_id"].astype("int64").to_numpy()
+    f = rows["first_trade_id"].astype("int64").to_numpy()
+    last = rows["last_trade_id"].astype("int64").to_numpy()
+    adjacent = np.diff(a) == 1
+    bad = np.nonzero(adjacent & (f[1:] != last[:-1] + 1))[0]
+    for i in bad[:5]:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day,
+                                       f"aggTrade {a[i + 1]} starts at trade {f[i + 1]}, "
+                                       f"but aggTrade {a[i]} ended at trade {last[i]}"))
+    if len(bad) > 5:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{len(bad) - 5} more trade-id breaks"))
+
+
+def _no_repeats(report, fr, df):
+    u = df["update_id"].astype("int64").to_numpy()
+    if len(u):
+        fr.first_id, fr.last_id = int(u.min()), int(u.max())
+    repeats = len(u) - len(np.unique(u))
+    if repeats:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} repeated update ids"))
+
+
+def _books(report, symbol, market, files, days):
+    """Replay the diffs; compare with the orderbook rows and bookTickers at the same ids."""
+    paths = lambda s: [files[s][d] for d in days if d in files.get(s, {})]    # noqa: E731
+    expected_rows, levels = _orderbook_rows(paths("orderbook"))
+    tickers = {}
+    for path in paths("bookTicker"):
+        t = pd.read_csv(path, usecols=[0, 1, 2, 3, 4], dtype=str, keep_default_na=False)
+        tickers.update(zip(t["update_id"].astype("int64"), zip(t["best_bid_price"], t["best_bid_qty"],
+                                                               t["best_ask_price"], t["best_ask_qty"])))
+    r = Replayer(market, read_snapshots(paths("depthSnapshot")))
+    book_reports = {d: FileReport(symbol, "orderbook", d) for d in days}
+    seen_rows = 0
+    mismatched_rows = mismatched_tickers = 0
+    for e_time, first, final, prev, bids, asks, local_us in read_diffs(paths("depth")):
+        if not r.step(first, final, prev, bids, asks):
+            continue
+        row = expected_rows.get(final)
+        if row is not None:
+            seen_rows += 1
+            got = _padded(r.bids.top(levels), levels) + _padded(r.asks.top(levels), levels)
+            if got != row[1]:
+                mismatched_rows += 1
+                if mismatched_rows <= 5:
+                    report.problems.append(Problem(symbol, "orderbook", row[0],
+                                                   f"book at update id {final} differs from the recorded row"))
+            if row[0] in book_reports:
+                book_reports[row[0]].checked += 1
+        ticker = tickers.get(final)
+        if ticker is not None:
+            report.tickers_checked += 1
+            best = (r.bids.top(1) or [("", "")])[0] + (r.asks.top(1) or [("", "")])[0]
+            if _num(best) != _num(ticker):
+                mismatched_tickers += 1
+                if mismatched_tickers <= 5:
+                    report.problems.append(Problem(symbol, "bookTicker", "-",
+                                                   f"bookTicker {final} differs from the rebuilt book"))
+    for count, what in ((mismatched_rows, "orderbook rows"), (mismatched_tickers, "bookTickers")):
+        if count > 5:
+            report.problems.append(Problem(symbol, what, "-", f"{count - 5} more differ from the rebuilt book"))
+    report.unchecked_books += len(expected_rows) - seen_rows
+    for fr in report.files:
+        if fr.symbol == symbol and fr.stream == "orderbook":
+            fr.checked = book_reports.get(fr.day, fr).checked
+
+
+def _num(levels):
+    """Compare price/qty strings as numbers ('0.10' == '0.1000')."""
+    return tuple(float(v) if v else None for v in levels)
+
+
+def _padded(levels, n):
+    flat = [v for level in levels for v in level]
+    return flat + [""] * (2 * n - len(flat))
+
+
+def _orderbook_rows(paths):
+    """{update_id: (day, [bid_price_1, bid_qty_1, ..., ask_qty_n])} of in-sync rows."""
+    rows, levels = {}, 0
+    for path in paths:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        levels = (len(df.columns) - 3) // 4
+        day = csvfiles.parse_name(os.path.basename(path))[2]
+        values = df.to_numpy()
+        for r in values[df["in_sync"].to_numpy() == "true"]:
+            rows[int(r[1])] = (day, list(r[3:]))
+    return rows, levels
+
+
+def format_report(report, data_dir):
+    out = [f"{'symbol':<12}{'stream':<15}{'day':<12}{'rows':>10}  {'from':<9}{'to':<9}"
+           f"{'first id':>14}{'last id':>14}  continuity"]
+    for fr in report.files:
+        span = (fr.first.strftime("%H:%M:%S"), fr.last.strftime("%H:%M:%S")) if fr.first is not None else ("-", "-")
+        if fr.stream == "orderbook":
+            state = f"{fr.checked} rows match the rebuilt book"
+        elif fr.stream in ("depthSnapshot", "gaps"):
+            state = ""
+        elif csvfiles.stream_kind(fr.stream) in CONTINUOUS:
+            state = "unbroken" if not fr.breaks else f"{fr.breaks} breaks, {fr.explained} in the ledger"
+        else:
+            state = "no repeats"
+        out.append(f"{fr.symbol:<12}{fr.stream:<15}{fr.day:<12}{fr.rows:>10}  {span[0]:<9}{span[1]:<9}"
+                   f"{_id(fr.first_id):>14}{_id(fr.last_id):>14}  {state}")
+    if report.tickers_checked:
+        out.append(f"{report.tickers_checked} bookTickers compared with the rebuilt book at the same update id")
+    if report.unchecked_books:
+        out.append(f"{report.unchecked_books} orderbook rows could not be checked (no in-sync rebuilt book there)")
+    if report.problems:
+        out.append("")
+        out.append(f"{len(report.problems)} unexplained problem(s):")
+        out += [f"  {p}" for p in report.problems]
+    else:
+        out.append("")
+        out.append(f"ok: {len(report.files)} files in {data_dir}, every break explained by the gap ledger")
+    return "\n".join(out)
+
+
+def _id(value):
+    return "-" if value is None else str(value)
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.on = stream.isatty()
+
+    def __call__(self, done, total, label):
+        if not self.on:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]:<40}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()

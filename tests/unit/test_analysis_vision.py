@@ -1,0 +1,100 @@
+"""Binance's own data.binance.vision files (../shared/realdata) through our
+loaders, and our export in their format. Skips when the folder is absent."""
+
+import csv
+import os
+import re
+
+import pandas as pd
+
+from binance_streamer import analysis
+from binance_streamer.analysis import export
+from tests.support import REALDATA, need
+
+AGG = os.path.join(REALDATA, "HJB-PDE-TEAM-PROJECT")
+KLINES = os.path.join(REALDATA, "nautilus_trader")
+TICKER = os.path.join(REALDATA, "cross-market-analysis", "BTCUSDT-bookTicker-2023-10-02-short.csv")
+
+
+def _raw(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_spot_aggtrades_archive_loads_exactly():
+    raw = _raw(need(os.path.join(AGG, "BTCUSDT-aggTrades-2026-01-01.csv")))
+    df = analysis.load(AGG, "BTCUSDT", "aggTrades", exact=True)
+    assert len(df) == len(raw) == 5000
+    assert list(df.columns[:8]) == ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+                                    "transact_time", "is_buyer_maker", "is_best_match"]
+    assert list(df["price"]) == [r[1] for r in raw] and list(df["quantity"]) == [r[2] for r in raw]
+    assert [str(v) for v in df["is_buyer_maker"]] == [r[6] for r in raw]
+    # the archive's microsecond times become the index, to the microsecond
+    assert df.index[0] == pd.Timestamp(int(raw[0][5]), unit="us", tz="UTC")
+    assert df.index[0] == pd.Timestamp("2026-01-01 00:00:00.039409", tz="UTC")
+    floats = analysis.load(AGG, "BTCUSDT", "aggTrade", start="2026-01-01", end="2026-01-02")
+    assert floats["price"].dtype == "float64" and len(floats) == 5000
+    assert analysis.ohlcv(floats, "1min")["count"].sum() == sum(int(r[4]) - int(r[3]) + 1 for r in raw)
+
+
+def test_spot_klines_archive_loads_over_two_days():
+    days = [_raw(need(os.path.join(KLINES, f"ADABTC-1m-2021-11-2{d}.csv"))) for d in (7, 8)]
+    df = analysis.load(KLINES, "ADABTC", "kline_1m", exact=True)
+    assert len(df) == sum(len(d) for d in days)
+    assert list(df.columns[:12]) == ["open_time", "open", "high", "low", "close", "volume", "close_time",
+                                     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume",
+                                     "ignore"]
+    rows = days[0] + days[1]
+    assert list(df["close"]) == [r[4] for r in rows]
+    assert df.index[0] == pd.Timestamp(int(rows[0][0]), unit="ms", tz="UTC") == pd.Timestamp("2021-11-27", tz="UTC")
+    one = analysis.load(KLINES, "ADABTC", "1m", start="2021-11-28", end="2021-11-28 01:00")
+    in_hour = [r for r in days[1] if int(r[0]) < 1638057600000 + 3_600_000]
+    assert len(one) == len(in_hour) > 0 and one.index.min() == pd.Timestamp("2021-11-28", tz="UTC")
+
+
+def test_usdm_bookticker_archive_loads_by_its_header():
+    raw = _raw(need(TICKER))
+    df = analysis.load_file(TICKER, "usdm", "bookTicker", exact=True)
+    assert len(df) == len(raw) - 1
+    assert list(df.columns[:7]) == raw[0]
+    assert df.index[0] == pd.Timestamp(int(raw[1][6]), unit="ms", tz="UTC")
+    s = analysis.spread(analysis.load_file(TICKER, "usdm", "bookTicker"))
+    assert (s["spread"] >= 0).all()
+
+
+def _shape(value):
+    """What kind of value a CSV field is, as a format: digits are digits."""
+    if value in ("True", "False", "true", "false"):
+        return value.lower() + "-style" if value[0].islower() else "Capitalised bool"
+    m = re.fullmatch(r"-?\d+\.(\d+)", value)
+    if m:
+        return f"decimal with {len(m.group(1))} places"
+    if re.fullmatch(r"\d{16}", value):
+        return "microseconds"
+    if re.fullmatch(r"\d{13}", value):
+        return "milliseconds"
+    return "integer" if value.isdigit() else value
+
+
+def test_our_aggtrade_export_has_the_archive_format(tmp_path):
+    sample = _raw(need(os.path.join(AGG, "BTCUSDT-aggTrades-2026-01-01.csv")))
+    # a recorded day file, written the way the recorder writes it (parse.agg_trade lines)
+    from binance_streamer import csvfiles
+    from binance_streamer.binance import parse
+    folder = tmp_path / "spot" / "BTCUSDT"
+    folder.mkdir(parents=True)
+    lines = [csvfiles.header("spot", "aggTrade").decode()]
+    for i in range(3):
+        event = {"e": "aggTrade", "E": 1795636887402 + i, "s": "BTCUSDT", "a": 100 + i, "p": "87648.21000000",
+                 "q": "0.08185000", "f": 200 + 2 * i, "l": 201 + 2 * i, "T": 1795636887401 + i, "m": i == 1,
+                 "M": True}
+        lines.append(parse.agg_trade("spot", event, 1795636887500000 + i)[1])
+    (folder / "BTCUSDT-aggTrade-2026-11-25.csv").write_text("".join(lines))
+    written = export.export(str(tmp_path), "spot", "2026-11-25", str(tmp_path / "out"))
+    assert [os.path.basename(p) for p, _ in written] == ["BTCUSDT-aggTrades-2026-11-25.csv"]
+    ours = _raw(written[0][0])
+    assert len(ours) == 3                         # no header, like the archive
+    for mine, theirs in zip(ours, sample[:3]):
+        assert len(mine) == len(theirs) == 8
+        assert [_shape(v) for v in mine] == [_shape(v) for v in theirs]
+    assert ours[1][6] == "True" and ours[0][5] == "1795636887401000"
