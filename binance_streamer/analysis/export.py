@@ -52,7 +52,7 @@ def export_file(path, market, stream, out_path):
     kind = csvfiles.stream_kind(stream)
     columns = VISION_COLUMNS.get((market, kind)) or VISION_COLUMNS[kind]
     df = load_file(path, market, stream, exact=True)
-    ident = df.columns[csvfiles.ID_COLUMN[kind]]
+    ident = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[kind]]
     df = df.sort_values(ident, kind="stable").drop_duplicates(ident)
     out = pd.DataFrame(index=df.index)
     true, false = ("True", "False") if market == "spot" else ("true", "false")

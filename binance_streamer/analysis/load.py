@@ -92,7 +92,7 @@ def day_files(data_dir, symbol, stream, start=None, end=None, market="spot"):
     return sorted(found.items())
 
 
-def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=False):
+def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=False, columns=None):
     """One stream of one symbol over a time range, as a DataFrame.
 
     ``start`` and ``end`` (``end`` excluded) are anything ``pandas.Timestamp``
@@ -102,9 +102,11 @@ def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=Fa
     ``exact=True`` the strings Binance sent (pandas ``string``), or with
     ``exact="decimal"`` ``decimal.Decimal`` objects. Rows are in time order
     (backfilled rows written after later ones are put back in place).
-    An empty DataFrame with the right columns when nothing matches."""
+    ``columns``: read only these (the time columns are always read), which
+    saves memory on big depth files. An empty DataFrame with the right
+    columns when nothing matches."""
     files = day_files(data_dir, symbol, stream, start, end, market)
-    frames = [load_file(path, market, our_stream(stream), exact) for _, path in files]
+    frames = [load_file(path, market, our_stream(stream), exact, columns) for _, path in files]
     if not frames:
         return _empty(market, our_stream(stream), exact)
     df = frames[0] if len(frames) == 1 else pd.concat(frames)
@@ -116,7 +118,7 @@ def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=Fa
     return df
 
 
-def load_file(path, market="spot", stream=None, exact=False):
+def load_file(path, market="spot", stream=None, exact=False, columns=None):
     """One CSV file (plain, gzip or a vision zip), as :func:`load` describes."""
     if stream is None:
         stream = _stream_of(path)
@@ -131,15 +133,23 @@ def load_file(path, market="spot", stream=None, exact=False):
         if width > len(schema):
             raise LoadError(f"{path}: {width} columns, more than a {market} {stream} file has ({len(schema)})")
         names = schema[:width]
+    if columns is not None:
+        wanted = set(columns) | set(INDEX_COLUMNS.get(kind, ())) | {"local_time_us"}
+        unknown = set(columns) - set(names)
+        if unknown:
+            raise LoadError(f"{path}: no column {', '.join(sorted(unknown))} (it has {', '.join(names)})")
+        usecols = [c for c in names if c in wanted]
+    else:
+        usecols = None
     dtypes = {c: csvfiles.pandas_dtype(c, exact=bool(exact)) for c in names}
     try:
-        df = pd.read_csv(path, header=0 if has_header else None, names=names, dtype=dtypes,
+        df = pd.read_csv(path, header=0 if has_header else None, names=names, dtype=dtypes, usecols=usecols,
                          true_values=_TRUE, false_values=_FALSE, keep_default_na=False,
                          na_values=[""], compression=_compression(path))
     except (ValueError, pd.errors.ParserError) as exc:
         raise LoadError(f"{path}: not a valid {stream} file: {exc}") from None
     if exact == "decimal":
-        for c in names:
+        for c in df.columns:
             if dtypes[c] == "string" and c not in csvfiles.TEXT_COLUMNS:
                 df[c] = df[c].map(lambda v: None if v is pd.NA else Decimal(v), na_action="ignore")
     return _indexed(df, kind)
@@ -176,7 +186,7 @@ def _in_order(df, stream):
     kind = csvfiles.stream_kind(stream)
     ident = csvfiles.ID_COLUMN.get(kind)
     keys = ["_time"]
-    if ident is not None:
+    if ident is not None and csvfiles.columns("spot", stream)[ident] in df.columns:
         keys.append(csvfiles.columns("spot", stream)[ident])
     df = df.assign(_time=df.index)
     return df.sort_values(keys, kind="stable").drop(columns="_time")

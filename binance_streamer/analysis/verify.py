@@ -20,6 +20,14 @@ from .load import LoadError, load_file
 from .replay import Replayer, read_diffs, read_snapshots
 
 CONTINUOUS = ("aggTrade", "trade", "kline", "depth")
+# what each check reads (big depth files are never read whole into memory)
+_COLUMNS = {
+    "aggTrade": ["agg_trade_id", "first_trade_id", "last_trade_id"],
+    "trade": ["id"],
+    "kline": ["open_time"],
+    "depth": ["first_update_id", "final_update_id", "prev_final_update_id"],
+    "bookTicker": ["update_id"],
+}
 
 
 @dataclass
@@ -77,12 +85,17 @@ class Ledger:
         return any(low <= before and first >= after for low, first in self.rows.get(stream, ()))
 
 
+def _parse(name):
+    """(symbol, stream, day) of a recorded file, compressed or not."""
+    return csvfiles.parse_name(name[:-3] if name.endswith(".csv.gz") else name)
+
+
 def _files(data_dir, market, symbol):
     """{stream: {day: path}} of one symbol's recorded files."""
     out = {}
     folder = os.path.join(data_dir, market, symbol)
     for name in sorted(os.listdir(folder)):
-        parsed = csvfiles.parse_name(name[:-3] if name.endswith(".csv.gz") else name)
+        parsed = _parse(name)
         if parsed and parsed[0] == symbol:
             out.setdefault(parsed[1], {})[parsed[2]] = os.path.join(folder, name)
     return out
@@ -142,7 +155,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                     continue
                 tick(f"{symbol} {stream} {day}")
                 try:
-                    df = load_file(path, market, stream, exact=True)
+                    df = load_file(path, market, stream, exact=True, columns=_COLUMNS.get(kind, []))
                 except LoadError as exc:
                     report.problems.append(Problem(symbol, stream, day, str(exc)))
                     continue
@@ -223,7 +236,7 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
                 holes.insert(0, (previous, int(first[0])))
         ids = final
     else:
-        column = df.columns[csvfiles.ID_COLUMN[kind]]
+        column = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[kind]]
         ids = np.sort(df[column].astype("int64").to_numpy())
         step = id_step(stream) or 1
         repeats = int(np.sum(np.diff(ids) == 0))
@@ -333,7 +346,7 @@ def _orderbook_rows(paths):
     for path in paths:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         levels = (len(df.columns) - 3) // 4
-        day = csvfiles.parse_name(os.path.basename(path))[2]
+        day = _parse(os.path.basename(path))[2]
         values = df.to_numpy()
         for r in values[df["in_sync"].to_numpy() == "true"]:
             rows[int(r[1])] = (day, list(r[3:]))

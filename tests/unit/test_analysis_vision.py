@@ -6,6 +6,7 @@ import os
 import re
 
 import pandas as pd
+import pytest
 
 from binance_streamer import analysis
 from binance_streamer.analysis import export
@@ -35,6 +36,11 @@ def test_spot_aggtrades_archive_loads_exactly():
     floats = analysis.load(AGG, "BTCUSDT", "aggTrade", start="2026-01-01", end="2026-01-02")
     assert floats["price"].dtype == "float64" and len(floats) == 5000
     assert analysis.ohlcv(floats, "1min")["count"].sum() == sum(int(r[4]) - int(r[3]) + 1 for r in raw)
+    # only some columns (the time column always comes along for the index)
+    slim = analysis.load(AGG, "BTCUSDT", "aggTrades", columns=["price"])
+    assert list(slim.columns) == ["price", "transact_time"] and (slim.index == df.index).all()
+    with pytest.raises(analysis.LoadError, match="no column volume"):
+        analysis.load(AGG, "BTCUSDT", "aggTrades", columns=["volume"])
 
 
 def test_spot_klines_archive_loads_over_two_days():
