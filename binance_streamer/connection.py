@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 
 STABLE_AFTER = 30.0      # a connection that lived this long resets the backoff
 POLL = 0.05
+READ_AHEAD = 16384       # bytes asked of the socket per read
+
+
+def read_ahead(ws):
+    """Let websocket-client read what the socket holds, up to READ_AHEAD,
+    instead of exactly the next frame header and then its payload: under
+    load one read then serves many frames. Its frame buffer keeps what is
+    left over for the next frame. Skipped if the library changes shape."""
+    buffer, recv = getattr(ws, "frame_buffer", None), getattr(ws, "_recv", None)
+    if buffer is not None and recv is not None and hasattr(buffer, "recv"):
+        buffer.recv = lambda n: recv(max(n, READ_AHEAD))
 
 
 def proxy_options(proxy):
@@ -152,6 +163,7 @@ class Connection(threading.Thread):
             if self.worker.throttle_connect.allow():
                 log.warning("%s: cannot connect to %s (%s)", self.name, self.url.split("?")[0], exc)
             return None
+        read_ahead(ws)
         return Socket(self, ws)
 
     def _supervise(self):
