@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pandas as pd  # noqa: E402
 
-from bench.common import report  # noqa: E402
+from common import report  # noqa: E402
 from binance_streamer import analysis, csvfiles  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: symbols, starting the simulator, output."""
 
+import argparse
 import json
 import os
 import re
@@ -9,6 +10,16 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT", "LINKUSDT",
            "DOTUSDT", "LTCUSDT", "AVAXUSDT", "ATOMUSDT", "UNIUSDT", "ETCUSDT", "XLMUSDT"]
+
+
+def load_parser(doc, seconds):
+    """The options every load benchmark takes: --symbols, --rate, --seconds, --json."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--symbols", type=int, default=10)
+    p.add_argument("--rate", type=float, default=2000, help="market events per second per symbol")
+    p.add_argument("--seconds", type=float, default=seconds)
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    return p
 
 
 def start_simulator(symbols, rate, seed=1):

@@ -19,7 +19,6 @@ measures over ``--seconds``:
 Prints a table, or JSON with ``--json``.
 """
 
-import argparse
 import glob
 import json
 import os
@@ -42,7 +41,7 @@ from binance_streamer import config as configmod  # noqa: E402
 from binance_streamer.binance import parse  # noqa: E402
 from binance_streamer.simulator.market import SymbolMarket  # noqa: E402
 from binance_streamer.writer import Writer  # noqa: E402
-from common import SYMBOLS, read_status, report, start_simulator  # noqa: E402
+from common import SYMBOLS, load_parser, read_status, report, start_simulator  # noqa: E402
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
 
@@ -144,12 +143,8 @@ def percentile(values, q):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--symbols", type=int, default=10)
-    p.add_argument("--rate", type=float, default=2000, help="market events per second per symbol")
-    p.add_argument("--seconds", type=float, default=30)
+    p = load_parser(__doc__, seconds=30)
     p.add_argument("--symbols-per-worker", type=int, default=1)
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
     work = tempfile.mkdtemp(prefix="bench-")

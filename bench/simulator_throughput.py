@@ -10,7 +10,6 @@ the simulator's CPU use, and the lag between each event's exchange time and
 its arrival (a lag that grows means the simulator cannot keep up).
 """
 
-import argparse
 import asyncio
 import os
 import platform
@@ -22,7 +21,7 @@ import aiohttp
 import orjson
 import psutil
 
-from common import SYMBOLS, report, start_simulator
+from common import SYMBOLS, load_parser, report, start_simulator
 
 
 async def _measure(url, symbols, seconds, warmup):
@@ -55,13 +54,9 @@ def measure(url, symbols, seconds, warmup):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--symbols", type=int, default=10)
-    p.add_argument("--rate", type=float, default=2000, help="market events per second per symbol")
-    p.add_argument("--seconds", type=float, default=20)
+    p = load_parser(__doc__, seconds=20)
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--json", action="store_true", help="print only the JSON result")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
     proc, _, url = start_simulator(symbols, args.rate, args.seed)

@@ -135,7 +135,7 @@ class ProcessManager:
         """Let this process exit without flushing what it put on the current
         queues: after a crash a dead child may hold a queue's write lock, and a
         feeder thread waiting on it would be joined at exit, forever."""
-        queues = [self.status_q, self.writer_q, self.book_q, self.log_q if self.listener else None]
+        queues = [self.status_q, self.writer_q, self.book_q, self.log_q]
         for q in queues + [q for _, q in self.control]:
             if q is not None:
                 q.cancel_join_thread()

@@ -13,7 +13,7 @@ import os
 import pandas as pd
 
 from .. import csvfiles
-from .load import load_file
+from .load import VISION_STREAMS, load_file
 
 VISION_COLUMNS = {
     ("spot", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
@@ -30,8 +30,9 @@ _TIMES = {"transact_time", "time", "open_time", "close_time"}
 
 def vision_name(stream):
     """Our stream -> the archive's data type: aggTrades, trades or the kline interval."""
-    kind = csvfiles.stream_kind(stream)
-    return {"aggTrade": "aggTrades", "trade": "trades"}.get(kind, stream[len("kline_"):])
+    if csvfiles.stream_kind(stream) == "kline":
+        return stream[len("kline_"):]
+    return next(name for name, ours in VISION_STREAMS.items() if ours == stream)
 
 
 def vision_path(out_dir, market, symbol, stream, day):

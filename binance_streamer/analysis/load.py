@@ -34,6 +34,7 @@ INDEX_COLUMNS = {
     "gaps": ("local_time_us",),
 }
 _TRUE, _FALSE = ["True", "true"], ["False", "false"]
+_SUFFIX = re.compile(r"\.(csv\.gz|csv|zip)$")
 _US_FROM = 10 ** 14          # an epoch value above this is in microseconds, not milliseconds
 
 
@@ -48,6 +49,12 @@ def our_stream(name):
     if _INTERVAL.match(name):
         return f"kline_{name}"
     return name
+
+
+def file_stem(name):
+    """``X-aggTrade-2026-11-25.csv.gz`` -> ``X-aggTrade-2026-11-25``; None for other files."""
+    stem = _SUFFIX.sub("", name)
+    return None if stem == name else stem
 
 
 def _file_names(symbol, stream):
@@ -78,8 +85,8 @@ def day_files(data_dir, symbol, stream, start=None, end=None, market="spot"):
         except OSError:
             continue
         for name in names:
-            base = re.sub(r"\.(csv\.gz|csv|zip)$", "", name)
-            if base == name:
+            base = file_stem(name)
+            if base is None:
                 continue
             prefix, day = base[:-10], base[-10:]
             if prefix not in prefixes or not re.match(r"^\d{4}-\d{2}-\d{2}$", day):
@@ -105,12 +112,13 @@ def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=Fa
     ``columns``: read only these (the time columns are always read), which
     saves memory on big depth files. An empty DataFrame with the right
     columns when nothing matches."""
-    files = day_files(data_dir, symbol, stream, start, end, market)
-    frames = [load_file(path, market, our_stream(stream), exact, columns) for _, path in files]
+    stream = our_stream(stream)
+    frames = [load_file(path, market, stream, exact, columns)
+              for _, path in day_files(data_dir, symbol, stream, start, end, market)]
     if not frames:
-        return _empty(market, our_stream(stream), exact)
+        return _empty(market, stream, exact)
     df = frames[0] if len(frames) == 1 else pd.concat(frames)
-    df = _in_order(df, our_stream(stream))
+    df = _in_order(df, stream)
     if start is not None:
         df = df[df.index >= _timestamp(start)]
     if end is not None:
@@ -145,7 +153,7 @@ def load_file(path, market="spot", stream=None, exact=False, columns=None):
     try:
         df = pd.read_csv(path, header=0 if has_header else None, names=names, dtype=dtypes, usecols=usecols,
                          true_values=_TRUE, false_values=_FALSE, keep_default_na=False,
-                         na_values=[""], compression=_compression(path))
+                         na_values=[""])
     except (ValueError, pd.errors.ParserError) as exc:
         raise LoadError(f"{path}: not a valid {stream} file: {exc}") from None
     if exact == "decimal":
@@ -176,7 +184,7 @@ def _to_time(values, column):
         unit = "us"
     else:
         top = values.max()
-        unit = "us" if top is not pd.NA and pd.notna(top) and top > _US_FROM else "ms"
+        unit = "us" if pd.notna(top) and top > _US_FROM else "ms"
     return pd.Series(pd.to_datetime(values, unit=unit, utc=True), index=values.index)
 
 
@@ -202,20 +210,10 @@ def _empty(market, stream, exact):
 
 
 def _stream_of(path):
-    name = os.path.basename(path)
-    base = re.sub(r"\.(csv\.gz|csv|zip)$", "", name)
-    m = re.match(r"^[A-Z0-9]+-(.+?)-\d{4}-\d{2}(-\d{2})?", base)
+    m = re.match(r"^[A-Z0-9]+-(.+?)-\d{4}-\d{2}(-\d{2})?", file_stem(os.path.basename(path)) or "")
     if not m:
         raise LoadError(f"{path}: cannot tell the stream from the file name; pass stream=")
     return our_stream(m.group(1))
-
-
-def _compression(path):
-    if path.endswith(".gz"):
-        return "gzip"
-    if path.endswith(".zip"):
-        return "zip"
-    return None
 
 
 def _first_line(path):

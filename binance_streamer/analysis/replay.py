@@ -182,12 +182,22 @@ def read_diffs(paths, from_id=None):
 
 
 def _sources(data_dir, symbol, market, start, end):
-    """Depth and snapshot paths from the day before ``start`` (whose last
-    snapshot may be the one the book starts from) to ``end``."""
-    before = None if start is None else _timestamp(start) - pd.Timedelta(days=1)
-    diffs = [p for _, p in day_files(data_dir, symbol, "depth", before, end, market)]
-    snaps = read_snapshots([p for _, p in day_files(data_dir, symbol, "depthSnapshot", before, end, market)])
+    """The depth paths and the snapshots of the days from ``start`` to ``end``."""
+    diffs = [p for _, p in day_files(data_dir, symbol, "depth", start, end, market)]
+    snaps = read_snapshots([p for _, p in day_files(data_dir, symbol, "depthSnapshot", start, end, market)])
     return diffs, snaps
+
+
+def walk(market, diffs, snaps, start_ok=None, until=None):
+    """``(replayer, event, applied)`` after every diff from the newest
+    snapshot ``start_ok`` accepts (earlier diffs are skipped unparsed), or
+    from the first diff; stops before the first event ``until`` accepts."""
+    start_ids = [s.last_update_id for s in snaps if start_ok is not None and start_ok(s)]
+    r = Replayer(market, snaps)
+    for event in read_diffs(diffs, max(start_ids, default=None)):
+        if until is not None and until(event):
+            return
+        yield r, event, r.step(*event[1:6])
 
 
 def replay(data_dir, symbol, start=None, end=None, market="spot", depth=20):
@@ -196,21 +206,16 @@ def replay(data_dir, symbol, start=None, end=None, market="spot", depth=20):
 
     ``depth`` levels a side (None: every level). While the book is out of
     sync (a break in the diffs, until a later snapshot is bridged) nothing
-    is yielded; the gap ledger says why."""
-    diffs, snaps = _sources(data_dir, symbol, market, start, end)
+    is yielded; the gap ledger says why. The day before ``start`` is read
+    too: its last snapshot may be the one the book starts from."""
+    before = None if start is None else _timestamp(start) - pd.Timedelta(days=1)
     t0 = None if start is None else int(_timestamp(start).value // 1_000_000)
     t1 = None if end is None else int(_timestamp(end).value // 1_000_000)
-    from_id = None
-    if t0 is not None:
-        # start from the newest snapshot taken before ``start``, if there is one
-        before = [s for s in snaps if s.response_time_us and s.response_time_us // 1000 <= t0]
-        if before:
-            from_id = max(before, key=lambda s: s.response_time_us).last_update_id
-    r = Replayer(market, snaps)
-    for e_time, first, final, prev, bids, asks, local_us in read_diffs(diffs, from_id):
-        if t1 is not None and e_time >= t1:
-            return
-        if r.step(first, final, prev, bids, asks) and (t0 is None or e_time >= t0):
+    taken_before_start = None if t0 is None else (lambda s: 0 < s.response_time_us // 1000 <= t0)
+    at_end = None if t1 is None else (lambda event: event[0] >= t1)
+    for r, (e_time, *_, local_us), applied in walk(market, *_sources(data_dir, symbol, market, before, end),
+                                                   taken_before_start, at_end):
+        if applied and (t0 is None or e_time >= t0):
             yield r.view(depth, e_time, local_us)
 
 
@@ -224,22 +229,16 @@ def book_at(data_dir, symbol, time=None, update_id=None, market="spot", depth=No
     if time is not None:
         when = _timestamp(time)
         ms = int(when.value // 1_000_000)
-        days = (when - pd.Timedelta(days=1), when)
-        usable = lambda s: s.response_time_us and s.response_time_us // 1000 <= ms     # noqa: E731
-        past = lambda e_time, final: e_time > ms                                       # noqa: E731
+        sources = _sources(data_dir, symbol, market, when - pd.Timedelta(days=1), when + pd.Timedelta(milliseconds=1))
+        usable = lambda s: 0 < s.response_time_us // 1000 <= ms                        # noqa: E731
+        past = lambda event: event[0] > ms                                             # noqa: E731
     else:
-        days = (None, None)
+        sources = _sources(data_dir, symbol, market, None, None)
         usable = lambda s: s.last_update_id <= update_id                                # noqa: E731
-        past = lambda e_time, final: final > update_id                                 # noqa: E731
-    diffs = [p for _, p in day_files(data_dir, symbol, "depth", *days, market=market)]
-    snaps = read_snapshots([p for _, p in day_files(data_dir, symbol, "depthSnapshot", *days, market=market)])
-    start_ids = [s.last_update_id for s in snaps if usable(s)]
-    r = Replayer(market, snaps)
-    last = None
-    for e_time, first, final, prev, bids, asks, local_us in read_diffs(diffs, max(start_ids, default=None)):
-        if past(e_time, final):
-            break
-        if r.step(first, final, prev, bids, asks):
+        past = lambda event: event[2] > update_id                                      # noqa: E731
+    r = last = None
+    for r, (e_time, *_, local_us), applied in walk(market, *sources, usable, past):
+        if applied:
             last = (e_time, local_us)
     if last is None or not r.synced:
         what = f"time {time}" if time is not None else f"update id {update_id}"

@@ -7,6 +7,7 @@ the book rebuilt from snapshots plus diffs compared with the recorded
 orderbook rows and bookTickers. A problem no ledger row explains fails it.
 """
 
+import collections
 import os
 import sys
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ import pandas as pd
 
 from .. import csvfiles
 from ..sequence import id_step
-from .load import LoadError, load_file
-from .replay import Replayer, read_diffs, read_snapshots
+from .load import LoadError, file_stem, load_file
+from .replay import read_snapshots, walk
 
 CONTINUOUS = ("aggTrade", "trade", "kline", "depth")
+SHOWN = 5                 # problems of one kind listed one by one
 # what each check reads (big depth files are never read whole into memory)
 _COLUMNS = {
     "aggTrade": ["agg_trade_id", "first_trade_id", "last_trade_id"],
@@ -87,7 +89,8 @@ class Ledger:
 
 def _parse(name):
     """(symbol, stream, day) of a recorded file, compressed or not."""
-    return csvfiles.parse_name(name[:-3] if name.endswith(".csv.gz") else name)
+    stem = file_stem(name)
+    return csvfiles.parse_name(stem + ".csv") if stem else None
 
 
 def _files(data_dir, market, symbol):
@@ -149,6 +152,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
             _missing_files(report, symbol, day, files, expected)
         for stream in sorted(files):
             kind = csvfiles.stream_kind(stream)
+            previous = _previous_last_id(files[stream], days[0], market, stream) if days else None
             for day in days:
                 path = files[stream].get(day)
                 if path is None:
@@ -164,8 +168,8 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                     fr.first, fr.last = df.index.min(), df.index.max()
                 report.files.append(fr)
                 if kind in CONTINUOUS:
-                    previous = _previous_last_id(files[stream], day, market, stream)
                     _continuity(report, fr, df, market, stream, ledger, previous)
+                    previous = fr.last_id if fr.last_id is not None else previous
                 elif kind == "bookTicker":
                     _no_repeats(report, fr, df)
         if "depth" in files and "depthSnapshot" in files:
@@ -206,7 +210,8 @@ def _spans_a_candle(files, day, stream):
 
 
 def _previous_last_id(by_day, day, market, stream):
-    """The last id of the stream's previous day file, to check the day boundary."""
+    """The last id of the stream's file before ``day`` (outside the days
+    verified), to check the first day's boundary."""
     earlier = [d for d in by_day if d < day]
     if not earlier:
         return None
@@ -260,6 +265,13 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
                                            f"hole between ids {before} and {after} not in the gap ledger"))
 
 
+def _some(report, symbol, stream, found, more):
+    """The first few ``(day, what)`` problems of a kind, then how many more there are."""
+    report.problems += [Problem(symbol, stream, day, what) for day, what in found[:SHOWN]]
+    if len(found) > SHOWN:
+        report.problems.append(Problem(symbol, stream, found[SHOWN][0], f"{len(found) - SHOWN} more {more}"))
+
+
 def _agg_trade_ids(report, fr, df):
     """Consecutive aggTrades must cover consecutive trade ids (f == previous l + 1)."""
     rows = df.sort_values("agg_trade_id")
@@ -268,12 +280,9 @@ def _agg_trade_ids(report, fr, df):
     last = rows["last_trade_id"].astype("int64").to_numpy()
     adjacent = np.diff(a) == 1
     bad = np.nonzero(adjacent & (f[1:] != last[:-1] + 1))[0]
-    for i in bad[:5]:
-        report.problems.append(Problem(fr.symbol, fr.stream, fr.day,
-                                       f"aggTrade {a[i + 1]} starts at trade {f[i + 1]}, "
-                                       f"but aggTrade {a[i]} ended at trade {last[i]}"))
-    if len(bad) > 5:
-        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{len(bad) - 5} more trade-id breaks"))
+    _some(report, fr.symbol, fr.stream,
+          [(fr.day, f"aggTrade {a[i + 1]} starts at trade {f[i + 1]}, but aggTrade {a[i]} ended at trade {last[i]}")
+           for i in bad], "trade-id breaks")
 
 
 def _no_repeats(report, fr, df):
@@ -294,40 +303,28 @@ def _books(report, symbol, market, files, days):
         t = pd.read_csv(path, usecols=[0, 1, 2, 3, 4], dtype=str, keep_default_na=False)
         tickers.update(zip(t["update_id"].astype("int64"), zip(t["best_bid_price"], t["best_bid_qty"],
                                                                t["best_ask_price"], t["best_ask_qty"])))
-    r = Replayer(market, read_snapshots(paths("depthSnapshot")))
-    book_reports = {d: FileReport(symbol, "orderbook", d) for d in days}
-    seen_rows = 0
-    mismatched_rows = mismatched_tickers = 0
-    for e_time, first, final, prev, bids, asks, local_us in read_diffs(paths("depth")):
-        if not r.step(first, final, prev, bids, asks):
+    checked = collections.Counter()          # orderbook rows compared, by day
+    rows_differ, tickers_differ = [], []
+    for r, (_, _, final, *_), applied in walk(market, paths("depth"), read_snapshots(paths("depthSnapshot"))):
+        if not applied:
             continue
         row = expected_rows.get(final)
         if row is not None:
-            seen_rows += 1
-            got = _padded(r.bids.top(levels), levels) + _padded(r.asks.top(levels), levels)
-            if got != row[1]:
-                mismatched_rows += 1
-                if mismatched_rows <= 5:
-                    report.problems.append(Problem(symbol, "orderbook", row[0],
-                                                   f"book at update id {final} differs from the recorded row"))
-            if row[0] in book_reports:
-                book_reports[row[0]].checked += 1
+            checked[row[0]] += 1
+            if _padded(r.bids.top(levels), levels) + _padded(r.asks.top(levels), levels) != row[1]:
+                rows_differ.append((row[0], f"book at update id {final} differs from the recorded row"))
         ticker = tickers.get(final)
         if ticker is not None:
             report.tickers_checked += 1
             best = (r.bids.top(1) or [("", "")])[0] + (r.asks.top(1) or [("", "")])[0]
             if _num(best) != _num(ticker):
-                mismatched_tickers += 1
-                if mismatched_tickers <= 5:
-                    report.problems.append(Problem(symbol, "bookTicker", "-",
-                                                   f"bookTicker {final} differs from the rebuilt book"))
-    for count, what in ((mismatched_rows, "orderbook rows"), (mismatched_tickers, "bookTickers")):
-        if count > 5:
-            report.problems.append(Problem(symbol, what, "-", f"{count - 5} more differ from the rebuilt book"))
-    report.unchecked_books += len(expected_rows) - seen_rows
+                tickers_differ.append(("-", f"bookTicker {final} differs from the rebuilt book"))
+    _some(report, symbol, "orderbook", rows_differ, "orderbook rows differ from the rebuilt book")
+    _some(report, symbol, "bookTicker", tickers_differ, "bookTickers differ from the rebuilt book")
+    report.unchecked_books += len(expected_rows) - sum(checked.values())
     for fr in report.files:
         if fr.symbol == symbol and fr.stream == "orderbook":
-            fr.checked = book_reports.get(fr.day, fr).checked
+            fr.checked = checked[fr.day]
 
 
 def _num(levels):
