@@ -22,11 +22,15 @@ def load_parser(doc, seconds):
     return p
 
 
-def start_simulator(symbols, rate, seed=1):
-    """The simulator as its own process (journal off): ``(process, rest url, ws url)``."""
+def start_simulator(symbols, rate, seed=1, pregenerate=0):
+    """The simulator as its own process (journal off): ``(process, rest url, ws url)``.
+
+    ``pregenerate`` > 0: that many seconds of market are generated first
+    (simulator/tape.py), so the simulator only has to send."""
+    extra = ["--pregenerate", str(pregenerate)] if pregenerate else []
     proc = subprocess.Popen([sys.executable, "-m", "binance_streamer.simulator", "--port", "0", "--symbols",
                              ",".join(symbols), "--rate", str(rate), "--seed", str(seed), "--journal", "off",
-                             "--log-level", "WARNING"],
+                             "--log-level", "WARNING", *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = proc.stdout.readline()
     m = re.search(r"rest=(\S+) ws=(ws://\S+)", line)

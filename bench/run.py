@@ -4,7 +4,10 @@
 
 Starts the simulator (its own process, journal off) and the recorder
 (``python -m binance_streamer``), waits until every book is in sync, then
-measures over ``--seconds``:
+measures over ``--seconds``. The simulator first generates the market in
+every core (``--pregenerate``; it takes a while) and then only sends it, so
+that it can feed more than its live model could (``--live`` for that one).
+Measured:
 
 - messages per second delivered by the simulator and rows written;
 - CPU seconds per million messages, all recorder processes together and per
@@ -44,6 +47,7 @@ from binance_streamer.writer import Writer  # noqa: E402
 from common import SYMBOLS, load_parser, read_status, report, start_simulator  # noqa: E402
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
+SYNC_ALLOWANCE = 30         # seconds of generated market for the recorder to start and sync
 
 
 def sim_stats(rest):
@@ -145,10 +149,13 @@ def percentile(values, q):
 def main(argv=None):
     p = load_parser(__doc__, seconds=30)
     p.add_argument("--symbols-per-worker", type=int, default=1)
+    p.add_argument("--live", action="store_true",
+                   help="simulate the market while sending it (one process: about 22,000 messages/s at most) "
+                        "instead of generating it first")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
     work = tempfile.mkdtemp(prefix="bench-")
-    sim, rest, ws = start_simulator(symbols, args.rate)
+    sim, rest, ws = start_simulator(symbols, args.rate, pregenerate=0 if args.live else args.seconds + SYNC_ALLOWANCE)
     cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": ws, "rest_url": rest,
            "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
            "run_dir": os.path.join(work, "run"), "snapshot_depth": 1000, "symbols_per_worker": args.symbols_per_worker}
@@ -160,7 +167,8 @@ def main(argv=None):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             st = read_status(cfg["run_dir"])
-            if st.get("children", {}).get("orderbook", {}).get("in_sync") == len(symbols):
+            if (st.get("children", {}).get("orderbook", {}).get("in_sync") == len(symbols)
+                    and sim_stats(rest)["frames_sent"] > 0):
                 break
             time.sleep(0.5)
         else:
@@ -172,11 +180,12 @@ def main(argv=None):
         tail = Tail(sorted(glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*-aggTrade-*.csv"))))
         disk0 = {path: os.path.getsize(path) for path in glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*.csv"))}
         cpu0, stats0, t0 = cpu_by_name(procs), sim_stats(rest), time.monotonic()
-        rss = {}
+        rss, polls = {}, 0
         while time.monotonic() - t0 < args.seconds:
-            time.sleep(0.1)
+            time.sleep(0.02)
             tail.poll()
-            for proc in procs:
+            polls += 1
+            for proc in procs if polls % 10 == 0 else ():
                 try:
                     label = _label(procs, proc)
                     rss[label] = max(rss.get(label, 0), proc.memory_info().rss)

@@ -57,9 +57,12 @@ def main(argv=None):
     p = load_parser(__doc__, seconds=20)
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pregenerate", action="store_true",
+                   help="generate the market before sending it (simulator --pregenerate)")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
-    proc, _, url = start_simulator(symbols, args.rate, args.seed)
+    proc, _, url = start_simulator(symbols, args.rate, args.seed,
+                                   pregenerate=args.warmup + args.seconds + 10 if args.pregenerate else 0)
     try:
         sim = psutil.Process(proc.pid)
         sim.cpu_percent(None)

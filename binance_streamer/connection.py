@@ -11,36 +11,26 @@ one). Then the slot switches: the buffer goes through the worker's usual
 de-duplication by id, and the old socket is closed. Files stay exactly once
 and the handover is counted, not ledgered.
 
-Each socket has its own reader thread; frames get their local receive time
-(us) as soon as they are read.
+Each socket has its own reader thread (frames.FrameReader); frames get their
+local receive time (us) as soon as they are read, and every frame of one read
+is handed to the worker at once.
 """
 
 import logging
+import socket
 import threading
 import time
 from urllib.parse import urlparse
 
 import websocket
 
+from .frames import Closed, FrameReader
 from .proc import backoff_delay
 
 log = logging.getLogger(__name__)
 
 STABLE_AFTER = 30.0      # a connection that lived this long resets the backoff
 POLL = 0.05
-READ_AHEAD = 16384       # bytes asked of the socket per read
-
-
-def read_ahead(ws):
-    """Let websocket-client read what the socket holds, up to READ_AHEAD,
-    instead of exactly the next frame header and then its payload: under
-    load one read then serves many frames. Its frame buffer keeps what is
-    left over for the next frame. Skipped if the library changes shape."""
-    buffer, recv = getattr(ws, "frame_buffer", None), getattr(ws, "_recv", None)
-    if buffer is not None and recv is not None and hasattr(buffer, "recv"):
-        buffer.recv = lambda n: recv(max(n, READ_AHEAD))
-
-
 def proxy_options(proxy):
     """websocket-client keyword arguments for a proxy URL."""
     if not proxy:
@@ -67,34 +57,48 @@ class Socket:
         self.thread = threading.Thread(target=self._read, name=f"{slot.name}-read", daemon=True)
 
     def _read(self):
-        ws, slot, stop = self.ws, self.slot, self.slot.stop
-        ws.settimeout(1.0)
-        text = websocket.ABNF.OPCODE_TEXT
+        """Read until the socket ends. A read that comes less than
+        ``read_interval`` after the previous one waits out the rest of the
+        interval first, so a busy socket is read in batches (waking a thread
+        costs far more than handling a frame) while a quiet one is read as
+        each frame arrives."""
+        slot, stop, interval = self.slot, self.slot.stop, self.slot.cfg.read_interval
+        self.ws.settimeout(1.0)
+        reader = FrameReader(self.ws)
+        last_read = 0.0
         try:
             while not stop.is_set() and self.ended is None:
+                if interval:
+                    wait = last_read + interval - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
                 try:
-                    opcode, data = ws.recv_data(control_frame=True)
-                except websocket.WebSocketTimeoutException:
+                    messages = reader.read()
+                except socket.timeout:
                     continue
-                recv_us = time.time_ns() // 1000
-                if opcode == text:
-                    self.last_data = time.monotonic()
-                    slot.deliver(self, data, recv_us)
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-                    self.ended = f"closed by the server (code {code})"
+                if messages:
+                    recv_us = time.time_ns() // 1000
+                    self.last_data = last_read = time.monotonic()
+                    slot.deliver(self, messages, recv_us)
+        except Closed as exc:
+            self.ended = str(exc)
         except (websocket.WebSocketException, OSError) as exc:
             self.ended = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if self.ended is None:
             self.ended = "stopping"
+        self.ws.shutdown()
 
     def close(self, why="closed"):
+        """Send a close frame and end the reading. Not websocket-client's
+        close(): it waits for the server's reply by reading the socket
+        itself, which would take frames away from the reader thread."""
         if self.ended is None:
             self.ended = why
-        try:
-            self.ws.close(timeout=1)
-        except Exception:   # closing a broken socket may fail in many ways; it is closed either way
-            pass
+        for step in (self.ws.send_close, lambda: self.ws.sock.shutdown(socket.SHUT_RDWR)):
+            try:
+                step()
+            except Exception:   # a broken socket may fail in many ways; it is closed either way
+                pass
 
 
 class Connection(threading.Thread):
@@ -110,18 +114,20 @@ class Connection(threading.Thread):
         self.connected_since = None
 
     # -- frames (from the reader threads) -----------------------------------------
-    def deliver(self, sock, data, recv_us):
+    def deliver(self, sock, messages, recv_us):
+        """The messages of one socket read, in order."""
         with self.lock:
             if sock is self.active:
-                if self.worker.on_frame(self, data, recv_us) == "shutdown":
+                if self.worker.on_frames(messages, recv_us) == "shutdown":
                     sock.announced = True
             elif sock in self.pending:
-                sock.buffer.append((data, recv_us))
-                ident = self.worker.identify(data)
-                if ident is not None:
-                    sock.first_ids.setdefault(ident[0], ident[1])
-                elif b'"serverShutdown"' in data:
-                    sock.announced = True
+                for data in messages:
+                    sock.buffer.append((data, recv_us))
+                    ident = self.worker.identify(data)
+                    if ident is not None:
+                        sock.first_ids.setdefault(ident[0], ident[1])
+                    elif b'"serverShutdown"' in data:
+                        sock.announced = True
 
     # -- the supervisor --------------------------------------------------------------
     def run(self):
@@ -163,7 +169,6 @@ class Connection(threading.Thread):
             if self.worker.throttle_connect.allow():
                 log.warning("%s: cannot connect to %s (%s)", self.name, self.url.split("?")[0], exc)
             return None
-        read_ahead(ws)
         return Socket(self, ws)
 
     def _supervise(self):
@@ -222,7 +227,7 @@ class Connection(threading.Thread):
                 # streams the new socket was not matched on: a jump there is a reconnect gap
                 self.worker.on_connected([n for n in self.names if not self.worker.overlaps([n], target.first_ids)])
             for data, recv_us in target.buffer:
-                if self.worker.on_frame(self, data, recv_us) == "shutdown":
+                if self.worker.on_frames((data,), recv_us) == "shutdown":
                     target.announced = True
             target.buffer, target.first_ids = [], {}
             self.active = target

@@ -103,28 +103,36 @@ class Worker:
                 return False
         return True
 
-    def on_frame(self, conn, data, recv_us):
-        """Handle one text frame; returns "shutdown" on a serverShutdown event."""
-        try:
-            msg = orjson.loads(data)
-            route = self.routes.get(msg.get("stream"))
-        except (orjson.JSONDecodeError, AttributeError):
-            return self._odd("malformed", "malformed frame", data[:120])
-        if route is None:
-            return self._not_data(msg)
-        d = msg.get("data")
+    def on_frames(self, messages, recv_us):
+        """Handle the text frames of one socket read (all received at
+        ``recv_us``); returns "shutdown" if one was a serverShutdown event."""
+        result = None
+        routes, handlers, loads = self.routes, self.handlers, orjson.loads
         with self.lock:
-            try:
-                self.handlers[route.kind](route, d, recv_us)
-            except (KeyError, TypeError, ValueError, IndexError):
-                return self._odd("malformed", f"{route.stream}: malformed event", data[:160])
-            route.messages += 1
-            route.last_recv_us = recv_us
-            if route.messages & 1023 == 1:
-                extra = parse.unexpected_fields(route.kind, d)
-                if extra:
-                    self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
-        return None
+            for data in messages:
+                try:
+                    msg = loads(data)
+                    route = routes.get(msg.get("stream"))
+                except (orjson.JSONDecodeError, AttributeError):
+                    self._odd("malformed", "malformed frame", data[:120])
+                    continue
+                if route is None:
+                    if self._not_data(msg) == "shutdown":
+                        result = "shutdown"
+                    continue
+                d = msg.get("data")
+                try:
+                    handlers[route.kind](route, d, recv_us)
+                except (KeyError, TypeError, ValueError, IndexError):
+                    self._odd("malformed", f"{route.stream}: malformed event", data[:160])
+                    continue
+                route.messages += 1
+                route.last_recv_us = recv_us
+                if route.messages & 1023 == 1:
+                    extra = parse.unexpected_fields(route.kind, d)
+                    if extra:
+                        self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
+        return result
 
     def _not_data(self, msg):
         if not isinstance(msg, dict):

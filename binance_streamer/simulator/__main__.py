@@ -42,6 +42,9 @@ def parser():
     p.add_argument("--journal", default="off", help="record sent frames: off, memory, or a file path")
     p.add_argument("--replay", help="serve a captured session (cryptofeed capture file) instead of a simulated market")
     p.add_argument("--replay-speed", type=float, default=1.0, help="replay pace: 1 original, 2 twice as fast, 0 at once")
+    p.add_argument("--pregenerate", type=float, default=0.0, metavar="SECONDS",
+                   help="generate SECONDS of market before serving, in several processes, then send it on time "
+                        "(for load tests faster than the live model)")
     p.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE", help="a fault to inject from the start")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -59,7 +62,7 @@ def main(argv=None):
                         lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
                         ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
                         weight_limit=args.weight_limit, journal=args.journal, replay=args.replay,
-                        replay_speed=args.replay_speed, faults=faults).resolved()
+                        replay_speed=args.replay_speed, pregenerate=args.pregenerate, faults=faults).resolved()
         app = build_app(cfg)
     except (FaultError, ValueError, OSError) as exc:
         print(f"simulator: error: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ class SimConfig:
     journal: str = "memory"            # memory | off | a file path
     replay: str = None                 # path of a captured session to serve instead
     replay_speed: float = 1.0          # 2.0 = twice as fast; 0 = as fast as possible
+    pregenerate: float = 0.0           # > 0: generate this many seconds of market first (tape.Tape)
     max_pending: int = 200_000         # frames queued for a slow client before it is dropped
     faults: dict = field(default_factory=dict)
     extra_symbols: tuple = ()          # listed in exchangeInfo but not TRADING

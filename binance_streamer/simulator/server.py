@@ -14,6 +14,7 @@ from . import ws
 from .config import SimConfig
 from .exchange import Exchange
 from .replay import load_replay
+from .tape import Tape
 from .rest import Rest
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,10 @@ CLOCK = web.AppKey("clock", asyncio.Future)
 
 
 def build_app(cfg):
-    replay = load_replay(cfg.replay, cfg.replay_speed) if cfg.replay else None
+    if cfg.pregenerate:
+        replay = Tape(cfg, cfg.pregenerate)
+    else:
+        replay = load_replay(cfg.replay, cfg.replay_speed) if cfg.replay else None
     if replay is not None and replay.market != cfg.market:
         cfg.market = replay.market
         cfg = SimConfig(**{**cfg.__dict__, "ping_interval": None, "pong_timeout": None,

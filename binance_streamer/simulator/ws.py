@@ -62,6 +62,7 @@ class _Handler:
         if category not in ("public", "market"):
             category = None
         conn = ex.open_conn(ws, str(request.rel_url), category, combined, now)
+        conn.transport = request.transport
         ex.subscribe(conn, names)
         sender = asyncio.ensure_future(ex.sender(conn))
         try:

@@ -40,7 +40,7 @@ def test_real_capture_parses_exactly(capture, market):
     cfg = _cfg(market, ",".join(symbols), "aggTrade,depth@100ms,kline_1m,bookTicker")
     w = Worker(cfg, symbols)
     for ts, text in frames:
-        assert w.on_frame(None, text, int(ts * 1e6)) is None
+        assert w.on_frames([text], int(ts * 1e6)) is None
     assert w.counts["malformed"] == 0 and w.counts["unknown"] == 0 and w.counts["unexpected_fields"] == 0
     batch = w.take_batch()
     gaps = [m for m in batch if m[0] == "gap"]
@@ -63,18 +63,18 @@ def test_real_capture_parses_exactly(capture, market):
 
 def test_malformed_unknown_and_unexpected_are_counted_not_fatal():
     w = Worker(_cfg(), ["BTCUSDT"])
-    w.on_frame(None, b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"', 1)
-    w.on_frame(None, b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"}}', 2)      # fields missing
-    w.on_frame(None, b'{"stream":"!mystery","data":{"e":"mystery"}}', 3)
-    w.on_frame(None, b'[1,2,3]', 4)
-    w.on_frame(None, b'{"result":null,"id":1}', 5)
+    w.on_frames([b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"'], 1)
+    w.on_frames([b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade"}}'], 2)      # fields missing
+    w.on_frames([b'{"stream":"!mystery","data":{"e":"mystery"}}'], 3)
+    w.on_frames([b'[1,2,3]'], 4)
+    w.on_frames([b'{"result":null,"id":1}'], 5)
     ok = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "2.0", "f": 1, "l": 1,
           "T": 1, "m": True, "M": True, "new": 1}
-    w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": ok}), 6)
+    w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": ok})], 6)
     assert w.counts["malformed"] == 3 and w.counts["unknown"] == 1 and w.counts["control_replies"] == 1
     assert w.counts["unexpected_fields"] == 1
     assert len(_rows(w.take_batch(), "aggTrade")) == 1
-    assert w.on_frame(None, b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}', 7) == "shutdown"
+    assert w.on_frames([b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}'], 7) == "shutdown"
 
 
 class FakeRest:
@@ -96,10 +96,10 @@ def test_reconnect_hole_backfilled_in_order_before_the_live_rows():
     rest = FakeRest([{k: v for k, v in _agg(a).items() if k not in ("e", "E", "s")} for a in range(1, 20)])
     w = Worker(_cfg(streams="aggTrade,trade"), ["BTCUSDT"], rest=rest)
     for a in (1, 2):
-        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 1)
+        w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)})], 1)
     w.on_connected(["btcusdt@aggTrade", "btcusdt@trade"])      # a reconnect
     for a in (6, 7):
-        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 2)
+        w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)})], 2)
     first = w.take_batch()
     assert [r[0] for r in _rows(first, "aggTrade")] == [1, 2]      # 6, 7 wait for the backfill
     w.do_job(w.jobs.get_nowait())
@@ -116,7 +116,7 @@ def test_trade_hole_is_a_ledger_row_before_the_rows_after_it():
     mk = lambda t: orjson.dumps({"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", "t": t,
                                                                      "p": "1", "q": "2", "T": 1, "m": True, "M": True}})
     for t in (1, 2, 5):
-        w.on_frame(None, mk(t), 1)
+        w.on_frames([mk(t)], 1)
     batch = w.take_batch()
     kinds = [(m[0], m[4] if m[0] == "rows" else m[2]["action"]) for m in batch]
     assert kinds == [("gap", ""), ("rows", [1, 2]), ("gap", "lost"), ("rows", [5])]
@@ -128,7 +128,7 @@ def test_rows_go_to_the_file_of_their_utc_day():
     before_midnight, after_midnight = 1_764_115_199_999, 1_764_115_200_001     # 2025-11-25 23:59:59.999 UTC
     for a, t in ((1, before_midnight), (2, after_midnight)):
         d = dict(_agg(a), T=t, E=t)
-        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": d}), 1)
+        w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": d})], 1)
     days = [(m[3], m[4]) for m in w.take_batch() if m[0] == "rows"]
     assert days == [("2025-11-25", [1]), ("2025-11-26", [2])]
 
@@ -136,7 +136,7 @@ def test_rows_go_to_the_file_of_their_utc_day():
 def test_overlap_of_a_new_connection_is_judged_per_stream():
     w = Worker(_cfg(streams="aggTrade,depth@100ms,kline_1m,bookTicker"), ["BTCUSDT"])
     for a in (1, 2, 3):
-        w.on_frame(None, orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}), 1)
+        w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)})], 1)
     names = list(w.routes)
     agg = orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(4)})
     assert w.identify(agg) == ("btcusdt@aggTrade", 4)

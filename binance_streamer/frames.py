@@ -1,0 +1,115 @@
+"""Reading WebSocket frames straight off the socket, many per read.
+
+websocket-client opens the connection (TLS, proxies, the handshake) and
+sends our few frames (pongs, close). Reading is done here: one ``recv_into``
+takes whatever the socket holds and every complete frame in it is returned
+at once, with a handful of integer operations per frame instead of the
+library's per-frame objects and two reads per frame. That is most of a
+worker's cost per message, so it matters.
+
+Server frames are never masked (RFC 6455 section 5.1). Pings are answered
+with a pong carrying the same payload, like websocket-client does; a close
+frame is answered with a close and ends the stream.
+"""
+
+import websocket
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+MAX_MESSAGE = 16 * 2**20     # a frame announcing more than this is a protocol error
+READ_SIZE = 65536
+
+
+class ProtocolError(websocket.WebSocketException):
+    pass
+
+
+class Closed(websocket.WebSocketException):
+    """The server closed the connection; ``code`` as it sent it (or None)."""
+
+    def __init__(self, code):
+        super().__init__(f"closed by the server (code {code})")
+        self.code = code
+
+
+class FrameReader:
+    def __init__(self, ws):
+        self.ws = ws
+        self.sock = ws.sock
+        self.chunk = bytearray(READ_SIZE)
+        self.view = memoryview(self.chunk)
+        self.buf = b""
+        self.parts = None        # fragments of a message in progress
+        self.close_code = False  # set when a close frame came: the next read raises Closed
+
+    def read(self):
+        """Block for one read; the complete text/binary messages in it, in order.
+
+        Raises socket.timeout on silence (per the socket's timeout), Closed
+        on the read after the server's close frame (the messages before it
+        are returned first), ProtocolError on a malformed stream,
+        ConnectionError/OSError when the connection breaks."""
+        if self.close_code is not False:
+            raise Closed(self.close_code)
+        n = self.sock.recv_into(self.chunk)
+        if n == 0:
+            raise ConnectionResetError("connection closed without a close frame")
+        buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
+        out = []
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                if length > MAX_MESSAGE:
+                    raise ProtocolError(f"frame of {length} bytes is larger than {MAX_MESSAGE}")
+            if b1 & 0x80:
+                raise ProtocolError("the server sent a masked frame")
+            end = pos + head + length
+            if end > size:
+                break
+            payload = buf[pos + head:end]
+            pos = end
+            opcode = b0 & 0x0F
+            if b0 & 0x70:
+                raise ProtocolError("reserved bits set (no extension was negotiated)")
+            if opcode == TEXT or opcode == BINARY:
+                if self.parts is not None:
+                    raise ProtocolError("a new message started inside a fragmented one")
+                if b0 & 0x80:
+                    out.append(payload)
+                else:
+                    self.parts = [payload]
+            elif opcode == CONT:
+                if self.parts is None:
+                    raise ProtocolError("continuation frame without a message")
+                self.parts.append(payload)
+                if sum(map(len, self.parts)) > MAX_MESSAGE:
+                    raise ProtocolError(f"message larger than {MAX_MESSAGE} bytes")
+                if b0 & 0x80:
+                    out.append(b"".join(self.parts))
+                    self.parts = None
+            elif opcode == PING:
+                if length > 125 or not b0 & 0x80:
+                    raise ProtocolError("invalid ping frame")
+                self.ws.pong(payload)
+            elif opcode == PONG:
+                pass
+            elif opcode == CLOSE:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                try:
+                    self.ws.send_close()
+                except (websocket.WebSocketException, OSError):
+                    pass
+                pos = size          # nothing may follow a close frame
+                break
+            else:
+                raise ProtocolError(f"unknown opcode {opcode}")
+        self.buf = buf[pos:] if pos < size else b""
+        return out
