@@ -19,8 +19,8 @@ usdm
     ``pu == id``; ``u <= id`` is a stale repeat; anything else is a gap.
 """
 
+from bisect import bisect_left, insort
 from decimal import Decimal
-import heapq
 
 SPOT = "spot"
 USDM = "usdm"
@@ -36,45 +36,61 @@ SNAPSHOT_TOO_OLD = "snapshot_too_old"  # snapshot precedes the buffer: fetch aga
 
 
 class Book:
-    """One side-pair of price levels: ``Decimal(price) -> (price, qty)`` strings."""
+    """One side-pair of price levels: ``Decimal(price) -> (price, qty)`` strings.
 
-    __slots__ = ("bids", "asks", "update_id")
+    Beside each dict a sorted list of its keys (bids negated, so both lists
+    run best first) keeps the best level, the crossed check and the top N
+    cheap: a diff moves a few levels, while the books hold thousands."""
+
+    __slots__ = ("bids", "asks", "update_id", "_bid_keys", "_ask_keys")
 
     def __init__(self):
         self.bids = {}
         self.asks = {}
+        self._bid_keys = []
+        self._ask_keys = []
         self.update_id = None
 
     def load(self, last_update_id, bids, asks):
         self.bids = {Decimal(p): (p, q) for p, q in bids if Decimal(q)}
         self.asks = {Decimal(p): (p, q) for p, q in asks if Decimal(q)}
+        self._bid_keys = sorted(-k for k in self.bids)
+        self._ask_keys = sorted(self.asks)
         self.update_id = last_update_id
 
     def apply(self, bids, asks, update_id):
         """Set absolute quantities; a zero quantity removes the level."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
+        for side, keys, sign, levels in ((self.bids, self._bid_keys, -1, bids), (self.asks, self._ask_keys, 1, asks)):
             for p, q in levels:
                 key = Decimal(p)
                 if Decimal(q):
+                    if key not in side:
+                        insort(keys, sign * key)
                     side[key] = (p, q)
-                else:
-                    side.pop(key, None)
+                elif side.pop(key, None) is not None:
+                    del keys[bisect_left(keys, sign * key)]
         self.update_id = update_id
 
     def best_bid(self):
-        return self.bids[max(self.bids)] if self.bids else None
+        return self.bids[-self._bid_keys[0]] if self._bid_keys else None
 
     def best_ask(self):
-        return self.asks[min(self.asks)] if self.asks else None
+        return self.asks[self._ask_keys[0]] if self._ask_keys else None
 
     def top(self, n):
         """The best ``n`` levels a side, as lists of ``(price, qty)`` strings."""
-        bids = [self.bids[k] for k in heapq.nlargest(n, self.bids)]
-        asks = [self.asks[k] for k in heapq.nsmallest(n, self.asks)]
-        return bids, asks
+        bids, asks = self.bids, self.asks
+        return [bids[-k] for k in self._bid_keys[:n]], [asks[k] for k in self._ask_keys[:n]]
 
     def crossed(self):
-        return bool(self.bids and self.asks and max(self.bids) >= min(self.asks))
+        return bool(self._bid_keys and self._ask_keys and -self._bid_keys[0] >= self._ask_keys[0])
+
+    def prune(self, limit):
+        """Keep only the best ``limit`` levels a side."""
+        for side, keys, sign in ((self.bids, self._bid_keys, -1), (self.asks, self._ask_keys, 1)):
+            for k in keys[limit:]:
+                del side[sign * k]
+            del keys[limit:]
 
     def as_dict(self):
         """Full book as ``{"lastUpdateId", "bids", "asks"}`` with Decimal keys."""

@@ -222,11 +222,8 @@ class OrderBooks:
         """Keep at most the snapshot depth per side (and a little slack)."""
         limit = self.cfg.snapshot_depth
         book = sb.sync.book
-        for side, best_first in ((book.bids, True), (book.asks, False)):
-            if len(side) > limit * 1.1:
-                keep = set(sorted(side, reverse=best_first)[:limit])
-                for k in [k for k in side if k not in keep]:
-                    del side[k]
+        if max(len(book.bids), len(book.asks)) > limit * 1.1:
+            book.prune(limit)
 
     def status(self):
         books = {s: {"state": b.state, "update_id": b.sync.update_id, "resyncs": b.resyncs, "snapshots": b.snapshots,

@@ -60,6 +60,10 @@ class Worker:
         self.open = {}                # (symbol, file, day, backfilled) -> open "rows" message
         self.jobs = queue.Queue()
         self.book_out = [] if cfg.orderbook else None     # diffs, tickers, snapshots for the book manager
+        # The book manager can only compare a bookTicker with its book when the
+        # ticker's u is a diff's final id; only those tickers are sent.
+        self.tickers = {s: {} for s in symbols}   # u -> ticker not yet matched with a diff, in u order
+        self.finals = {s: {} for s in symbols}    # the last few diff final ids, in order
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0}
         self.throttle = proc.Throttle()
@@ -185,7 +189,19 @@ class Worker:
             self._report(route, last, first, "lost", d["E"])
         route.last, route.state = final, "live"
         if self.book_out is not None:
-            self.book_out.append(("d", route.symbol, first, final, d.get("pu"), d["b"], d["a"]))
+            symbol = route.symbol
+            pending = self.tickers[symbol]
+            if pending:
+                ticker = pending.pop(final, None)
+                if ticker is not None:
+                    self.book_out.append(ticker)
+                for u in [u for u in pending if u <= final]:     # can no longer match a diff
+                    del pending[u]
+            self.book_out.append(("d", symbol, first, final, d.get("pu"), d["b"], d["a"]))
+            finals = self.finals[symbol]
+            finals[final] = None
+            if len(finals) > 64:
+                del finals[next(iter(finals))]
         uid, lines = parse.depth(self.market, d, recv_us)
         self._add(route, route.day(d["E"]), uid, lines)
 
@@ -198,7 +214,14 @@ class Worker:
             self._report(route, route.last, u, "lost", d.get("E", ""))
         route.last, route.state = u, "live"
         if self.book_out is not None:
-            self.book_out.append(("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"]))
+            ticker = ("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"])
+            if u in self.finals[route.symbol]:
+                self.book_out.append(ticker)
+            else:
+                pending = self.tickers[route.symbol]
+                pending[u] = ticker
+                if len(pending) > 10_000:
+                    del pending[next(iter(pending))]
         self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)),
                   *parse.book_ticker(self.market, d, recv_us))
 
