@@ -30,7 +30,7 @@ from .proc import backoff_delay
 log = logging.getLogger(__name__)
 
 STABLE_AFTER = 30.0      # a connection that lived this long resets the backoff
-POLL = 0.05
+POLL = 0.25             # seconds between the supervisor's checks of its sockets
 def proxy_options(proxy):
     """websocket-client keyword arguments for a proxy URL."""
     if not proxy:

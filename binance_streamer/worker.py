@@ -428,11 +428,22 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     jobs.start()
     log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
     next_status = 0.0
-    while not stop.wait(cfg.batch_interval):
-        _drain_commands(worker, control_q)
+    next_batch = time.monotonic() + cfg.batch_interval
+    while not stop.is_set():
+        # Wait for commands until the batch is due (one wake-up per batch
+        # when there are none: waking a thread is what costs here).
+        wait = next_batch - time.monotonic()
+        if wait > 0:
+            try:
+                worker.command(control_q.get(timeout=wait))
+            except queue.Empty:
+                pass
+            continue
+        now = time.monotonic()
+        next_batch = now + cfg.batch_interval
         _hand_on(worker, writer_q, book_q)
-        if time.monotonic() >= next_status:
-            next_status = time.monotonic() + cfg.status_interval
+        if now >= next_status:
+            next_status = now + cfg.status_interval
             proc.report(status_q, name, worker.status(conns))
     for c in conns:
         c.join(timeout=5)
@@ -451,11 +462,3 @@ def _hand_on(worker, writer_q, book_q):
         book = worker.take_book_batch()
         if book:
             book_q.put(book)
-
-
-def _drain_commands(worker, control_q):
-    while True:
-        try:
-            worker.command(control_q.get_nowait())
-        except queue.Empty:
-            return

@@ -101,8 +101,10 @@ class SymbolMarket:
         for i in range(1, levels + 1):
             # Dense near the top, a few empty ticks deeper in.
             if i < 50 or rng.random() < 0.85:
-                self.bids[mid - i] = self._random_lots()
-                self.asks[mid + i] = self._random_lots()
+                lots = self._random_lots(), self._random_lots()
+                if mid - i > 0:             # no bids at or below a zero price
+                    self.bids[mid - i] = lots[0]
+                self.asks[mid + i] = lots[1]
 
     def _random_lots(self):
         return max(1, int(self.rng.expovariate(1.0 / self.spec.mean_lots)))
@@ -192,17 +194,16 @@ class SymbolMarket:
     def _level_change(self, out, active):
         rng = self.rng
         is_bid = rng.random() < 0.5
-        best = self.best_bid if is_bid else self.best_ask
         if rng.random() < 0.02:
             distance = rng.randrange(self.depth_ticks)
         else:
-            distance = int(rng.expovariate(1 / 12.0)) - 1
-        tick = best - distance if is_bid else best + distance
-        # Never cross: a bid stays below the best ask and vice versa.
-        if is_bid and tick >= self.best_ask:
-            tick = self.best_ask - 1
-        if not is_bid and tick <= self.best_bid:
-            tick = self.best_bid + 1
+            distance = int(rng.expovariate(1 / 12.0))
+        # Quotes are placed from the other side's best, as market makers
+        # quote around the price: the spread refills however fast takers
+        # eat it, and a bid never crosses the best ask (nor an ask the bid).
+        tick = self.best_ask - 1 - distance if is_bid else self.best_bid + 1 + distance
+        if is_bid and tick < 1:
+            tick = 1
         side = self.bids if is_bid else self.asks
         if tick in side and rng.random() < 0.3 and len(side) > 100:
             lots = 0
@@ -213,7 +214,10 @@ class SymbolMarket:
 
     def _taker_order(self, out, active):
         rng = self.rng
-        taker_buys = rng.random() < 0.5
+        # A pull back towards the opening price keeps prices positive and
+        # plausible however long the market runs (a pure random walk drifts).
+        drift = (self.best_bid + self.best_ask) / (2 * self.spec.start_ticks) - 1
+        taker_buys = rng.random() < min(0.9, max(0.1, 0.5 - 0.5 * drift))
         side = self.asks if taker_buys else self.bids
         want = max(1, int(rng.expovariate(1.0 / (0.7 * self.spec.mean_lots))))
         for _ in range(4):
