@@ -63,23 +63,28 @@ class Socket:
         costs far more than handling a frame) while a quiet one is read as
         each frame arrives."""
         slot, stop, interval = self.slot, self.slot.stop, self.slot.cfg.read_interval
-        self.ws.settimeout(1.0)
+        worker = slot.worker
         reader = FrameReader(self.ws)
         last_read = 0.0
         try:
             while not stop.is_set() and self.ended is None:
-                if interval:
+                if interval and not reader.full:
                     wait = last_read + interval - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
+                # Wake up when the worker's batch is due if no frame comes first.
+                due = worker.batch_due
+                reader.sock.settimeout(1.0 if due is None else min(1.0, max(0.001, due - time.monotonic())))
                 try:
                     messages = reader.read()
                 except socket.timeout:
+                    worker.hand_on()
                     continue
                 if messages:
                     recv_us = time.time_ns() // 1000
                     self.last_data = last_read = time.monotonic()
                     slot.deliver(self, messages, recv_us)
+                    worker.hand_on()
         except Closed as exc:
             self.ended = str(exc)
         except (websocket.WebSocketException, OSError) as exc:

@@ -16,7 +16,7 @@ import websocket
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MAX_MESSAGE = 16 * 2**20     # a frame announcing more than this is a protocol error
-READ_SIZE = 65536
+READ_SIZE = 262144
 
 
 class ProtocolError(websocket.WebSocketException):
@@ -40,6 +40,7 @@ class FrameReader:
         self.buf = b""
         self.parts = None        # fragments of a message in progress
         self.close_code = False  # set when a close frame came: the next read raises Closed
+        self.full = False        # the last read filled the buffer: more is probably waiting
 
     def read(self):
         """Block for one read; the complete text/binary messages in it, in order.
@@ -53,6 +54,7 @@ class FrameReader:
         n = self.sock.recv_into(self.chunk)
         if n == 0:
             raise ConnectionResetError("connection closed without a close frame")
+        self.full = n == READ_SIZE
         buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
         out = []
         pos, size = 0, len(buf)

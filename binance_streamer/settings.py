@@ -68,7 +68,8 @@ SETTINGS = [
     _s("run_dir", "path", "run", "directory for the pidfile and the status file", "files", flag=True,
        metavar="DIR"),
     _s("batch_size", "int", 5000, "rows buffered per file before a flush", "files", minimum=1),
-    _s("flush_interval", "float", 1.0, "seconds a row may wait in the writer before it is flushed", "files",
+    _s("flush_interval", "float", 1.0, "seconds from a row's arrival to its write: the writer holds rows this long less the time they "
+       "spent in the worker", "files",
        minimum=0.01),
     _s("fsync", "choice", "periodic",
        "fsync data files: never, periodic (every fsync_interval) or always (after every flush)", "files",
@@ -78,7 +79,7 @@ SETTINGS = [
     _s("symbols_per_worker", "int", 1, "symbols that share one worker process", "processes", minimum=1),
     _s("queue_size", "int", 10_000, "batches a process queue holds before producers wait", "processes",
        minimum=10),
-    _s("batch_interval", "float", 0.05, "seconds a worker gathers rows before it hands them on", "processes",
+    _s("batch_interval", "float", 0.1, "seconds a worker gathers rows before it hands them on", "processes",
        minimum=0.001),
     _s("restart_min_delay", "float", 0.5, "first delay before a crashed process is restarted, seconds",
        "processes", minimum=0.0),
@@ -91,7 +92,7 @@ SETTINGS = [
     _s("reconnect_min_delay", "float", 0.5, "first reconnect delay, seconds (doubles, with jitter)",
        "connections", minimum=0.0),
     _s("reconnect_max_delay", "float", 30.0, "longest reconnect delay, seconds", "connections", minimum=0.0),
-    _s("read_interval", "float", 0.02,
+    _s("read_interval", "float", 0.05,
        "least seconds between two reads of one busy socket: frames that arrive meanwhile are read and handed "
        "on together, which saves CPU per message (0: read each frame as it arrives)", "connections",
        minimum=0.0),

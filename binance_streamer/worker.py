@@ -28,6 +28,8 @@ from .sequence import gap_row, id_step
 
 log = logging.getLogger(__name__)
 
+IDLE_WAIT = 0.5          # seconds the main thread sleeps when no batch is waiting
+
 
 class Route:
     """One stream of one symbol, as this worker receives it."""
@@ -59,6 +61,8 @@ class Worker:
         self.out = []                 # ordered messages for the writer
         self.open = {}                # (symbol, file, day, backfilled) -> open "rows" message
         self.jobs = queue.Queue()
+        self.batch_due = None         # monotonic time the rows gathered so far must be handed on
+        self.send = None              # send(rows batch, book batch): set by worker_main
         self.book_out = [] if cfg.orderbook else None     # diffs, tickers, snapshots for the book manager
         # The book manager can only compare a bookTicker with its book when the
         # ticker's u is a diff's final id; only those tickers are sent.
@@ -136,6 +140,7 @@ class Worker:
                     extra = parse.unexpected_fields(route.kind, d)
                     if extra:
                         self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
+            self._schedule()
         return result
 
     def _not_data(self, msg):
@@ -274,6 +279,24 @@ class Worker:
         for key in [k for k in self.open if k[0] == route.symbol and k[1] == route.file]:
             del self.open[key]
 
+    def _schedule(self):
+        """Called with the lock held after rows were added."""
+        if self.batch_due is None and (self.out or self.book_out):
+            self.batch_due = time.monotonic() + self.cfg.batch_interval
+
+    def hand_on(self, force=False):
+        """Send what was gathered once it is ``batch_interval`` old (or now).
+        Any thread may call it; the lock is held while sending so batches
+        leave in the order they were gathered."""
+        with self.lock:
+            due = self.batch_due
+            if due is None or (not force and time.monotonic() < due):
+                return
+            self.batch_due = None
+            batch, book = self.take_batch(), self.take_book_batch()
+            if self.send is not None:
+                self.send(batch, book)
+
     def take_batch(self):
         with self.lock:
             out, self.out = self.out, []
@@ -342,6 +365,7 @@ class Worker:
                     held, route.held = route.held, None
                     for day, ident, line in held or ():
                         self._add(route, day, ident, line)
+            self._schedule()
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
@@ -355,6 +379,7 @@ class Worker:
             with self.lock:
                 if self.book_out is not None:
                     self.book_out.append(("f", symbol, str(exc)))
+                self._schedule()
             return
         response_us = int(self.clock() * 1e6)
         last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]
@@ -364,6 +389,7 @@ class Worker:
             self.out.append(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
             if self.book_out is not None:
                 self.book_out.append(("s", symbol, last, bids, asks))
+            self._schedule()
 
     def _fetch(self, route, lo, hi, recv_us):
         """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
@@ -401,6 +427,7 @@ class Worker:
                     self._report(route, None, first, "lost", detail="stopped before the backfill finished")
                     for day, ident, line in held:
                         self._add(route, day, ident, line)
+            self._schedule()
 
     def status(self, conns):
         with self.lock:
@@ -420,6 +447,7 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     stop = proc.child_setup(name, log_q, cfg.log_level)
     rest = RestClient(cfg, budget, stop)
     worker = Worker(cfg, symbols, rest, stop)
+    worker.send = _sender(writer_q, book_q)
     conns = [Connection(worker, group, url, names, cfg, stop, connect_budget)
              for group, url, names in connection_plan(cfg, symbols)]
     for c in conns:
@@ -428,37 +456,36 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     jobs.start()
     log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
     next_status = 0.0
-    next_batch = time.monotonic() + cfg.batch_interval
     while not stop.is_set():
-        # Wait for commands until the batch is due (one wake-up per batch
-        # when there are none: waking a thread is what costs here).
-        wait = next_batch - time.monotonic()
+        # Rows are handed on by the reader threads when their batch is due
+        # (worker.hand_on); this thread takes commands, reports, and hands on
+        # a batch whose socket went quiet. Waking no thread when nothing
+        # happens is what keeps an idle worker cheap.
+        due = worker.batch_due
+        wait = IDLE_WAIT if due is None else min(IDLE_WAIT, due - time.monotonic())
         if wait > 0:
             try:
                 worker.command(control_q.get(timeout=wait))
             except queue.Empty:
                 pass
-            continue
+        worker.hand_on()
         now = time.monotonic()
-        next_batch = now + cfg.batch_interval
-        _hand_on(worker, writer_q, book_q)
         if now >= next_status:
             next_status = now + cfg.status_interval
             proc.report(status_q, name, worker.status(conns))
     for c in conns:
         c.join(timeout=5)
     worker.shutdown()
-    _hand_on(worker, writer_q, book_q)
+    worker.hand_on(force=True)
     proc.report(status_q, name, worker.status(conns))
     log.info("%s: stopped; every row read was handed to the writer", name)
 
 
-def _hand_on(worker, writer_q, book_q):
-    """One put per queue per batch interval."""
-    batch = worker.take_batch()
-    if batch:
-        writer_q.put(batch)
-    if book_q is not None:
-        book = worker.take_book_batch()
-        if book:
+def _sender(writer_q, book_q):
+    """One put per queue per batch."""
+    def send(batch, book):
+        if batch:
+            writer_q.put(batch)
+        if book and book_q is not None:
             book_q.put(book)
+    return send

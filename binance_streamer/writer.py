@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import queue
+import resource
 import time
 
 from . import csvfiles, proc
@@ -21,11 +22,27 @@ from .sequence import Sequencer, gap_row, id_step
 
 log = logging.getLogger(__name__)
 
-MAX_OPEN_FILES = 512
+TRANSFER_ALLOWANCE = 0.1   # seconds a batch may take from a worker to the writer on a busy machine
+
+
+
+def open_file_limit():
+    """Data files the writer keeps open: every stream of every symbol when the
+    process may open that many (the soft limit is raised to the hard one),
+    else fewer, least recently used closed first."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = 65536 if hard == resource.RLIM_INFINITY else hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (ValueError, OSError):
+        soft = 1024
+    return max(64, min(soft - 128, 16384))
 
 
 class OpenFile:
-    __slots__ = ("fd", "path", "lines", "rows", "tail", "used", "dirty", "key")
+    __slots__ = ("fd", "path", "lines", "rows", "tail", "used", "dirty", "key", "due")
 
     def __init__(self, fd, path, key):
         self.fd, self.path, self.key = fd, path, key
@@ -34,6 +51,7 @@ class OpenFile:
         self.tail = b""          # bytes of a write that failed part-way
         self.used = time.monotonic()
         self.dirty = False       # written since the last fsync
+        self.due = None          # monotonic time by which the pending lines must be written
 
 
 def repair_torn_line(fd, path):
@@ -98,6 +116,12 @@ class Writer:
         self.pending_rows = 0
         self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
+        self.max_open = open_file_limit()
+        # Rows reach the writer up to read_interval + batch_interval (and a
+        # queue transfer) after they were sent; they wait here the rest of
+        # flush_interval, so a row is on disk within about flush_interval.
+        self.hold = max(0.0, cfg.flush_interval - cfg.batch_interval - cfg.read_interval - TRANSFER_ALLOWANCE)
+        self.next_due = None     # the earliest OpenFile.due (or a retry time); None: nothing pending
         self._retry_at = 0.0
         self._error_logged = 0.0
 
@@ -185,6 +209,10 @@ class Writer:
                 if not lines:
                     return
         f = self._file(symbol, stream, day)
+        if f.due is None:
+            f.due = time.monotonic() + self.hold
+            if self.next_due is None or f.due < self.next_due:
+                self.next_due = f.due
         f.lines.extend(lines)
         f.rows += len(lines)
         self.pending_rows += len(lines)
@@ -230,8 +258,8 @@ class Writer:
         key = (symbol, stream, day)
         f = self.files.get(key)
         if f is None:
-            if len(self.files) >= MAX_OPEN_FILES:
-                self._close_idle(len(self.files) - MAX_OPEN_FILES + 1)
+            if len(self.files) >= self.max_open:
+                self._close_idle(len(self.files) - self.max_open + 1)
             path = csvfiles.path(self.cfg.data_dir, self.cfg.market, symbol, stream, day)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -247,7 +275,7 @@ class Writer:
             return True
         data = f.tail + "".join(f.lines).encode()
         size, rows = len(data), f.rows
-        f.lines, f.rows, f.tail = [], 0, b""
+        f.lines, f.rows, f.tail, f.due = [], 0, b"", None
         self.pending_rows -= rows
         t0 = time.perf_counter()
         try:
@@ -255,7 +283,7 @@ class Writer:
                 n = os.write(f.fd, data)
                 data = data[n:]
         except OSError as exc:
-            f.tail = data
+            f.tail, f.due = data, time.monotonic()
             self.write_errors += 1
             self._write_failed(f, exc)
             self.pending_rows += rows
@@ -285,14 +313,39 @@ class Writer:
             log.critical("%s: cannot write: %s; %d rows are held in memory and will be retried; "
                          "free space or fix the disk to avoid data loss", f.path, what, self.pending_rows)
 
+    def flush_due(self, now):
+        """Write the files whose lines are due, and those due within the next
+        fraction of the interval (one wake-up serves many files); then
+        ``next_due`` is the next deadline."""
+        if now < self._retry_at:
+            self.next_due = self._retry_at
+            return
+        soon = now + min(0.2, self.cfg.flush_interval / 5)
+        following = None
+        for f in list(self.files.values()):
+            if f.due is None:
+                continue
+            if f.due <= soon:
+                if not self._flush_file(f):
+                    self.next_due = self._retry_at
+                    return
+            elif following is None or f.due < following:
+                following = f.due
+        self.next_due = following
+
     def flush(self, force=False):
-        """Write every pending line (called every ``flush_interval``)."""
+        """Write every pending line; then the periodic work (fsync, expired
+        holes, idle files). Called at least every ``flush_interval``."""
         now = time.monotonic()
         if not force and now < self._retry_at:
             return
         for f in list(self.files.values()):
             if not self._flush_file(f) and not force:
                 return
+        self.housekeeping(force)
+
+    def housekeeping(self, force=False):
+        now = time.monotonic()
         if self.cfg.fsync == "periodic" and (force or now - self._last_fsync >= self.cfg.fsync_interval):
             self._fsync_all()
         for symbol, gap in self.seq.expire(self.clock()):
@@ -368,11 +421,12 @@ def writer_main(cfg, inbox, control_queues, status_q, log_q):
     writer = Writer(cfg, request_backfill)
     writer.recover()
     log.info("writer: started (pid %d)", os.getpid())
-    next_flush = time.monotonic() + cfg.flush_interval
+    next_housekeeping = time.monotonic() + cfg.flush_interval
     next_status = 0.0
     idle_since = None
     while True:
-        timeout = max(0.0, next_flush - time.monotonic())
+        due = writer.next_due
+        timeout = max(0.0, (next_housekeeping if due is None else min(due, next_housekeeping)) - time.monotonic())
         try:
             msg = inbox.get(timeout=timeout)
         except queue.Empty:
@@ -386,9 +440,11 @@ def writer_main(cfg, inbox, control_queues, status_q, log_q):
         for item in msg:
             writer.handle(item)
         now = time.monotonic()
-        if now >= next_flush:
-            writer.flush()
-            next_flush = now + cfg.flush_interval
+        if writer.next_due is not None and now >= writer.next_due:
+            writer.flush_due(now)
+        if now >= next_housekeeping:
+            writer.housekeeping()
+            next_housekeeping = now + cfg.flush_interval
         if now >= next_status:
             next_status = now + cfg.status_interval
             proc.report(status_q, "writer", writer.status())

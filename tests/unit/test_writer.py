@@ -213,3 +213,21 @@ def test_recovery_reads_the_largest_id_past_backfilled_rows(tmp_path):
     w2 = Writer(_cfg(tmp_path))
     w2.recover()
     assert w2.seq.last[("BTCUSDT", "aggTrade")] == 6
+
+
+def test_rows_wait_out_the_flush_interval_less_the_time_spent_upstream(tmp_path):
+    w = Writer(_cfg(tmp_path, flush_interval=2.0, batch_interval=0.1, read_interval=0.02))
+    assert w.hold == pytest.approx(1.78)
+    t0 = __import__("time").monotonic()
+    w.add_rows("BTCUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)])
+    assert t0 <= w.next_due - w.hold <= t0 + 0.5
+    w.add_rows("BTCUSDT", "trade", "2026-01-01", [7], ["7,1,1,1,1000,True,True,1000,5\n"])
+    first_due = w.next_due
+    w.flush_due(first_due - 1.0)                 # not yet due: nothing written
+    path = csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "aggTrade", "2026-01-01")
+    assert os.path.getsize(path) == 0
+    w.flush_due(first_due)                       # due: both files (the second is due within the window)
+    assert [int(x.split(",")[0]) for x in _read(tmp_path, "aggTrade")[1:]] == [1]
+    assert len(_read(tmp_path, "trade")) == 2
+    assert w.next_due is None
+    w.close()
