@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import psutil
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT", "LINKUSDT",
            "DOTUSDT", "LTCUSDT", "AVAXUSDT", "ATOMUSDT", "UNIUSDT", "ETCUSDT", "XLMUSDT"]
@@ -38,6 +40,15 @@ def start_simulator(symbols, rate, seed=1, pregenerate=0):
         proc.kill()
         raise SystemExit(f"simulator did not start: {line!r}")
     return proc, m.group(1), m.group(2)
+
+
+def recorder_processes(pid):
+    """The recorder's manager and every process under it (psutil), or []."""
+    try:
+        parent = psutil.Process(pid)
+        return [parent] + parent.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def read_status(run_dir):

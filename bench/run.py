@@ -44,7 +44,7 @@ from binance_streamer import config as configmod  # noqa: E402
 from binance_streamer.binance import parse  # noqa: E402
 from binance_streamer.simulator.market import SymbolMarket  # noqa: E402
 from binance_streamer.writer import Writer  # noqa: E402
-from common import SYMBOLS, load_parser, read_status, report, start_simulator  # noqa: E402
+from common import SYMBOLS, load_parser, read_status, recorder_processes, report, start_simulator  # noqa: E402
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
 SYNC_ALLOWANCE = 30         # seconds of generated market for the recorder to start and sync
@@ -53,14 +53,6 @@ SYNC_ALLOWANCE = 30         # seconds of generated market for the recorder to st
 def sim_stats(rest):
     with urllib.request.urlopen(rest + "/sim/stats", timeout=10) as r:
         return json.loads(r.read())
-
-
-def recorder_processes(pid):
-    try:
-        parent = psutil.Process(pid)
-        return [parent] + parent.children(recursive=True)
-    except psutil.Error:
-        return []
 
 
 _ROLES = {}     # pid -> process name from the recorder's status file

@@ -18,7 +18,9 @@ aggTrade, trade, depth@100ms and bookTicker for all of them, and measures:
 Prints a table, or JSON with ``--json``.
 """
 
+import argparse
 import glob
+import json
 import os
 import platform
 import subprocess
@@ -26,12 +28,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-import json
 
 import psutil
 import yaml
 
-from common import SYMBOLS, read_status, report, start_simulator
+from common import SYMBOLS, read_status, recorder_processes, report, start_simulator
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
 
@@ -41,16 +42,7 @@ def symbols(n):
     return (SYMBOLS + [f"S{i:03d}USDT" for i in range(1, n + 1)])[:n]
 
 
-def tree(pid):
-    try:
-        parent = psutil.Process(pid)
-        return [parent] + parent.children(recursive=True)
-    except psutil.Error:
-        return []
-
-
 def main(argv=None):
-    import argparse
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--symbols", type=int, default=200)
     p.add_argument("--symbols-per-worker", type=int, default=1)
@@ -78,7 +70,7 @@ def main(argv=None):
             time.sleep(0.5)
             st = read_status(cfg["run_dir"])
             children = st.get("children", {})
-            procs = tree(rec.pid)
+            procs = recorder_processes(rec.pid)
             for proc in procs:
                 try:
                     rss[proc.pid] = max(rss.get(proc.pid, 0), proc.memory_info().rss)
@@ -95,7 +87,7 @@ def main(argv=None):
                 marks["synced"] = now
         if "synced" not in marks:
             raise SystemExit(f"not every book synced within {args.timeout:.0f} s: {marks}")
-        procs = tree(rec.pid)
+        procs = recorder_processes(rec.pid)
         roles = {pi["pid"]: pi["name"] for pi in read_status(cfg["run_dir"]).get("processes", [])}
         cpu0, c0 = sum(p.cpu_times().user + p.cpu_times().system for p in procs), time.monotonic()
         time.sleep(args.record)
