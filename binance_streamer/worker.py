@@ -457,17 +457,15 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
     next_status = 0.0
     while not stop.is_set():
-        # Rows are handed on by the reader threads when their batch is due
-        # (worker.hand_on); this thread takes commands, reports, and hands on
-        # a batch whose socket went quiet. Waking no thread when nothing
-        # happens is what keeps an idle worker cheap.
-        due = worker.batch_due
-        wait = IDLE_WAIT if due is None else min(IDLE_WAIT, due - time.monotonic())
-        if wait > 0:
-            try:
-                worker.command(control_q.get(timeout=wait))
-            except queue.Empty:
-                pass
+        # Rows are handed on by the reader threads, which wake up when their
+        # batch is due (worker.hand_on); this thread takes commands, reports,
+        # and hands on what the REST thread added while the sockets were
+        # quiet. Waking no thread when nothing happens is what keeps an idle
+        # worker cheap.
+        try:
+            worker.command(control_q.get(timeout=IDLE_WAIT))
+        except queue.Empty:
+            pass
         worker.hand_on()
         now = time.monotonic()
         if now >= next_status:
