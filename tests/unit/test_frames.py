@@ -118,3 +118,40 @@ def test_a_connection_closed_without_a_close_frame_is_an_error(pair):
     assert reader.read() == [b"last"]
     with pytest.raises(ConnectionResetError):
         reader.read()
+
+
+def test_frames_over_tls_are_read_the_same_way(tmp_path):
+    """Production reads wss://: the reader works on an SSLSocket as on a plain one."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(cert)
+    a, b = socket.socketpair()
+    messages = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i * 37 % 3000)) for i in range(300)]
+    server_done = threading.Event()
+
+    def serve():
+        with server_ctx.wrap_socket(b, server_side=True) as tls:
+            for i in range(0, len(messages), 7):        # several frames per TLS record, records of any size
+                tls.sendall(b"".join(frame(m) for m in messages[i:i + 7]))
+            server_done.wait(10)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    tls = client_ctx.wrap_socket(a, server_hostname="localhost")
+    tls.settimeout(5)
+    try:
+        assert read_all(FrameReader(FakeWs(tls)), len(messages)) == messages
+    finally:
+        server_done.set()
+        t.join(5)
+        tls.close()
