@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 STABLE_AFTER = 30.0      # a connection that lived this long resets the backoff
 POLL = 0.25             # seconds between the supervisor's checks of its sockets
+
+
 def proxy_options(proxy):
     """websocket-client keyword arguments for a proxy URL."""
     if not proxy:

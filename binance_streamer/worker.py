@@ -65,9 +65,10 @@ class Worker:
         self.send = None              # send(rows batch, book batch): set by worker_main
         self.book_out = [] if cfg.orderbook else None     # diffs, tickers, snapshots for the book manager
         # The book manager can only compare a bookTicker with its book when the
-        # ticker's u is a diff's final id; only those tickers are sent.
+        # ticker's u is the final id of the diff it applies next or applied
+        # last; only those tickers are sent.
         self.tickers = {s: {} for s in symbols}   # u -> ticker not yet matched with a diff, in u order
-        self.finals = {s: {} for s in symbols}    # the last few diff final ids, in order
+        self.last_final = dict.fromkeys(symbols)  # final id of the last diff sent
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0}
         self.throttle = proc.Throttle()
@@ -140,7 +141,6 @@ class Worker:
                     extra = parse.unexpected_fields(route.kind, d)
                     if extra:
                         self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
-            self._schedule()
         return result
 
     def _not_data(self, msg):
@@ -203,10 +203,7 @@ class Worker:
                 for u in [u for u in pending if u <= final]:     # can no longer match a diff
                     del pending[u]
             self.book_out.append(("d", symbol, first, final, d.get("pu"), d["b"], d["a"]))
-            finals = self.finals[symbol]
-            finals[final] = None
-            if len(finals) > 64:
-                del finals[next(iter(finals))]
+            self.last_final[symbol] = final
         uid, lines = parse.depth(self.market, d, recv_us)
         self._add(route, route.day(d["E"]), uid, lines)
 
@@ -220,7 +217,7 @@ class Worker:
         route.last, route.state = u, "live"
         if self.book_out is not None:
             ticker = ("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"])
-            if u in self.finals[route.symbol]:
+            if u == self.last_final[route.symbol]:
                 self.book_out.append(ticker)
             else:
                 pending = self.tickers[route.symbol]
@@ -279,18 +276,19 @@ class Worker:
         for key in [k for k in self.open if k[0] == route.symbol and k[1] == route.file]:
             del self.open[key]
 
-    def _schedule(self):
-        """Called with the lock held after rows were added."""
-        if self.batch_due is None and (self.out or self.book_out):
-            self.batch_due = time.monotonic() + self.cfg.batch_interval
-
     def hand_on(self, force=False):
         """Send what was gathered once it is ``batch_interval`` old (or now).
-        Any thread may call it; the lock is held while sending so batches
-        leave in the order they were gathered."""
+        The first call that finds rows starts the batch's clock: the reader
+        threads call it after every read (and wake up for ``batch_due``), the
+        main thread at least every IDLE_WAIT. Any thread may call it; the lock
+        is held while sending so batches leave in the order they were gathered."""
         with self.lock:
-            due = self.batch_due
-            if due is None or (not force and time.monotonic() < due):
+            if not (self.out or self.book_out):
+                return
+            now = time.monotonic()
+            if self.batch_due is None:
+                self.batch_due = now + self.cfg.batch_interval
+            if not force and now < self.batch_due:
                 return
             self.batch_due = None
             batch, book = self.take_batch(), self.take_book_batch()
@@ -305,8 +303,10 @@ class Worker:
 
     def take_book_batch(self):
         with self.lock:
-            out, self.book_out = self.book_out, []
-        return out
+            out = self.book_out
+            if out:                      # stays None when there is no book manager
+                self.book_out = []
+        return out or []
 
     # -- backfills -------------------------------------------------------------------------
     def _start_backfill(self, route, lo, hi, when):
@@ -365,7 +365,6 @@ class Worker:
                     held, route.held = route.held, None
                     for day, ident, line in held or ():
                         self._add(route, day, ident, line)
-            self._schedule()
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
@@ -379,8 +378,7 @@ class Worker:
             with self.lock:
                 if self.book_out is not None:
                     self.book_out.append(("f", symbol, str(exc)))
-                self._schedule()
-            return
+                return
         response_us = int(self.clock() * 1e6)
         last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]
         tail = f',{request_us},{response_us},{snap.get("E", "")},{snap.get("T", "")}\n'
@@ -389,7 +387,6 @@ class Worker:
             self.out.append(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
             if self.book_out is not None:
                 self.book_out.append(("s", symbol, last, bids, asks))
-            self._schedule()
 
     def _fetch(self, route, lo, hi, recv_us):
         """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
@@ -427,7 +424,6 @@ class Worker:
                     self._report(route, None, first, "lost", detail="stopped before the backfill finished")
                     for day, ident, line in held:
                         self._add(route, day, ident, line)
-            self._schedule()
 
     def status(self, conns):
         with self.lock:
@@ -484,6 +480,6 @@ def _sender(writer_q, book_q):
     def send(batch, book):
         if batch:
             writer_q.put(batch)
-        if book and book_q is not None:
+        if book:
             book_q.put(book)
     return send

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 TRANSFER_ALLOWANCE = 0.1   # seconds a batch may take from a worker to the writer on a busy machine
 
 
-
 def open_file_limit():
     """Data files the writer keeps open: every stream of every symbol when the
     process may open that many (the soft limit is raised to the hard one),
@@ -334,8 +333,8 @@ class Writer:
         self.next_due = following
 
     def flush(self, force=False):
-        """Write every pending line; then the periodic work (fsync, expired
-        holes, idle files). Called at least every ``flush_interval``."""
+        """Write every pending line, then the periodic work (on stop, and
+        in tests; the running writer uses flush_due and housekeeping)."""
         now = time.monotonic()
         if not force and now < self._retry_at:
             return

@@ -11,11 +11,10 @@ import bisect
 import csv
 import gzip
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import pandas as pd
 
-from ..book import APPLIED, GAP, classify_next, drop_before_snapshot, first_event_fits
+from ..book import APPLIED, GAP, Book, classify_next, drop_before_snapshot, first_event_fits
 from .load import _timestamp, day_files
 
 
@@ -42,30 +41,6 @@ class BookView:
         return df
 
 
-class _Side:
-    """Price levels kept in order: keys are Decimal prices, negated for bids."""
-
-    __slots__ = ("sign", "keys", "levels")
-
-    def __init__(self, bids, levels=()):
-        self.sign = -1 if bids else 1
-        self.levels = {self.sign * Decimal(p): (p, q) for p, q in levels if Decimal(q)}
-        self.keys = sorted(self.levels)
-
-    def set(self, price, qty):
-        key = self.sign * Decimal(price)
-        if Decimal(qty):
-            if key not in self.levels:
-                bisect.insort(self.keys, key)
-            self.levels[key] = (price, qty)
-        elif self.levels.pop(key, None) is not None:
-            del self.keys[bisect.bisect_left(self.keys, key)]
-
-    def top(self, n=None):
-        keys = self.keys if n is None else self.keys[:n]
-        return [self.levels[k] for k in keys]
-
-
 @dataclass
 class Snapshot:
     last_update_id: int
@@ -81,7 +56,7 @@ class Replayer:
         self.market = market
         self.snapshots = sorted(snapshots, key=lambda s: s.last_update_id)
         self._ids = [s.last_update_id for s in self.snapshots]
-        self.bids = self.asks = None
+        self.book = Book()         # the live manager's book: sorted levels, exact strings
         self.update_id = None
         self.resyncs = 0          # times the book was (re)built from a snapshot
         self.breaks = 0           # diffs that did not chain: the book was discarded
@@ -104,7 +79,7 @@ class Replayer:
         snap = self._bridging(first, final)
         if snap is None:
             return False
-        self.bids, self.asks = _Side(True, snap.bids), _Side(False, snap.asks)
+        self.book.load(snap.last_update_id, snap.bids, snap.asks)
         self.resyncs += 1
         self._apply(bids, asks, final)
         return True
@@ -122,15 +97,16 @@ class Replayer:
         return None
 
     def _apply(self, bids, asks, final):
-        for p, q in bids:
-            self.bids.set(p, q)
-        for p, q in asks:
-            self.asks.set(p, q)
+        self.book.apply(bids, asks, final)
         self.update_id = final
+
+    def top(self, depth=None):
+        """``(bids, asks)``: the best ``depth`` levels a side (all when None)."""
+        return self.book.top(depth)
 
     def view(self, depth, event_time_ms, local_us):
         return BookView(self.update_id, pd.Timestamp(event_time_ms, unit="ms", tz="UTC"),
-                        pd.Timestamp(local_us, unit="us", tz="UTC"), self.bids.top(depth), self.asks.top(depth))
+                        pd.Timestamp(local_us, unit="us", tz="UTC"), *self.top(depth))
 
 
 def _open(path):

@@ -311,12 +311,14 @@ def _books(report, symbol, market, files, days):
         row = expected_rows.get(final)
         if row is not None:
             checked[row[0]] += 1
-            if _padded(r.bids.top(levels), levels) + _padded(r.asks.top(levels), levels) != row[1]:
+            bids, asks = r.top(levels)
+            if _padded(bids, levels) + _padded(asks, levels) != row[1]:
                 rows_differ.append((row[0], f"book at update id {final} differs from the recorded row"))
         ticker = tickers.get(final)
         if ticker is not None:
             report.tickers_checked += 1
-            best = (r.bids.top(1) or [("", "")])[0] + (r.asks.top(1) or [("", "")])[0]
+            bids, asks = r.top(1)
+            best = (bids or [("", "")])[0] + (asks or [("", "")])[0]
             if _num(best) != _num(ticker):
                 tickers_differ.append(("-", f"bookTicker {final} differs from the rebuilt book"))
     _some(report, symbol, "orderbook", rows_differ, "orderbook rows differ from the rebuilt book")
