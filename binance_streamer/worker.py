@@ -378,7 +378,7 @@ class Worker:
             with self.lock:
                 if self.book_out is not None:
                     self.book_out.append(("f", symbol, str(exc)))
-                return
+            return
         response_us = int(self.clock() * 1e6)
         last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]
         tail = f',{request_us},{response_us},{snap.get("E", "")},{snap.get("T", "")}\n'
