@@ -10,6 +10,7 @@ def test_weight_per_minute_then_429_then_418_with_escalating_bans():
     assert lim.charge("ip", 6, 60.0) == (200, 6, None)
     status, used, retry = lim.charge("ip", 6, 70.0)
     assert (status, used, retry) == (429, 6, 50)
+    assert lim.charge("ip", 1, 70.01) == (429, 6, 50)     # sent before the 429 could be seen: no ban
     assert lim.charge("ip", 1, 71.0) == (418, 6, 120)
     assert lim.charge("ip", 1, 150.0)[0] == 418          # still banned
     assert lim.charge("ip", 1, 192.0)[0] == 200          # ban over, new minute
