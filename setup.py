@@ -19,6 +19,8 @@ setup(
         "pandas>=2.0",
         # The simulator's WebSocket + REST server.
         "aiohttp>=3.9",
+        # The simulator's throw-away certificate authority (it serves wss:// and https://).
+        "trustme>=1.0",
     ],
     extras_require={
         # --plot draws with matplotlib; nothing else needs it.

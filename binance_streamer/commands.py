@@ -97,13 +97,14 @@ def demo(cfg, record, seconds, data_dir=None, out=sys.stderr):
     base = data_dir or tempfile.mkdtemp(prefix="binance-streamer-demo-")
     symbols = tuple(cfg.symbols)
     with Simulator(SimConfig(market=cfg.market, symbols=symbols, seed=1, rate=100, journal="off")) as sim:
-        demo_cfg = cfg.replace(ws_url=f"ws://127.0.0.1:{sim.port}", ws_public_url=sim.ws_urls.get("public", ""),
+        demo_cfg = cfg.replace(ws_url=sim.ws_base, ws_public_url=sim.ws_urls.get("public", ""),
                                ws_market_url=sim.ws_urls.get("market", ""), rest_url=sim.rest_url,
+                               ca_file=sim.ca_file,
                                data_dir=os.path.abspath(base), log_dir=os.path.join(os.path.abspath(base), "logs"),
                                run_dir=os.path.join(os.path.abspath(base), "run"), validate_symbols=True)
         for d in (demo_cfg.data_dir, demo_cfg.log_dir, demo_cfg.run_dir):
             os.makedirs(d, exist_ok=True)
-        out.write(f"demo: simulated {cfg.market} exchange at {sim.rest_url}; recording "
+        out.write(f"demo: simulated {cfg.market} exchange at {sim.rest_url} and {sim.ws_base} (TLS, its own CA); recording "
                   f"{','.join(symbols)} for {seconds:.0f} s into {demo_cfg.data_dir}\n")
         code = record(demo_cfg, to_stderr=False, duration=seconds)
     found = inventory(demo_cfg)

@@ -9,6 +9,7 @@ names the key or path and says what to do.
 import difflib
 import os
 import re
+import ssl
 
 import yaml
 
@@ -171,7 +172,24 @@ def resolve(values, where, base_dir):
         raise ConfigError("a *_max_delay setting is smaller than its *_min_delay; raise the maximum")
     for key in ("data_dir", "log_dir", "run_dir"):
         v[key] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v[key])))
+    if v["ca_file"]:
+        v["ca_file"] = check_ca_file(os.path.abspath(os.path.join(base_dir, os.path.expanduser(v["ca_file"]))),
+                                     where["ca_file"])
     return v
+
+
+def check_ca_file(path, where):
+    """A PEM file that TLS can load certificate authorities from."""
+    try:
+        loaded = ssl.create_default_context(cafile=path).cert_store_stats()["x509_ca"]
+    except FileNotFoundError:
+        raise ConfigError(f"ca_file '{path}' in {where} does not exist; give the PEM file of the CA to trust") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"ca_file '{path}' in {where} cannot be loaded ({getattr(exc, 'strerror', None) or exc}); "
+                          "give a PEM file of CA certificates") from None
+    if not loaded:
+        raise ConfigError(f"ca_file '{path}' in {where} holds no CA certificate; give a PEM file of CA certificates")
+    return path
 
 
 def check_streams(market, streams, where):

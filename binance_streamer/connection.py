@@ -16,14 +16,18 @@ local receive time (us) as soon as they are read, and every frame of one read
 is handed to the worker at once.
 """
 
+import fcntl
 import logging
 import socket
+import struct
+import termios
 import threading
 import time
 from urllib.parse import urlparse
 
 import websocket
 
+from .binance.parse import first_event_time
 from .frames import Closed, FrameReader
 from .proc import backoff_delay
 
@@ -45,6 +49,12 @@ def proxy_options(proxy):
     return opts
 
 
+def tls_options(cfg):
+    """websocket-client's ``sslopt``: certificates are always verified;
+    ``ca_file`` replaces the system's authorities."""
+    return {"ca_certs": cfg.ca_file} if cfg.ca_file else {}
+
+
 class Socket:
     """One open WebSocket and the thread that reads it into its slot."""
 
@@ -56,6 +66,9 @@ class Socket:
         self.buffer = []             # frames received while it waits to take over
         self.first_ids = {}          # stream -> first id it delivered
         self.announced = False       # the server announced it will close this socket
+        self.lag_us = None           # receive time less the event time of the oldest frame of the last read
+        self.lag_max_us = None       # the largest since the last status report
+        self.lag_peak_us = None      # the largest since the supervisor last looked
         self.thread = threading.Thread(target=self._read, name=f"{slot.name}-read", daemon=True)
 
     def _read(self):
@@ -76,15 +89,21 @@ class Socket:
                         time.sleep(wait)
                 # Wake up when the worker's batch is due if no frame comes first.
                 due = worker.batch_due
-                reader.sock.settimeout(1.0 if due is None else min(1.0, max(0.001, due - time.monotonic())))
                 try:
-                    messages = reader.read()
+                    messages = reader.read(1.0 if due is None else min(1.0, max(0.001, due - time.monotonic())))
                 except socket.timeout:
                     worker.hand_on()
                     continue
                 if messages:
                     recv_us = time.time_ns() // 1000
                     self.last_data = last_read = time.monotonic()
+                    event_ms = first_event_time(messages)
+                    if event_ms is not None:
+                        lag = self.lag_us = recv_us - event_ms * 1000
+                        if self.lag_max_us is None or lag > self.lag_max_us:
+                            self.lag_max_us = lag
+                        if self.lag_peak_us is None or lag > self.lag_peak_us:
+                            self.lag_peak_us = lag
                     slot.deliver(self, messages, recv_us)
                     worker.hand_on()
         except Closed as exc:
@@ -94,6 +113,16 @@ class Socket:
         if self.ended is None:
             self.ended = "stopping"
         self.ws.shutdown()
+
+    def unread_bytes(self):
+        """Bytes received by the kernel (and, over TLS, decrypted) but not yet
+        read: what waits behind the reader. None when the socket is gone."""
+        try:
+            kernel = struct.unpack("i", fcntl.ioctl(self.ws.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            pending = self.ws.sock.pending() if hasattr(self.ws.sock, "pending") else 0
+        except (OSError, AttributeError, ValueError):
+            return None
+        return kernel + pending
 
     def close(self, why="closed"):
         """Send a close frame and end the reading. Not websocket-client's
@@ -119,6 +148,7 @@ class Connection(threading.Thread):
         self.handover_started = None
         self.connects = self.reconnects = self.failures = self.handovers = 0
         self.connected_since = None
+        self.behind = False          # the active socket's lag is beyond max_lag (warned once per episode)
 
     # -- frames (from the reader threads) -----------------------------------------
     def deliver(self, sock, messages, recv_us):
@@ -171,7 +201,8 @@ class Connection(threading.Thread):
             return None
         try:
             ws = websocket.create_connection(self.url, timeout=self.cfg.rest_timeout, skip_utf8_validation=True,
-                                             enable_multithread=False, **proxy_options(self.cfg.proxy))
+                                             enable_multithread=False, sslopt=tls_options(self.cfg),
+                                             **proxy_options(self.cfg.proxy))
         except Exception as exc:   # any failure to connect is retried
             if self.worker.throttle_connect.allow():
                 log.warning("%s: cannot connect to %s (%s)", self.name, self.url.split("?")[0], exc)
@@ -183,6 +214,7 @@ class Connection(threading.Thread):
         silence, max_age = self.cfg.silence_timeout, self.cfg.connection_max_age
         while not self.stop.wait(POLL):
             sock, now = self.active, time.monotonic()
+            self._check_lag(sock)
             if sock.ended is None and now - sock.last_data > silence:
                 sock.close(f"no data for {silence:.0f} s")
             self._drop_failed()
@@ -203,6 +235,22 @@ class Connection(threading.Thread):
                 if self.pending and now - self.handover_started > self.cfg.handover_timeout:
                     self._switch(self.pending[0], complete=False)
         return "stopping", time.monotonic() - self.active.opened
+
+    def _check_lag(self, sock):
+        """A WARNING when the active socket falls behind by more than
+        ``max_lag``, an INFO when it has caught up again."""
+        peak, sock.lag_peak_us = sock.lag_peak_us, None
+        if peak is None:
+            return
+        limit = self.cfg.max_lag * 1e6
+        if peak > limit and not self.behind:
+            self.behind = True
+            log.warning("%s: behind by %.1f s (exchange event time to receipt; %s bytes unread); the recorder "
+                        "is not keeping up, or this machine's clock is off", self.name, peak / 1e6,
+                        sock.unread_bytes())
+        elif self.behind and sock.lag_us is not None and sock.lag_us <= limit:
+            self.behind = False
+            log.info("%s: caught up (%.2f s behind)", self.name, sock.lag_us / 1e6)
 
     def _begin_handover(self, now, announced):
         why = "the server announced a shutdown" if announced else "the connection is due for renewal"
@@ -258,5 +306,16 @@ class Connection(threading.Thread):
                     sock.thread.join(timeout=2)
 
     def info(self):
+        """For the status report: also how far behind the active socket is
+        (``lag_s`` at its last read, ``lag_max_s`` the worst since the last
+        report) and the bytes waiting unread."""
+        sock = self.active
+        lag = lag_max = unread = None
+        if sock is not None and sock.ended is None:
+            lag, lag_max, unread = sock.lag_us, sock.lag_max_us, sock.unread_bytes()
+            sock.lag_max_us = None
         return {"group": self.group, "connected": self.connected_since is not None,
-                "reconnects": self.reconnects, "failures": self.failures, "handovers": self.handovers}
+                "reconnects": self.reconnects, "failures": self.failures, "handovers": self.handovers,
+                "lag_s": None if lag is None else round(lag / 1e6, 3),
+                "lag_max_s": None if lag_max is None else round(lag_max / 1e6, 3),
+                "unread_bytes": unread, "behind": self.behind, "name": self.name}

@@ -219,7 +219,12 @@ def summarize(st):
                             "gaps": s["gaps"], "reconnects": sum(c["reconnects"] for c in child.get("connections", [])),
                             "resyncs": books.get(symbol, {}).get("resyncs") if key.endswith("/depth") else None,
                             "rows_today": w.get("rows", 0), "bytes_today": w.get("bytes", 0)}
+    connections = [{"process": name, **{k: c.get(k) for k in ("name", "connected", "reconnects", "handovers", "lag_s",
+                                                              "lag_max_s", "unread_bytes")}}
+                   for name, child in sorted(children.items()) if name.startswith("worker")
+                   for c in child.get("connections", [])]
     return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
+            "health": st.get("health"), "connections": connections,
             "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
             "processes": procs, "streams": streams, "queues": st.get("queues"),
             "disk_free_bytes": st.get("disk_free_bytes"),
@@ -227,12 +232,18 @@ def summarize(st):
             "writer": {k: v for k, v in children.get("writer", {}).items() if k != "streams"}}
 
 
+def _num(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_status(code, report):
     if report["state"] != "running":
         return {"stopped": "binance-streamer is not running",
                 "dead": f"binance-streamer is dead but its pidfile remains (pid {report['pid']})"}[report["state"]]
+    health = report.get("health") or {"state": "unknown", "problems": []}
     lines = [f"binance-streamer is running (pid {report['pid']}, up {report['uptime_s']} s, "
-             f"{report['market']}, data in {report['data_dir']})", "",
+             f"{report['market']}, data in {report['data_dir']})",
+             f"health: {health['state']}" + "".join(f"\n  - {p}" for p in health["problems"]), "",
              f"{'process':<12} {'state':<9} {'pid':>7} {'restarts':>8} {'cpu%':>6} {'rss MB':>7}"]
     for p in report["processes"]:
         lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
@@ -245,6 +256,11 @@ def format_status(code, report):
         lines.append(f"{key:<24} {rate:>7} {age:>8} {s['reconnects']:>6} {s['gaps']:>5} "
                      f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
                      f"{s['bytes_today'] / 2**20:>8.2f}")
+    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'lag s':>7} {'worst s':>7} {'unread KB':>9}"]
+    for c in report.get("connections", []):
+        lines.append(f"{c['name'] or c['process']:<28} {'yes' if c['connected'] else 'no':>3} {c['reconnects']:>6} "
+                     f"{_num(c['lag_s']):>7} {_num(c['lag_max_s']):>7} "
+                     f"{'-' if c['unread_bytes'] is None else round(c['unread_bytes'] / 1024, 1):>9}")
     free = report.get("disk_free_bytes")
     lines += ["", f"queues: {json.dumps(report.get('queues'))}; books in sync: {report.get('books_in_sync')}; "
                   f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]

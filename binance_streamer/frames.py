@@ -1,16 +1,25 @@
 """Reading WebSocket frames straight off the socket, many per read.
 
 websocket-client opens the connection (TLS, proxies, the handshake) and
-sends our few frames (pongs, close). Reading is done here: one ``recv_into``
-takes whatever the socket holds and every complete frame in it is returned
+sends our few frames (pongs, close). Reading is done here: one read takes
+everything the connection holds and every complete frame in it is returned
 at once, with a handful of integer operations per frame instead of the
 library's per-frame objects and two reads per frame. That is most of a
 worker's cost per message, so it matters.
+
+"Everything the connection holds" is more than one ``recv_into``: on an
+``SSLSocket`` a ``recv_into`` returns at most one TLS record (16 KB of
+plaintext at most, and a server writing message by message sends one record
+per message), so after the first, blocking, read the socket is read again
+without blocking until it has nothing more (or the buffer is full).
 
 Server frames are never masked (RFC 6455 section 5.1). Pings are answered
 with a pong carrying the same payload, like websocket-client does; a close
 frame is answered with a close and ends the stream.
 """
+
+import socket
+import ssl
 
 import websocket
 
@@ -41,19 +50,29 @@ class FrameReader:
         self.parts = None        # fragments of a message in progress
         self.close_code = False  # set when a close frame came: the next read raises Closed
         self.full = False        # the last read filled the buffer: more is probably waiting
+        self.error = None        # how the socket ended after the bytes of the last read: raised next
+        self.reads = 0           # recv_into calls that returned data, for the benchmarks
 
-    def read(self):
-        """Block for one read; the complete text/binary messages in it, in order.
+    def read(self, timeout=None):
+        """Block for data (up to ``timeout`` seconds; None: the socket's own
+        timeout), then take everything that is ready; the complete
+        text/binary messages in it, in order.
 
-        Raises socket.timeout on silence (per the socket's timeout), Closed
-        on the read after the server's close frame (the messages before it
-        are returned first), ProtocolError on a malformed stream,
-        ConnectionError/OSError when the connection breaks."""
+        Raises socket.timeout on silence, Closed on the read after the
+        server's close frame (the messages before it are returned first),
+        ProtocolError on a malformed stream, ConnectionError/OSError when the
+        connection breaks."""
         if self.close_code is not False:
             raise Closed(self.close_code)
-        n = self.sock.recv_into(self.chunk)
+        if self.error is not None:
+            raise self.error
+        sock = self.sock
+        if timeout is not None:
+            sock.settimeout(timeout)
+        n = sock.recv_into(self.chunk)
         if n == 0:
             raise ConnectionResetError("connection closed without a close frame")
+        n = self._drain(n)
         self.full = n == READ_SIZE
         buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
         out = []
@@ -115,3 +134,33 @@ class FrameReader:
                 raise ProtocolError(f"unknown opcode {opcode}")
         self.buf = buf[pos:] if pos < size else b""
         return out
+
+    def _drain(self, n):
+        """After a read of ``n`` bytes, read on without blocking until the
+        socket (and, on TLS, the records it already holds) has nothing more
+        or the buffer is full; the bytes now in the buffer."""
+        sock, view = self.sock, self.view
+        reads = 1
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            while n < READ_SIZE:
+                try:
+                    got = sock.recv_into(view[n:])
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError, socket.timeout):
+                    break
+                except OSError as exc:      # the bytes already read still count; the error comes next time
+                    self.error = exc
+                    break
+                if got == 0:
+                    self.error = ConnectionResetError("connection closed without a close frame")
+                    break
+                n += got
+                reads += 1
+        finally:
+            try:
+                sock.settimeout(timeout)     # pongs and the close reply are sent blocking
+            except OSError as exc:           # closed under us by another thread
+                self.error = self.error or exc
+        self.reads += reads
+        return n

@@ -225,10 +225,12 @@ class ProcessManager:
             free = shutil.disk_usage(cfg.data_dir).free
         except OSError:
             free = None
+        processes = [c.info() for c in self.children]
         queues = {"writer": _qsize(self.writer_q), "orderbook": _qsize(self.book_q) if self.book_q else None}
         return {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
                 "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
-                "processes": [c.info() for c in self.children], "children": self.child_status,
+                "processes": processes, "children": self.child_status,
+                "health": status.health(processes, self.child_status, cfg.max_lag),
                 "queues": queues, "disk_free_bytes": free, "pipeline_restarts": self.pipeline_restarts,
                 "rest_weight_spent": self.budget.spent}
 

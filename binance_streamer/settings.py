@@ -62,6 +62,9 @@ SETTINGS = [
     _s("proxy", "url", None,
        "proxy for WebSocket and REST: http://host:port, socks5://host:port or socks5h://host:port",
        "endpoints", flag=True, metavar="URL"),
+    _s("ca_file", "path", None,
+       "PEM file of the certificate authorities to trust for wss:// and https:// (a private CA, a TLS-inspecting "
+       "proxy, the simulator's CA; default: the system's)", "endpoints", flag=True, metavar="FILE"),
     # -- where to
     _s("data_dir", "path", "data", "directory for the CSV files", "files", flag=True, metavar="DIR"),
     _s("log_dir", "path", "logs", "directory for log files", "files", flag=True, metavar="DIR"),
@@ -96,6 +99,10 @@ SETTINGS = [
        "least seconds between two reads of one busy socket: frames that arrive meanwhile are read and handed "
        "on together, which saves CPU per message (0: read each frame as it arrives)", "connections",
        minimum=0.0),
+    _s("max_lag", "float", 3.0,
+       "seconds between an event's exchange time and its receipt beyond which a connection is behind: a WARNING, "
+       "and health DEGRADED in the status (includes the clock difference to Binance's)", "connections",
+       minimum=0.1),
     _s("silence_timeout", "float", 30.0, "reconnect when a connection delivers nothing for this long, seconds",
        "connections", minimum=1.0),
     _s("connection_max_age", "float", 84_600.0,

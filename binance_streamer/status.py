@@ -36,3 +36,20 @@ def read_status(run_dir):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def health(processes, children, max_lag):
+    """``{"state": "OK" | "DEGRADED", "problems": [...]}`` from the manager's
+    view of its processes and the children's last reports: a process not
+    RUNNING, a connection down, or a connection behind by more than
+    ``max_lag`` seconds makes the recorder DEGRADED."""
+    problems = [f"{p['name']} is {p['state']}" for p in processes if p.get("state") != "RUNNING"]
+    for name, child in sorted(children.items()):
+        for c in child.get("connections", ()):
+            label = f"{name} {c.get('name') or c.get('group')}"
+            if not c.get("connected"):
+                problems.append(f"{label} is not connected")
+            worst = max((v for v in (c.get("lag_s"), c.get("lag_max_s")) if v is not None), default=None)
+            if worst is not None and worst > max_lag:
+                problems.append(f"{label} is {worst:.1f} s behind the exchange (max_lag {max_lag:g} s)")
+    return {"state": "DEGRADED" if problems else "OK", "problems": problems}

@@ -13,6 +13,7 @@ import time
 
 import orjson
 import pytest
+import requests
 import websocket
 import yaml
 
@@ -46,8 +47,10 @@ def wait_for(predicate, timeout=10.0, what="condition", interval=0.01):
 class WsReader:
     """Reads one WebSocket in a thread; keeps text frames and control frames."""
 
-    def __init__(self, url, timeout=10.0):
-        self.ws = websocket.create_connection(url, timeout=timeout)
+    def __init__(self, url, timeout=10.0, sim=None, ca_file=None):
+        """``sim`` (or ``ca_file``): whose certificate authority to trust over wss://."""
+        ca_file = sim.ca_file if sim is not None else ca_file
+        self.ws = websocket.create_connection(url, timeout=timeout, sslopt={"ca_certs": ca_file} if ca_file else {})
         self.frames = []          # (monotonic receive time, text)
         self.control = []         # (monotonic time, opcode, payload bytes)
         self.closed = threading.Event()
@@ -104,6 +107,14 @@ class WsReader:
         self.closed.wait(5)
 
 
+def http(sim):
+    """A requests session that trusts the simulator's certificate."""
+    session = requests.Session()
+    session.verify = sim.ca_file if sim.ca_file else True
+    session.trust_env = False       # REQUESTS_CA_BUNDLE would win over verify
+    return session
+
+
 # -- the recorder as a user runs it ---------------------------------------------------
 
 
@@ -123,11 +134,12 @@ class Recorder(Files):
 
     def __init__(self, tmp_path, sim, symbols, **settings):
         super().__init__(tmp_path, sim.cfg.market)
-        cfg = {"market": self.market, "symbols": list(symbols), "ws_url": f"ws://127.0.0.1:{sim.port}",
-               "rest_url": sim.rest_url, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
+        cfg = {"market": self.market, "symbols": list(symbols), "ws_url": sim.ws_base,
+               "rest_url": sim.rest_url, "ca_file": sim.ca_file, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
                "flush_interval": 0.2, "status_interval": 0.5, "restart_min_delay": 0.2,
                "reconnect_min_delay": 0.1, "reconnect_max_delay": 1.0}
         cfg.update(settings)
+        cfg = {k: v for k, v in cfg.items() if v is not None}
         self.config = os.path.join(self.dir, "config.yaml")
         with open(self.config, "w") as f:
             yaml.safe_dump(cfg, f)
@@ -153,7 +165,7 @@ class Recorder(Files):
             if self.proc.poll() is not None:
                 raise AssertionError(f"the recorder exited ({self.proc.returncode}): {self.log_tail()}")
             s = self.status()
-            return s is not None and predicate(s)
+            return s if s is not None and predicate(s) else None
         return wait_for(check, timeout, what, interval=0.1)
 
     def stop(self, sig=signal.SIGTERM, timeout=90):
@@ -182,3 +194,58 @@ class Recorder(Files):
     def pid_of(self, name):
         s = self.status()
         return next(p["pid"] for p in s["processes"] if p["name"] == name)
+
+
+class DiskLatency:
+    """Receive-to-disk latency of every data row, to within ``interval``:
+    a thread reads the new complete rows of every trade, depth and
+    bookTicker file each ``interval`` seconds and keeps, per row, the time it
+    was first seen less its ``local_time_us``."""
+
+    STREAMS = ("aggTrade", "trade", "depth", "bookTicker")
+
+    def __init__(self, directory, interval=0.02):
+        self.pattern = os.path.join(str(directory), "data", "*", "*", "*.csv")
+        self.interval = interval
+        self.files = {}               # path -> [offset, index of local_time_us]
+        self.latencies = []           # seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        self.poll()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self):
+        now_us = time.time_ns() // 1000
+        for path in glob.glob(self.pattern):
+            name = os.path.basename(path)
+            symbol = os.path.basename(os.path.dirname(path))
+            if name[len(symbol) + 1:-15] not in self.STREAMS:
+                continue
+            state = self.files.setdefault(path, [0, None])
+            with open(path, "rb") as f:
+                f.seek(state[0])
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            if not end:
+                continue
+            state[0] += end
+            lines = chunk[:end].splitlines()
+            if state[1] is None:
+                state[1] = lines.pop(0).split(b",").index(b"local_time_us")
+            column = state[1]
+            self.latencies += [(now_us - int(line.split(b",")[column])) / 1e6 for line in lines]
+
+    def percentile(self, q):
+        values = sorted(self.latencies)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None

@@ -88,3 +88,21 @@ def event_time(kind, d, recv_us):
     if kind == "bookTicker" and "E" not in d:
         return recv_us // 1000
     return d["E"]
+
+
+def first_event_time(messages, look=8):
+    """The exchange's event time ``E`` (ms) of the first of ``messages`` (raw
+    frames of one socket read) that has one, looking at the first ``look``;
+    None when none does (spot bookTickers carry no time). The oldest frame
+    of a read is the one that waited longest: its receive time less ``E`` is
+    how far behind the connection is. One search per read, not per message."""
+    for data in messages[:look]:
+        i = data.find(b'"E":')
+        if i < 0:
+            continue
+        start = end = i + 4
+        while end < len(data) and 48 <= data[end] <= 57:
+            end += 1
+        if end > start:
+            return int(data[start:end])
+    return None

@@ -30,8 +30,13 @@ class RestClient:
         self.budget = budget
         self.stop = stop
         self.session = session or requests.Session()
+        # Given with every request: requests lets REQUESTS_CA_BUNDLE and
+        # HTTPS_PROXY from the environment win over the session's own.
+        self.options = {}
         if cfg.proxy:
-            self.session.proxies = {"http": cfg.proxy, "https": cfg.proxy}
+            self.options["proxies"] = {"http": cfg.proxy, "https": cfg.proxy}
+        if cfg.ca_file:
+            self.options["verify"] = cfg.ca_file
         self.session.headers["User-Agent"] = "binance_streamer"
         self.requests = 0
         self.failures = 0
@@ -45,7 +50,7 @@ class RestClient:
                 raise RestError(f"{endpoint}: stopped while waiting for request weight")
             self.requests += 1
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout)
+                resp = self.session.get(url, params=params, timeout=self.timeout, **self.options)
             except requests.RequestException as exc:
                 self.failures += 1
                 problem = _describe(exc)
@@ -97,6 +102,12 @@ def _describe(exc):
         return "timed out"
     if isinstance(exc, requests.exceptions.ProxyError):
         return "the proxy refused or failed"
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = text.split("certificate verify failed: ")[-1].split(" (_ssl")[0]
+            return f"its TLS certificate is not trusted ({detail}); set ca_file to the PEM file of its CA"
+        return "the TLS handshake failed"
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
         for needle, short in (("refused", "connection refused"), ("Name or service", "unknown host"),

@@ -10,12 +10,16 @@ from aiohttp import web
 
 from .config import SimConfig
 from .faults import FAULTS, FaultError, parse_cli
-from .server import EXCHANGE, build_app
+from .server import EXCHANGE, build_app, make_site, urls
 
 EPILOG = """examples:
   python -m binance_streamer.simulator --port 8765 --market spot --symbols BTCUSDT,ETHUSDT --seed 1 --rate 50
   python -m binance_streamer.simulator --market usdm --fault drop_every=5 --fault malformed_every=2
   python -m binance_streamer.simulator --replay ../shared/realdata/cryptofeed/BINANCE.ws.1.0
+  python -m binance_streamer.simulator --ca-dir run/sim    # then: binance-streamer ... --ca-file run/sim/simulator-ca.pem
+
+TLS: wss:// and https:// by default, with a throw-away certificate authority made at start; its
+PEM file is printed as ca=PATH (give it to the recorder's ca_file). --plain serves ws:// and http://.
 
 faults (--fault KEY=VALUE here, or POST /sim/faults with {"KEY": VALUE} at run time):
 """ + "\n".join(f"  {k:16} {v[1]}" for k, v in FAULTS.items())
@@ -42,9 +46,18 @@ def parser():
     p.add_argument("--journal", default="off", help="record sent frames: off, memory, or a file path")
     p.add_argument("--replay", help="serve a captured session (cryptofeed capture file) instead of a simulated market")
     p.add_argument("--replay-speed", type=float, default=1.0, help="replay pace: 1 original, 2 twice as fast, 0 at once")
+    p.add_argument("--replay-seconds", type=float, help="replay only the capture's first SECONDS")
+    p.add_argument("--replay-connections", type=int, default=1,
+                   help="start the replay once this many connections are open (default 1)")
     p.add_argument("--pregenerate", type=float, default=0.0, metavar="SECONDS",
                    help="generate SECONDS of market before serving, in several processes, then send it on time "
                         "(for load tests faster than the live model)")
+    p.add_argument("--plain", action="store_true", help="serve ws:// and http:// instead of wss:// and https://")
+    p.add_argument("--cert", help="the server's certificate chain (PEM) instead of a throw-away one")
+    p.add_argument("--key", help="the private key of --cert (PEM), when not in the same file")
+    p.add_argument("--ca-dir", help="directory for the throw-away CA's PEM file (default: a temporary one)")
+    p.add_argument("--write-each-frame", action="store_true",
+                   help="one write (so one TLS record) per frame, as a server writing message by message")
     p.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE", help="a fault to inject from the start")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -62,7 +75,10 @@ def main(argv=None):
                         lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
                         ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
                         weight_limit=args.weight_limit, journal=args.journal, replay=args.replay,
-                        replay_speed=args.replay_speed, pregenerate=args.pregenerate, faults=faults).resolved()
+                        replay_speed=args.replay_speed, replay_seconds=args.replay_seconds,
+                        replay_connections=args.replay_connections, pregenerate=args.pregenerate, faults=faults,
+                        tls=not args.plain, certfile=args.cert, keyfile=args.key, ca_dir=args.ca_dir,
+                        write_each_frame=args.write_each_frame).resolved()
         app = build_app(cfg)
     except (FaultError, ValueError, OSError) as exc:
         print(f"simulator: error: {exc}", file=sys.stderr)
@@ -74,20 +90,22 @@ def main(argv=None):
 async def _serve(app, cfg):
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
+    site, certs = make_site(runner, cfg)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     ex = app[EXCHANGE]
-    ws_base = f"ws://{cfg.host}:{port}"
-    ws = f"{ws_base}/public and {ws_base}/market" if ex.cfg.market == "usdm" else ws_base
+    rest, ws = urls(ex.cfg, port)
+    ca = f" ca={certs.ca_file}" if certs else ""
     print(f"simulator ready: market={ex.cfg.market} symbols={','.join(ex.symbols)} "
-          f"rest=http://{cfg.host}:{port} ws={ws}", flush=True)
+          f"rest={rest} ws={' and '.join(ws.values())}{ca}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+    if certs is not None:
+        certs.close()
 
 
 if __name__ == "__main__":

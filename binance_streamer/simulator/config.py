@@ -32,8 +32,16 @@ class SimConfig:
     journal: str = "memory"            # memory | off | a file path
     replay: str = None                 # path of a captured session to serve instead
     replay_speed: float = 1.0          # 2.0 = twice as fast; 0 = as fast as possible
+    replay_seconds: float = None       # replay only the capture's first seconds (None: all of it)
+    replay_connections: int = 1        # the replay starts once this many connections are open
     pregenerate: float = 0.0           # > 0: generate this many seconds of market first (tape.Tape)
     max_pending: int = 200_000         # frames queued for a slow client before it is dropped
+    tls: bool = True                   # wss:// and https:// (as Binance); False: ws:// and http://
+    certfile: str = None               # the server's certificate chain (PEM); None: a throw-away CA makes one
+    keyfile: str = None                # its private key (PEM), when not in certfile
+    ca_dir: str = None                 # where the throw-away CA's PEM is written; None: a temporary directory
+    write_each_frame: bool = False     # one transport write (so one TLS record) per frame, as a server
+                                       # writing message by message; False: one write per wake-up
     faults: dict = field(default_factory=dict)
     extra_symbols: tuple = ()          # listed in exchangeInfo but not TRADING
 

@@ -117,7 +117,7 @@ class Exchange:
         self.conns[conn.id] = conn
         self.all_conns.append(conn)
         self.stats["connections_opened"] += 1
-        if self.replay is not None:
+        if self.replay is not None and len(self.conns) >= self.cfg.replay_connections:
             self.replay.start(now)
         return conn
 
@@ -213,7 +213,8 @@ class Exchange:
         """Write a connection's queued frames in order and journal each one.
 
         Everything queued since the last write goes out in one write (like a
-        server flushing its buffer), not one write per frame; a client that
+        server flushing its buffer), or with ``write_each_frame`` one write
+        per frame (so over TLS one record per frame); a client that
         does not read makes the sender wait, and its queue grows until
         ``max_pending`` closes the connection."""
         record = self.journal.record if self.journal.enabled else None
@@ -228,7 +229,11 @@ class Exchange:
             frames, conn.pending = conn.pending, []
             if conn.closed_at is not None or transport.is_closing():
                 return
-            transport.write(b"".join(map(text_frame, frames)))
+            if self.cfg.write_each_frame:
+                for frame in frames:
+                    transport.write(text_frame(frame))
+            else:
+                transport.write(b"".join(map(text_frame, frames)))
             conn.sent += len(frames)
             if record is not None:
                 now_us = time.time_ns() // 1000

@@ -115,10 +115,12 @@ class ReplaySymbol:
 
 
 class Replay:
-    def __init__(self, paths, speed=1.0):
+    def __init__(self, paths, speed=1.0, seconds=None):
         urls, frames, http = parse_capture(paths)
         if not frames:
             raise ValueError(f"no WebSocket frames found in {paths[0]}")
+        if seconds is not None:           # only the capture's first ``seconds``
+            frames = [f for f in frames if f[0] - frames[0][0] <= seconds]
         host = urlparse(urls[0]).hostname if urls else ""
         self.market = "usdm" if host.startswith(("fstream", "dstream")) else "spot"
         self.speed = speed
@@ -168,7 +170,7 @@ class Replay:
         return out
 
 
-def load_replay(path, speed=1.0):
+def load_replay(path, speed=1.0, seconds=None):
     if not os.path.exists(path):
         raise FileNotFoundError(f"replay capture {path} does not exist")
-    return Replay(capture_files(path), speed)
+    return Replay(capture_files(path), speed, seconds)

@@ -4,6 +4,7 @@ thread for tests and benchmarks (:class:`Simulator`)."""
 
 import asyncio
 import logging
+import ssl
 import threading
 import urllib.request
 
@@ -16,6 +17,7 @@ from .exchange import Exchange
 from .replay import load_replay
 from .tape import Tape
 from .rest import Rest
+from .tls import Certificates
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ def build_app(cfg):
     if cfg.pregenerate:
         replay = Tape(cfg, cfg.pregenerate)
     else:
-        replay = load_replay(cfg.replay, cfg.replay_speed) if cfg.replay else None
+        replay = load_replay(cfg.replay, cfg.replay_speed, cfg.replay_seconds) if cfg.replay else None
     if replay is not None and replay.market != cfg.market:
         cfg.market = replay.market
         cfg = SimConfig(**{**cfg.__dict__, "ping_interval": None, "pong_timeout": None,
@@ -51,6 +53,23 @@ def build_app(cfg):
     return app
 
 
+def make_site(runner, cfg):
+    """The listening site, over TLS unless ``cfg.tls`` is off; and its
+    :class:`~.tls.Certificates` (None without TLS)."""
+    certs = Certificates(cfg.certfile, cfg.keyfile, directory=cfg.ca_dir) if cfg.tls else None
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=certs.context if certs else None)
+    return site, certs
+
+
+def urls(cfg, port):
+    """``(rest url, {root: ws url})`` of a simulator listening on ``port``."""
+    secure = "s" if cfg.tls else ""
+    rest, base = f"http{secure}://{cfg.host}:{port}", f"ws{secure}://{cfg.host}:{port}"
+    if cfg.market == "usdm":
+        return rest, {"public": base + "/public", "market": base + "/market"}
+    return rest, {"spot": base}
+
+
 class Simulator:
     """A simulated exchange on 127.0.0.1, in a background thread.
 
@@ -70,6 +89,7 @@ class Simulator:
         self._ready = threading.Event()
         self._error = None
         self.exchange = None
+        self.certs = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout=30.0):
@@ -90,7 +110,7 @@ class Simulator:
             self.cfg = self.exchange.cfg
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+            site, self.certs = make_site(self._runner, self.cfg)
             loop.run_until_complete(site.start())
             self.port = site._server.sockets[0].getsockname()[1]
         except Exception as exc:  # reported to the thread that called start()
@@ -107,6 +127,8 @@ class Simulator:
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
+        if self.certs is not None:
+            self.certs.close()
 
     def __enter__(self):
         return self.start()
@@ -117,7 +139,7 @@ class Simulator:
     # -- addresses -----------------------------------------------------------------
     @property
     def rest_url(self):
-        return f"http://{self.cfg.host}:{self.port}"
+        return urls(self.cfg, self.port)[0]
 
     @property
     def ws_url(self):
@@ -125,11 +147,23 @@ class Simulator:
         return self.ws_urls["public" if self.cfg.market == "usdm" else "spot"]
 
     @property
+    def ws_base(self):
+        """The root URL: what the recorder's ``ws_url`` setting takes."""
+        return f"ws{'s' if self.cfg.tls else ''}://{self.cfg.host}:{self.port}"
+
+    @property
     def ws_urls(self):
-        base = f"ws://{self.cfg.host}:{self.port}"
-        if self.cfg.market == "usdm":
-            return {"public": base + "/public", "market": base + "/market"}
-        return {"spot": base}
+        return urls(self.cfg, self.port)[1]
+
+    @property
+    def ca_file(self):
+        """The PEM file a client must trust (None without TLS)."""
+        return self.certs.ca_file if self.certs else None
+
+    @property
+    def sslopt(self):
+        """websocket-client's ``sslopt`` for this simulator."""
+        return {"ca_certs": self.ca_file} if self.certs else {}
 
     # -- ground truth and control (thread-safe) ----------------------------------------
     def call(self, fn, *args, timeout=30.0):
@@ -155,10 +189,12 @@ class Simulator:
         return self.call(lambda: dict(self.exchange.stats))
 
 
-def control(rest_url, path, body=None, timeout=10.0):
-    """Call a ``/sim/*`` endpoint of a simulator in another process."""
+def control(rest_url, path, body=None, timeout=10.0, ca_file=None):
+    """Call a ``/sim/*`` endpoint of a simulator (``ca_file``: the PEM to
+    trust over https)."""
     data = orjson.dumps(body) if body is not None else None
     req = urllib.request.Request(rest_url + path, data=data, method="POST" if data else "GET")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    context = ssl.create_default_context(cafile=ca_file) if rest_url.startswith("https") else None
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         raw = resp.read()
     return orjson.loads(raw) if resp.headers.get_content_type() == "application/json" else raw

@@ -25,9 +25,10 @@ def run(tmp_path, *args, timeout=90):
 
 
 def config_for(tmp_path, sim, **extra):
-    cfg = {"market": sim.cfg.market, "symbols": ["BTCUSDT", "ETHUSDT"], "ws_url": f"ws://127.0.0.1:{sim.port}",
-           "rest_url": sim.rest_url, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
+    cfg = {"market": sim.cfg.market, "symbols": ["BTCUSDT", "ETHUSDT"], "ws_url": sim.ws_base,
+           "rest_url": sim.rest_url, "ca_file": sim.ca_file, "data_dir": "data", "log_dir": "logs", "run_dir": "run",
            "flush_interval": 0.2, "status_interval": 0.5, **extra}
+    cfg = {k: v for k, v in cfg.items() if v is not None}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -69,8 +70,11 @@ def test_start_status_stop_status(simulator, tmp_path, daemon_cleanup):
     assert code == 0 and report["state"] == "running"
     assert {p["name"] for p in report["processes"]} == {"writer", "orderbook", "worker-0", "worker-1"}
     assert all(p["rss_mb"] > 0 for p in report["processes"])
+    assert sim.ws_base.startswith("wss://") and sim.rest_url.startswith("https://")   # as production
+    wait_for(lambda: status_json(tmp_path, config)[1]["health"]["state"] == "OK", 30, "health OK")
+    assert all(c["connected"] and c["lag_s"] is not None for c in status_json(tmp_path, config)[1]["connections"])
     code, text, _ = run(tmp_path, "--config", config, "--daemon", "status")
-    assert code == 0 and "BTCUSDT/aggTrade" in text and "is running" in text
+    assert code == 0 and "BTCUSDT/aggTrade" in text and "is running" in text and "health: OK" in text
     code, out, err = run(tmp_path, "--config", config, "--daemon", "stop")
     assert code == 0 and "every row was flushed" in err, err
     assert status_json(tmp_path, config)[0] == 3
@@ -118,6 +122,17 @@ def test_list_symbols_prints_exactly_the_usdt_symbols(simulator, tmp_path):
     assert out.split() == ["BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT"]
 
 
+def test_a_certificate_nobody_trusts_is_one_line_that_names_ca_file(simulator, tmp_path):
+    sim = simulator(symbols=("BTCUSDT",), rate=5)
+    config = config_for(tmp_path, sim, ca_file=None)
+    code, out, err = run(tmp_path, "--config", config, "--list-symbols")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert "TLS certificate is not trusted" in err and "set ca_file" in err, err
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    code, _, err = run(tmp_path, "--config", config, "--list-symbols", "--ca-file", str(tmp_path / "not-a-ca.pem"))
+    assert code == 2 and err.count("\n") == 1 and "ca_file" in err and "PEM" in err, err
+
+
 def test_demo_records_and_exits_cleanly(tmp_path):
     code, out, err = run(tmp_path, "--demo", "--demo-seconds", "6", "--data-dir", str(tmp_path / "demo"))
     assert code == 0, err
@@ -125,7 +140,7 @@ def test_demo_records_and_exits_cleanly(tmp_path):
     kinds = {os.path.basename(f).split("-")[1] for f in files}
     assert {"aggTrade", "trade", "depth", "bookTicker", "depthSnapshot", "orderbook"} <= kinds
     assert all(sum(1 for _ in open(f)) > 1 for f in files if "-kline_" not in f)
-    assert "pd.read_csv(" in err
+    assert "pd.read_csv(" in err and "wss://127.0.0.1:" in err
 
 
 def test_status_shows_what_is_on_disk(tmp_path):

@@ -49,9 +49,10 @@ def _gaps(rec, symbol):
     return rec.rows(symbol, "gaps")
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
-def test_sigterm_mid_stream_every_message_on_disk_exactly_once(simulator, tmp_path, market):
-    sim = simulator(market=market, symbols=("BTCUSDT", "ETHUSDT"), seed=11, rate=200)
+@pytest.mark.parametrize("market,tls", [("spot", True), ("usdm", True), ("spot", False)],
+                         ids=["spot", "usdm", "spot-plain-ws"])
+def test_sigterm_mid_stream_every_message_on_disk_exactly_once(simulator, tmp_path, market, tls):
+    sim = simulator(market=market, symbols=("BTCUSDT", "ETHUSDT"), seed=11, rate=200, tls=tls)
     streams = SPOT_STREAMS if market == "spot" else USDM_STREAMS
     rec = Recorder(tmp_path, sim, ["BTCUSDT", "ETHUSDT"], streams=streams).start()
     try:
@@ -153,7 +154,7 @@ def _one_line_error(code, err, *needles):
 
 def test_bad_config_one_line_and_exit_2(simulator, tmp_path):
     sim = simulator(symbols=("BTCUSDT", "ETHUSDT"), rate=10)
-    base = ["--rest-url", sim.rest_url, "--ws-url", f"ws://127.0.0.1:{sim.port}"]
+    base = ["--rest-url", sim.rest_url, "--ws-url", sim.ws_base, "--ca-file", sim.ca_file]
     cfg = tmp_path / "c.yaml"
     cfg.write_text("flush_intervall: 2\n")
     _one_line_error(*_run_cli(tmp_path, "--config", str(cfg), *base), "unknown setting 'flush_intervall'",

@@ -8,10 +8,9 @@ import time
 
 import orjson
 import pytest
-import requests
 import websocket
 
-from tests.support import WsReader, wait_for
+from tests.support import WsReader, http, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,7 +18,7 @@ STREAMS = "btcusdt@aggTrade/btcusdt@bookTicker/btcusdt@depth@100ms"
 
 
 def _open(sim, streams=STREAMS):
-    r = WsReader(f"{sim.ws_url}/stream?streams={streams}")
+    r = WsReader(f"{sim.ws_url}/stream?streams={streams}", sim=sim)
     r.wait(lambda r: len(r.frames) >= 3, 10, "first frames")
     return r
 
@@ -72,7 +71,7 @@ def test_server_pings_and_pong_deadline(simulator):
     good.wait(lambda r: sum(1 for _, op, _ in r.control if op == websocket.ABNF.OPCODE_PING) >= 3, 5, "pings")
     assert not good.closed.is_set()
     # A client that never reads never answers: it is closed after the deadline.
-    silent = websocket.create_connection(f"{sim.ws_url}/ws/btcusdt@aggTrade", timeout=10)
+    silent = websocket.create_connection(f"{sim.ws_url}/ws/btcusdt@aggTrade", timeout=10, sslopt=sim.sslopt)
     wait_for(lambda: any(c["close_reason"] and "no pong" in c["close_reason"] for c in sim.connections()),
              10, "the silent client to be dropped")
     with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
@@ -119,20 +118,20 @@ def test_periodic_malformed_and_unknown_events(simulator):
 def test_rest_429_storm_then_418_for_a_client_that_keeps_going(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10)
     api = sim.rest_url + "/api/v3/depth"
-    assert requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
+    assert http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
     sim.faults(rest_429=3)
-    first = requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5)
+    first = http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5)
     assert first.status_code == 429 and 1 <= int(first.headers["Retry-After"]) <= 3
     assert first.json()["code"] == -1003
     time.sleep(0.1)         # the client saw the 429 and did not wait Retry-After
-    second = requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5)
+    second = http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5)
     assert second.status_code == 418 and int(second.headers["Retry-After"]) >= 60
 
 
 def test_rest_418_storm(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10)
     sim.faults(rest_418=2)
-    resp = requests.get(sim.rest_url + "/api/v3/time", timeout=5)
+    resp = http(sim).get(sim.rest_url + "/api/v3/time", timeout=5)
     assert resp.status_code == 418 and int(resp.headers["Retry-After"]) in (1, 2)
 
 
@@ -140,7 +139,7 @@ def test_weight_budget_and_header(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10, weight_limit=12)
     wait_for(lambda: time.time() % 60 < 55, 10, "a fresh minute")   # keep the calls in one minute
     api = sim.rest_url + "/api/v3/depth"
-    used = [requests.get(api, params={"symbol": "BTCUSDT", "limit": 100}, timeout=5) for _ in range(3)]
+    used = [http(sim).get(api, params={"symbol": "BTCUSDT", "limit": 100}, timeout=5) for _ in range(3)]
     assert [r.status_code for r in used] == [200, 200, 429]
     assert [r.headers["X-MBX-USED-WEIGHT-1M"] for r in used] == ["5", "10", "10"]
 
@@ -149,12 +148,12 @@ def test_slow_and_failing_snapshots(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10)
     api = sim.rest_url + "/api/v3/depth"
     sim.faults(depth_fail=1)
-    failed = requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5)
+    failed = http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5)
     assert failed.status_code == 503 and failed.json()["code"] == -1001
-    assert requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
+    assert http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
     sim.faults(depth_delay=0.6)
     t = time.monotonic()
-    assert requests.get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
+    assert http(sim).get(api, params={"symbol": "BTCUSDT"}, timeout=5).status_code == 200
     assert time.monotonic() - t >= 0.6
 
 
@@ -199,7 +198,7 @@ def test_stream_limits(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10, max_streams=3)
     too_many = "/".join(["btcusdt@aggTrade", "btcusdt@trade", "btcusdt@bookTicker", "btcusdt@depth"])
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
-        websocket.create_connection(f"{sim.ws_url}/stream?streams={too_many}", timeout=5)
+        websocket.create_connection(f"{sim.ws_url}/stream?streams={too_many}", timeout=5, sslopt=sim.sslopt)
     assert err.value.status_code == 400
     r = _open(sim, "btcusdt@aggTrade/btcusdt@trade")
     r.send({"method": "SUBSCRIBE", "params": ["btcusdt@bookTicker", "btcusdt@depth"], "id": 9})
@@ -212,7 +211,7 @@ def test_connection_attempt_limit(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10, connect_limit=2)
     a, b = _open(sim), _open(sim)
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
-        websocket.create_connection(f"{sim.ws_url}/ws/btcusdt@trade", timeout=5)
+        websocket.create_connection(f"{sim.ws_url}/ws/btcusdt@trade", timeout=5, sslopt=sim.sslopt)
     assert err.value.status_code == 429
     a.close()
     b.close()
@@ -236,12 +235,12 @@ def test_live_subscribe_unsubscribe_and_bad_json(simulator):
 
 def test_usdm_routes_streams_by_category(simulator):
     sim = simulator(market="usdm", symbols=("BTCUSDT",), rate=300)
-    wrong = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@aggTrade/btcusdt@bookTicker")
+    wrong = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@aggTrade/btcusdt@bookTicker", sim=sim)
     wrong.wait(lambda r: len(r.data("@bookTicker")) > 20, 10, "bookTicker on /public")
     assert wrong.data("@aggTrade") == []
     wrong.close()
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
-        websocket.create_connection(sim.ws_url.rsplit("/", 1)[0] + "/stream?streams=btcusdt@aggTrade", timeout=5)
+        websocket.create_connection(sim.ws_url.rsplit("/", 1)[0] + "/stream?streams=btcusdt@aggTrade", timeout=5, sslopt=sim.sslopt)
     assert err.value.status_code == 404
 
 
@@ -252,9 +251,9 @@ def test_faults_given_at_start_on_the_command_line():
                             start_new_session=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     try:
         line = proc.stdout.readline()
-        m = re.search(r"ws=(ws://\S+)", line)
+        m = re.search(r"ws=(wss://\S+) ca=(\S+)", line)
         assert m, f"no ready line; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-        r = WsReader(m.group(1) + "/stream?streams=btcusdt@aggTrade")
+        r = WsReader(m.group(1) + "/stream?streams=btcusdt@aggTrade", ca_file=m.group(2))
         r.wait(lambda r: r.messages().count(None) >= 2, 10, "malformed frames")
         assert any(m and "data" in m for m in r.messages())
         r.close()
@@ -272,9 +271,9 @@ def test_bad_fault_on_command_line_is_one_line_error():
 
 def test_control_endpoint_rejects_unknown_fault(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=10)
-    resp = requests.post(sim.rest_url + "/sim/faults", data=orjson.dumps({"lifetyme": 3}), timeout=5)
+    resp = http(sim).post(sim.rest_url + "/sim/faults", data=orjson.dumps({"lifetyme": 3}), timeout=5)
     assert resp.status_code == 400 and "unknown fault" in resp.json()["error"]
-    resp = requests.post(sim.rest_url + "/sim/faults", data=orjson.dumps({"lifetime": 30}), timeout=5)
+    resp = http(sim).post(sim.rest_url + "/sim/faults", data=orjson.dumps({"lifetime": 30}), timeout=5)
     assert resp.status_code == 200 and resp.json()["lifetime"] == 30
 
 
@@ -283,14 +282,14 @@ def test_control_endpoints_over_http(simulator):
     sim = simulator(symbols=("BTCUSDT",), rate=300)
     r = _open(sim)
     r.wait(lambda r: len(r.frames) > 50, 10, "frames")
-    book = control(sim.rest_url, "/sim/book?symbol=BTCUSDT")
+    book = control(sim.rest_url, "/sim/book?symbol=BTCUSDT", ca_file=sim.ca_file)
     assert len(book["bids"]) >= 5000 and book["bids"][0][0] < book["asks"][0][0]
-    older = control(sim.rest_url, f"/sim/book?symbol=BTCUSDT&update_id={book['lastUpdateId'] - 5}")
+    older = control(sim.rest_url, f"/sim/book?symbol=BTCUSDT&update_id={book['lastUpdateId'] - 5}", ca_file=sim.ca_file)
     assert older["lastUpdateId"] == book["lastUpdateId"] - 5
-    journal = control(sim.rest_url, "/sim/journal").decode().splitlines()
+    journal = control(sim.rest_url, "/sim/journal", ca_file=sim.ca_file).decode().splitlines()
     conn_id = sim.connections()[0]["id"]
     assert len(journal) >= 50 and all(line.split(" ", 2)[0] == str(conn_id) for line in journal)
     assert journal[0].split(" ", 2)[2] == r.texts()[0]
-    stats = control(sim.rest_url, "/sim/stats")
+    stats = control(sim.rest_url, "/sim/stats", ca_file=sim.ca_file)
     assert stats["frames_sent"] >= 50 and stats["open_connections"] == 1
     r.close()

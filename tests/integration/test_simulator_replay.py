@@ -7,10 +7,9 @@ import os
 from urllib.parse import urlparse
 
 import pytest
-import requests
 
 from binance_streamer.book import APPLIED, DepthSync
-from tests.support import REALDATA, WsReader, need
+from tests.support import REALDATA, WsReader, http, need
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +38,7 @@ def read_capture(path):
 
 def _connect(sim, url):
     query = urlparse(url).query
-    return WsReader(f"ws://127.0.0.1:{sim.port}/stream?{query}")
+    return WsReader(f"{sim.ws_base}/stream?{query}", sim=sim)
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
@@ -69,7 +68,7 @@ def test_book_synced_through_simulator_matches_replayed_book_tickers(simulator, 
             data = m["data"]
             if data.get("e") == "depthUpdate" and data["s"] not in snapshots:
                 n = len(r.frames)
-                resp = requests.get(f"{sim.rest_url}{prefix}/depth",
+                resp = http(sim).get(f"{sim.rest_url}{prefix}/depth",
                                     params={"symbol": data["s"], "limit": 1000}, timeout=10)
                 assert resp.status_code == 200
                 snapshots[data["s"]] = (n, resp.json())

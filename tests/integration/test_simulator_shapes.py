@@ -5,9 +5,8 @@ import json
 import time
 
 import pytest
-import requests
 
-from tests.support import PAYLOADS, WsReader, need
+from tests.support import PAYLOADS, WsReader, http, need
 
 
 def shape(value):
@@ -58,8 +57,8 @@ def _first(reader, suffix, pred=lambda d: True, timeout=15):
 def test_spot_payload_shapes(simulator, examples):
     sim = simulator(market="spot", symbols=("BTCUSDT",), seed=2, rate=300, weight_limit=40)
     streams = "btcusdt@aggTrade/btcusdt@trade/btcusdt@kline_1s/btcusdt@bookTicker/btcusdt@depth@100ms/btcusdt@depth5"
-    r = WsReader(f"{sim.ws_url}/stream?streams={streams}")
-    raw = WsReader(f"{sim.ws_url}/ws/btcusdt@aggTrade")
+    r = WsReader(f"{sim.ws_url}/stream?streams={streams}", sim=sim)
+    raw = WsReader(f"{sim.ws_url}/ws/btcusdt@aggTrade", sim=sim)
     assert_same_shape(_first(r, "@aggTrade"), examples["spot_aggTrade"], "spot_aggTrade")
     assert_same_shape(_first(r, "@trade"), examples["spot_trade"], "spot_trade")
     assert_same_shape(_first(r, "@kline_1s", lambda d: d["k"]["n"] > 0), examples["spot_kline"], "spot_kline")
@@ -91,24 +90,24 @@ def test_spot_payload_shapes(simulator, examples):
     raw.close()
 
     api = sim.rest_url + "/api/v3"
-    info = requests.get(api + "/exchangeInfo", timeout=10).json()
+    info = http(sim).get(api + "/exchangeInfo", timeout=10).json()
     assert set(info) == set(examples["exchangeInfo_excerpt"])
     assert_same_shape(info["symbols"][0], examples["exchangeInfo_excerpt"]["symbols"][0], "exchangeInfo.symbols")
     assert_same_shape(info["rateLimits"], examples["spot_rateLimits"], "spot_rateLimits")
-    snap = requests.get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10).json()
+    snap = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10).json()
     assert_same_shape(snap, examples["spot_depth_snapshot"], "spot_depth_snapshot")
-    aggs = requests.get(api + "/aggTrades", params={"symbol": "BTCUSDT", "limit": 3}, timeout=10).json()
+    aggs = http(sim).get(api + "/aggTrades", params={"symbol": "BTCUSDT", "limit": 3}, timeout=10).json()
     assert_same_shape(aggs[:1], examples["spot_aggTrades_rest"], "spot_aggTrades_rest")
-    kl = requests.get(api + "/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": 1}, timeout=10).json()
+    kl = http(sim).get(api + "/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": 1}, timeout=10).json()
     assert_same_shape(kl, examples["spot_klines_rest"], "spot_klines_rest")
-    bad = requests.get(api + "/depth", params={"symbol": "NOPE"}, timeout=10)
+    bad = http(sim).get(api + "/depth", params={"symbol": "NOPE"}, timeout=10)
     assert bad.status_code == 400
     assert_same_shape(bad.json(), examples["error_payload"], "error_payload")
     assert bad.json() == examples["error_payload"]
     # exchangeInfo (20) + 2 depth (5 each) + aggTrades (4) + klines (2) = 36 of 40: the next depth is over.
-    over = requests.get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10)
+    over = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10)
     time.sleep(0.1)         # past the simulator's grace for requests already in flight
-    banned = requests.get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10)
+    banned = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10)
     if over.status_code == 200:     # the minute rolled over between the calls; nothing to compare
         pytest.skip("a clock minute ended during the test; weight was reset")
     assert over.status_code == 429 and int(over.headers["Retry-After"]) >= 1
@@ -120,8 +119,8 @@ def test_spot_payload_shapes(simulator, examples):
 @pytest.mark.timeout(90)
 def test_usdm_payload_shapes(simulator, examples):
     sim = simulator(market="usdm", symbols=("BTCUSDT",), seed=2, rate=300)
-    pub = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@bookTicker/btcusdt@depth@100ms/btcusdt@depth5@100ms")
-    mkt = WsReader(f"{sim.ws_urls['market']}/stream?streams=btcusdt@aggTrade/btcusdt@kline_1m")
+    pub = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@bookTicker/btcusdt@depth@100ms/btcusdt@depth5@100ms", sim=sim)
+    mkt = WsReader(f"{sim.ws_urls['market']}/stream?streams=btcusdt@aggTrade/btcusdt@kline_1m", sim=sim)
     depth = _first(pub, "@depth@100ms")
     assert_same_shape(depth, examples["futures_depthUpdate_sdk"], "futures_depthUpdate_sdk")
     assert_superset_shape(depth, examples["futures_depthUpdate"], "futures_depthUpdate")
@@ -136,13 +135,13 @@ def test_usdm_payload_shapes(simulator, examples):
     mkt.close()
 
     api = sim.rest_url + "/fapi/v1"
-    snap = requests.get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10).json()
+    snap = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 5}, timeout=10).json()
     assert_same_shape(snap, examples["futures_depth_snapshot"], "futures_depth_snapshot")
-    aggs = requests.get(api + "/aggTrades", params={"symbol": "BTCUSDT", "limit": 2}, timeout=10).json()
+    aggs = http(sim).get(api + "/aggTrades", params={"symbol": "BTCUSDT", "limit": 2}, timeout=10).json()
     assert_same_shape(aggs[:1], examples["futures_aggTrades_rest"], "futures_aggTrades_rest")
-    info = requests.get(api + "/exchangeInfo", timeout=10).json()
+    info = http(sim).get(api + "/exchangeInfo", timeout=10).json()
     official = examples["futures_exchangeInfo_excerpt"]
     assert set(info) == set(official)
     assert set(info["symbols"][0]) == set(official["symbols"][0])
-    bad = requests.get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 7}, timeout=10)
+    bad = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 7}, timeout=10)
     assert bad.status_code == 400 and bad.json()["code"] == -1130

@@ -4,10 +4,9 @@ Binance's documented procedure and ends equal to the simulator's true book."""
 from decimal import Decimal
 
 import pytest
-import requests
 
 from binance_streamer.book import APPLIED, DepthSync
-from tests.support import WsReader
+from tests.support import WsReader, http
 
 
 def _levels(levels):
@@ -35,15 +34,15 @@ def _sync_and_compare(sim, market, symbol, limit, depth_stream):
     lower = symbol.lower()
     if market == "spot":
         readers = [WsReader(f"{sim.ws_url}/stream?streams={lower}@{depth_stream}/"
-                            f"{lower}@bookTicker/{lower}@aggTrade/{lower}@trade")]
+                            f"{lower}@bookTicker/{lower}@aggTrade/{lower}@trade", sim=sim)]
         prefix = "/api/v3"
     else:
-        readers = [WsReader(f"{sim.ws_urls['public']}/stream?streams={lower}@{depth_stream}/{lower}@bookTicker"),
-                   WsReader(f"{sim.ws_urls['market']}/stream?streams={lower}@aggTrade")]
+        readers = [WsReader(f"{sim.ws_urls['public']}/stream?streams={lower}@{depth_stream}/{lower}@bookTicker", sim=sim),
+                   WsReader(f"{sim.ws_urls['market']}/stream?streams={lower}@aggTrade", sim=sim)]
     prefix = "/api/v3" if market == "spot" else "/fapi/v1"
     book_reader = readers[0]
     book_reader.wait(lambda r: len(r.data("@" + depth_stream)) >= 2, 10, "first depth events")
-    resp = requests.get(f"{sim.rest_url}{prefix}/depth", params={"symbol": symbol, "limit": limit}, timeout=10)
+    resp = http(sim).get(f"{sim.rest_url}{prefix}/depth", params={"symbol": symbol, "limit": limit}, timeout=10)
     assert resp.status_code == 200
     snap = resp.json()
     assert len(snap["bids"]) == limit and len(snap["asks"]) == limit
@@ -103,7 +102,7 @@ def test_usdm_book_sync(simulator):
 @pytest.mark.timeout(60)
 def test_usdm_update_ids_skip_so_only_pu_chains(simulator):
     sim = simulator(market="usdm", symbols=("BTCUSDT",), seed=3, rate=400)
-    r = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@depth@100ms")
+    r = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@depth@100ms", sim=sim)
     r.wait(lambda r: len(r.data("@depth@100ms")) >= 20, 15, "depth events")
     r.close()
     depth = r.data("@depth@100ms")

@@ -76,3 +76,15 @@ def test_every_setting_has_help_and_a_valid_default():
         assert s.help and s.section
         if s.default is not None:
             config._coerce(s, s.default, "the defaults")
+
+
+def test_ca_file_must_be_a_pem_file_of_certificate_authorities(tmp_path):
+    with pytest.raises(ConfigError, match="ca_file .* does not exist; give the PEM file"):
+        config.load(None, {"ca_file": str(tmp_path / "missing.pem")})
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="ca_file .* cannot be loaded .*; give a PEM file of CA certificates"):
+        config.load(None, {"ca_file": str(tmp_path / "junk.pem")})
+    import trustme
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    (tmp_path / "c.yaml").write_text("ca_file: ca.pem\n")
+    assert config.load(str(tmp_path / "c.yaml")).ca_file == str(tmp_path / "ca.pem")     # relative to the file

@@ -120,38 +120,83 @@ def test_a_connection_closed_without_a_close_frame_is_an_error(pair):
         reader.read()
 
 
-def test_frames_over_tls_are_read_the_same_way(tmp_path):
-    """Production reads wss://: the reader works on an SSLSocket as on a plain one."""
-    import shutil
+@pytest.fixture
+def tls_pair():
+    """A connected (client SSLSocket, server SSLSocket) pair over a socketpair."""
     import ssl
-    import subprocess
     import threading
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(cert)
+    import trustme
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
     a, b = socket.socketpair()
+    server = {}
+    t = threading.Thread(target=lambda: server.setdefault("tls", server_ctx.wrap_socket(b, server_side=True)))
+    t.start()
+    client = client_ctx.wrap_socket(a, server_hostname="localhost")
+    t.join(10)
+    client.settimeout(5)
+    yield client, server["tls"]
+    client.close()
+    server["tls"].close()
+
+
+def test_frames_over_tls_are_read_the_same_way(tls_pair):
+    """Production reads wss://: several frames per TLS record, records of any size."""
+    import threading
+    client, server = tls_pair
     messages = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i * 37 % 3000)) for i in range(300)]
-    server_done = threading.Event()
 
     def serve():
-        with server_ctx.wrap_socket(b, server_side=True) as tls:
-            for i in range(0, len(messages), 7):        # several frames per TLS record, records of any size
-                tls.sendall(b"".join(frame(m) for m in messages[i:i + 7]))
-            server_done.wait(10)
+        for i in range(0, len(messages), 7):
+            server.sendall(b"".join(frame(m) for m in messages[i:i + 7]))
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    tls = client_ctx.wrap_socket(a, server_hostname="localhost")
-    tls.settimeout(5)
-    try:
-        assert read_all(FrameReader(FakeWs(tls)), len(messages)) == messages
-    finally:
-        server_done.set()
-        t.join(5)
-        tls.close()
+    assert read_all(FrameReader(FakeWs(client)), len(messages)) == messages
+    t.join(5)
+
+
+def test_one_read_takes_every_tls_record_that_is_waiting(tls_pair):
+    """A server writing message by message sends one TLS record per frame;
+    an SSLSocket's recv_into returns one record, so a reader that reads once
+    per wake-up falls behind by all but one record each time."""
+    client, server = tls_pair
+    messages = [b'{"e":"bookTicker","u":%d}' % i for i in range(200)]
+    for m in messages:
+        server.sendall(frame(m))             # one record each
+    server.sendall(frame(b"", opcode=0x8))   # and a close, so that we know everything arrived
+    reader = FrameReader(FakeWs(client))
+    wait_for_bytes(client, sum(len(frame(m)) for m in messages))
+    got = reader.read()
+    assert got == messages
+    assert reader.reads > 1
+    with pytest.raises(Closed):
+        reader.read()
+
+
+def test_bytes_read_before_the_peer_vanished_are_returned_first(pair):
+    a, b = pair
+    b.sendall(frame(b"one") + frame(b"two"))
+    b.close()
+    reader = FrameReader(FakeWs(a))
+    assert read_all(reader, 2) == [b"one", b"two"]
+    with pytest.raises(ConnectionResetError):
+        reader.read()
+
+
+def wait_for_bytes(tls, n, timeout=5.0):
+    """Until the kernel holds at least ``n`` bytes for ``tls`` (its
+    ciphertext is larger than the plaintext), without reading them."""
+    import fcntl
+    import termios
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = struct.unpack("i", fcntl.ioctl(tls.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        if waiting >= n:
+            return
+        assert time.monotonic() < deadline, f"only {waiting} of {n} bytes arrived"
+        time.sleep(0.01)
