@@ -10,6 +10,9 @@ import sys
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from binance_streamer.simulator import control  # noqa: E402
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT", "LINKUSDT",
            "DOTUSDT", "LTCUSDT", "AVAXUSDT", "ATOMUSDT", "UNIUSDT", "ETCUSDT", "XLMUSDT"]
 
@@ -24,22 +27,43 @@ def load_parser(doc, seconds):
     return p
 
 
-def start_simulator(symbols, rate, seed=1, pregenerate=0):
-    """The simulator as its own process (journal off): ``(process, rest url, ws url)``.
+class SimProcess:
+    """The simulator as its own process (journal off), and its addresses."""
 
-    ``pregenerate`` > 0: that many seconds of market are generated first
-    (simulator/tape.py), so the simulator only has to send."""
-    extra = ["--pregenerate", str(pregenerate)] if pregenerate else []
-    proc = subprocess.Popen([sys.executable, "-m", "binance_streamer.simulator", "--port", "0", "--symbols",
-                             ",".join(symbols), "--rate", str(rate), "--seed", str(seed), "--journal", "off",
-                             "--log-level", "WARNING", *extra],
+    def __init__(self, proc, symbols, rest, ws, ca_file):
+        self.proc, self.symbols, self.rest, self.ws, self.ca_file = proc, symbols, rest, ws, ca_file
+
+    def stats(self):
+        return control(self.rest, "/sim/stats", ca_file=self.ca_file)
+
+    def post(self, path):
+        return control(self.rest, path, body={}, ca_file=self.ca_file)
+
+    def endpoints(self):
+        """The recorder settings that point it here."""
+        return {"ws_url": self.ws, "rest_url": self.rest, "ca_file": self.ca_file}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_simulator(symbols=(), rate=1, seed=1, pregenerate=0, tls=True, extra=()):
+    """Start the simulator. ``pregenerate`` > 0: that many seconds of market
+    are generated first (simulator/tape.py), so the simulator only has to
+    send. ``tls``: wss:// and https:// (production), else ws:// and http://."""
+    args = ["--pregenerate", str(pregenerate)] if pregenerate else []
+    if symbols:
+        args += ["--symbols", ",".join(symbols), "--rate", str(rate), "--seed", str(seed)]
+    proc = subprocess.Popen([sys.executable, "-m", "binance_streamer.simulator", "--port", "0", "--journal", "off",
+                             "--log-level", "WARNING", *args, *([] if tls else ["--plain"]), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     line = proc.stdout.readline()
-    m = re.search(r"rest=(\S+) ws=(ws://\S+)", line)
+    m = re.search(r"symbols=(\S+) rest=(\S+) ws=(wss?://[^\s/]+)\S*(?: and \S+)?(?: ca=(\S+))?", line)
     if not m:
         proc.kill()
         raise SystemExit(f"simulator did not start: {line!r}")
-    return proc, m.group(1), m.group(2)
+    return SimProcess(proc, m.group(1).split(","), m.group(2), m.group(3), m.group(4))
 
 
 def recorder_processes(pid):

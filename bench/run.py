@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import orjson
 import psutil
@@ -48,11 +47,6 @@ from common import SYMBOLS, load_parser, read_status, recorder_processes, report
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1m"]
 SYNC_ALLOWANCE = 30         # seconds of generated market for the recorder to start and sync
-
-
-def sim_stats(rest):
-    with urllib.request.urlopen(rest + "/sim/stats", timeout=10) as r:
-        return json.loads(r.read())
 
 
 _ROLES = {}     # pid -> process name from the recorder's status file
@@ -138,21 +132,16 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
 
 
-def main(argv=None):
-    p = load_parser(__doc__, seconds=30)
-    p.add_argument("--symbols-per-worker", type=int, default=1)
-    p.add_argument("--live", action="store_true",
-                   help="simulate the market while sending it (one process: about 22,000 messages/s at most) "
-                        "instead of generating it first")
-    args = p.parse_args(argv)
+def measure(args, tls):
+    """One run over wss:// + https:// (``tls``) or ws:// + http://."""
     symbols = SYMBOLS[:args.symbols]
     work = tempfile.mkdtemp(prefix="bench-")
-    sim, rest, ws = start_simulator(symbols, args.rate, pregenerate=0 if args.live else args.seconds + SYNC_ALLOWANCE)
-    cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": ws, "rest_url": rest,
+    sim = start_simulator(symbols, args.rate, tls=tls, pregenerate=0 if args.live else args.seconds + SYNC_ALLOWANCE)
+    cfg = {"symbols": symbols, "streams": STREAMS, **sim.endpoints(),
            "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
            "run_dir": os.path.join(work, "run"), "snapshot_depth": 1000, "symbols_per_worker": args.symbols_per_worker}
     with open(os.path.join(work, "config.yaml"), "w") as f:
-        yaml.safe_dump(cfg, f)
+        yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}, f)
     rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", os.path.join(work, "config.yaml")],
                            cwd=work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -160,7 +149,7 @@ def main(argv=None):
         while time.monotonic() < deadline:
             st = read_status(cfg["run_dir"])
             if (st.get("children", {}).get("orderbook", {}).get("in_sync") == len(symbols)
-                    and sim_stats(rest)["frames_sent"] > 0):
+                    and sim.stats()["frames_sent"] > 0):
                 break
             time.sleep(0.5)
         else:
@@ -171,8 +160,8 @@ def main(argv=None):
         procs = recorder_processes(rec.pid)
         tail = Tail(sorted(glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*-aggTrade-*.csv"))))
         disk0 = {path: os.path.getsize(path) for path in glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*.csv"))}
-        cpu0, stats0, t0 = cpu_by_name(procs), sim_stats(rest), time.monotonic()
-        rss, polls = {}, 0
+        cpu0, stats0, t0 = cpu_by_name(procs), sim.stats(), time.monotonic()
+        rss, polls, lag = {}, 0, []
         while time.monotonic() - t0 < args.seconds:
             time.sleep(0.02)
             tail.poll()
@@ -183,14 +172,15 @@ def main(argv=None):
                     rss[label] = max(rss.get(label, 0), proc.memory_info().rss)
                 except psutil.Error:
                     pass
+            if polls % 50 == 0:
+                lag += connection_lags(read_status(cfg["run_dir"]))
         elapsed = time.monotonic() - t0
-        cpu1, stats1 = cpu_by_name(procs), sim_stats(rest)
+        cpu1, stats1 = cpu_by_name(procs), sim.stats()
         disk1 = {path: os.path.getsize(path) for path in glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*.csv"))}
     finally:
         rec.terminate()
         rec.wait(120)
-        sim.terminate()
-        sim.wait(10)
+        sim.stop()
     messages = stats1["frames_sent"] - stats0["frames_sent"]
     cpu = {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1}
     by_stream = {}
@@ -199,6 +189,7 @@ def main(argv=None):
         by_stream[stream] = by_stream.get(stream, 0) + size - disk0.get(path, 0)
     half = len(tail.latencies) // 2
     result = {
+        "transport": "wss:// + https://" if tls else "ws:// + http://",
         "symbols": len(symbols), "rate_per_symbol": args.rate, "seconds": round(elapsed, 1),
         "messages_per_second": round(messages / elapsed),
         "cpu_us_per_message": round(sum(cpu.values()) / messages * 1e6, 2) if messages else None,
@@ -210,13 +201,44 @@ def main(argv=None):
         "latency_ms_max": max(tail.latencies) if tail.latencies else None,
         "latency_ms_median_first_half": statistics.median(tail.latencies[:half]) if half else None,
         "latency_ms_median_second_half": statistics.median(tail.latencies[half:]) if half else None,
-        "depth_flush_ms_per_5000_rows": round(depth_flush_ms(work), 2),
-        "floor_us_per_message": round(floor_us_per_message(), 2),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "recorder_lag_s_p50": percentile(lag, 50), "recorder_lag_s_max": max(lag) if lag else None,
     }
-    if result["cpu_us_per_message"]:
-        result["ratio_to_floor"] = round(result["cpu_us_per_message"] / result["floor_us_per_message"], 1)
-    report(result, args.json)
+    return result, work
+
+
+def connection_lags(status):
+    """Each connection's worst lag since its last report (status file)."""
+    return [c["lag_max_s"] for name, child in status.get("children", {}).items() if name.startswith("worker")
+            for c in child.get("connections", []) if c.get("lag_max_s") is not None]
+
+
+def main(argv=None):
+    p = load_parser(__doc__, seconds=30)
+    p.add_argument("--symbols-per-worker", type=int, default=1)
+    p.add_argument("--live", action="store_true",
+                   help="simulate the market while sending it (one process: about 22,000 messages/s at most) "
+                        "instead of generating it first")
+    p.add_argument("--transport", default="tls,plain",
+                   help="tls (wss:// + https://, production), plain (ws:// + http://), or both in that order")
+    args = p.parse_args(argv)
+    results, work = [], None
+    for transport in args.transport.split(","):
+        if transport not in ("tls", "plain"):
+            raise SystemExit(f"--transport: tls or plain, not {transport!r}")
+        result, work = measure(args, transport == "tls")
+        results.append(result)
+    extra = {"depth_flush_ms_per_5000_rows": round(depth_flush_ms(work), 2),
+             "floor_us_per_message": round(floor_us_per_message(), 2),
+             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    for result in results:
+        if result["cpu_us_per_message"]:
+            result["ratio_to_floor"] = round(result["cpu_us_per_message"] / extra["floor_us_per_message"], 1)
+    if args.json:
+        print(json.dumps({"runs": results, **extra}))
+    else:
+        for key in results[0]:
+            print(f"{key:34} " + "   |   ".join(str(r[key]) for r in results))
+        report(extra, False)
     return 0
 
 

@@ -20,14 +20,12 @@ Prints a table, or JSON with ``--json``.
 
 import argparse
 import glob
-import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import psutil
 import yaml
@@ -54,8 +52,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     names = symbols(args.symbols)
     work = tempfile.mkdtemp(prefix="bench-scale-")
-    sim, rest, ws = start_simulator(names, args.rate)
-    cfg = {"symbols": names, "streams": STREAMS, "ws_url": ws, "rest_url": rest,
+    sim = start_simulator(names, args.rate)
+    cfg = {"symbols": names, "streams": STREAMS, **sim.endpoints(),
            "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
            "run_dir": os.path.join(work, "run"), "snapshot_depth": args.snapshot_depth,
            "symbols_per_worker": args.symbols_per_worker}
@@ -99,13 +97,11 @@ def main(argv=None):
             except psutil.Error:
                 pass
         st = read_status(cfg["run_dir"])
-        with urllib.request.urlopen(rest + "/sim/stats", timeout=10) as r:
-            sim_stats = json.loads(r.read())
+        sim_stats = sim.stats()
     finally:
         rec.terminate()
         rec.wait(300)
-        sim.terminate()
-        sim.wait(10)
+        sim.stop()
     missing = [s for s in names if not glob.glob(os.path.join(cfg["data_dir"], "spot", s, f"{s}-aggTrade-*.csv"))]
     worker_rss = [v for pid, v in rss.items() if roles.get(pid, "").startswith("worker-")]
     result = {

@@ -61,10 +61,11 @@ def main(argv=None):
                    help="generate the market before sending it (simulator --pregenerate)")
     args = p.parse_args(argv)
     symbols = SYMBOLS[:args.symbols]
-    proc, _, url = start_simulator(symbols, args.rate, args.seed,
-                                   pregenerate=args.warmup + args.seconds + 10 if args.pregenerate else 0)
+    server = start_simulator(symbols, args.rate, args.seed, tls=False,
+                             pregenerate=args.warmup + args.seconds + 10 if args.pregenerate else 0)
+    url = server.ws
     try:
-        sim = psutil.Process(proc.pid)
+        sim = psutil.Process(server.proc.pid)
         sim.cpu_percent(None)
         cpu0 = sim.cpu_times()
         me0 = psutil.Process().cpu_times()
@@ -72,8 +73,7 @@ def main(argv=None):
         cpu1 = sim.cpu_times()
         me1 = psutil.Process().cpu_times()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
     half = len(lags) // 2
     result = {
         "symbols": len(symbols), "rate_per_symbol": args.rate, "seconds": round(elapsed, 2),

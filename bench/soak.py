@@ -93,7 +93,8 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     sim = Simulator(SimConfig(symbols=tuple(symbols), seed=args.seed, rate=args.rate, lifetime=10.0,
                               shutdown_notice=1.0, journal="memory")).start()
-    cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": f"ws://127.0.0.1:{sim.port}", "rest_url": sim.rest_url,
+    cfg = {"symbols": symbols, "streams": STREAMS, "ws_url": sim.ws_base, "rest_url": sim.rest_url,
+           "ca_file": sim.ca_file,
            "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
            "run_dir": os.path.join(work, "run"), "snapshot_depth": 1000, "flush_interval": 0.5,
            "restart_min_delay": 0.5, "reconnect_min_delay": 0.2, "reconnect_max_delay": 2.0}

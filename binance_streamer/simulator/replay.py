@@ -171,6 +171,11 @@ class Replay:
 
 
 def load_replay(path, speed=1.0, seconds=None):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"replay capture {path} does not exist")
-    return Replay(capture_files(path), speed, seconds)
+    """``path``: a capture, or several of one market separated by commas
+    (their frames are merged by receive time; their symbols must differ)."""
+    paths = []
+    for one in path.split(","):
+        if not os.path.exists(one):
+            raise FileNotFoundError(f"replay capture {one} does not exist")
+        paths += capture_files(one)
+    return Replay(paths, speed, seconds)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .faults import FaultError
 from .klines import INTERVALS
+from .replay import Replay
 from ..binance.endpoints import WEIGHTS, depth_weight, klines_weight
 from .specs import symbol_spec
 
@@ -48,7 +49,8 @@ class Rest:
         out = [web.get(f"{prefix}/{name}", self._endpoint(name, fn)) for name, fn in api]
         out += [web.get("/sim/book", self.sim_book), web.get("/sim/journal", self.sim_journal),
                 web.get("/sim/connections", self.sim_connections), web.get("/sim/faults", self.sim_faults),
-                web.post("/sim/faults", self.sim_set_faults), web.get("/sim/stats", self.sim_stats)]
+                web.post("/sim/faults", self.sim_set_faults), web.get("/sim/stats", self.sim_stats),
+                web.post("/sim/replay/start", self.sim_replay_start)]
         return out
 
     # -- weight, limits, errors ---------------------------------------------------
@@ -194,7 +196,19 @@ class Rest:
     async def sim_stats(self, request):
         stats = dict(self.ex.stats)
         stats["open_connections"] = len(self.ex.conns)
+        replay = self.ex.replay
+        if isinstance(replay, Replay):          # not a pregenerated tape
+            stats["replay"] = {"frames": len(replay.frames), "sent": replay.next, "started": replay.started,
+                               "finished": replay.finished}
         return _json(stats)
+
+    async def sim_replay_start(self, request):
+        """Start a replay now (with ``replay_connections`` set too high for
+        it to start by itself: benchmarks start it once the client is idle)."""
+        if not isinstance(self.ex.replay, Replay):
+            return _json({"code": -1, "msg": "not replaying a capture"}, 400)
+        self.ex.replay.start(time.time())
+        return _json({"started": self.ex.replay.started})
 
 
 def exchange_info(ex, now_ms):

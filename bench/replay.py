@@ -1,0 +1,200 @@
+"""Real captured Binance traffic at full speed, over TLS and over plain sockets.
+
+    python bench/replay.py --runs 3
+
+The simulator replays real captures (../shared/realdata/cryptofeed: spot
+BINANCE-b38f7c.0 + BINANCE-ee25be.0, 13 symbols; USD-M
+BINANCE_FUTURES-1125a2.0, 5 symbols) as fast as the recorder reads, each
+frame in its own write (so over TLS its own record, as a server writing
+message by message sends it). The recorder runs with its defaults, all
+symbols in one worker. Per run:
+
+- the replay starts once the recorder is connected and idle (POST
+  /sim/replay/start); the idle CPU of the same processes, measured just
+  before, is subtracted;
+- messages per second: the messages / (the last row's receive time, from the
+  files' local_time_us, less the start);
+- CPU microseconds per message, all recorder processes together (psutil);
+- peak RSS of all recorder processes together;
+- exact: every aggTrade, bookTicker and depth event of the capture is on
+  disk once.
+
+Runs alternate TLS and plain (the first transport swaps each run); the table
+shows medians. ``--json`` prints every run. The captures are cryptofeed's:
+this product includes software developed by Bryant Moscon
+(http://www.bryantmoscon.com/).
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import yaml
+
+from common import ROOT, read_status, recorder_processes, start_simulator
+
+CAPTURES = os.path.join(os.path.dirname(ROOT), "shared", "realdata", "cryptofeed")
+MARKETS = {"spot": ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"], "usdm": ["BINANCE_FUTURES-1125a2.0"]}
+STREAMS = ["aggTrade", "depth@100ms", "bookTicker", "kline_1m"]
+ID_COLUMN = {"aggTrade": "agg_trade_id", "bookTicker": "update_id", "depth": "final_update_id"}
+
+
+def expected_events(paths):
+    """{stream kind: number of frames} in the captures (what must reach the disk)."""
+    counts = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                i = line.find(b'{"stream":"')
+                if i < 0:
+                    continue
+                kind = line[i + 11:line.index(b'"', i + 11)].split(b"@", 1)[1].decode()
+                kind = "depth" if kind.startswith("depth") else kind
+                counts[kind] = counts.get(kind, 0) + 1
+    return {k: v for k, v in counts.items() if k in ID_COLUMN}
+
+
+def on_disk(data_dir):
+    """{stream kind: distinct ids on disk}, rows of those streams, the last receive time (us)."""
+    ids, rows, last = {}, 0, 0
+    for path in glob.glob(os.path.join(data_dir, "*", "*", "*.csv")):
+        kind = os.path.basename(path).split("-")[1]
+        with open(path, "rb") as f:
+            header = f.readline().rstrip().split(b",")
+            body = f.read()
+        if (kind not in ID_COLUMN and not kind.startswith("kline_")) or b"local_time_us" not in header:
+            continue
+        lines = body.splitlines()
+        rows += len(lines)
+        recv = header.index(b"local_time_us")
+        col = header.index(ID_COLUMN[kind].encode()) if kind in ID_COLUMN else None
+        for line in lines:
+            cells = line.split(b",")
+            last = max(last, int(cells[recv]))
+            if col is not None:
+                ids.setdefault(kind, set()).add(cells[col])
+    return {k: len(v) for k, v in ids.items()}, rows, last
+
+
+def cpu_seconds(procs):
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def connected(status):
+    conns = [c for n, ch in status.get("children", {}).items() if n.startswith("worker")
+             for c in ch.get("connections", [])]
+    return status.get("state") == "RUNNING" and conns and all(c["connected"] for c in conns)
+
+
+def one_run(market, tls, idle_seconds=2.0):
+    paths = [os.path.join(CAPTURES, name) for name in MARKETS[market]]
+    expected = expected_events(paths)
+    sim = start_simulator(tls=tls, extra=["--replay", ",".join(paths), "--replay-speed", "0",
+                                          "--replay-connections", "1000000", "--write-each-frame"])
+    work = tempfile.mkdtemp(prefix="bench-replay-")
+    cfg = {"market": market, "symbols": sim.symbols, "streams": STREAMS, **sim.endpoints(),
+           "symbols_per_worker": len(sim.symbols), "data_dir": "data", "log_dir": "logs", "run_dir": "run"}
+    with open(os.path.join(work, "config.yaml"), "w") as f:
+        yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}, f)
+    rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", "config.yaml"], cwd=work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir, data_dir = os.path.join(work, "run"), os.path.join(work, "data")
+    try:
+        wait(lambda: connected(read_status(run_dir)), 60, "the recorder to connect")
+        procs = recorder_processes(rec.pid)
+        idle0, i0 = cpu_seconds(procs), time.monotonic()
+        time.sleep(idle_seconds)
+        idle_rate = (cpu_seconds(procs) - idle0) / (time.monotonic() - i0)
+        cpu0, m0 = cpu_seconds(procs), time.monotonic()
+        start_us = time.time_ns() // 1000
+        sim.post("/sim/replay/start")
+        rss, stable, last_rows = 0, None, -1
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            rss = max(rss, sum(p.memory_info().rss for p in procs if p.is_running()))
+            if not sim.stats()["replay"]["finished"]:
+                continue
+            time.sleep(0.2)
+            _, rows, _ = on_disk(data_dir)
+            if rows != last_rows:
+                last_rows, stable = rows, time.monotonic()
+            elif time.monotonic() - stable > 2.0:       # no new row for a flush and more
+                break
+        else:
+            raise SystemExit("the recording did not settle within 120 s")
+        cpu = cpu_seconds(procs) - cpu0 - idle_rate * (time.monotonic() - m0)
+        found, _, last_us = on_disk(data_dir)
+    finally:
+        rec.terminate()
+        rec.wait(60)
+        sim.stop()
+    messages = sum(expected.values())
+    return {"market": market, "transport": "tls" if tls else "plain", "messages": messages,
+            "messages_per_second": round(messages / ((last_us - start_us) / 1e6)),
+            "cpu_us_per_message": round(cpu / messages * 1e6, 2), "peak_rss_mb_total": round(rss / 2**20, 1),
+            "exact": found == expected, "missing": {k: expected[k] - found.get(k, 0) for k in expected}}
+
+
+def wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--market", default="spot,usdm", help="spot, usdm or both (default)")
+    p.add_argument("--json", action="store_true", help="print every run as JSON")
+    args = p.parse_args(argv)
+    if not os.path.isdir(CAPTURES):
+        raise SystemExit(f"the captures are not here: {CAPTURES}")
+    runs = []
+    for i in range(args.runs):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for market in args.market.split(","):
+            for tls in order:
+                runs.append(one_run(market, tls))
+                print(json.dumps(runs[-1]), file=sys.stderr)
+    if args.json:
+        print(json.dumps(runs))
+        return 0
+    print(f"{'market':<6} {'transport':<9} {'msg/s':>8} {'CPU us/msg':>10} {'peak RSS MB':>11}  exact (runs)")
+    medians = {}
+    for market in args.market.split(","):
+        for transport in ("tls", "plain"):
+            mine = [r for r in runs if r["market"] == market and r["transport"] == transport]
+            med = {k: statistics.median(r[k] for r in mine)
+                   for k in ("messages_per_second", "cpu_us_per_message", "peak_rss_mb_total")}
+            medians[market, transport] = med
+            print(f"{market:<6} {transport:<9} {med['messages_per_second']:>8.0f} {med['cpu_us_per_message']:>10.2f} "
+                  f"{med['peak_rss_mb_total']:>11.1f}  {sum(r['exact'] for r in mine)} of {len(mine)}")
+        tls, plain = medians[market, "tls"], medians[market, "plain"]
+        print(f"{market:<6} tls/plain {tls['messages_per_second'] / plain['messages_per_second']:>8.2f} "
+              f"{tls['cpu_us_per_message'] / plain['cpu_us_per_message']:>10.2f}")
+    sizes = {r["market"]: r["messages"] for r in runs}
+    print(f"messages per run: {', '.join(f'{m} {n}' for m, n in sizes.items())}; medians of {args.runs}; "
+          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
