@@ -151,6 +151,11 @@ class DepthSync:
     def update_id(self):
         return self.book.update_id if self.synced else None
 
+    @property
+    def awaiting_first(self):
+        """Synced from a snapshot, and no diff applied to it yet."""
+        return self._await_first
+
     def on_diff(self, first_id, final_id, prev_final_id, bids, asks):
         if not self.synced:
             self.buffer.append((first_id, final_id, prev_final_id, bids, asks))

@@ -101,10 +101,13 @@ def prepare_dirs(cfg):
         path = getattr(cfg, key)
         try:
             os.makedirs(path, exist_ok=True)
-            probe = os.path.join(path, ".write-test")
-            with open(probe, "w") as f:
-                f.write("ok")
-            os.unlink(probe)
+            probe = os.path.join(path, f".write-test-{os.getpid()}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
         except OSError as exc:
             raise ConfigError(f"{key} '{path}' is not writable ({exc.strerror}); choose another "
                               f"directory with --{key.replace('_', '-')} or fix its permissions") from None
@@ -125,7 +128,17 @@ def check_exchange(cfg):
 
 
 def record(cfg, to_stderr=True, duration=None):
-    """Run the recorder until SIGTERM or SIGINT (or for ``duration`` seconds)."""
+    """Run the recorder until SIGTERM or SIGINT (or for ``duration`` seconds),
+    holding ``data_dir`` for itself."""
+    from .daemon import lock_data_dir
+    data_lock = lock_data_dir(cfg.data_dir)
+    try:
+        return _record(cfg, to_stderr, duration)
+    finally:
+        data_lock.release(remove=False)
+
+
+def _record(cfg, to_stderr, duration):
     from . import logs
     from .manager import ProcessManager
 
@@ -148,7 +161,9 @@ def record(cfg, to_stderr=True, duration=None):
 def record_foreground(cfg):
     """Foreground mode holds the same pidfile as the daemon, so --daemon
     status and stop work for it too (systemd, containers)."""
+    from . import proc
     from .daemon import AlreadyRunning, PidFile
+    proc.catch_early_signals()
     try:
         pidfile = PidFile(cfg.run_dir).acquire()
     except AlreadyRunning as exc:

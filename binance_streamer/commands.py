@@ -13,10 +13,10 @@ def read_exchange_info(cfg):
     """exchangeInfo for a command run once, in this process; one-line errors."""
     from .binance.budgets import RestBudget
     from .binance.endpoints import DEFAULT_WEIGHT_LIMIT
-    from .binance.rest import RestClient, RestError
+    from .binance.rest import RestClient, RestError, check_exchange_info
     client = RestClient(cfg, RestBudget(None, DEFAULT_WEIGHT_LIMIT[cfg.market]))
     try:
-        return client.get("exchangeInfo", {}, 0, attempts=3, quiet=True)
+        return client.get("exchangeInfo", {}, 0, attempts=3, quiet=True, check=check_exchange_info)
     except RestError as exc:
         if exc.status == 404:
             raise ConfigError(f"rest_url '{cfg.rest_url}' has no {cfg.market} exchangeInfo (HTTP 404); "

@@ -82,8 +82,12 @@ def _coerce(setting, value, where):
         except (TypeError, ValueError):
             raise ConfigError(f"{name} in {where} must be a {'whole ' if kind == 'int' else ''}number, "
                               f"not {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name} in {where} must be a finite number, not {value!r}")
         if setting.minimum is not None and number < setting.minimum:
             raise ConfigError(f"{name} in {where} must be at least {setting.minimum}, not {number}")
+        if setting.maximum is not None and number > setting.maximum:
+            raise ConfigError(f"{name} in {where} must be at most {setting.maximum:g}, not {number:g}")
         return number
     if not isinstance(value, str):
         raise ConfigError(f"{name} in {where} must be text, not {value!r}")

@@ -69,7 +69,8 @@ class Socket:
         self.lag_us = None           # receive time less the event time of the oldest frame of the last read
         self.lag_max_us = None       # the largest since the last status report
         self.lag_peak_us = None      # the largest since the supervisor last looked
-        self.thread = threading.Thread(target=self._read, name=f"{slot.name}-read", daemon=True)
+        read = slot.threads.guard(f"{slot.name}-read", self._read) if slot.threads else self._read
+        self.thread = threading.Thread(target=read, name=f"{slot.name}-read", daemon=True)
 
     def _read(self):
         """Read until the socket ends. A read that comes less than
@@ -138,10 +139,11 @@ class Socket:
 
 
 class Connection(threading.Thread):
-    def __init__(self, worker, group, url, names, cfg, stop, connect_budget=None):
+    def __init__(self, worker, group, url, names, cfg, stop, connect_budget=None, threads=None):
         super().__init__(name=f"ws-{group}-{names[0].split('@')[0]}", daemon=True)
         self.worker, self.group, self.url, self.names = worker, group, url, names
         self.cfg, self.stop, self.connect_budget = cfg, stop, connect_budget
+        self.threads = threads       # proc.Threads: a thread that dies restarts the process
         self.lock = threading.Lock()
         self.active = None
         self.pending = []            # successors, oldest first, buffering until one takes over
@@ -168,6 +170,12 @@ class Connection(threading.Thread):
 
     # -- the supervisor --------------------------------------------------------------
     def run(self):
+        if self.threads is not None:
+            self.threads.guard(self.name, self._run)()
+        else:
+            self._run()
+
+    def _run(self):
         attempt = 0
         while not self.stop.is_set():
             sock = self._open()

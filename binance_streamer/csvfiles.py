@@ -109,6 +109,11 @@ TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore"}
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 
+def is_decimal_column(column):
+    """A price or quantity column: the text must be a decimal number."""
+    return column in _DECIMAL or bool(_LEVEL.match(column))
+
+
 def pandas_dtype(column, exact=True):
     """The documented pandas dtype of a column: prices and quantities are
     ``string`` (exact, as Binance sent them) or ``float64``; booleans

@@ -18,24 +18,37 @@ import os
 import signal
 import time
 
+from . import proc
 from . import status as statusmod
 
 EXIT_RUNNING, EXIT_DEAD, EXIT_STOPPED, EXIT_UNKNOWN = 0, 1, 3, 4     # LSB status codes
 
 
+DATA_LOCK = ".binance-streamer.lock"
+
+
 class AlreadyRunning(Exception):
-    pass
+    """The lock is held; ``args[0]`` is the holder's pid (or None)."""
 
 
-class PidFile:
-    """A pidfile held under an exclusive ``flock`` while the daemon lives."""
+class LockFile:
+    """A file held under an exclusive ``flock`` while the recorder lives,
+    naming its holder: ``pid start-time`` (the start time proves, later, that
+    a pid still belongs to this recorder and not to a process that reused
+    the number). Never followed through a symlink."""
 
-    def __init__(self, run_dir):
-        self.path = os.path.join(run_dir, statusmod.PID_FILE)
+    def __init__(self, path):
+        self.path = path
         self.fd = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RuntimeError(f"{self.path} is a symlink; the recorder does not write through links: "
+                                   "remove it") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -44,28 +57,77 @@ class PidFile:
                 raise AlreadyRunning(read_pid(self.path)) from None
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {_start_time(os.getpid())}\n".encode())
         os.fsync(fd)
         self.fd = fd
         return self
 
-    def release(self):
+    def release(self, remove=True):
         if self.fd is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            if remove:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
             os.close(self.fd)
             self.fd = None
 
 
-def read_pid(path):
+class PidFile(LockFile):
+    """The pidfile in ``run_dir``: ``--daemon status`` and ``stop`` find the recorder by it."""
+
+    def __init__(self, run_dir):
+        super().__init__(os.path.join(run_dir, statusmod.PID_FILE))
+
+
+def lock_data_dir(data_dir):
+    """Hold ``data_dir`` for this recorder's life: two recorders writing one
+    directory would write every row twice. One line names the holder."""
+    try:
+        return LockFile(os.path.join(data_dir, DATA_LOCK)).acquire()
+    except AlreadyRunning as exc:
+        holder = f"pid {exc.args[0]}" if exc.args[0] else "another process"
+        raise RuntimeError(f"data_dir '{data_dir}' is in use by another recorder ({holder}); stop it, or give "
+                           "this one another --data-dir") from None
+
+
+def _start_time(pid):
+    import psutil
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return "0"
+
+
+def read_holder(path):
+    """``(pid, start time)`` from a lock file, or ``(None, None)``."""
     try:
         with open(path) as f:
-            text = f.read().strip()
-        return int(text) if text.isdigit() else None
+            words = f.read().split()
     except OSError:
-        return None
+        return None, None
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    started = float(words[1]) if len(words) > 1 and words[1].replace(".", "", 1).isdigit() else None
+    return pid, started
+
+
+def read_pid(path):
+    return read_holder(path)[0]
+
+
+def is_recorder(pid, started):
+    """Is ``pid`` still the recorder that wrote the pidfile: the same start
+    time, and a command line that runs binance_streamer?"""
+    import psutil
+    if pid is None or started is None:
+        return False
+    try:
+        p = psutil.Process(pid)
+        command = " ".join(p.cmdline())
+        return abs(p.create_time() - started) < 1.0 and ("binance_streamer" in command
+                                                         or "binance-streamer" in command)
+    except psutil.Error:
+        return False
 
 
 def probe(run_dir):
@@ -94,6 +156,7 @@ def detach_and_record(cfg, record):
     ctx = python_daemon.DaemonContext(working_directory="/", umask=0o022, stderr=stderr, signal_map={},
                                       files_preserve=[stderr])
     ctx.open()
+    proc.catch_early_signals()          # a stop that races the start is a clean stop, not a kill
     code = 1
     pidfile = PidFile(cfg.run_dir)
     try:
@@ -118,6 +181,7 @@ def start(cfg, record, timeout=60.0):
     state, pid = probe(cfg.run_dir)
     if state == "running":
         return 1, f"already running (pid {pid}); stop it first with --daemon stop"
+    lock_data_dir(cfg.data_dir).release(remove=False)      # in use by another recorder: say so before detaching
     try:
         os.unlink(statusmod.status_path(cfg.run_dir))
     except FileNotFoundError:
@@ -140,28 +204,54 @@ def start(cfg, record, timeout=60.0):
 
 def stop(cfg, force=False, timeout=None):
     state, pid = probe(cfg.run_dir)
+    path = os.path.join(cfg.run_dir, statusmod.PID_FILE)
     if state == "stopped":
         return 0, "not running"
     if state == "dead":
-        os.unlink(os.path.join(cfg.run_dir, statusmod.PID_FILE))
+        os.unlink(path)
         return 0, f"not running (removed a stale pidfile of pid {pid})"
+    pid, started = read_holder(path)
+    if not is_recorder(pid, started):
+        return 1, (f"the pidfile {path} is locked but names pid {pid}, which is not the process that wrote it; "
+                   "nothing was signalled: find the recorder with ps and stop it by hand")
     if force:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_tree(pid)
         _wait_gone(cfg.run_dir, 10)
         try:
-            os.unlink(os.path.join(cfg.run_dir, statusmod.PID_FILE))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         return 0, f"killed (pid {pid}); rows not yet flushed were lost, torn lines are repaired at the next start"
     os.kill(pid, signal.SIGTERM)
     timeout = timeout or cfg.stop_timeout * 3 + 10
-    if _wait_gone(cfg.run_dir, timeout):
+    if not _wait_gone(cfg.run_dir, timeout):
+        return 1, (f"still running after {timeout:.0f} s (pid {pid}); see {cfg.log_dir}, wait longer, or use "
+                   "--daemon stop --force")
+    st = statusmod.read_status(cfg.run_dir) or {}
+    if st.get("state") == "STOPPED":
         return 0, f"stopped (pid {pid}); every row was flushed"
-    return 1, (f"still running after {timeout:.0f} s (pid {pid}); see {cfg.log_dir}, wait longer, or use "
-               "--daemon stop --force")
+    return 1, f"pid {pid} is gone, but it did not report a clean stop (last state {st.get('state')}); see {cfg.log_dir}"
+
+
+def _kill_tree(pid):
+    """SIGKILL the recorder and every process under it; its process group
+    only when it leads one of its own (a daemon), never a shell's."""
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        victims = root.children(recursive=True) + [root]
+    except psutil.Error:
+        return
+    for p in victims:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait_gone(run_dir, timeout):

@@ -27,7 +27,7 @@ import shutil
 import signal
 import time
 
-from . import status
+from . import proc, status
 from .binance.budgets import ConnectBudget, RestBudget
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, EXIT_QUEUE_CORRUPT, backoff_delay
@@ -179,8 +179,9 @@ class ProcessManager:
             self.failures += 1
             delay = backoff_delay(self.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
             self.restart_at = now + delay
-            why = "found its input queue corrupt" if child.exitcode == EXIT_QUEUE_CORRUPT else \
-                f"exited unexpectedly (code {child.exitcode})"
+            why = {EXIT_QUEUE_CORRUPT: "found its input queue corrupt",
+                   proc.EXIT_THREAD_DIED: "stopped because one of its threads died (see above)"}.get(
+                child.exitcode, f"exited unexpectedly (code {child.exitcode})")
             log.error("%s: %s; restarting every process in %.1f s", child.name, why, delay)
 
     def restart_pipeline(self):
@@ -243,7 +244,9 @@ class ProcessManager:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
-        self.start()
+            self.signal = proc.early_signal()    # stopped before it got here: start nothing
+        if self.signal is None:
+            self.start()
         next_status = 0.0
         end = None if duration is None else self.clock() + duration
         while not self.stopping:

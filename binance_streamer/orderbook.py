@@ -61,12 +61,22 @@ class OrderBooks:
         self.day = DayOf()
         self.next_rows = 0.0
         self.snapshot_weight = 0
+        self.bad_input = 0
+        self.throttle = proc.Throttle()
 
     # -- input -------------------------------------------------------------------
     def on_diff(self, symbol, first, final, prev, bids, asks):
         sb = self.books[symbol]
         before = sb.sync.update_id
+        fresh = sb.sync.synced and sb.sync.awaiting_first      # no diff applied yet since the snapshot
         outcome = sb.sync.on_diff(first, final, prev, bids, asks)
+        if outcome == GAP and fresh:
+            # The stream started after the snapshot was taken: nothing is
+            # lost, the snapshot is too old (Binance: get a new one).
+            log.info("%s: snapshot %s is older than the first diff after it (U=%s); asking again", symbol,
+                     before, first)
+            sb.state, sb.next_request = NO_BOOK, self.clock()
+            return
         if sb.refresh_pending is not None:
             sb.refresh_pending.append((first, final, prev, bids, asks))
         elif sb.refresh is not None:
@@ -127,14 +137,28 @@ class OrderBooks:
         sb.state, sb.next_request = NO_BOOK, self.clock() + RETRY_DELAY
         log.warning("%s: snapshot failed (%s); asking again in %.0f s", symbol, error, RETRY_DELAY)
 
+    def on_bad_input(self, msg, exc):
+        """A message that the book cannot take (the workers check what they
+        send, so this is a defect upstream): that symbol's book is rebuilt from
+        a new snapshot, with a ledger row; the process goes on."""
+        self.bad_input += 1
+        sb = self.books.get(msg[1]) if len(msg) > 1 and isinstance(msg[1], str) else None
+        if self.throttle.allow():
+            log.error("orderbook: %s message for %s does not apply (%s: %s); %s", msg[0], msg[1] if sb else "?",
+                      type(exc).__name__, exc, "resyncing that book" if sb else "dropped")
+        if sb is not None:
+            sb.sync.reset()
+            sb.sync.buffer.clear()
+            self._resync(sb, "malformed event", sb.sync.update_id, "", detail=f"{type(exc).__name__}: {exc}"[:120])
+
     # -- periodic work -------------------------------------------------------------
     def tick(self):
         now = self.clock()
         for sb in self.books.values():
             if sb.state == REQUESTED and sb.requested_at and now - sb.requested_at > REQUEST_TIMEOUT:
                 sb.state = NO_BOOK
-            if sb.state == NO_BOOK and now >= sb.next_request and not sb.sync.synced:
-                self._ask(sb, URGENT, now)
+            if sb.state == NO_BOOK and now >= sb.next_request and not sb.sync.synced and sb.sync.buffer:
+                self._ask(sb, URGENT, now)        # Binance's order: buffer a diff first, then the snapshot
             elif (sb.state == SYNCED_STATE and self.cfg.book_refresh_interval and sb.refresh is None
                   and sb.refresh_pending is None and sb.requested_at is None
                   and now - sb.last_snapshot >= self.cfg.book_refresh_interval):
@@ -233,7 +257,8 @@ class OrderBooks:
                 "resyncs": sum(b.resyncs for b in self.books.values()),
                 "snapshot_weight_spent": self.snapshot_weight,
                 "ticker_compared": sum(b.compared for b in self.books.values()),
-                "ticker_mismatches": sum(b.mismatches for b in self.books.values())}
+                "ticker_mismatches": sum(b.mismatches for b in self.books.values()),
+                "bad_input": self.bad_input}
 
 
 def orderbook_main(cfg, book_q, writer_q, control_queues, status_q, log_q):
@@ -256,7 +281,10 @@ def orderbook_main(cfg, book_q, writer_q, control_queues, status_q, log_q):
         if batch is None:
             break
         for msg in batch:
-            handlers[msg[0]](*msg[1:])
+            try:
+                handlers[msg[0]](*msg[1:])
+            except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                books.on_bad_input(msg, exc)
         books.tick()
         now = time.monotonic()
         if out and (now >= next_flush or len(out) > 1000):

@@ -12,6 +12,7 @@ import time
 EXIT_OK = 0
 EXIT_CONFIG = 2          # a fault restarting will not mend: the manager does not respawn
 EXIT_QUEUE_CORRUPT = 3   # an input queue was torn by a killed process: restart the pipeline
+EXIT_THREAD_DIED = 4     # a long-lived thread died of an exception: restart the process
 
 
 def child_setup(name, log_q, level="INFO"):
@@ -34,6 +35,50 @@ def child_setup(name, log_q, level="INFO"):
 
     threading.Thread(target=watch_parent, name=f"{name}-parent-watch", daemon=True).start()
     return stop
+
+
+class Threads:
+    """A process's long-lived threads, supervised: one that dies of an
+    exception is logged at ERROR with its traceback, ``failed`` names it and
+    ``stop`` is set, so the process ends with EXIT_THREAD_DIED and the
+    manager restarts it. A thread must never die silently."""
+
+    def __init__(self, stop):
+        self.stop = stop
+        self.failed = None
+
+    def guard(self, name, target):
+        """``target`` wrapped so that an exception escaping it is handled as above."""
+        def run(*args, **kwargs):
+            try:
+                return target(*args, **kwargs)
+            except BaseException:
+                logging.getLogger(__name__).exception("thread %s died; stopping the process so that it restarts",
+                                                      name)
+                if self.failed is None:
+                    self.failed = name
+                self.stop.set()
+        return run
+
+    def start(self, name, target, *args):
+        thread = threading.Thread(target=self.guard(name, target), name=name, args=args, daemon=True)
+        thread.start()
+        return thread
+
+
+_early = []
+
+
+def catch_early_signals():
+    """From the moment a recorder holds its pidfile until its manager runs,
+    SIGTERM and SIGINT are remembered instead of killing it half set up; the
+    manager then stops at once, cleanly (``early_signal``)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: _early.append(signum))
+
+
+def early_signal():
+    return _early[0] if _early else None
 
 
 def report(status_q, name, payload):

@@ -20,6 +20,10 @@ from .csvfiles import stream_kind
 
 BACKFILLABLE = ("aggTrade", "kline")
 HOLE_TIMEOUT = 120.0
+# How far behind the last id written an incoming id may be and still be a
+# duplicate (a handover overlaps by seconds); further is an implausible id on disk.
+PLAUSIBLE_STEPS = 100_000
+PLAUSIBLE_IDS = 10**10
 _INTERVAL_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -64,8 +68,10 @@ class Sequencer:
         A backfill request is ``(symbol, stream, first id, last id)``.
         """
         key = (symbol, stream)
-        last = self.last.get(key)
         gaps, requests = [], []
+        if not backfilled:
+            self._check_plausible(key, ids[-1], gaps, int(now * 1e6))
+        last = self.last.get(key)
         if backfilled and self.holes.get(key):
             keep = self._fill(key, ids, last, gaps, now)
             return keep, gaps, requests
@@ -93,10 +99,33 @@ class Sequencer:
             del self.expected[key]
         return keep, gaps, requests
 
+    def _check_plausible(self, key, newest, gaps, now_us):
+        """An id on disk far beyond what the exchange now sends (a damaged or
+        edited file, files of another market) would make every new row look
+        like a duplicate: it is reported, and ids start again from the
+        exchange's."""
+        last = self.last.get(key)
+        step = id_step(key[1])
+        if last is None or newest >= last - (step * PLAUSIBLE_STEPS if step else PLAUSIBLE_IDS):
+            return
+        gaps.append(gap_row(now_us, key[1], "implausible id on disk", last, newest, "ignored",
+                            detail=f"the last id on disk is {last}, far beyond the exchange's {newest}; "
+                                   "recording goes on from the exchange's ids"))
+        del self.last[key]
+        self.holes.pop(key, None)
+        self.expected.pop(key, None)
+
     def reported(self, symbol, gap, now_us):
         """A worker's gap report. Returns the row to write, or None when there
-        is nothing to report, and maybe a backfill request."""
+        is nothing to report, and maybe a backfill request; or the row saying
+        the last id on disk is implausible (the report is then not needed)."""
         key = (symbol, gap["stream"])
+        first = gap["first_id_after"]
+        if isinstance(first, int):
+            implausible = []
+            self._check_plausible(key, first, implausible, now_us)
+            if implausible:
+                return implausible[0], None
         last = self.last.get(key)
         if gap["last_good_id"] in (None, ""):
             if last is None:

@@ -5,7 +5,7 @@ README's configuration reference and validation. To add a setting, add a
 row here; nothing else reads the YAML or the environment.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MARKETS = ("spot", "usdm")
 KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
@@ -25,6 +25,7 @@ class Setting:
     section: str
     choices: tuple = ()
     minimum: float = None
+    maximum: float = None
     flag: bool = False   # also a command-line flag (--name-with-dashes)
     metavar: str = None
 
@@ -134,6 +135,18 @@ SETTINGS = [
     _s("log_backups", "int", 10, "rotated log files kept", "logging", minimum=0),
 ]
 
+# The largest value each number may take: beyond it a value is a mistake
+# (seconds written as milliseconds, a setting pasted into the wrong key) that
+# would overflow a timer or a buffer, or defeat the setting's purpose.
+MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "symbols_per_worker": 1024,
+          "queue_size": 1_000_000, "batch_interval": 5.0, "restart_min_delay": 600.0, "restart_max_delay": 3600.0,
+          "stop_timeout": 600.0, "status_interval": 3600.0, "reconnect_min_delay": 600.0,
+          "reconnect_max_delay": 3600.0, "read_interval": 1.0, "max_lag": 86_400.0, "silence_timeout": 3600.0,
+          "connection_max_age": 86_400.0, "handover_timeout": 600.0, "rest_timeout": 300.0,
+          "rest_weight_limit": 1_000_000, "rest_weight_margin": 0.9, "snapshot_depth": 5000,
+          "orderbook_levels": 5000, "orderbook_interval": 3600.0, "book_refresh_interval": 2_592_000.0,
+          "log_max_bytes": 10**12, "log_backups": 1000}
+SETTINGS = [replace(s, maximum=MAXIMA[s.name]) if s.name in MAXIMA else s for s in SETTINGS]
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -160,10 +173,11 @@ def render_yaml():
 
 def render_markdown():
     """The README's configuration reference, one row per setting."""
-    rows = ["| setting | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| setting | flag | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
         default = "(see meaning)" if s.default is None else (
             ", ".join(s.default) if s.type == "list" else str(s.default).lower() if s.type == "bool" else s.default)
         flag = f"`{s.option}`" if s.flag else ""
-        rows.append(f"| `{s.name}` | {flag} | `{default}` | {s.help} |")
+        span = f"{s.minimum:g} to {s.maximum:g}" if s.maximum is not None else ""
+        rows.append(f"| `{s.name}` | {flag} | `{default}` | {span} | {s.help} |")
     return "\n".join(rows) + "\n"

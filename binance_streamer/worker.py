@@ -29,13 +29,15 @@ from .sequence import gap_row, id_step
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.5          # seconds the main thread sleeps when no batch is waiting
+# What a malformed event raises (binance/parse.py): it is counted and dropped.
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, ArithmeticError, AttributeError)
 
 
 class Route:
     """One stream of one symbol, as this worker receives it."""
 
     __slots__ = ("symbol", "stream", "kind", "file", "last", "state", "held", "waiting", "day",
-                 "messages", "last_recv_us", "gaps", "backfilled", "step")
+                 "messages", "last_recv_us", "gaps", "backfilled", "step", "bad")
 
     def __init__(self, symbol, stream):
         self.symbol, self.stream = symbol, stream
@@ -49,6 +51,7 @@ class Route:
         self.day = DayOf()
         self.messages = self.gaps = self.backfilled = 0
         self.last_recv_us = None
+        self.bad = False              # a malformed event was dropped since the last good one
 
 
 class Worker:
@@ -70,7 +73,7 @@ class Worker:
         self.tickers = {s: {} for s in symbols}   # u -> ticker not yet matched with a diff, in u order
         self.last_final = dict.fromkeys(symbols)  # final id of the last diff sent
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
-                       "open_klines": 0, "control_replies": 0}
+                       "open_klines": 0, "control_replies": 0, "errors": 0}
         self.throttle = proc.Throttle()
         self.throttle_connect = proc.Throttle()
         self.handlers = {"aggTrade": self._agg_trade, "trade": self._trade, "depth": self._depth,
@@ -132,8 +135,14 @@ class Worker:
                 d = msg.get("data")
                 try:
                     handlers[route.kind](route, d, recv_us)
-                except (KeyError, TypeError, ValueError, IndexError):
-                    self._odd("malformed", f"{route.stream}: malformed event", data[:160])
+                except MALFORMED as exc:
+                    self._malformed(route, d, data, exc)
+                    continue
+                except Exception:       # a bug; it must not stop the reader thread
+                    self.counts["errors"] += 1
+                    if self.throttle.allow():
+                        log.exception("%s %s: the event could not be handled (dropped): %r", route.symbol,
+                                      route.stream, data[:160])
                     continue
                 route.messages += 1
                 route.last_recv_us = recv_us
@@ -157,6 +166,17 @@ class Worker:
             return self._odd("unknown", "the server reported an error", msg)
         return self._odd("unknown", "unknown event", str(msg)[:160])
 
+    def _malformed(self, route, d, data, exc):
+        """An event that does not parse is dropped, counted and logged. It
+        never changed the stream's state, so the next good event shows the
+        hole, which the ledger then explains as a malformed event; a
+        bookTicker (whose ids do not count one by one) gets its row now."""
+        self._odd("malformed", f"{route.symbol} {route.stream}: malformed event dropped ({exc})", data[:160])
+        route.bad = True
+        if route.kind == "bookTicker":
+            u = d.get("u") if isinstance(d, dict) else None
+            self._report(route, route.last, u if u.__class__ is int else "", "lost", detail=str(exc)[:120])
+
     def _odd(self, counter, what, detail):
         self.counts[counter] += 1
         if self.throttle.allow():
@@ -164,17 +184,17 @@ class Worker:
         return None
 
     # -- per-stream handlers (called with the lock held) --------------------------
+    # Each parses (and so checks) the whole event first: a malformed one
+    # raises before it changes any state, so the next good event sees the hole.
     def _agg_trade(self, route, d, recv_us):
-        a = d["a"]
-        if not self._continues(route, a, d["T"]):
-            return
-        self._add(route, route.day(d["T"]), *parse.agg_trade(self.market, d, recv_us))
+        ident, line = parse.agg_trade(self.market, d, recv_us)
+        if self._continues(route, ident, d["T"]):
+            self._add(route, route.day(d["T"]), ident, line)
 
     def _trade(self, route, d, recv_us):
-        t = d["t"]
-        if not self._continues(route, t, d["T"]):
-            return
-        self._add(route, route.day(d["T"]), *parse.trade(self.market, d, recv_us))
+        ident, line = parse.trade(self.market, d, recv_us)
+        if self._continues(route, ident, d["T"]):
+            self._add(route, route.day(d["T"]), ident, line)
 
     def _kline(self, route, d, recv_us):
         row = parse.kline(self.market, d, recv_us)
@@ -185,6 +205,7 @@ class Worker:
             self._add(route, route.day(row[0]), *row)
 
     def _depth(self, route, d, recv_us):
+        uid, lines = parse.depth(self.market, d, recv_us)
         last, first, final = route.last, d["U"], d["u"]
         if last is not None and final <= last:
             self.counts["duplicates"] += 1
@@ -204,11 +225,10 @@ class Worker:
                     del pending[u]
             self.book_out.append(("d", symbol, first, final, d.get("pu"), d["b"], d["a"]))
             self.last_final[symbol] = final
-        uid, lines = parse.depth(self.market, d, recv_us)
         self._add(route, route.day(d["E"]), uid, lines)
 
     def _book_ticker(self, route, d, recv_us):
-        u = d["u"]
+        u, line = parse.book_ticker(self.market, d, recv_us)
         if route.last is not None and u <= route.last:
             self.counts["duplicates"] += 1
             return
@@ -224,8 +244,7 @@ class Worker:
                 pending[u] = ticker
                 if len(pending) > 10_000:
                     del pending[next(iter(pending))]
-        self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)),
-                  *parse.book_ticker(self.market, d, recv_us))
+        self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)), u, line)
 
     def _continues(self, route, ident, when):
         """Check a consecutive id; start a backfill or report a gap. False: drop it."""
@@ -245,7 +264,10 @@ class Worker:
 
     def _reason(self, route):
         """Why a gap happened, from the route's state (call before it changes)."""
-        return {"start": "start", "reconnected": "reconnect"}.get(route.state, "id jump")
+        bad, route.bad = route.bad, False
+        if route.state == "start":
+            return "start"
+        return "malformed event" if bad else {"reconnected": "reconnect"}.get(route.state, "id jump")
 
     def _report(self, route, last, first, action, when="", rows=0, detail=""):
         if route.state != "start":
@@ -257,7 +279,7 @@ class Worker:
     # -- outbox --------------------------------------------------------------------------
     def _add(self, route, day, ident, line, backfilled=False):
         if route.held is not None and not backfilled:
-            route.held.append((day, ident, line))
+            route.held.append((day, ident, line, False))
             return
         key = (route.symbol, route.file, day, backfilled)
         msg = self.open.get(key)
@@ -348,8 +370,13 @@ class Worker:
         except RestError as exc:
             rows, error = [], str(exc)
         with self.lock:
-            for day, ident, line in rows:
-                self._add(route, day, ident, line, backfilled=True)
+            if origin == "fill" and route.held is not None:
+                # The live rows after the hole wait, maybe for other holes too:
+                # these join them, and all leave in id order.
+                route.held.extend((day, ident, line, True) for day, ident, line in rows)
+            else:
+                for day, ident, line in rows:
+                    self._add(route, day, ident, line, backfilled=True)
             route.backfilled += len(rows)
             if origin == "fill":
                 done = bool(rows) and rows[-1][1] >= hi
@@ -362,9 +389,7 @@ class Worker:
                                                               first_time=when)))
                 route.waiting -= 1
                 if route.waiting == 0:
-                    held, route.held = route.held, None
-                    for day, ident, line in held or ():
-                        self._add(route, day, ident, line)
+                    self._release(route)
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
@@ -380,8 +405,14 @@ class Worker:
                     self.book_out.append(("f", symbol, str(exc)))
             return
         response_us = int(self.clock() * 1e6)
-        last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]
-        tail = f',{request_us},{response_us},{snap.get("E", "")},{snap.get("T", "")}\n'
+        last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]       # checked by rest.depth
+        try:
+            tail = f',{request_us},{response_us},{parse.opt_uint(snap, "E")},{parse.opt_uint(snap, "T")}\n'
+        except MALFORMED as exc:
+            with self.lock:
+                if self.book_out is not None:
+                    self.book_out.append(("f", symbol, f"the snapshot does not parse ({exc})"))
+            return
         lines = [f"{last},bid,{p},{q}{tail}" for p, q in bids] + [f"{last},ask,{p},{q}{tail}" for p, q in asks]
         with self.lock:
             self.out.append(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
@@ -392,15 +423,10 @@ class Worker:
         """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
         rows, next_id, empty = [], lo, 0
         while next_id <= hi and not self.stop.is_set():
-            if route.kind == "aggTrade":
-                page = self.rest.agg_trades(route.symbol, next_id, AGG_TRADES_PAGE)
-                page = [r for r in page if next_id <= r["a"] <= hi]
-                got = [(route.day(r["T"]), *parse.agg_trade_rest(self.market, r, recv_us)) for r in page]
-            else:
-                page = self.rest.klines(route.symbol, route.stream[6:], next_id, hi + route.step - 1,
-                                        KLINES_PAGE[self.market])
-                page = [r for r in page if next_id <= r[0] <= hi and r[6] < recv_us // 1000]
-                got = [(route.day(r[0]), *parse.kline_rest(r, recv_us)) for r in page]
+            try:
+                got = self._page(route, next_id, hi, recv_us)
+            except MALFORMED as exc:
+                raise RestError(f"{route.file} backfill: the exchange's answer does not parse ({exc})") from None
             if not got:
                 empty += 1
                 if empty > 5:       # the exchange's history lags the stream a little; give it time
@@ -414,16 +440,38 @@ class Worker:
                 next_id += route.step
         return rows
 
+    def _page(self, route, next_id, hi, recv_us):
+        """One REST page of missing rows from ``next_id`` as ``[(day, id, line)]``."""
+        if route.kind == "aggTrade":
+            page = self.rest.agg_trades(route.symbol, next_id, AGG_TRADES_PAGE)
+            rows = [parse.agg_trade_rest(self.market, r, recv_us) + (r["T"],) for r in page]
+            return [(route.day(t), a, line) for a, line, t in rows if next_id <= a <= hi]
+        page = self.rest.klines(route.symbol, route.stream[6:], next_id, hi + route.step - 1, KLINES_PAGE[self.market])
+        return [(route.day(r[0]), *parse.kline_rest(r, recv_us)) for r in page
+                if next_id <= r[0] <= hi and r[6] < recv_us // 1000]
+
+    def _release(self, route):
+        """The rows held while a stream's holes were filled, in id order."""
+        held, route.held = route.held, None
+        kind = None
+        for day, ident, line, filled in sorted(held or (), key=lambda r: r[1]):
+            if filled != kind:           # a new message whenever live and backfilled rows alternate
+                self._seal(route)
+                kind = filled
+            self._add(route, day, ident, line, backfilled=filled)
+
     def shutdown(self):
-        """Let held rows go (their backfill will not finish) with a gap row."""
+        """Let held rows go (their backfill will not finish) with a gap row;
+        a malformed event just before the stop gets its ledger row too."""
         with self.lock:
             for route in self.routes.values():
+                if route.bad and route.kind != "bookTicker":
+                    self._report(route, route.last, "", "lost", detail="malformed event just before the stop")
                 if route.held is not None:
-                    held, route.held, route.waiting = route.held, None, 0
-                    first = held[0][1] if held else None
+                    first = min((r[1] for r in route.held), default=None)
                     self._report(route, None, first, "lost", detail="stopped before the backfill finished")
-                    for day, ident, line in held:
-                        self._add(route, day, ident, line)
+                    route.waiting = 0
+                    self._release(route)
 
     def status(self, conns):
         with self.lock:
@@ -434,22 +482,23 @@ class Worker:
         return {"streams": streams, "counts": dict(self.counts),
                 "connections": [c.info() for c in conns],
                 "rest_requests": self.rest.requests if self.rest else 0,
-                "rest_failures": self.rest.failures if self.rest else 0}
+                "rest_failures": self.rest.failures if self.rest else 0,
+                "rest_malformed": self.rest.malformed if self.rest else 0}
 
 
 def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_q, budget, connect_budget):
     """Process entry point: one worker for ``symbols``; stops on SIGTERM."""
     name = f"worker-{index}"
     stop = proc.child_setup(name, log_q, cfg.log_level)
+    threads = proc.Threads(stop)
     rest = RestClient(cfg, budget, stop)
     worker = Worker(cfg, symbols, rest, stop)
     worker.send = _sender(writer_q, book_q)
-    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget)
+    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget, threads)
              for group, url, names in connection_plan(cfg, symbols)]
     for c in conns:
         c.start()
-    jobs = threading.Thread(target=worker.run_jobs, name=f"{name}-rest", daemon=True)
-    jobs.start()
+    threads.start(f"{name}-rest", worker.run_jobs)
     log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
     next_status = 0.0
     while not stop.is_set():
@@ -472,6 +521,10 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     worker.shutdown()
     worker.hand_on(force=True)
     proc.report(status_q, name, worker.status(conns))
+    if threads.failed:
+        log.error("%s: exiting because thread %s died; every row read was handed to the writer", name,
+                  threads.failed)
+        raise SystemExit(proc.EXIT_THREAD_DIED)
     log.info("%s: stopped; every row read was handed to the writer", name)
 
 

@@ -11,6 +11,7 @@ memory and nothing already written is touched.
 
 import csv
 import errno
+import json
 import logging
 import os
 import queue
@@ -23,6 +24,7 @@ from .sequence import Sequencer, gap_row, id_step
 log = logging.getLogger(__name__)
 
 TRANSFER_ALLOWANCE = 0.1   # seconds a batch may take from a worker to the writer on a busy machine
+UNWRITTEN = "unwritten-"   # run_dir/unwritten-<ns>.json: rows a writer could not write before it exited
 
 
 def open_file_limit():
@@ -41,37 +43,62 @@ def open_file_limit():
 
 
 class OpenFile:
-    __slots__ = ("fd", "path", "lines", "rows", "tail", "used", "dirty", "key", "due")
+    __slots__ = ("fd", "path", "lines", "rows", "tail", "used", "dirty", "key", "due", "size", "ino",
+                 "ids", "written")
 
-    def __init__(self, fd, path, key):
-        self.fd, self.path, self.key = fd, path, key
+    def __init__(self, path, key):
+        self.fd, self.path, self.key = None, path, key     # fd None: not open (yet, or any more)
         self.lines = []          # pending CSV lines
         self.rows = 0
-        self.tail = b""          # bytes of a write that failed part-way
+        self.tail = b""          # the bytes of a write that failed, kept whole for the retry
         self.used = time.monotonic()
         self.dirty = False       # written since the last fsync
         self.due = None          # monotonic time by which the pending lines must be written
+        self.size = 0            # bytes in the file: a failed write is cut back to this
+        self.ino = None          # (st_dev, st_ino) of the open file, to notice it deleted or replaced
+        self.ids = None          # [first, last] id of the pending rows (None: no ids)
+        self.written = [0, None, None]   # rows, first id, last id written since the last file check
 
 
-def repair_torn_line(fd, path):
-    """Cut an unfinished last line (a crash mid-write). Returns bytes removed."""
+def repair_torn_line(fd, path, event_column=None):
+    """Cut an unfinished last line (a crash mid-write); with
+    ``event_column`` (depth: the final update id), also the complete rows
+    before it that may belong to the same, unfinished event. Returns
+    ``(bytes, rows)`` removed (rows: complete rows cut with the torn line)."""
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return 0
-    pos = size
+        return 0, 0
+    keep = _line_start(fd, size)
+    torn = os.pread(fd, size - keep, keep)
+    rows = 0
+    if event_column is not None and keep > 0:
+        cells = torn.split(b",")
+        event = cells[event_column] if len(cells) > event_column + 1 else None   # None: unknown event
+        while keep > 0:
+            start = _line_start(fd, keep - 1)
+            row = os.pread(fd, keep - start, start).split(b",")
+            if len(row) <= event_column or row[0].startswith(b"event_time") or \
+                    (event is not None and row[event_column] != event):
+                break
+            event = row[event_column]       # unknown: the last complete event goes with it
+            keep, rows = start, rows + 1
+    os.ftruncate(fd, keep)
+    log.warning("%s: cut a torn last line (%d bytes) left by a crash%s", path, size - keep,
+                f", with the {rows} rows of its unfinished event" if rows else "")
+    return size - keep, rows
+
+
+def _line_start(fd, end):
+    """Offset of the start of the line that ends at ``end`` (exclusive)."""
+    pos = end
     while pos > 0:
         start = max(0, pos - 65536)
         chunk = os.pread(fd, pos - start, start)
         nl = chunk.rfind(b"\n")
         if nl >= 0:
-            keep = start + nl + 1
-            break
+            return start + nl + 1
         pos = start
-    else:
-        keep = 0
-    os.ftruncate(fd, keep)
-    log.warning("%s: cut a torn last line (%d bytes) left by a crash", path, size - keep)
-    return size - keep
+    return 0
 
 
 def last_id(path, column, backfilled_column=None):
@@ -145,9 +172,14 @@ class Writer:
             column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
             if column is None:
                 continue
-            fd = os.open(path, os.O_RDWR)
             try:
-                self.torn_repaired += bool(repair_torn_line(fd, path))
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError as exc:
+                log.critical("%s: cannot open it to recover the last id (%s); its stream starts afresh",
+                             path, exc.strerror)
+                continue
+            try:
+                self._repaired(symbol, stream, repair_torn_line(fd, path, _event_column(stream)))
             finally:
                 os.close(fd)
             found = last_id(path, column, _backfilled_column(self.cfg.market, stream))
@@ -158,8 +190,20 @@ class Writer:
         for (symbol, stream), (day, path) in newest.items():
             if stream == "gaps":
                 reopened += self._reopen_holes(symbol, path)
+        self.ledger_unwritten()
         log.info("writer: recovered the last ids of %d streams; %d unfinished backfills asked for again",
                  len(self.seq.last), reopened)
+
+    def _repaired(self, symbol, stream, cut):
+        """A torn line (and its unfinished event) cut at start: in the ledger."""
+        size, rows = cut
+        if not size:
+            return
+        self.torn_repaired += 1
+        if stream != "gaps":
+            self._write_gap(symbol, gap_row(int(self.clock() * 1e6), stream, "torn write", "", "", "lost",
+                                            rows=rows, detail=f"a crash left an unfinished write: {size} bytes "
+                                                              f"cut ({rows} complete rows of an unfinished event)"))
 
     def _reopen_holes(self, symbol, path):
         """Backfills requested but never finished (the writer stopped first): ask again."""
@@ -208,6 +252,12 @@ class Writer:
                 if not lines:
                     return
         f = self._file(symbol, stream, day)
+        if ids:
+            first = ids[keep[0]] if keep else ids[0]
+            if f.ids is None:
+                f.ids = [first, ids[-1]]
+            else:
+                f.ids[1] = ids[-1]
         if f.due is None:
             f.due = time.monotonic() + self.hold
             if self.next_due is None or f.due < self.next_due:
@@ -260,34 +310,63 @@ class Writer:
             if len(self.files) >= self.max_open:
                 self._close_idle(len(self.files) - self.max_open + 1)
             path = csvfiles.path(self.cfg.data_dir, self.cfg.market, symbol, stream, day)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            self.torn_repaired += bool(repair_torn_line(fd, path))
-            f = self.files[key] = OpenFile(fd, path, key)
-            if os.fstat(fd).st_size == 0:
-                f.lines.append(csvfiles.header(self.cfg.market, stream, self.cfg.orderbook_levels).decode())
+            f = self.files[key] = OpenFile(path, key)
+            try:
+                self._open(f)
+            except OSError as exc:      # kept in memory; the flush tries again
+                self._write_failed(f, exc)
         f.used = time.monotonic()
         return f
 
+    def _open(self, f):
+        """Open (or create) the file, never through a symlink; cut a torn last
+        line; a new or empty file gets its header before the pending lines."""
+        symbol, stream, _ = f.key
+        os.makedirs(os.path.dirname(f.path), exist_ok=True)
+        fd = os.open(f.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            self._repaired(symbol, stream, repair_torn_line(fd, f.path, _event_column(stream)))
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        f.fd, f.size, f.ino = fd, st.st_size, (st.st_dev, st.st_ino)
+        if st.st_size == 0:
+            f.lines.insert(0, csvfiles.header(self.cfg.market, stream, self.cfg.orderbook_levels).decode())
+
     def _flush_file(self, f):
+        """Append the pending lines in one write. All or nothing: a write
+        that fails part-way (a full disk) is cut back, and the lines stay in
+        memory, whole, for the retry; so the file never ends in half an event."""
         if not f.lines and not f.tail:
             return True
+        if f.fd is None:
+            try:
+                self._open(f)
+            except OSError as exc:
+                self.write_errors += 1
+                self._write_failed(f, exc)
+                return False
         data = f.tail + "".join(f.lines).encode()
         size, rows = len(data), f.rows
-        f.lines, f.rows, f.tail, f.due = [], 0, b"", None
-        self.pending_rows -= rows
         t0 = time.perf_counter()
         try:
-            while data:
-                n = os.write(f.fd, data)
-                data = data[n:]
+            done = 0
+            while done < size:
+                done += os.write(f.fd, data[done:])
         except OSError as exc:
-            f.tail, f.due = data, time.monotonic()
+            f.lines, f.tail, f.due = [], data, time.monotonic()
             self.write_errors += 1
+            self._cut_back(f)
             self._write_failed(f, exc)
-            self.pending_rows += rows
-            f.rows = rows   # counted again until they reach the disk
             return False
+        f.lines, f.rows, f.tail, f.due = [], 0, b"", None
+        self.pending_rows -= rows
+        f.size += size
+        if f.ids is not None:
+            w = f.written
+            w[0], w[1], w[2] = w[0] + rows, w[1] if w[1] is not None else f.ids[0], f.ids[1]
+            f.ids = None
         elapsed = time.perf_counter() - t0
         self.flushes += 1
         self.flush_seconds_max = max(self.flush_seconds_max, elapsed)
@@ -303,14 +382,23 @@ class Writer:
             st[1] += size
         return True
 
+    def _cut_back(self, f):
+        try:
+            if os.fstat(f.fd).st_size > f.size:
+                os.ftruncate(f.fd, f.size)
+        except OSError as exc:
+            log.critical("%s: a failed write could not be cut back (%s); the file may end in part of an event",
+                         f.path, exc.strerror)
+
     def _write_failed(self, f, exc):
         now = time.monotonic()
         self._retry_at = now + (5.0 if exc.errno == errno.ENOSPC else 1.0)
         if now - self._error_logged > 10:
             self._error_logged = now
-            what = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+            what = {errno.ENOSPC: "the disk is full", errno.ELOOP: "it is a symlink, which is never followed",
+                    errno.EPERM: "the file is immutable or append-only to this user"}.get(exc.errno, exc.strerror)
             log.critical("%s: cannot write: %s; %d rows are held in memory and will be retried; "
-                         "free space or fix the disk to avoid data loss", f.path, what, self.pending_rows)
+                         "fix it to avoid data loss", f.path, what, self.pending_rows)
 
     def flush_due(self, now):
         """Write the files whose lines are due, and those due within the next
@@ -343,8 +431,36 @@ class Writer:
                 return
         self.housekeeping(force)
 
+    def check_files(self):
+        """A file deleted or replaced while open (its path no longer leads to
+        the inode being written) is reopened afresh; the rows written to the
+        old one since the last check are gone, and the ledger says so."""
+        for f in list(self.files.values()):
+            if f.fd is None:
+                continue
+            try:
+                st = os.stat(f.path, follow_symlinks=False)
+                same = (st.st_dev, st.st_ino) == f.ino
+            except FileNotFoundError:
+                same = False
+            except OSError:
+                continue
+            if not same:
+                rows, lo, hi = f.written
+                os.close(f.fd)
+                f.fd, f.dirty = None, False
+                log.critical("%s: deleted or replaced while open; reopened; %d rows written since the last "
+                             "check went to the old file", f.path, rows)
+                symbol, stream, _ = f.key
+                self._write_gap(symbol, gap_row(int(self.clock() * 1e6), stream, "file deleted while open",
+                                                "" if lo is None else lo - 1, "" if hi is None else hi + 1,
+                                                "lost", rows=rows, detail=f"{os.path.basename(f.path)} was "
+                                                "deleted or replaced; its rows since the last check are lost"))
+            f.written = [0, None, None]
+
     def housekeeping(self, force=False):
         now = time.monotonic()
+        self.check_files()
         if self.cfg.fsync == "periodic" and (force or now - self._last_fsync >= self.cfg.fsync_interval):
             self._fsync_all()
         for symbol, gap in self.seq.expire(self.clock()):
@@ -355,7 +471,7 @@ class Writer:
         self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
         for f in self.files.values():
-            if f.dirty:
+            if f.dirty and f.fd is not None:
                 os.fsync(f.fd)
                 f.dirty = False
 
@@ -366,6 +482,8 @@ class Writer:
             if n >= at_least and now - used < 600:
                 break
             f = self.files.pop(key)
+            if f.fd is None:
+                continue
             if f.dirty and self.cfg.fsync != "never":
                 os.fsync(f.fd)
             os.close(f.fd)
@@ -379,12 +497,50 @@ class Writer:
             self.flush(force=True)
         if self.cfg.fsync != "never":
             self._fsync_all()
-        lost = sum(f.rows for f in self.files.values())
+        lost = [f for f in self.files.values() if f.rows]
+        for f in lost:          # the log is the ledger of last resort: exactly what is missing
+            ids = f"ids {f.ids[0]}..{f.ids[1]}" if f.ids else "no ids"
+            log.critical("%s: %d rows (%s) could not be written before exit and are lost", f.path, f.rows, ids)
         for f in self.files.values():
-            os.close(f.fd)
+            if f.fd is not None:
+                os.close(f.fd)
         self.files.clear()
         if lost:
-            log.critical("writer: %d rows could not be written before exit", lost)
+            log.critical("writer: %d rows could not be written before exit", sum(f.rows for f in lost))
+            self._note_unwritten(lost)
+
+    def _note_unwritten(self, lost):
+        """Rows that never reached their file: noted in run_dir, so that the
+        next start puts them in the gap ledger (the data disk may be full now)."""
+        entries = [{"symbol": f.key[0], "stream": f.key[1], "rows": f.rows, "first": f.ids[0] if f.ids else None,
+                    "last": f.ids[1] if f.ids else None} for f in lost if f.key[1] != "gaps"]
+        path = os.path.join(self.cfg.run_dir, f"{UNWRITTEN}{time.time_ns()}.json")
+        try:
+            with open(path + ".tmp", "w") as out:
+                json.dump(entries, out)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log.critical("writer: cannot note the unwritten rows in %s either (%s); this log is their only record",
+                         path, exc.strerror)
+
+    def ledger_unwritten(self):
+        """At start: a ledger row for each stream with rows the last run could not write."""
+        for name in sorted(os.listdir(self.cfg.run_dir)) if os.path.isdir(self.cfg.run_dir) else ():
+            if not (name.startswith(UNWRITTEN) and name.endswith(".json")):
+                continue
+            path = os.path.join(self.cfg.run_dir, name)
+            try:
+                with open(path) as f:
+                    entries = json.load(f)
+            except (OSError, ValueError):
+                continue
+            for e in entries:
+                first, last = e.get("first"), e.get("last")
+                self._write_gap(e["symbol"], gap_row(int(self.clock() * 1e6), e["stream"], "not written before exit",
+                                                     "" if first is None else first - 1,
+                                                     "" if last is None else last + 1, "lost", rows=e["rows"],
+                                                     detail="the disk refused them until the recorder stopped"))
+            os.unlink(path)
 
     def status(self):
         return {"pending_rows": self.pending_rows, "open_files": len(self.files), "flushes": self.flushes,
@@ -393,6 +549,11 @@ class Writer:
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
                 "streams": {f"{s}/{st}": {"day": v[2], "rows": v[0], "bytes": v[1]}
                             for (s, st), v in self.stats.items()}}
+
+
+def _event_column(stream):
+    """Depth rows of one event share their final update id (column 3)."""
+    return csvfiles.columns("spot", "depth").index("final_update_id") if stream == "depth" else None
 
 
 def _backfilled_column(market, stream):

@@ -146,8 +146,13 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
         if progress:
             progress(done, total, label)
 
+    damaged = set()        # symbols with a file that is not what it should be: no book rebuild
     for symbol, files, days in plan:
-        ledger = Ledger(_load_ledger(files.get("gaps", {}), days))
+        try:
+            ledger = Ledger(_load_ledger(files.get("gaps", {}), days))
+        except (LoadError, OSError, ValueError, KeyError) as exc:
+            report.problems.append(Problem(symbol, "gaps", "-", f"the gap ledger cannot be read: {exc}"))
+            ledger = Ledger(pd.DataFrame({"stream": [], "last_good_id": [], "first_id_after": [], "action": []}))
         for day in days:
             _missing_files(report, symbol, day, files, expected)
         for stream in sorted(files):
@@ -160,9 +165,14 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                 tick(f"{symbol} {stream} {day}")
                 try:
                     df = load_file(path, market, stream, exact=True, columns=_COLUMNS.get(kind, []))
-                except LoadError as exc:
-                    report.problems.append(Problem(symbol, stream, day, str(exc)))
+                    bad = _bad_values(path)
+                except (LoadError, OSError, ValueError) as exc:
+                    report.problems.append(Problem(symbol, stream, day, f"cannot be read: {_located(path, exc)}"))
+                    damaged.add(symbol)
                     continue
+                if bad:
+                    damaged.add(symbol)
+                    _some(report, symbol, stream, [(day, b) for b in bad], "values that are not numbers")
                 fr = FileReport(symbol, stream, day, rows=len(df))
                 if len(df):
                     fr.first, fr.last = df.index.min(), df.index.max()
@@ -173,8 +183,60 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                 elif kind == "bookTicker":
                     _no_repeats(report, fr, df)
         if "depth" in files and "depthSnapshot" in files:
-            _books(report, symbol, market, files, days)
+            if symbol in damaged:
+                report.problems.append(Problem(symbol, "orderbook", "-", "book not rebuilt: its files are damaged "
+                                                                          "(see above)"))
+                continue
+            try:
+                _books(report, symbol, market, files, days)
+            except (ValueError, ArithmeticError, KeyError, IndexError, TypeError, OSError) as exc:
+                report.problems.append(Problem(symbol, "orderbook", "-", f"book rebuild stopped: "
+                                                                          f"{type(exc).__name__}: {exc}"))
     return report
+
+
+def _bad_values(path, chunk=1_000_000):
+    """``line N, column C: 'value'`` of price and quantity cells that are not
+    decimal numbers as Binance writes them (the first few)."""
+    header = pd.read_csv(path, nrows=0).columns
+    wanted = [c for c in header if csvfiles.is_decimal_column(c)]
+    if not wanted:
+        return []
+    out = []
+    for part in pd.read_csv(path, usecols=wanted, dtype=str, keep_default_na=False, chunksize=chunk):
+        for column in wanted:
+            cells = part[column]
+            bad = cells[(cells != "") & ~cells.str.fullmatch(r"\d{1,40}(\.\d{1,40})?")]
+            out += [f"line {i + 2}, column {column}: {v[:40]!r}" for i, v in bad.head(SHOWN).items()]
+        if len(out) >= SHOWN:
+            break
+    return out[:SHOWN]
+
+
+def _located(path, exc):
+    """What failed, with the line and column of the first bad cell when it can be found."""
+    text = str(exc)
+    for line_no, row in enumerate(_rows(path), start=1):
+        if line_no == 1:
+            header = row
+            continue
+        if len(row) != len(header):
+            return f"line {line_no} has {len(row)} columns, the header {len(header)}"
+        for name, value in zip(header, row):
+            if value and csvfiles.pandas_dtype(name) == "Int64" and not value.lstrip("-").isdigit():
+                return f"line {line_no}, column {name}: {value[:40]!r} is not a whole number"
+    return text
+
+
+def _rows(path):
+    import csv
+    import gzip
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", errors="replace") as f:
+            yield from csv.reader(f)
+    except (OSError, csv.Error):
+        return
 
 
 def _load_ledger(by_day, days):

@@ -1,15 +1,59 @@
 """Binance events -> CSV lines. Pure; no clock, no I/O.
 
-Every price and quantity is copied as the string Binance sent. Each function
+Every price and quantity is copied as the string Binance sent, after a check
+that it is one: a decimal number written with digits and at most one point
+(``num``), never an exponent, a sign, a word or a kilobyte of digits; ids and
+times must be non-negative integers (``uint``), flags booleans. Each function
 returns ``(id, line)`` where ``id`` is the row's sequence id (see
 csvfiles.ID_COLUMN) and ``line`` ends with a newline; the column order is
-csvfiles.SCHEMAS. A payload missing a field raises KeyError or TypeError,
-which the caller counts as malformed.
+csvfiles.SCHEMAS. A payload with a missing field raises KeyError, one of the
+wrong shape TypeError or ValueError, one with a value that is not what
+Binance sends BadValue (a ValueError): the caller counts the event as
+malformed and drops it before it changes any state.
 """
 
 from decimal import Decimal
 
 _BOOL = {"spot": ("False", "True"), "usdm": ("false", "true")}
+MAX_NUMBER = 40          # characters of a price or quantity; Binance's have about 20
+
+
+class BadValue(ValueError):
+    """A field whose value is not what Binance sends."""
+
+
+def num(s):
+    """``s`` if it is a non-negative decimal number as Binance writes it."""
+    if s.__class__ is str and 0 < len(s) <= MAX_NUMBER and s.isascii() and s.replace(".", "", 1).isdigit():
+        return s
+    raise BadValue(f"not a decimal number: {str(s)[:MAX_NUMBER]!r}")
+
+
+def uint(x):
+    """``x`` if it is a non-negative integer that fits 63 bits (ids, times)."""
+    if x.__class__ is int and 0 <= x < 1 << 63:
+        return x
+    raise BadValue(f"not an id or a time: {str(x)[:MAX_NUMBER]!r}")
+
+
+def sint(x):
+    """``x`` if it is an integer that fits 63 bits (USD-M's ``pu`` may be -1)."""
+    if x.__class__ is int and -(1 << 63) < x < 1 << 63:
+        return x
+    raise BadValue(f"not an integer: {str(x)[:MAX_NUMBER]!r}")
+
+
+def flag(x):
+    if x is True or x is False:
+        return x
+    raise BadValue(f"not true or false: {str(x)[:MAX_NUMBER]!r}")
+
+
+def opt_uint(d, key):
+    """An optional time field: its value, or "" when absent."""
+    x = d.get(key)
+    return "" if x is None else uint(x)
+
 
 # Fields each event may carry; anything else is counted as unexpected.
 KNOWN_FIELDS = {
@@ -28,13 +72,14 @@ def unexpected_fields(kind, data):
 
 def _agg_line(market, d, event_time, recv_us, backfilled):
     t = _BOOL[market]
-    best = f'{t[d.get("M", True)]},' if market == "spot" else ""
-    return d["a"], (f'{d["a"]},{d["p"]},{d["q"]},{d["f"]},{d["l"]},{d["T"]},{t[d["m"]]},{best}'
-                    f'{event_time},{recv_us},{backfilled}\n')
+    best = f'{t[flag(d.get("M", True))]},' if market == "spot" else ""
+    a = uint(d["a"])
+    return a, (f'{a},{num(d["p"])},{num(d["q"])},{uint(d["f"])},{uint(d["l"])},{uint(d["T"])},{t[flag(d["m"])]},'
+               f'{best}{event_time},{recv_us},{backfilled}\n')
 
 
 def agg_trade(market, d, recv_us):
-    return _agg_line(market, d, d["E"], recv_us, 0)
+    return _agg_line(market, d, uint(d["E"]), recv_us, 0)
 
 
 def agg_trade_rest(market, d, recv_us):
@@ -49,35 +94,65 @@ def quote_qty(price, qty):
 
 def trade(market, d, recv_us):
     t = _BOOL[market]
-    return d["t"], (f'{d["t"]},{d["p"]},{d["q"]},{quote_qty(d["p"], d["q"])},{d["T"]},{t[d["m"]]},'
-                    f'{t[d.get("M", True)]},{d["E"]},{recv_us}\n')
+    tid, p, q = uint(d["t"]), num(d["p"]), num(d["q"])
+    return tid, (f'{tid},{p},{q},{quote_qty(p, q)},{uint(d["T"])},{t[flag(d["m"])]},'
+                 f'{t[flag(d.get("M", True))]},{uint(d["E"])},{recv_us}\n')
 
 
 def kline(market, d, recv_us):
     """Closed candles only: ``None`` for an update of the open candle."""
     k = d["k"]
-    if not k["x"]:
+    if not flag(k["x"]):
         return None
-    return k["t"], (f'{k["t"]},{k["o"]},{k["h"]},{k["l"]},{k["c"]},{k["v"]},{k["T"]},{k["q"]},{k["n"]},'
-                    f'{k["V"]},{k["Q"]},{k["B"]},{k["f"]},{k["L"]},{d["E"]},{recv_us},0\n')
+    t = uint(k["t"])
+    return t, (f'{t},{num(k["o"])},{num(k["h"])},{num(k["l"])},{num(k["c"])},{num(k["v"])},{uint(k["T"])},'
+               f'{num(k["q"])},{uint(k["n"])},{num(k["V"])},{num(k["Q"])},{num(k["B"])},{sint(k["f"])},'
+               f'{sint(k["L"])},{uint(d["E"])},{recv_us},0\n')
+
+
+KLINE_REST = (uint, num, num, num, num, num, uint, num, uint, num, num, num)
 
 
 def kline_rest(row, recv_us):
     """A row of REST ``klines`` (12 columns), marked backfilled."""
-    return row[0], ",".join(str(v) for v in row) + f",,,,{recv_us},1\n"
+    if row.__class__ is not list or len(row) != len(KLINE_REST):
+        raise BadValue(f"a kline is a list of {len(KLINE_REST)} values: {str(row)[:80]!r}")
+    return uint(row[0]), ",".join(str(check(v)) for check, v in zip(KLINE_REST, row)) + f",,,,{recv_us},1\n"
 
 
 def book_ticker(market, d, recv_us):
-    return d["u"], f'{d["u"]},{d["b"]},{d["B"]},{d["a"]},{d["A"]},{d.get("T", "")},{d.get("E", "")},{recv_us}\n'
+    u = uint(d["u"])
+    return u, (f'{u},{num(d["b"])},{num(d["B"])},{num(d["a"])},{num(d["A"])},{opt_uint(d, "T")},'
+               f'{opt_uint(d, "E")},{recv_us}\n')
+
+
+def levels(side):
+    """A list of ``[price, quantity]`` pairs, each checked."""
+    if side.__class__ is not list:
+        raise BadValue(f"price levels must be a list: {str(side)[:80]!r}")
+    for level in side:
+        if level.__class__ is not list or len(level) != 2:
+            raise BadValue(f"a price level is [price, quantity]: {str(level)[:80]!r}")
+        num(level[0])
+        num(level[1])
+    return side
+
+
+def snapshot(d):
+    """A REST depth snapshot, checked: ``(lastUpdateId, bids, asks)``."""
+    if d.__class__ is not dict:
+        raise BadValue(f"a depth snapshot is an object: {str(d)[:80]!r}")
+    return uint(d["lastUpdateId"]), levels(d["bids"]), levels(d["asks"])
 
 
 def depth(market, d, recv_us):
     """One row per price level; an event without levels still gets one row,
     so the update ids stay provably continuous in the file."""
-    head = f'{d["E"]},{d.get("T", "")},{d["U"]},{d["u"]},{d.get("pu", "")},'
+    pu = d.get("pu")
+    head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
     tail = f",{recv_us}\n"
-    lines = [f"{head}bid,{p},{q}{tail}" for p, q in d["b"]]
-    lines += [f"{head}ask,{p},{q}{tail}" for p, q in d["a"]]
+    lines = [f"{head}bid,{p},{q}{tail}" for p, q in levels(d["b"])]
+    lines += [f"{head}ask,{p},{q}{tail}" for p, q in levels(d["a"])]
     if not lines:
         lines.append(f"{head},,{tail}")
     return d["u"], lines

@@ -6,6 +6,7 @@ import time
 
 import requests
 
+from . import parse
 from .budgets import URGENT
 from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
 
@@ -40,9 +41,13 @@ class RestClient:
         self.session.headers["User-Agent"] = "binance_streamer"
         self.requests = 0
         self.failures = 0
+        self.malformed = 0           # answers with HTTP 200 that were not the JSON expected
 
-    def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False):
-        """GET with the budget, 429/418 pauses and retries of transient faults."""
+    def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False, check=None):
+        """GET with the budget, 429/418 pauses and retries of transient faults.
+        An answer that is not JSON, or whose shape ``check`` (a function that
+        raises ValueError, TypeError or KeyError) rejects, is retried like a
+        server error and counted in ``malformed``."""
         url = f"{self.base}/{endpoint}"
         delay = 0.5
         for attempt in range(1, attempts + 1):
@@ -59,16 +64,21 @@ class RestClient:
                 if used and used.isdigit():
                     self.budget.observe(int(used))
                 if resp.status_code == 200:
-                    return resp.json()
-                self.failures += 1
-                problem = f"HTTP {resp.status_code} {_error_text(resp)}"
+                    body, problem = _answer(resp, check)
+                    if problem is None:
+                        return body
+                    self.failures += 1
+                    self.malformed += 1
+                else:
+                    self.failures += 1
+                    problem = f"HTTP {resp.status_code} {_error_text(resp)}"
                 if resp.status_code in (418, 429):
                     retry = _retry_after(resp)
                     log.warning("%s: HTTP %d; pausing all REST calls for %.0f s", endpoint,
                                 resp.status_code, retry)
                     self.budget.pause(retry)
                     continue
-                if resp.status_code < 500 and resp.status_code not in (403, 408):
+                if 200 < resp.status_code < 500 and resp.status_code not in (403, 408):
                     raise RestError(f"{endpoint} {params}: {problem}", resp.status_code, _error_code(resp), problem)
             if attempt < attempts:
                 if not quiet:
@@ -81,19 +91,56 @@ class RestClient:
         raise RestError(f"{endpoint} {params}: {problem} (after {attempt} attempts)", reason=problem)
 
     def exchange_info(self):
-        return self.get("exchangeInfo", {}, WEIGHTS[self.market]["exchangeInfo"])
+        return self.get("exchangeInfo", {}, WEIGHTS[self.market]["exchangeInfo"], check=check_exchange_info)
 
     def depth(self, symbol, limit, priority=URGENT):
-        return self.get("depth", {"symbol": symbol, "limit": limit}, depth_weight(self.market, limit), priority)
+        return self.get("depth", {"symbol": symbol, "limit": limit}, depth_weight(self.market, limit), priority,
+                        check=parse.snapshot)
 
     def agg_trades(self, symbol, from_id, limit=1000):
         return self.get("aggTrades", {"symbol": symbol, "fromId": from_id, "limit": limit},
-                        WEIGHTS[self.market]["aggTrades"])
+                        WEIGHTS[self.market]["aggTrades"], check=_list_of(dict))
 
     def klines(self, symbol, interval, start_ms, end_ms, limit):
         params = {"symbol": symbol, "interval": interval, "startTime": start_ms, "endTime": end_ms,
                   "limit": limit}
-        return self.get("klines", params, klines_weight(self.market, limit))
+        return self.get("klines", params, klines_weight(self.market, limit), check=_list_of(list))
+
+
+def _answer(resp, check):
+    """``(body, None)`` for a JSON answer ``check`` accepts, else ``(None, why)``."""
+    ctype = resp.headers.get("Content-Type", "")
+    if "json" not in ctype:
+        return None, f"answered {ctype.split(';')[0] or 'no content type'} instead of JSON ({_snippet(resp)})"
+    try:
+        body = resp.json()
+    except ValueError:
+        return None, f"answered JSON that does not parse ({_snippet(resp)})"
+    if check is not None:
+        try:
+            check(body)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            return None, f"answered JSON of the wrong shape ({exc})"
+    return body, None
+
+
+def _snippet(resp):
+    return repr(resp.text[:60])
+
+
+def _list_of(kind):
+    def check(body):
+        if body.__class__ is not list or not all(item.__class__ is kind for item in body):
+            raise parse.BadValue(f"expected a list of {kind.__name__}s: {str(body)[:80]!r}")
+    return check
+
+
+def check_exchange_info(body):
+    if body.__class__ is not dict or body.get("symbols").__class__ is not list \
+            or not all(s.__class__ is dict for s in body["symbols"]):
+        raise parse.BadValue(f"expected an object with a list of symbols: {str(body)[:80]!r}")
+    if body.get("rateLimits", []).__class__ is not list:
+        raise parse.BadValue("rateLimits is not a list")
 
 
 def _describe(exc):
@@ -123,19 +170,22 @@ def _retry_after(resp):
     return float(value) if value.replace(".", "", 1).isdigit() else 60.0
 
 
-def _error_text(resp):
+def _error_body(resp):
     try:
         body = resp.json()
-        return f"code {body.get('code')}: {body.get('msg')}"
     except ValueError:
-        return resp.text[:200]
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _error_text(resp):
+    body = _error_body(resp)
+    return f"code {body.get('code')}: {body.get('msg')}" if body else repr(resp.text[:200])
 
 
 def _error_code(resp):
-    try:
-        return resp.json().get("code")
-    except ValueError:
-        return None
+    body = _error_body(resp)
+    return body.get("code") if body else None
 
 
 def trading_symbols(info, market):
@@ -152,6 +202,10 @@ def trading_symbols(info, market):
 
 def weight_limit(info):
     for limit in info.get("rateLimits", []):
-        if limit.get("rateLimitType") == "REQUEST_WEIGHT" and limit.get("interval") == "MINUTE":
-            return int(limit["limit"]) // max(1, int(limit.get("intervalNum", 1)))
+        if isinstance(limit, dict) and limit.get("rateLimitType") == "REQUEST_WEIGHT" \
+                and limit.get("interval") == "MINUTE":
+            try:
+                return int(limit["limit"]) // max(1, int(limit.get("intervalNum", 1)))
+            except (KeyError, TypeError, ValueError):
+                return None
     return None

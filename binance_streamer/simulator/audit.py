@@ -14,6 +14,8 @@ import os
 
 import orjson
 
+from ..binance import parse
+
 
 class Files:
     """The CSV files of one recording: ``<data_dir>/<market>/<SYMBOL>/...``."""
@@ -84,7 +86,7 @@ def row_matches(stream, d, rows):
             == (d["b"], d["B"], d["a"], d["A"])
     if kind.startswith("depth"):
         want = [("bid", p, q) for p, q in d["b"]] + [("ask", p, q) for p, q in d["a"]]
-        got = [(r["side"], r["price"], r["quantity"]) for r in rows]
+        got = [(r["side"], r["price"], r["quantity"]) for r in rows if r["side"]]   # an empty event has one bare row
         return got == want and all(int(r["first_update_id"]) == d["U"] for r in rows)
     if kind.startswith("kline_"):
         k = d["k"]
@@ -114,20 +116,46 @@ def _in_ledger(holes, kind, key, d):
     return False
 
 
+_PARSERS = {"aggTrade": parse.agg_trade, "trade": parse.trade, "bookTicker": parse.book_ticker,
+            "depth": parse.depth, "kline": parse.kline}
+
+
+def rejected(market, stream, d):
+    """Would the recorder refuse this event (a value that does not parse)?"""
+    kind = stream.split("@", 1)[1]
+    kind = "depth" if kind.startswith("depth") else "kline" if kind.startswith("kline_") else kind
+    try:
+        _PARSERS[kind](market, d, 0)
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError, AttributeError):
+        return True
+    return False
+
+
 def compare(sim, rec, symbols, journal=None):
     """Per stream: frames expected, found, missing (with ``unexplained``, the
-    missing ones no ledger row covers), mismatched, duplicates."""
+    missing ones no ledger row covers), mismatched, duplicates; and
+    ``rejected``, the events sent with a value the recorder must refuse
+    (a hostile fault): they are not expected on disk."""
     frames = frames_by_stream(journal if journal is not None else sim.journal())
     indexes = {}
     report = {}
+    report_rejected = {}
     last_on_disk = {}          # conn -> position of the last frame found on disk
     keyed = []
     for pos, (conn, stream, d) in enumerate(frames):
         symbol = stream.split("@")[0].upper()
         if symbol not in symbols:
             continue
-        key = frame_key(stream, d)
-        if key is None:
+        try:
+            key = frame_key(stream, d)
+        except (KeyError, TypeError):
+            key = None
+        if key is None or not isinstance(key, int) or isinstance(key, bool):
+            if rejected(rec.market, stream, d):
+                report_rejected[stream] = report_rejected.get(stream, 0) + 1
+            continue
+        if rejected(rec.market, stream, d):
+            report_rejected[stream] = report_rejected.get(stream, 0) + 1
             continue
         kind = stream.split("@", 1)[1]
         idx = indexes.get((symbol, kind))
@@ -142,7 +170,7 @@ def compare(sim, rec, symbols, journal=None):
     for pos, conn, stream, d, key, found in keyed:
         symbol = stream.split("@")[0].upper()
         r = report.setdefault(stream, {"expected": 0, "found": 0, "missing": [], "unexplained": [],
-                                       "mismatched": [], "duplicates": 0})
+                                       "mismatched": [], "duplicates": 0, "rejected": 0})
         if pos > last_on_disk.get(conn, -1):
             continue           # sent after the recorder's last receive on that connection
         if (stream, key) in seen:
@@ -158,6 +186,9 @@ def compare(sim, rec, symbols, journal=None):
         r["found"] += 1
         if not row_matches(stream, d, rows):
             r["mismatched"].append(key)
+    for stream, n in report_rejected.items():
+        if stream in report:
+            report[stream]["rejected"] = n
     for (symbol, kind), idx in indexes.items():
         stream = f"{symbol.lower()}@{kind}"
         if stream in report and not kind.startswith("depth"):

@@ -3,6 +3,7 @@ subscriptions, faults and the journal. Runs inside one asyncio loop."""
 
 import asyncio
 import logging
+import random
 import re
 import struct
 import time
@@ -11,6 +12,7 @@ from .faults import Faults
 from .journal import Journal
 from .limits import SlidingCounter, WeightLimiter
 from .market import SymbolMarket
+from .mutate import mutate
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,9 @@ class Exchange:
         self.active = {}                # symbol -> set of stream keys
         self.next_conn_id = 1
         self.stats = {"frames_sent": 0, "rest_requests": 0, "rest_429": 0, "rest_418": 0,
-                      "connections_opened": 0, "connections_refused": 0}
+                      "connections_opened": 0, "connections_refused": 0, "frames_mutated": 0, "rest_garbage": 0}
+        self.rng = random.Random(cfg.seed)      # for the hostile faults
+        self._published = 0
         self._periodic = {}
         self.faults.apply(cfg.faults, time.time())
         self._startup_actions = [(k, v) for k, v in cfg.faults.items() if k in Faults.ONE_SHOT]
@@ -181,6 +185,11 @@ class Exchange:
         members = self.subs.get(name)
         if not members:
             return
+        if self.faults.mutate_every:
+            self._published += 1
+            if self._published % self.faults.mutate_every == 0:
+                payload, combined = mutate(payload, self.rng), None
+                self.stats["frames_mutated"] += 1
         for conn in members:
             if conn.combined:
                 if combined is None:

@@ -17,6 +17,10 @@ FAULTS = {
     "depth_fail": ("int", "the next N depth snapshots fail with HTTP 503"),
     "shutdown": ("float", "send serverShutdown now and close every connection this many seconds later"),
     "lifetime": ("float", "maximum connection lifetime in seconds"),
+    "mutate_every": ("int", "every Nth data frame sent gets one hostile value, a field removed or its bytes cut "
+                            "(seeded; 0: off)"),
+    "rest_garbage": ("int", "the next N REST answers are HTTP 200 but not the JSON asked for (HTML, cut JSON, "
+                            "a list, the wrong shape)"),
 }
 
 _TYPES = {"float": float, "int": int, "str": str}
@@ -78,6 +82,8 @@ class Faults:
         self.depth_delay = 0.0
         self.depth_fail = 0
         self.lifetime = None
+        self.mutate_every = 0
+        self.rest_garbage = 0
 
     def apply(self, spec, now):
         """Apply a dict of fault settings; returns the one-shot actions [(key, value)]."""
@@ -113,4 +119,6 @@ class Faults:
             "depth_delay": self.depth_delay,
             "depth_fail": self.depth_fail,
             "lifetime": self.lifetime,
+            "mutate_every": self.mutate_every,
+            "rest_garbage": self.rest_garbage,
         }

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .faults import FaultError
 from .klines import INTERVALS
+from .mutate import garbage
 from .replay import Replay
 from ..binance.endpoints import WEIGHTS, depth_weight, klines_weight
 from .specs import symbol_spec
@@ -67,6 +68,12 @@ class Rest:
                                                         storm_until=ex.faults.rest_429_until)
                 if status != 200:
                     return self._limited(status, used, retry)
+                if ex.faults.rest_garbage:
+                    ex.faults.rest_garbage -= 1
+                    ex.stats["rest_garbage"] += 1
+                    code, ctype, raw = garbage(ex.rng)
+                    return web.Response(body=raw, status=code, headers={"X-MBX-USED-WEIGHT-1M": str(used),
+                                                                        "Content-Type": ctype})
                 body = await fn(request.query)
             except ApiError as err:
                 return _json({"code": err.code, "msg": err.msg}, status=err.status,

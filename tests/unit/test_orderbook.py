@@ -84,9 +84,12 @@ def test_gap_resyncs_only_that_symbol_and_is_ledgered():
     now = [100.0]
     books = OrderBooks(_cfg(), lambda *a: asked.append(a), out.append, clock=lambda: now[0])
     books.tick()
-    assert sorted(a[0] for a in asked) == ["BTCUSDT", "ETHUSDT"]
+    assert asked == []                         # Binance's order: a diff buffered first, then the snapshot
     for s in ("BTCUSDT", "ETHUSDT"):
         books.on_diff(s, 10, 12, None, [["1.0", "1"]], [["2.0", "1"]])
+    books.tick()
+    assert sorted(a[0] for a in asked) == ["BTCUSDT", "ETHUSDT"]
+    for s in ("BTCUSDT", "ETHUSDT"):
         books.on_snapshot(s, 11, [["1.0", "5"]], [["2.0", "5"]])
     assert all(b.state == SYNCED_STATE for b in books.books.values())
     books.on_diff("ETHUSDT", 13, 14, None, [], [])
@@ -133,3 +136,18 @@ def test_periodic_refresh_replaces_the_book_and_drops_orphans():
     assert sb.state == SYNCED_STATE and sb.sync.update_id == 13 and sb.refresh is None
     assert sorted(p for p, _ in sb.sync.book.bids.values()) == ["0.9", "1.0"]       # orphan gone
     assert sb.resyncs == 0
+
+
+def test_a_snapshot_taken_before_the_stream_began_is_asked_again_without_a_ledger_row():
+    asked, out = [], []
+    books = OrderBooks(_cfg(symbols="BTCUSDT"), lambda *a: asked.append(a), out.append, clock=lambda: 100.0)
+    books.on_diff("BTCUSDT", 20, 21, None, [], [])
+    books.tick()
+    books.on_snapshot("BTCUSDT", 25, [["1.0", "5"]], [["2.0", "5"]])    # newer than every buffered diff
+    books.on_diff("BTCUSDT", 30, 31, None, [], [])                      # 26..29 came before we listened
+    assert [m for m in out if m[0] == "gap"] == [] and books.books["BTCUSDT"].resyncs == 0
+    asked.clear()
+    books.tick()
+    assert asked == [("BTCUSDT", 5000, 0)]
+    books.on_snapshot("BTCUSDT", 30, [["1.0", "5"]], [["2.0", "5"]])
+    assert books.books["BTCUSDT"].state == SYNCED_STATE

@@ -51,7 +51,7 @@ def test_repair_of_a_file_that_is_one_torn_line(tmp_path):
     p = tmp_path / "f.csv"
     p.write_bytes(b"no newline at all")
     fd = os.open(p, os.O_RDWR)
-    assert repair_torn_line(fd, str(p)) == 17
+    assert repair_torn_line(fd, str(p)) == (17, 0)
     os.close(fd)
     assert p.read_bytes() == b""
 
