@@ -68,7 +68,6 @@ class Socket:
         self.announced = False       # the server announced it will close this socket
         self.lag_us = None           # receive time less the event time of the oldest frame of the last read
         self.lag_max_us = None       # the largest since the last status report
-        self.lag_peak_us = None      # the largest since the supervisor last looked
         read = slot.threads.guard(f"{slot.name}-read", self._read) if slot.threads else self._read
         self.thread = threading.Thread(target=read, name=f"{slot.name}-read", daemon=True)
 
@@ -79,7 +78,7 @@ class Socket:
         costs far more than handling a frame) while a quiet one is read as
         each frame arrives."""
         slot, stop, interval = self.slot, self.slot.stop, self.slot.cfg.read_interval
-        worker = slot.worker
+        worker, max_lag = slot.worker, slot.cfg.max_lag * 1e6
         reader = FrameReader(self.ws)
         last_read = 0.0
         try:
@@ -103,8 +102,8 @@ class Socket:
                         lag = self.lag_us = recv_us - event_ms * 1000
                         if self.lag_max_us is None or lag > self.lag_max_us:
                             self.lag_max_us = lag
-                        if self.lag_peak_us is None or lag > self.lag_peak_us:
-                            self.lag_peak_us = lag
+                        if (lag > max_lag) != slot.behind and self is slot.active:
+                            slot.lag_changed(self, lag)
                     slot.deliver(self, messages, recv_us)
                     worker.hand_on()
         except Closed as exc:
@@ -151,6 +150,7 @@ class Connection(threading.Thread):
         self.connects = self.reconnects = self.failures = self.handovers = 0
         self.connected_since = None
         self.behind = False          # the active socket's lag is beyond max_lag (warned once per episode)
+        self.lag_max_before = None   # the worst lag of the previous status interval
 
     # -- frames (from the reader threads) -----------------------------------------
     def deliver(self, sock, messages, recv_us):
@@ -222,7 +222,6 @@ class Connection(threading.Thread):
         silence, max_age = self.cfg.silence_timeout, self.cfg.connection_max_age
         while not self.stop.wait(POLL):
             sock, now = self.active, time.monotonic()
-            self._check_lag(sock)
             if sock.ended is None and now - sock.last_data > silence:
                 sock.close(f"no data for {silence:.0f} s")
             self._drop_failed()
@@ -244,21 +243,16 @@ class Connection(threading.Thread):
                     self._switch(self.pending[0], complete=False)
         return "stopping", time.monotonic() - self.active.opened
 
-    def _check_lag(self, sock):
-        """A WARNING when the active socket falls behind by more than
-        ``max_lag``, an INFO when it has caught up again."""
-        peak, sock.lag_peak_us = sock.lag_peak_us, None
-        if peak is None:
-            return
-        limit = self.cfg.max_lag * 1e6
-        if peak > limit and not self.behind:
-            self.behind = True
+    def lag_changed(self, sock, lag):
+        """From the active socket's reader, when its lag crosses ``max_lag``:
+        a WARNING when it falls behind, an INFO when it has caught up."""
+        self.behind = not self.behind
+        if self.behind:
             log.warning("%s: behind by %.1f s (exchange event time to receipt; %s bytes unread); the recorder "
-                        "is not keeping up, or this machine's clock is off", self.name, peak / 1e6,
+                        "is not keeping up, or this machine's clock is off", self.name, lag / 1e6,
                         sock.unread_bytes())
-        elif self.behind and sock.lag_us is not None and sock.lag_us <= limit:
-            self.behind = False
-            log.info("%s: caught up (%.2f s behind)", self.name, sock.lag_us / 1e6)
+        else:
+            log.info("%s: caught up (%.2f s behind)", self.name, lag / 1e6)
 
     def _begin_handover(self, now, announced):
         why = "the server announced a shutdown" if announced else "the connection is due for renewal"
@@ -315,13 +309,17 @@ class Connection(threading.Thread):
 
     def info(self):
         """For the status report: also how far behind the active socket is
-        (``lag_s`` at its last read, ``lag_max_s`` the worst since the last
-        report) and the bytes waiting unread."""
+        (``lag_s`` at its last read, ``lag_max_s`` the worst over this report's
+        interval and the one before, so that the manager, which keeps only
+        each child's latest report, cannot miss a peak) and the bytes
+        waiting unread."""
         sock = self.active
-        lag = lag_max = unread = None
+        lag = unread = None
+        worst, self.lag_max_before = self.lag_max_before, None
         if sock is not None and sock.ended is None:
-            lag, lag_max, unread = sock.lag_us, sock.lag_max_us, sock.unread_bytes()
-            sock.lag_max_us = None
+            lag, unread = sock.lag_us, sock.unread_bytes()
+            self.lag_max_before, sock.lag_max_us = sock.lag_max_us, None
+        lag_max = max((v for v in (worst, self.lag_max_before) if v is not None), default=None)
         return {"group": self.group, "connected": self.connected_since is not None,
                 "reconnects": self.reconnects, "failures": self.failures, "handovers": self.handovers,
                 "lag_s": None if lag is None else round(lag / 1e6, 3),

@@ -51,7 +51,7 @@ class FrameReader:
         self.close_code = False  # set when a close frame came: the next read raises Closed
         self.full = False        # the last read filled the buffer: more is probably waiting
         self.error = None        # how the socket ended after the bytes of the last read: raised next
-        self.reads = 0           # recv_into calls that returned data, for the benchmarks
+        self.reads = 0           # recv_into calls that returned data (several per read() over TLS)
 
     def read(self, timeout=None):
         """Block for data (up to ``timeout`` seconds; None: the socket's own

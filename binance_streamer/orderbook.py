@@ -22,6 +22,7 @@ import time
 
 from . import proc
 from .binance.endpoints import depth_weight
+from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
 from .book import APPLIED, GAP, SNAPSHOT_TOO_OLD, SYNCED, DepthSync
 from .csvfiles import DayOf
@@ -147,8 +148,7 @@ class OrderBooks:
             log.error("orderbook: %s message for %s does not apply (%s: %s); %s", msg[0], msg[1] if sb else "?",
                       type(exc).__name__, exc, "resyncing that book" if sb else "dropped")
         if sb is not None:
-            sb.sync.reset()
-            sb.sync.buffer.clear()
+            sb.sync.buffer.clear()          # it may hold the bad message; _resync discards the book
             self._resync(sb, "malformed event", sb.sync.update_id, "", detail=f"{type(exc).__name__}: {exc}"[:120])
 
     # -- periodic work -------------------------------------------------------------
@@ -283,7 +283,7 @@ def orderbook_main(cfg, book_q, writer_q, control_queues, status_q, log_q):
         for msg in batch:
             try:
                 handlers[msg[0]](*msg[1:])
-            except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            except MALFORMED as exc:
                 books.on_bad_input(msg, exc)
         books.tick()
         now = time.monotonic()

@@ -69,8 +69,9 @@ class Sequencer:
         """
         key = (symbol, stream)
         gaps, requests = [], []
+        step = id_step(stream)
         if not backfilled:
-            self._check_plausible(key, ids[-1], gaps, int(now * 1e6))
+            self._check_plausible(key, step, ids[-1], gaps, int(now * 1e6))
         last = self.last.get(key)
         if backfilled and self.holes.get(key):
             keep = self._fill(key, ids, last, gaps, now)
@@ -83,7 +84,6 @@ class Sequencer:
             first = ids[keep[0]]
         else:
             keep, first = None, ids[0]
-        step = id_step(stream)
         if step is not None:
             if last is not None and first != last + step:
                 self._jump(key, last, first, step, now, gaps, requests)
@@ -99,13 +99,12 @@ class Sequencer:
             del self.expected[key]
         return keep, gaps, requests
 
-    def _check_plausible(self, key, newest, gaps, now_us):
+    def _check_plausible(self, key, step, newest, gaps, now_us):
         """An id on disk far beyond what the exchange now sends (a damaged or
         edited file, files of another market) would make every new row look
         like a duplicate: it is reported, and ids start again from the
         exchange's."""
         last = self.last.get(key)
-        step = id_step(key[1])
         if last is None or newest >= last - (step * PLAUSIBLE_STEPS if step else PLAUSIBLE_IDS):
             return
         gaps.append(gap_row(now_us, key[1], "implausible id on disk", last, newest, "ignored",
@@ -123,7 +122,7 @@ class Sequencer:
         first = gap["first_id_after"]
         if isinstance(first, int):
             implausible = []
-            self._check_plausible(key, first, implausible, now_us)
+            self._check_plausible(key, id_step(gap["stream"]), first, implausible, now_us)
             if implausible:
                 return implausible[0], None
         last = self.last.get(key)

@@ -29,8 +29,7 @@ from .sequence import gap_row, id_step
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.5          # seconds the main thread sleeps when no batch is waiting
-# What a malformed event raises (binance/parse.py): it is counted and dropped.
-MALFORMED = (KeyError, TypeError, ValueError, IndexError, ArithmeticError, AttributeError)
+MALFORMED = parse.MALFORMED
 
 
 class Route:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import csvfiles
+from ..binance.parse import MALFORMED
 from ..sequence import id_step
 from .load import LoadError, file_stem, load_file
 from .replay import read_snapshots, walk
@@ -189,7 +190,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                 continue
             try:
                 _books(report, symbol, market, files, days)
-            except (ValueError, ArithmeticError, KeyError, IndexError, TypeError, OSError) as exc:
+            except MALFORMED + (OSError,) as exc:
                 report.problems.append(Problem(symbol, "orderbook", "-", f"book rebuild stopped: "
                                                                           f"{type(exc).__name__}: {exc}"))
     return report

@@ -22,6 +22,11 @@ class BadValue(ValueError):
     """A field whose value is not what Binance sends."""
 
 
+# Everything a malformed event or answer raises in these functions (and in
+# the code that reads such an event's fields): callers count and drop it.
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, ArithmeticError, AttributeError)
+
+
 def num(s):
     """``s`` if it is a non-negative decimal number as Binance writes it."""
     if s.__class__ is str and 0 < len(s) <= MAX_NUMBER and s.isascii() and s.replace(".", "", 1).isdigit():

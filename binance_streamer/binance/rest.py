@@ -119,7 +119,7 @@ def _answer(resp, check):
     if check is not None:
         try:
             check(body)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        except parse.MALFORMED as exc:
             return None, f"answered JSON of the wrong shape ({exc})"
     return body, None
 

@@ -126,7 +126,7 @@ def rejected(market, stream, d):
     kind = "depth" if kind.startswith("depth") else "kline" if kind.startswith("kline_") else kind
     try:
         _PARSERS[kind](market, d, 0)
-    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError, AttributeError):
+    except parse.MALFORMED:
         return True
     return False
 
@@ -146,16 +146,11 @@ def compare(sim, rec, symbols, journal=None):
         symbol = stream.split("@")[0].upper()
         if symbol not in symbols:
             continue
-        try:
-            key = frame_key(stream, d)
-        except (KeyError, TypeError):
-            key = None
-        if key is None or not isinstance(key, int) or isinstance(key, bool):
-            if rejected(rec.market, stream, d):
-                report_rejected[stream] = report_rejected.get(stream, 0) + 1
-            continue
         if rejected(rec.market, stream, d):
             report_rejected[stream] = report_rejected.get(stream, 0) + 1
+            continue
+        key = frame_key(stream, d)           # safe: the recorder would take the event
+        if key is None:
             continue
         kind = stream.split("@", 1)[1]
         idx = indexes.get((symbol, kind))

@@ -61,10 +61,14 @@ def make_site(runner, cfg):
     return site, certs
 
 
+def ws_root(cfg, port):
+    """The WebSocket root URL: what the recorder's ``ws_url`` setting takes."""
+    return f"ws{'s' if cfg.tls else ''}://{cfg.host}:{port}"
+
+
 def urls(cfg, port):
     """``(rest url, {root: ws url})`` of a simulator listening on ``port``."""
-    secure = "s" if cfg.tls else ""
-    rest, base = f"http{secure}://{cfg.host}:{port}", f"ws{secure}://{cfg.host}:{port}"
+    rest, base = f"http{'s' if cfg.tls else ''}://{cfg.host}:{port}", ws_root(cfg, port)
     if cfg.market == "usdm":
         return rest, {"public": base + "/public", "market": base + "/market"}
     return rest, {"spot": base}
@@ -149,7 +153,7 @@ class Simulator:
     @property
     def ws_base(self):
         """The root URL: what the recorder's ``ws_url`` setting takes."""
-        return f"ws{'s' if self.cfg.tls else ''}://{self.cfg.host}:{self.port}"
+        return ws_root(self.cfg, self.port)
 
     @property
     def ws_urls(self):

@@ -15,12 +15,12 @@ CA_FILE = "simulator-ca.pem"
 class Certificates:
     """The server's TLS context and the PEM file a client must trust."""
 
-    def __init__(self, certfile=None, keyfile=None, ca_file=None, directory=None):
+    def __init__(self, certfile=None, keyfile=None, directory=None):
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tmp = None
-        if certfile:
+        if certfile:                 # a given certificate: clients trust its chain
             self.context.load_cert_chain(certfile, keyfile)
-            self.ca_file = ca_file or certfile
+            self.ca_file = certfile
             return
         import trustme
         ca = trustme.CA(organization_name="binance_streamer simulator")
@@ -31,10 +31,6 @@ class Certificates:
         os.makedirs(directory, exist_ok=True)
         self.ca_file = os.path.join(directory, CA_FILE)
         ca.cert_pem.write_to_path(self.ca_file)
-
-    def client_context(self):
-        """An ``ssl.SSLContext`` that trusts this server (for urllib)."""
-        return ssl.create_default_context(cafile=self.ca_file)
 
     def close(self):
         if self._tmp is not None:
