@@ -144,17 +144,15 @@ def _record(cfg, to_stderr, duration):
 
     limit = check_exchange(cfg) if cfg.validate_symbols else None
     ctx = multiprocessing.get_context("spawn")
-    log_q = ctx.Queue()
-    listener = logs.start_listener(cfg, log_q, to_stderr)
-    manager = None
+    listener, log_queue = logs.start_listener(cfg, to_stderr)
     try:
         manager = ProcessManager(cfg, weight_limit=cfg.rest_weight_limit or limit, ctx=ctx)
-        manager.build(log_q, listener)
+        manager.build(log_queue)
         log.info("recording %s %s: %s into %s", cfg.market, ",".join(cfg.streams), ",".join(cfg.symbols),
                  cfg.data_dir)
         sig = manager.run(duration=duration)
     finally:
-        (manager.listener if manager is not None and manager.listener else listener).stop()
+        listener.stop()
     return EXIT_INTERRUPTED if sig == 2 else EXIT_OK
 
 

@@ -81,8 +81,15 @@ class Socket:
         worker, max_lag = slot.worker, slot.cfg.max_lag * 1e6
         reader = FrameReader(self.ws)
         last_read = 0.0
+        congested = slot.congested
         try:
             while not stop.is_set() and self.ended is None:
+                if congested is not None and congested():
+                    # The writer is not taking rows: leave the frames in the
+                    # socket (the exchange's own back-pressure) until it does.
+                    worker.hand_on()
+                    stop.wait(0.05)
+                    continue
                 if interval and not reader.full:
                     wait = last_read + interval - time.monotonic()
                     if wait > 0:
@@ -138,8 +145,9 @@ class Socket:
 
 
 class Connection(threading.Thread):
-    def __init__(self, worker, group, url, names, cfg, stop, connect_budget=None, threads=None):
+    def __init__(self, worker, group, url, names, cfg, stop, connect_budget=None, threads=None, congested=None):
         super().__init__(name=f"ws-{group}-{names[0].split('@')[0]}", daemon=True)
+        self.congested = congested   # () -> True while the rows cannot be handed on: reading waits
         self.worker, self.group, self.url, self.names = worker, group, url, names
         self.cfg, self.stop, self.connect_budget = cfg, stop, connect_budget
         self.threads = threads       # proc.Threads: a thread that dies restarts the process
@@ -222,7 +230,7 @@ class Connection(threading.Thread):
         silence, max_age = self.cfg.silence_timeout, self.cfg.connection_max_age
         while not self.stop.wait(POLL):
             sock, now = self.active, time.monotonic()
-            if sock.ended is None and now - sock.last_data > silence:
+            if sock.ended is None and now - sock.last_data > silence and not self._waiting(sock):
                 sock.close(f"no data for {silence:.0f} s")
             self._drop_failed()
             if sock.ended is not None:
@@ -242,6 +250,14 @@ class Connection(threading.Thread):
                 if self.pending and now - self.handover_started > self.cfg.handover_timeout:
                     self._switch(self.pending[0], complete=False)
         return "stopping", time.monotonic() - self.active.opened
+
+    def _waiting(self, sock):
+        """Is data waiting for the reader (a process that was paused, or a
+        reader held back while the writer catches up)? Then the connection
+        is not silent: what is in the socket is read before it is judged."""
+        if self.congested is not None and self.congested():
+            return True
+        return bool(sock.unread_bytes())
 
     def lag_changed(self, sock, lag):
         """From the active socket's reader, when its lag crosses ``max_lag``:

@@ -1,57 +1,78 @@
 """The ProcessManager: spawns the writer, the order-book manager and one
-worker per group of symbols; restarts what crashes with capped, jittered
-backoff; writes the status file; and shuts down in order so that every
-message a worker read from its socket reaches the disk.
+worker per group of symbols; links them (links.py, one socket pair per pair
+of processes); restarts a child that dies or hangs, alone, with capped,
+jittered backoff; writes the status file; and shuts down in order so that
+every message a worker read from its socket reaches the disk.
 
-Children are tracked with explicit states, as Supervisor does:
+Children are tracked with explicit states, as Supervisor does; every change
+goes through :meth:`Child.change`, which the log sees:
 STARTING -> RUNNING -> (EXITED -> BACKOFF -> STARTING ...) or FATAL when a
-child exits with EXIT_CONFIG (restarting would not help); STOPPING while
-the daemon shuts down.
+child exits with EXIT_CONFIG (restarting would not help); STOPPING while the
+daemon shuts down.
 
-A process killed while it holds one of a multiprocessing queue's locks (a
-consumer in ``get``, a producer's feeder thread in ``put``) leaves that queue
-blocked for everyone else, and the others hold references to it. So when any
-child dies unexpectedly, the manager restarts the whole pipeline on fresh
-queues: the survivors are stopped in order (a healthy writer still flushes
-everything it has), then every process starts again. The workers' first
-events after the restart put the downtime in the gap ledger, and aggTrades
-and klines are backfilled, exactly as after a restart of the daemon.
+A child proves it is alive with a Beat from its main loop (messages.py); one
+silent for ``hang_timeout`` is killed and restarted like a crashed one. A
+restarted child gets new links to its running peers, and each peer gets its
+end (``Attach``): nothing else is touched. The manager's loop never waits on
+a disk or a child: the status file and the log are written by their own
+threads, and links never block.
 """
 
 import logging
-import logging.handlers
 import multiprocessing
 import os
 import queue
-import shutil
 import signal
 import time
 
-from . import proc, status
+from . import links, messages, proc, status
 from .binance.budgets import ConnectBudget, RestBudget
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
-from .proc import EXIT_CONFIG, EXIT_QUEUE_CORRUPT, backoff_delay
+from .proc import EXIT_CONFIG, backoff_delay
 
 log = logging.getLogger(__name__)
 
 STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"
+ALIVE = (STARTING, RUNNING, STOPPING)
 RUNNING_AFTER = 1.0      # a child alive this long counts as RUNNING
 STABLE_AFTER = 60.0      # ... and this long resets its backoff
+TRANSITIONS = {STARTING: {RUNNING, EXITED, STOPPING, BACKOFF, FATAL}, RUNNING: {EXITED, STOPPING, BACKOFF, FATAL},
+               BACKOFF: {STARTING, STOPPING, EXITED}, STOPPING: {EXITED}, EXITED: {STARTING, BACKOFF, FATAL},
+               FATAL: set()}
+WHY = {proc.EXIT_THREAD_DIED: "stopped because one of its threads died (see above)"}
 
 
 class Child:
-    def __init__(self, name, role, target, make_args):
-        self.name, self.role, self.target, self.make_args = name, role, target, make_args
+    def __init__(self, name, role, target, peers, symbols=()):
+        self.name, self.role, self.target = name, role, target
+        self.peers = peers            # names of the processes it has links with
+        self.symbols = list(symbols)
         self.process = None
         self.state = STARTING
-        self.restarts = 0
-        self.started = None
-        self.exitcode = None
+        self.restarts = self.failures = 0
+        self.started = self.restart_at = self.exitcode = None
+        self.link = None              # the manager's end of its control link
+        self.last_beat = None         # monotonic time of its last Beat
+        self.hung = None              # seconds it was silent when it was killed for it
 
-    def info(self):
+    def change(self, state, why=""):
+        """Every state change of a child goes through here."""
+        if state != self.state and state not in TRANSITIONS[self.state]:
+            raise AssertionError(f"{self.name}: {self.state} -> {state} is not a transition")
+        if state != self.state:
+            log.debug("%s: %s -> %s %s", self.name, self.state, state, why)
+        self.state = state
+
+    @property
+    def alive(self):
+        return self.state in ALIVE and self.process is not None and self.link is not None
+
+    def info(self, now):
         return {"name": self.name, "role": self.role, "state": self.state, "restarts": self.restarts,
-                "pid": self.process.pid if self.process is not None and self.state in (STARTING, RUNNING, STOPPING)
-                else None, "started": self.started, "exitcode": self.exitcode}
+                "pid": self.process.pid if self.process is not None and self.state in ALIVE else None,
+                "started": self.started, "exitcode": self.exitcode,
+                "heartbeat_age_s": None if self.last_beat is None or self.state not in ALIVE
+                else round(now - self.last_beat, 2)}
 
 
 def spawn(ctx, name, target, args):
@@ -72,148 +93,169 @@ class ProcessManager:
         self.signal = None
         self.child_status = {}
         self.started_at = time.time()
-        self.log_q = None
-        self.pipeline_restarts = 0
-        self.restart_at = None        # when the pipeline is due to restart after a crash
-        self.failures = 0
-        self.running_since = None
+        self.log_queue = None
+        self.logs_dropped = 0
+        self.budget = self.connect_budget = None
+        self.status_writer = None
 
-    # -- wiring -------------------------------------------------------------------
+    # -- wiring ---------------------------------------------------------------------
     def groups(self):
         n = self.cfg.symbols_per_worker
         symbols = self.cfg.symbols
         return [symbols[i:i + n] for i in range(0, len(symbols), n)]
 
-    def build(self, log_q, listener=None):
-        """Create queues and child slots (no process is started here).
-
-        ``listener`` is the log QueueListener reading ``log_q``; on a pipeline
-        restart it is pointed at a fresh queue."""
+    def build(self, log_queue=None):
+        """Child slots and shared budgets (no process or link is made here).
+        ``log_queue``: where the children's log records go (a queue.Queue read
+        by the log listener)."""
         from .orderbook import orderbook_main
         from .worker import worker_main
         from .writer import writer_main
         cfg = self.cfg
-        self.log_q, self.listener = log_q, listener
-        self.budget = self.connect_budget = None
-        self._make_queues()
-        self.children = [Child("writer", "writer", writer_main,
-                               lambda: (cfg, self.writer_q, self.control, self.status_q, self.log_q))]
+        self.log_queue = log_queue
+        lock_dir = cfg.run_dir
+        self.budget = RestBudget(self.ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin,
+                                 lock_dir=lock_dir)
+        self.connect_budget = ConnectBudget(self.ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW, lock_dir=lock_dir)
+        workers = [f"worker-{i}" for i in range(len(self.groups()))]
+        book = ["orderbook"] if cfg.orderbook else []
+        self.children = [Child("writer", "writer", writer_main, workers + book)]
         if cfg.orderbook:
-            self.children.append(Child("orderbook", "orderbook", orderbook_main,
-                                       lambda: (cfg, self.book_q, self.writer_q, self.control, self.status_q,
-                                                self.log_q)))
-        for i, symbols in enumerate(self.groups()):
-            self.children.append(Child(f"worker-{i}", "worker", worker_main,
-                                       lambda i=i, symbols=symbols: (cfg, symbols, i, self.writer_q, self.book_q,
-                                                                     self.control[i][1], self.status_q,
-                                                                     self.log_q, self.budget,
-                                                                     self.connect_budget)))
+            self.children.append(Child("orderbook", "orderbook", orderbook_main, workers + ["writer"]))
+        for name, symbols in zip(workers, self.groups()):
+            self.children.append(Child(name, "worker", worker_main, ["writer"] + book, symbols))
+        self.by_name = {c.name: c for c in self.children}
 
-    def _make_queues(self):
-        """Fresh queues and shared budgets (a process killed while holding one
-        of their locks would block them for everyone); budgets keep their counts."""
-        ctx, cfg = self.ctx, self.cfg
-        old_rest, old_connect = self.budget, self.connect_budget
-        self.budget = RestBudget(ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin)
-        self.connect_budget = ConnectBudget(ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW)
-        for new, old in ((self.budget, old_rest), (self.connect_budget, old_connect)):
-            if old is not None:
-                new.array.get_obj()[:] = old.array.get_obj()[:]
-        self.status_q = ctx.Queue(maxsize=10_000)
-        if self.listener is not None and self.log_q is not None:
-            # A new listener on a new queue; stopping the old one could wait forever
-            # on a lock a dead child holds, and its thread is a daemon thread.
-            self.log_q = ctx.Queue()
-            self.listener = logging.handlers.QueueListener(self.log_q, *self.listener.handlers,
-                                                           respect_handler_level=True)
-            self.listener.start()
-        self.writer_q = self.ctx.Queue(maxsize=self.cfg.queue_size)
-        self.book_q = self.ctx.Queue(maxsize=self.cfg.queue_size) if self.cfg.orderbook else None
-        self.control = [(symbols, self.ctx.Queue()) for symbols in self.groups()]
-
-    def _abandon_queues(self):
-        """Let this process exit without flushing what it put on the current
-        queues: after a crash a dead child may hold a queue's write lock, and a
-        feeder thread waiting on it would be joined at exit, forever."""
-        queues = [self.status_q, self.writer_q, self.book_q, self.log_q]
-        for q in queues + [q for _, q in self.control]:
-            if q is not None:
-                q.cancel_join_thread()
+    def _args(self, child, control, peers):
+        cfg = self.cfg
+        groups = {c.name: c.symbols for c in self.children if c.role == "worker"}
+        if child.role == "writer":
+            return (cfg, control, peers, groups, child.restarts)
+        if child.role == "orderbook":
+            return (cfg, control, peers, groups, child.restarts)
+        index = int(child.name.split("-")[1])
+        return (cfg, child.symbols, index, child.restarts, control, peers, self.budget, self.connect_budget)
 
     # -- running --------------------------------------------------------------------
     def start(self):
         for child in self.children:
             self._spawn(child)
-        self.running_since = self.clock()
 
     def _spawn(self, child):
-        child.process = self.spawner(child.name, child.target, child.make_args())
-        child.state, child.started, child.exitcode = STARTING, self.clock(), None
+        """Start ``child`` with new links: to the manager, and to every running
+        peer, which gets its end of the new link now (Attach)."""
+        mine, theirs = links.pair()
+        ends = {}
+        attach = []
+        for name in child.peers:
+            peer = self.by_name[name]
+            if peer.alive:
+                a, b = links.pair()
+                ends[name] = a
+                attach.append((peer, b))
+        try:
+            child.process = self.spawner(child.name, child.target, self._args(child, theirs, ends))
+        finally:
+            theirs.close()
+            for sock in ends.values():
+                sock.close()
+        for peer, sock in attach:
+            peer.link.send(messages.Attach(child.name), socks=[sock])
+        if child.link is not None:
+            child.link.close()
+        child.link = links.Link(mine, f"manager:{child.name}")
+        child.change(STARTING, f"pid {child.process.pid}")
+        child.started = child.last_beat = self.clock()
+        child.exitcode = child.restart_at = child.hung = None
         log.info("%s: started (pid %s)", child.name, child.process.pid)
 
     def step(self):
-        """One turn of the main loop: reap, restart what is due, collect status."""
+        """One turn of the main loop: reap, catch hangs, restart what is due."""
         now = self.clock()
         for child in self.children:
             p = child.process
             if child.state in (STARTING, RUNNING) and p is not None and not p.is_alive():
                 self._exited(child, now)
+            elif child.state in (STARTING, RUNNING) and now - child.last_beat > self.cfg.hang_timeout:
+                self._hung(child, now)
             elif child.state == STARTING and now - child.started >= RUNNING_AFTER:
-                child.state = RUNNING
-        if self.failures and self.restart_at is None and now - self.running_since >= STABLE_AFTER:
-            self.failures = 0
-        if self.restart_at is not None and now >= self.restart_at and not self.stopping:
-            self.restart_pipeline()
-        self.drain_status()
+                child.change(RUNNING)
+            if child.state == RUNNING and child.failures and now - child.started >= STABLE_AFTER:
+                child.failures = 0
+            if child.state == BACKOFF and now >= child.restart_at and not self.stopping:
+                child.restarts += 1
+                self._spawn(child)
+
+    def _hung(self, child, now):
+        silent = now - child.last_beat
+        log.error("%s: no heartbeat for %.1f s (hang_timeout %g s); killing it (pid %s) to restart it",
+                  child.name, silent, self.cfg.hang_timeout, child.process.pid)
+        child.hung = silent
+        child.process.kill()
+        child.process.join(5)
+        self._exited(child, now)
 
     def _exited(self, child, now):
         child.exitcode = child.process.exitcode
+        if child.link is not None:
+            child.link.close()
+            child.link = None
         if child.exitcode == EXIT_CONFIG:
-            child.state = FATAL
+            child.change(FATAL)
             log.error("%s: exited with a configuration error; not restarting it", child.name)
             if child.role == "writer":
                 self.request_stop("the writer cannot run")
             return
-        child.state = BACKOFF
-        if self.restart_at is None:
-            self.failures += 1
-            delay = backoff_delay(self.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
-            self.restart_at = now + delay
-            why = {EXIT_QUEUE_CORRUPT: "found its input queue corrupt",
-                   proc.EXIT_THREAD_DIED: "stopped because one of its threads died (see above)"}.get(
-                child.exitcode, f"exited unexpectedly (code {child.exitcode})")
-            log.error("%s: %s; restarting every process in %.1f s", child.name, why, delay)
+        child.failures += 1
+        delay = backoff_delay(child.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
+        child.restart_at = now + delay
+        child.change(BACKOFF)
+        why = f"hung for {child.hung:.1f} s and was killed" if child.hung is not None else \
+            WHY.get(child.exitcode, f"exited unexpectedly (code {child.exitcode})")
+        log.error("%s: %s; restarting it alone in %.1f s", child.name, why, delay)
 
-    def restart_pipeline(self):
-        """Stop the survivors in order, then start every process on fresh queues."""
-        self.pipeline_restarts += 1
-        writer = next(c for c in self.children if c.role == "writer")
-        # With the writer alive, the others stop in order and it flushes what they hand it;
-        # with the writer dead their puts would block, so they get little time.
-        alive = writer.process is not None and writer.process.is_alive()
-        self.stop_children(timeout=min(self.cfg.stop_timeout, 5.0 if alive else 1.0))
-        self._abandon_queues()
-        self._make_queues()
+    # -- the control links ------------------------------------------------------------
+    def poll(self, timeout):
+        """Wait up to ``timeout`` for the children's messages and handle them."""
+        open_links = [c.link for c in self.children if c.link is not None]
+        ready, writable = links.wait(open_links, [lk for lk in open_links if lk.pending], timeout)
+        for link in writable:
+            link.flush()
         for child in self.children:
-            if child.state != FATAL:
-                child.restarts += 1
-                self._spawn(child)
-        self.restart_at = None
-        self.running_since = self.clock()
+            if child.link is not None and child.link in ready:
+                self._receive(child)
 
-    def drain_status(self):
-        while True:
-            try:
-                name, pid, when, payload = self.status_q.get_nowait()
-            except queue.Empty:
-                return
-            prev = self.child_status.get(name)
-            if prev is not None and when > prev["time"]:
-                for key, stream in payload.get("streams", {}).items():
-                    before = prev.get("streams", {}).get(key)
-                    if before is not None and "messages" in stream:
-                        stream["rate"] = round((stream["messages"] - before["messages"]) / (when - prev["time"]), 1)
-            self.child_status[name] = {"pid": pid, "time": when, **payload}
+    def _receive(self, child):
+        try:
+            received = child.link.receive()
+        except links.Broken:
+            child.link.close()      # it is exiting; reaping will see it
+            child.link = None
+            return
+        for msg in received:
+            if isinstance(msg, messages.Beat):
+                child.last_beat = self.clock()
+                if msg.status is not None:
+                    self._status(child, msg.time, msg.status)
+            elif isinstance(msg, messages.Log):
+                self._log(msg.record)
+
+    def _status(self, child, when, payload):
+        prev = self.child_status.get(child.name)
+        if prev is not None and when > prev["time"]:
+            for key, stream in payload.get("streams", {}).items():
+                before = prev.get("streams", {}).get(key)
+                if before is not None and "messages" in stream:
+                    stream["rate"] = round((stream["messages"] - before["messages"]) / (when - prev["time"]), 1)
+        self.child_status[child.name] = {"pid": child.process.pid, "time": when, **payload}
+
+    def _log(self, record):
+        if self.log_queue is None:
+            return
+        try:
+            self.log_queue.put_nowait(record)
+        except queue.Full:
+            self.logs_dropped += 1
 
     def request_stop(self, why):
         if not self.stopping:
@@ -221,22 +263,19 @@ class ProcessManager:
         self.stopping = True
 
     def snapshot(self, state):
-        cfg = self.cfg
-        try:
-            free = shutil.disk_usage(cfg.data_dir).free
-        except OSError:
-            free = None
-        processes = [c.info() for c in self.children]
-        queues = {"writer": _qsize(self.writer_q), "orderbook": _qsize(self.book_q) if self.book_q else None}
+        cfg, now = self.cfg, self.clock()
+        processes = [c.info(now) for c in self.children]
         return {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
                 "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
                 "processes": processes, "children": self.child_status,
                 "health": status.health(processes, self.child_status, cfg.max_lag),
-                "queues": queues, "disk_free_bytes": free, "pipeline_restarts": self.pipeline_restarts,
-                "rest_weight_spent": self.budget.spent}
+                "restarts": sum(c.restarts for c in self.children), "logs_dropped": self.logs_dropped,
+                "rest_weight_spent": self.budget.spent if self.budget is not None else None}
 
     def write_status(self, state):
-        status.write_status(self.cfg.run_dir, self.snapshot(state))
+        if self.status_writer is None:
+            self.status_writer = status.StatusWriter(self.cfg.run_dir, self.cfg.data_dir)
+        self.status_writer.submit(self.snapshot(state))
 
     def run(self, install_signals=True, duration=None):
         """Run until SIGTERM or SIGINT (or for ``duration`` seconds); returns the
@@ -245,25 +284,30 @@ class ProcessManager:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
             self.signal = proc.early_signal()    # stopped before it got here: start nothing
-        if self.signal is None:
-            self.start()
+        try:
+            if self.signal is None:
+                self.start()
+            self._loop(duration)
+        finally:
+            self.shutdown()
+        return self.signal
+
+    def _loop(self, duration):
         next_status = 0.0
         end = None if duration is None else self.clock() + duration
         while not self.stopping:
             if end is not None and self.clock() >= end:
                 self.request_stop(f"ran for {duration:.0f} s")
                 break
-            time.sleep(0.2)
+            self.poll(0.2)
             if self.signal is not None:
                 self.request_stop(f"received {signal.Signals(self.signal).name}")
                 break
             self.step()
             if self.clock() >= next_status:
                 next_status = self.clock() + self.cfg.status_interval
-                running = all(c.state == RUNNING for c in self.children)
+                running = all(c.state in (RUNNING, FATAL) for c in self.children)
                 self.write_status("RUNNING" if running else "STARTING")
-        self.shutdown()
-        return self.signal
 
     def _on_signal(self, signum, frame):
         self.signal = signum      # only recorded; the main loop acts on it
@@ -273,54 +317,51 @@ class ProcessManager:
         self.stopping = True
         self.write_status("STOPPING")
         self.stop_children(self.cfg.stop_timeout)
-        self.drain_status()
-        self._abandon_queues()      # every child is gone; nothing is left to read them
         self.write_status("STOPPED")
+        self.status_writer.close(timeout=5.0)
+        for child in self.children:
+            if child.link is not None:
+                child.link.close()
+                child.link = None
         log.info("stopped")
 
     def stop_children(self, timeout):
-        """Producers first while the writer keeps draining, then the writer."""
+        """Producers first while the consumers keep draining, then the book
+        manager, then the writer: each stage within ``timeout`` seconds."""
         workers = [c for c in self.children if c.role == "worker"]
         for child in workers:
-            p = child.process
-            if p is not None and p.is_alive():
-                child.state = STOPPING
-                p.terminate()
+            if child.state in (STARTING, RUNNING) and child.process.is_alive():
+                child.change(STOPPING)
+                child.process.terminate()
         self._wait(workers, timeout)
-        for child in [c for c in self.children if c.role == "orderbook"]:
-            self._finish(child, self.book_q, timeout)
-        for child in [c for c in self.children if c.role == "writer"]:
-            self._finish(child, self.writer_q, timeout)
-
-    def _finish(self, child, inbox, timeout):
-        if child.process is not None and child.process.is_alive():
-            child.state = STOPPING
-            try:
-                inbox.put(None, timeout=1.0)
-            except queue.Full:
-                pass
-        self._wait([child], timeout)
+        for role in ("orderbook", "writer"):
+            stage = [c for c in self.children if c.role == role]
+            for child in stage:
+                if child.state in (STARTING, RUNNING) and child.link is not None:
+                    child.change(STOPPING)
+                    child.link.send(messages.Stop())
+            self._wait(stage, timeout)
 
     def _wait(self, children, timeout):
+        """Until ``children`` have exited, reading their messages meanwhile;
+        those still alive at the deadline are killed."""
         deadline = self.clock() + timeout
+        while any(c.process is not None and c.process.is_alive() for c in children):
+            if self.clock() >= deadline:
+                break
+            self.poll(0.05)
         for child in children:
             p = child.process
             if p is None:
                 continue
-            p.join(max(0.0, deadline - self.clock()))
             if p.is_alive():
                 log.error("%s: did not stop within %.0f s; killing it", child.name, timeout)
                 p.kill()
                 p.join(5)
-            child.state, child.exitcode = EXITED, p.exitcode
-        self.drain_status()
-
-
-def _qsize(q):
-    try:
-        return q.qsize()
-    except (NotImplementedError, AttributeError):
-        return None
+            if child.state != FATAL:
+                child.change(EXITED)
+                child.exitcode = p.exitcode
+        self.poll(0)
 
 
 def _default_limit(cfg):

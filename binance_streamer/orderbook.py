@@ -17,10 +17,9 @@ from collections import OrderedDict
 from decimal import Decimal
 import logging
 import os
-import queue
 import time
 
-from . import proc
+from . import links, messages, proc
 from .binance.endpoints import depth_weight
 from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
@@ -151,6 +150,28 @@ class OrderBooks:
             sb.sync.buffer.clear()          # it may hold the bad message; _resync discards the book
             self._resync(sb, "malformed event", sb.sync.update_id, "", detail=f"{type(exc).__name__}: {exc}"[:120])
 
+    def worker_replaced(self, symbols):
+        """A new worker for ``symbols``: a snapshot asked of the old one will
+        not come, so ask the new one."""
+        now = self.clock()
+        for symbol in symbols:
+            sb = self.books.get(symbol)
+            if sb is None:
+                continue
+            if sb.state == REQUESTED:
+                sb.state, sb.next_request = NO_BOOK, now
+            if sb.refresh_pending is not None:
+                sb.refresh_pending, sb.requested_at, sb.last_snapshot = None, None, now
+            sb.requested_at = None
+
+    def restarted(self):
+        """This process replaces one that died: its books, and the top-of-book
+        rows of the time between, are gone; the ledger says so."""
+        now_us = int(self.clock() * 1e6)
+        for symbol in self.books:
+            self.emit(("gap", symbol, gap_row(now_us, "orderbook", "book manager restart", "", "", "resync",
+                                              detail="the book manager was restarted; its books are rebuilt")))
+
     # -- periodic work -------------------------------------------------------------
     def tick(self):
         now = self.clock()
@@ -261,42 +282,82 @@ class OrderBooks:
                 "bad_input": self.bad_input}
 
 
-def orderbook_main(cfg, book_q, writer_q, control_queues, status_q, log_q):
-    """Process entry point. Stops on the ``None`` sentinel (after the workers)."""
-    stop = proc.child_setup("orderbook", log_q, cfg.log_level)
-    by_symbol = {s: q for symbols, q in control_queues for s in symbols}
+def orderbook_main(cfg, control, peers, groups, restarts=0):
+    """Process entry point. Stops on Stop from the manager (after the workers)."""
+    stop, manager = proc.child_setup("orderbook", control, cfg.log_level)
+    owner = {s: name for name, symbols in groups.items() for s in symbols}
+    workers = {}                  # worker name -> Link
+    writer = links.Producer(cfg.link_buffer_bytes, messages.Batch)
     out = []
-    books = OrderBooks(cfg, lambda s, limit, prio: by_symbol[s].put(("snapshot", s, limit, prio)), out.append)
-    log.info("orderbook: started (pid %d) for %d symbols", os.getpid(), len(books.books))
+
+    def attach(name, sock):
+        link = links.Link(sock, name)
+        if name == "writer":
+            writer.attach(link)
+            return
+        if name in workers:
+            workers[name].close()
+        workers[name] = link
+        books.worker_replaced([s for s, n in owner.items() if n == name])
+
+    def request_snapshot(symbol, limit, priority):
+        link = workers.get(owner[symbol])
+        if link is not None:
+            link.send(messages.SnapshotRequest(symbol, limit, priority))
+
+    books = OrderBooks(cfg, request_snapshot, out.append)
+    for name, sock in peers.items():
+        attach(name, sock)
+    if restarts:
+        books.restarted()
+    log.info("orderbook: started (pid %d) for %d symbols%s", os.getpid(), len(books.books),
+             f", restart {restarts}" if restarts else "")
     handlers = {"d": books.on_diff, "t": books.on_ticker, "s": books.on_snapshot, "f": books.on_snapshot_failed}
-    next_flush = next_status = 0.0
+    next_flush = 0.0
     while True:
-        try:
-            batch = book_q.get(timeout=0.05)
-        except queue.Empty:
-            batch = ()
-        except Exception as exc:   # a message torn by a process killed mid-transfer
-            log.error("orderbook: its input queue is corrupt (%s); exiting so the pipeline restarts", exc)
-            raise SystemExit(proc.EXIT_QUEUE_CORRUPT)
-        if batch is None:
-            break
-        for msg in batch:
+        open_links = [lk for lk in workers.values() if not lk.closed]
+        out_links = [lk for lk in open_links + [writer.link, manager.link] if lk is not None and lk.pending]
+        readers = [manager.link] + open_links + ([writer.link] if writer.link is not None else [])
+        ready, writable = links.wait(readers, out_links, 0.05)
+        for link in writable:
+            link.flush()
+        got = 0
+        for link in ready:
+            if link is manager.link:
+                for name, sock in manager.attachments():
+                    attach(name, sock)
+                continue
             try:
-                handlers[msg[0]](*msg[1:])
-            except MALFORMED as exc:
-                books.on_bad_input(msg, exc)
+                received = link.receive()
+            except links.Broken:
+                link.close()
+                continue
+            for msg in received:
+                if isinstance(msg, messages.Ack):
+                    writer.outbox.ack(msg.seq)
+                elif isinstance(msg, messages.BookEvents):
+                    got += 1
+                    _apply(books, handlers, msg.items)
         books.tick()
         now = time.monotonic()
         if out and (now >= next_flush or len(out) > 1000):
-            writer_q.put(list(out))
+            writer.send(list(out))
             out.clear()
             next_flush = now + cfg.batch_interval
-        if now >= next_status:
-            next_status = now + cfg.status_interval
-            proc.report(status_q, "orderbook", books.status())
-        if stop.is_set() and not batch:
+        manager.beat(books.status, cfg.status_interval, now)
+        if (manager.stopping or stop.is_set()) and not got:
             break
     if out:
-        writer_q.put(list(out))
-    proc.report(status_q, "orderbook", books.status())
+        writer.send(list(out))
+    if writer.link is not None:
+        writer.link.drain(time.monotonic() + 5.0, time.monotonic)
+    manager.report(books.status())
     log.info("orderbook: stopped")
+
+
+def _apply(books, handlers, items):
+    for msg in items:
+        try:
+            handlers[msg[0]](*msg[1:])
+        except MALFORMED as exc:
+            books.on_bad_input(msg, exc)

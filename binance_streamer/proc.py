@@ -1,40 +1,80 @@
 """What every child process does first, and how it reports to the manager."""
 
 import logging
-import logging.handlers
-import os
-import queue
 import random
 import signal
+import socket
 import threading
 import time
 
+from . import links, messages
+
 EXIT_OK = 0
 EXIT_CONFIG = 2          # a fault restarting will not mend: the manager does not respawn
-EXIT_QUEUE_CORRUPT = 3   # an input queue was torn by a killed process: restart the pipeline
 EXIT_THREAD_DIED = 4     # a long-lived thread died of an exception: restart the process
 
 
-def child_setup(name, log_q, level="INFO"):
-    """Ignore SIGINT, turn SIGTERM into an Event, log through the manager,
-    and stop when the parent dies. Returns the stop Event."""
+def child_setup(name, control, level="INFO"):
+    """Ignore SIGINT, turn SIGTERM into an Event, and log to the manager over
+    the control link (``control``: this child's end of it, a socket).
+    Returns ``(stop Event, ManagerLink)``. The manager's death shows as the
+    end of the control link, which the child's main loop turns into a stop."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    manager = ManagerLink(name, control, stop)
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(log_q)] if log_q is not None else root.handlers
+    root.handlers[:] = [links.LinkLogHandler(manager.link, messages.Log)]
     root.setLevel(level)
     threading.current_thread().name = name
-    parent = os.getppid()
+    return stop, manager
 
-    def watch_parent():
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                logging.getLogger(__name__).error("%s: the manager died; stopping", name)
-                stop.set()
 
-    threading.Thread(target=watch_parent, name=f"{name}-parent-watch", daemon=True).start()
-    return stop
+class ManagerLink:
+    """A child's end of its control link: Beats up (only from the main
+    loop, so they prove it turns), Attach and Stop down."""
+
+    def __init__(self, name, sock, stop):
+        self.name, self.stop = name, stop
+        self.link = links.Link(sock, f"{name}:manager")
+        self.next_beat = 0.0
+        self.next_status = 0.0
+        self.stopping = False         # the manager sent Stop
+
+    def beat(self, status, interval, now=None):
+        """Send a Beat if one is due, with ``status()`` when a report is due."""
+        now = time.monotonic() if now is None else now
+        if now < self.next_beat:
+            return
+        self.next_beat = now + messages.HEARTBEAT
+        report = None
+        if now >= self.next_status:
+            self.next_status = now + interval
+            report = status()
+        self.link.send(messages.Beat(time.time(), report))
+
+    def report(self, status):
+        """A final report, whatever the schedule (at exit)."""
+        self.link.send(messages.Beat(time.time(), status))
+        self.link.drain(time.monotonic() + 2.0, time.monotonic)
+
+    def attachments(self):
+        """``[(peer name, socket)]`` the manager sent since the last call;
+        a Stop sets ``stopping``. The manager gone: ``stop`` is set."""
+        try:
+            received = self.link.receive()
+        except links.Broken:
+            if not self.stop.is_set():
+                logging.getLogger(__name__).error("%s: the manager is gone; stopping", self.name)
+            self.stop.set()
+            return []
+        out = []
+        for msg in received:
+            if isinstance(msg, messages.Attach):
+                out.append((msg.peer, socket.socket(fileno=self.link.take_fd())))
+            elif isinstance(msg, messages.Stop):
+                self.stopping = True
+        return out
 
 
 class Threads:
@@ -79,16 +119,6 @@ def catch_early_signals():
 
 def early_signal():
     return _early[0] if _early else None
-
-
-def report(status_q, name, payload):
-    """Send a status snapshot to the manager; never blocks the caller."""
-    if status_q is None:
-        return
-    try:
-        status_q.put_nowait((name, os.getpid(), time.time(), payload))
-    except queue.Full:
-        pass
 
 
 class Throttle:

@@ -81,8 +81,9 @@ SETTINGS = [
     _s("fsync_interval", "float", 10.0, "seconds between fsyncs when fsync is periodic", "files", minimum=0.1),
     # -- processes
     _s("symbols_per_worker", "int", 1, "symbols that share one worker process", "processes", minimum=1),
-    _s("queue_size", "int", 10_000, "batches a process queue holds before producers wait", "processes",
-       minimum=10),
+    _s("link_buffer_bytes", "int", 16_000_000,
+       "bytes a worker (or the book manager) keeps for the writer until it acknowledges them as written; beyond "
+       "this the worker stops reading its sockets until the writer catches up", "processes", minimum=100_000),
     _s("batch_interval", "float", 0.1, "seconds a worker gathers rows before it hands them on", "processes",
        minimum=0.001),
     _s("restart_min_delay", "float", 0.5, "first delay before a crashed process is restarted, seconds",
@@ -92,6 +93,9 @@ SETTINGS = [
     _s("stop_timeout", "float", 20.0, "seconds each shutdown stage may take before processes are killed",
        "processes", minimum=1.0),
     _s("status_interval", "float", 2.0, "seconds between status file updates", "processes", minimum=0.1),
+    _s("hang_timeout", "float", 30.0,
+       "seconds a process may go without a heartbeat (one a second from its main loop) before it is taken for "
+       "hung, killed and restarted alone", "processes", minimum=2.0),
     # -- connections
     _s("reconnect_min_delay", "float", 0.5, "first reconnect delay, seconds (doubles, with jitter)",
        "connections", minimum=0.0),
@@ -139,7 +143,7 @@ SETTINGS = [
 # (seconds written as milliseconds, a setting pasted into the wrong key) that
 # would overflow a timer or a buffer, or defeat the setting's purpose.
 MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "symbols_per_worker": 1024,
-          "queue_size": 1_000_000, "batch_interval": 5.0, "restart_min_delay": 600.0, "restart_max_delay": 3600.0,
+          "link_buffer_bytes": 4_000_000_000, "hang_timeout": 3600.0, "batch_interval": 5.0, "restart_min_delay": 600.0, "restart_max_delay": 3600.0,
           "stop_timeout": 600.0, "status_interval": 3600.0, "reconnect_min_delay": 600.0,
           "reconnect_max_delay": 3600.0, "read_interval": 1.0, "max_lag": 86_400.0, "silence_timeout": 3600.0,
           "connection_max_age": 86_400.0, "handover_timeout": 600.0, "rest_timeout": 300.0,

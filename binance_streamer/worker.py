@@ -17,7 +17,7 @@ import time
 
 import orjson
 
-from . import proc
+from . import links, messages, proc
 from .binance import parse
 from .binance.endpoints import AGG_TRADES_PAGE, KLINES_PAGE, connection_plan
 from .binance.rest import RestClient, RestError
@@ -485,41 +485,47 @@ class Worker:
                 "rest_malformed": self.rest.malformed if self.rest else 0}
 
 
-def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_q, budget, connect_budget):
-    """Process entry point: one worker for ``symbols``; stops on SIGTERM."""
+def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget):
+    """Process entry point: one worker for ``symbols``; stops on SIGTERM.
+    ``peers``: its ends of the links to the writer and the book manager
+    (absent while that process is down: an Attach brings it later)."""
     name = f"worker-{index}"
-    stop = proc.child_setup(name, log_q, cfg.log_level)
+    stop, manager = proc.child_setup(name, control, cfg.log_level)
     threads = proc.Threads(stop)
+    wake = Wake()
+    writer = links.Producer(cfg.link_buffer_bytes, messages.Batch)
+    book = BookLink()
+    for peer, sock in peers.items():
+        _attach(writer, book, peer, sock, wake)
     rest = RestClient(cfg, budget, stop)
     worker = Worker(cfg, symbols, rest, stop)
-    worker.send = _sender(writer_q, book_q)
-    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget, threads)
+    worker.send = _sender(writer, book)
+    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget, threads, writer.congested)
              for group, url, names in connection_plan(cfg, symbols)]
     for c in conns:
         c.start()
     threads.start(f"{name}-rest", worker.run_jobs)
-    log.info("%s: started for %s (pid %d, %d connections)", name, ",".join(symbols), os.getpid(), len(conns))
-    next_status = 0.0
+    log.info("%s: started for %s (pid %d, %d connections%s)", name, ",".join(symbols), os.getpid(), len(conns),
+             f", restart {restarts}" if restarts else "")
+    status = lambda: {**worker.status(conns), "link": _link_status(writer, book)}      # noqa: E731
     while not stop.is_set():
         # Rows are handed on by the reader threads, which wake up when their
-        # batch is due (worker.hand_on); this thread takes commands, reports,
+        # batch is due (worker.hand_on); this thread takes the other
+        # processes' requests, sends what a busy link left behind, beats,
         # and hands on what the REST thread added while the sockets were
-        # quiet. Waking no thread when nothing happens is what keeps an idle
-        # worker cheap.
-        try:
-            worker.command(control_q.get(timeout=IDLE_WAIT))
-        except queue.Empty:
-            pass
+        # quiet. Waking no thread when nothing happens keeps an idle worker cheap.
+        _serve(worker, writer, book, manager, wake, IDLE_WAIT)
         worker.hand_on()
-        now = time.monotonic()
-        if now >= next_status:
-            next_status = now + cfg.status_interval
-            proc.report(status_q, name, worker.status(conns))
+        manager.beat(status, cfg.status_interval)
     for c in conns:
         c.join(timeout=5)
     worker.shutdown()
     worker.hand_on(force=True)
-    proc.report(status_q, name, worker.status(conns))
+    deadline = time.monotonic() + 5.0
+    for link in (writer.link, book.link):
+        if link is not None:
+            link.drain(deadline, time.monotonic)
+    manager.report(status())
     if threads.failed:
         log.error("%s: exiting because thread %s died; every row read was handed to the writer", name,
                   threads.failed)
@@ -527,11 +533,106 @@ def worker_main(cfg, symbols, index, writer_q, book_q, control_q, status_q, log_
     log.info("%s: stopped; every row read was handed to the writer", name)
 
 
-def _sender(writer_q, book_q):
-    """One put per queue per batch."""
-    def send(batch, book):
+class Wake:
+    """A pipe that wakes the main thread when a send left bytes waiting."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def __call__(self):
+        try:
+            os.write(self.w, b"x")
+        except BlockingIOError:
+            pass
+
+    def fileno(self):
+        return self.r
+
+    closed = False
+
+    def clear(self):
+        try:
+            os.read(self.r, 4096)
+        except BlockingIOError:
+            pass
+
+
+class BookLink:
+    """The link to the book manager: events are not kept for a new one (it
+    starts its books afresh); while the book manager does not read, at most
+    BOOK_BACKLOG bytes wait and the rest is dropped (its diff chains break
+    and it resyncs those books, with a ledger row)."""
+
+    def __init__(self):
+        self.link = None
+        self.dropped = 0
+
+    def send(self, events):
+        link = self.link
+        if link is None or link.closed:
+            return
+        if link.pending > BOOK_BACKLOG:
+            self.dropped += len(events)
+            return
+        link.send(messages.BookEvents(events))
+
+
+BOOK_BACKLOG = 8_000_000
+
+
+def _attach(writer, book, peer, sock, wake):
+    link = links.Link(sock, f"{peer}", on_pending=wake)
+    if peer == "writer":
+        resent = writer.attach(link)
+        if resent:
+            log.info("writer link: sent %d unacknowledged batches again to the new writer", resent)
+    else:
+        if book.link is not None:
+            book.link.close()
+        book.link = link
+
+
+def _serve(worker, writer, book, manager, wake, timeout):
+    """Wait up to ``timeout`` for requests, acknowledgements and link changes."""
+    readers = [manager.link, wake] + [lk for lk in (writer.link, book.link) if lk is not None and not lk.closed]
+    pending = [lk for lk in readers[2:] + [manager.link] if lk.pending]
+    ready, writable = links.wait(readers, pending, timeout)
+    for link in writable:
+        link.flush()
+    if wake in ready:
+        wake.clear()
+    if manager.link in ready:
+        for peer, sock in manager.attachments():
+            _attach(writer, book, peer, sock, wake)
+    for link in ready:
+        if link is manager.link or link is wake:
+            continue
+        try:
+            received = link.receive()
+        except links.Broken as exc:
+            log.warning("%s link: %s; waiting for its replacement", link.name, exc)
+            link.close()
+            continue
+        for msg in received:
+            if isinstance(msg, messages.Ack):
+                writer.outbox.ack(msg.seq)
+            elif isinstance(msg, messages.Backfill):
+                worker.command(("backfill", msg.symbol, msg.stream, msg.first, msg.last))
+            elif isinstance(msg, messages.SnapshotRequest):
+                worker.command(("snapshot", msg.symbol, msg.limit, msg.priority))
+
+
+def _link_status(writer, book):
+    return {"unacked_bytes": writer.outbox.bytes, "unacked_batches": len(writer.outbox.frames),
+            "resent_batches": writer.resent, "writer_connected": writer.link is not None and not writer.link.closed,
+            "book_events_dropped": book.dropped}
+
+
+def _sender(writer, book):
+    """One message per link per batch."""
+    def send(batch, events):
         if batch:
-            writer_q.put(batch)
-        if book:
-            book_q.put(book)
+            writer.send(batch)
+        if events:
+            book.send(events)
     return send

@@ -14,11 +14,10 @@ import errno
 import json
 import logging
 import os
-import queue
 import resource
 import time
 
-from . import csvfiles, proc
+from . import csvfiles, links, messages, proc
 from .sequence import Sequencer, gap_row, id_step
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def open_file_limit():
 
 class OpenFile:
     __slots__ = ("fd", "path", "lines", "rows", "tail", "used", "dirty", "key", "due", "size", "ino",
-                 "ids", "written")
+                 "ids", "written", "batch")
 
     def __init__(self, path, key):
         self.fd, self.path, self.key = None, path, key     # fd None: not open (yet, or any more)
@@ -58,6 +57,7 @@ class OpenFile:
         self.ino = None          # (st_dev, st_ino) of the open file, to notice it deleted or replaced
         self.ids = None          # [first, last] id of the pending rows (None: no ids)
         self.written = [0, None, None]   # rows, first id, last id written since the last file check
+        self.batch = None        # number of the oldest input batch with lines pending here (None: nothing pending)
 
 
 def repair_torn_line(fd, path, event_column=None):
@@ -133,6 +133,7 @@ class Writer:
         self.clock = clock
         self.request_backfill = request_backfill or (lambda *req: None)
         self.files = {}
+        self.batch = 0           # input batches taken so far: numbers what each file has pending
         self.seq = Sequencer()
         self.stats = {}          # (symbol, stream) -> [rows, bytes, last day]
         self.flushes = 0
@@ -227,6 +228,19 @@ class Writer:
         return len(pending)
 
     # -- input -------------------------------------------------------------------
+    def take(self, items):
+        """One input batch; returns its number, written once ``written_below``
+        exceeds it."""
+        self.batch += 1
+        for item in items:
+            self.handle(item)
+        return self.batch
+
+    def written_below(self):
+        """Every batch numbered below this is on disk (the oldest batch with
+        lines still pending in some file, or the next number)."""
+        return min((f.batch for f in self.files.values() if f.batch is not None), default=self.batch + 1)
+
     def handle(self, msg):
         kind = msg[0]
         if kind == "rows":
@@ -262,6 +276,8 @@ class Writer:
             f.due = time.monotonic() + self.hold
             if self.next_due is None or f.due < self.next_due:
                 self.next_due = f.due
+        if f.batch is None:
+            f.batch = self.batch
         f.lines.extend(lines)
         f.rows += len(lines)
         self.pending_rows += len(lines)
@@ -360,7 +376,7 @@ class Writer:
             self._cut_back(f)
             self._write_failed(f, exc)
             return False
-        f.lines, f.rows, f.tail, f.due = [], 0, b"", None
+        f.lines, f.rows, f.tail, f.due, f.batch = [], 0, b"", None, None
         self.pending_rows -= rows
         f.size += size
         if f.ids is not None:
@@ -568,56 +584,105 @@ def _csv_field(value):
     return text
 
 
-def writer_main(cfg, inbox, control_queues, status_q, log_q):
-    """Process entry point. Stops on the ``None`` sentinel (after the producers)."""
-    stop = proc.child_setup("writer", log_q, cfg.log_level)
-    by_symbol = {s: q for symbols, q in control_queues for s in symbols}
+class Producers:
+    """The writer's links to its producers (workers and the book manager):
+    what each sent, acknowledged once it is written; backfill requests for a
+    worker whose link is down wait for its replacement."""
 
-    def request_backfill(symbol, stream, first, last):
-        q = by_symbol.get(symbol)
-        if q is not None:
-            q.put(("backfill", symbol, stream, first, last))
+    def __init__(self, peers, groups):
+        self.links = {name: links.Link(sock, name) for name, sock in peers.items()}
+        self.owner = {s: name for name, symbols in groups.items() for s in symbols}
+        self.unacked = {}        # name -> [(writer batch number, producer seq)]
+        self.requests = {}       # name -> [Backfill] waiting for a link
 
-    writer = Writer(cfg, request_backfill)
+    def attach(self, name, sock):
+        old = self.links.get(name)
+        if old is not None:
+            old.close()
+        self.links[name] = link = links.Link(sock, name)
+        self.unacked[name] = []
+        for msg in self.requests.pop(name, ()):
+            link.send(msg)
+
+    def request_backfill(self, symbol, stream, first, last):
+        name = self.owner.get(symbol)
+        if name is None:
+            return
+        msg = messages.Backfill(symbol, stream, first, last)
+        link = self.links.get(name)
+        if link is None or link.closed or not link.send(msg):
+            self.requests.setdefault(name, []).append(msg)
+
+    def open(self):
+        return [link for link in self.links.values() if not link.closed]
+
+    def receive(self, link, writer):
+        try:
+            received = link.receive()
+        except links.Broken as exc:
+            if "closed" not in str(exc):
+                log.warning("writer: link to %s: %s", link.name, exc)
+            link.close()
+            return 0
+        for msg in received:
+            if isinstance(msg, messages.Batch):
+                number = writer.take(msg.items)
+                self.unacked.setdefault(link.name, []).append((number, msg.seq))
+        return len(received)
+
+    def acknowledge(self, written_below):
+        """Tell each producer which of its batches are now on disk."""
+        for name, pending in self.unacked.items():
+            seq = None
+            while pending and pending[0][0] < written_below:
+                seq = pending.pop(0)[1]
+            link = self.links.get(name)
+            if seq is not None and link is not None and not link.closed:
+                link.send(messages.Ack(seq))
+
+
+def writer_main(cfg, control, peers, groups, restarts=0):
+    """Process entry point. Stops on Stop from the manager (after the
+    producers), once every producer's link has ended."""
+    stop, manager = proc.child_setup("writer", control, cfg.log_level)
+    producers = Producers(peers, groups)
+    writer = Writer(cfg, producers.request_backfill)
     writer.recover()
-    log.info("writer: started (pid %d)", os.getpid())
+    log.info("writer: started (pid %d)%s", os.getpid(), f", restart {restarts}" if restarts else "")
     next_housekeeping = time.monotonic() + cfg.flush_interval
-    next_status = 0.0
-    idle_since = None
+    stopping_since = None
     while True:
         due = writer.next_due
-        timeout = max(0.0, (next_housekeeping if due is None else min(due, next_housekeeping)) - time.monotonic())
-        try:
-            msg = inbox.get(timeout=timeout)
-        except queue.Empty:
-            msg = ()
-        except Exception as exc:   # a message torn by a process killed mid-transfer
-            log.error("writer: its input queue is corrupt (%s); exiting so the pipeline restarts", exc)
-            writer.close()
-            raise SystemExit(proc.EXIT_QUEUE_CORRUPT)
-        if msg is None:
-            break
-        for item in msg:
-            writer.handle(item)
+        wake = min(next_housekeeping, manager.next_beat) if due is None else min(due, next_housekeeping,
+                                                                                manager.next_beat)
+        open_links = producers.open()
+        ready, writable = links.wait([manager.link] + open_links, [lk for lk in open_links if lk.pending],
+                                     max(0.0, wake - time.monotonic()))
+        for link in writable:
+            link.flush()
+        got = 0
+        for link in ready:
+            if link is manager.link:
+                for name, sock in manager.attachments():
+                    producers.attach(name, sock)
+            else:
+                got += producers.receive(link, writer)
         now = time.monotonic()
         if writer.next_due is not None and now >= writer.next_due:
             writer.flush_due(now)
+            producers.acknowledge(writer.written_below())
         if now >= next_housekeeping:
             writer.housekeeping()
+            producers.acknowledge(writer.written_below())
             next_housekeeping = now + cfg.flush_interval
-        if now >= next_status:
-            next_status = now + cfg.status_interval
-            proc.report(status_q, "writer", writer.status())
-        if stop.is_set():
-            # Signalled directly (not by the manager's sentinel): drain what is
-            # queued, then stop.
-            if msg:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = now
-            elif now - idle_since >= 1.0:
-                log.warning("writer: stopped by a signal; the queue was drained and flushed")
+        manager.beat(writer.status, cfg.status_interval, now)
+        if manager.stopping or stop.is_set():
+            # Stop (the producers are gone) or a signal: drain what they sent, then stop.
+            if stopping_since is None or got:
+                stopping_since = now
+            if not producers.open() or now - stopping_since >= 1.0:
                 break
     writer.close()
-    proc.report(status_q, "writer", writer.status())
+    producers.acknowledge(writer.written_below())
+    manager.report(writer.status())
     log.info("writer: stopped, every row flushed")

@@ -9,10 +9,15 @@ after a 429 so that no request ever provokes a 418, and lets urgent requests
 
 Create them in the manager with the multiprocessing context and pass them to
 the children; without a context they live in one process only and create no
-multiprocessing state that a later fork would inherit.
+multiprocessing state that a later fork would inherit. Between processes the
+counts live in shared memory guarded by an ``flock`` on a file in
+``lock_dir``: the kernel releases it when its holder dies, so a worker killed
+in the middle of an update blocks nobody (a semaphore would stay taken).
 """
 
+import fcntl
 import math
+import os
 import threading
 import time
 
@@ -22,32 +27,65 @@ _PRIORITY_SHARE = {URGENT: 1.0, ROUTINE: 0.5}
 _MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT = range(5)
 
 
-class _LocalArray(list):
-    """The shared array's interface for a budget used by one process only."""
+class _FileLock:
+    """A lock between threads (a mutex) and between processes (``flock`` on
+    ``path``, which dies with its holder)."""
 
-    def __init__(self, values):
-        super().__init__(values)
-        self._lock = threading.Lock()
+    def __init__(self, path):
+        self.path = path
+        self.mutex = threading.Lock()
+        self.fd = None
 
-    def get_lock(self):
-        return self._lock
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def __enter__(self):
+        self.mutex.acquire()
+        if self.path is not None:
+            try:
+                if self.fd is None:
+                    self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self.mutex.release()
+                raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.mutex.release()
+
+
+def _shared(ctx, values, lock_dir, name):
+    """``(array, lock)``: shared memory and a file lock with a context, else a list and a mutex."""
+    if ctx is None:
+        return list(values), _FileLock(None)
+    path = os.path.join(lock_dir, f".{name}.lock") if lock_dir else None
+    if lock_dir:
+        os.makedirs(lock_dir, exist_ok=True)
+    return ctx.RawArray("d", values), _FileLock(path)
 
 
 class RestBudget:
     """Request weight per minute for the whole daemon; ``array`` holds
     minute, used, paused-until, limit, spent."""
 
-    def __init__(self, ctx, limit, margin=0.2, clock=time.time):
+    def __init__(self, ctx, limit, margin=0.2, clock=time.time, lock_dir=None):
         values = [0.0, 0.0, 0.0, float(limit), 0.0]
-        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
+        self.array, self.lock = _shared(ctx, values, lock_dir, "rest-budget")
         self.margin = margin
         self.clock = clock
 
     def __getstate__(self):
-        return {"array": self.array, "margin": self.margin}
+        return {"array": self.array, "lock": self.lock, "margin": self.margin}
 
     def __setstate__(self, state):
-        self.array, self.margin, self.clock = state["array"], state["margin"], time.time
+        self.__dict__.update(state)
+        self.clock = time.time
 
     @property
     def spent(self):
@@ -56,7 +94,7 @@ class RestBudget:
     def try_acquire(self, weight, priority=URGENT):
         """Take ``weight`` now if the budget allows; else seconds to wait."""
         a, now = self.array, self.clock()
-        with a.get_lock():
+        with self.lock:
             minute = math.floor(now / 60)
             if a[_MINUTE] != minute:
                 a[_MINUTE], a[_USED] = minute, 0.0
@@ -84,7 +122,7 @@ class RestBudget:
     def observe(self, used):
         """The exchange's count for this minute is the truth when it is higher."""
         a = self.array
-        with a.get_lock():
+        with self.lock:
             minute = math.floor(self.clock() / 60)
             if a[_MINUTE] != minute:
                 a[_MINUTE], a[_USED] = minute, float(used)
@@ -94,7 +132,7 @@ class RestBudget:
     def pause(self, seconds):
         """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
         a = self.array
-        with a.get_lock():
+        with self.lock:
             a[_PAUSED_UNTIL] = max(a[_PAUSED_UNTIL], self.clock() + seconds)
 
 
@@ -106,15 +144,15 @@ class ConnectBudget:
     ``array`` is a ring of the attempt times; the oldest slot is reused.
     """
 
-    def __init__(self, ctx, limit=300, window=300.0, margin=0.1, clock=time.time):
+    def __init__(self, ctx, limit=300, window=300.0, margin=0.1, clock=time.time, lock_dir=None):
         self.size = max(1, int(limit * (1.0 - margin)))
         values = [0.0] * (self.size + 1)            # the last slot is the ring's next index
-        self.array = ctx.Array("d", values) if ctx is not None else _LocalArray(values)
+        self.array, self.lock = _shared(ctx, values, lock_dir, "connect-budget")
         self.window = window
         self.clock = clock
 
     def __getstate__(self):
-        return {"array": self.array, "size": self.size, "window": self.window}
+        return {"array": self.array, "lock": self.lock, "size": self.size, "window": self.window}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -123,7 +161,7 @@ class ConnectBudget:
     def try_acquire(self):
         """Record an attempt now if allowed; else seconds until one is."""
         a, now = self.array, self.clock()
-        with a.get_lock():
+        with self.lock:
             i = int(a[self.size])
             oldest = a[i]
             if oldest and now - oldest < self.window:

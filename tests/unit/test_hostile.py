@@ -273,7 +273,7 @@ def test_a_file_that_cannot_be_opened_keeps_its_rows_and_says_why(tmp_path, capl
 # -- 6. settings have maximums -------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("flush_interval", 1e10), ("status_interval", 1e10),
-                                        ("queue_size", 10**10), ("rest_weight_margin", 1.5),
+                                        ("link_buffer_bytes", 10**13), ("rest_weight_margin", 1.5),
                                         ("flush_interval", float("nan")), ("read_interval", float("inf"))])
 def test_every_number_has_a_range(key, value):
     with pytest.raises(ConfigError, match=f"{key} in .* must be (at most|a finite number)"):
@@ -328,7 +328,7 @@ def test_a_thread_that_dies_is_logged_at_error_and_stops_its_process(caplog):
     assert threads.failed == "worker-0-rest" and stop.is_set()
     assert any(r.levelname == "ERROR" and "worker-0-rest died" in r.getMessage() and r.exc_info
                for r in caplog.records)
-    assert proc.EXIT_THREAD_DIED not in (proc.EXIT_OK, proc.EXIT_CONFIG, proc.EXIT_QUEUE_CORRUPT)
+    assert proc.EXIT_THREAD_DIED not in (proc.EXIT_OK, proc.EXIT_CONFIG)
 
 
 def test_rows_of_two_holes_filled_one_after_the_other_leave_in_id_order():

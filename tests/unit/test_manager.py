@@ -2,7 +2,7 @@
 
 import random
 
-from binance_streamer import config, manager as m
+from binance_streamer import config, links, manager as m, messages
 from binance_streamer.proc import EXIT_CONFIG, backoff_delay
 
 
@@ -43,6 +43,11 @@ def _manager(tmp_path, **kw):
 
     def spawner(name, target, args):
         p = FakeProcess(name)
+        p.args = args
+        # the child's ends, as a spawned child would inherit them (the manager closes its copies)
+        control, peers = (args[1], args[2]) if name in ("writer", "orderbook") else (args[4], args[5])
+        p.control = links.Link(control.dup(), f"{name}:manager")
+        p.peers = {peer: links.Link(sock.dup(), peer) for peer, sock in peers.items()}
         spawned.append(p)
         return p
     clock = Clock()
@@ -60,10 +65,13 @@ def test_one_worker_per_symbol_group(tmp_path):
     pm, spawned, _ = _manager(tmp_path, symbols_per_worker=2)
     assert [c.name for c in pm.children] == ["writer", "orderbook", "worker-0", "worker-1"]
     assert pm.groups() == [["BTCUSDT", "ETHUSDT"], ["BNBUSDT"]]
+    # every pair of processes that talk has a link of its own
+    assert _child(pm, "writer").peers == ["worker-0", "worker-1", "orderbook"]
+    assert _child(pm, "worker-1").peers == ["writer", "orderbook"]
 
 
-def test_a_crash_restarts_every_process_after_a_backoff(tmp_path):
-    pm, spawned, clock = _manager(tmp_path)
+def test_a_crash_restarts_that_process_alone_after_a_backoff(tmp_path):
+    pm, spawned, clock = _manager(tmp_path, hang_timeout=3600)
     clock.t = 2.0
     pm.step()
     assert all(c.state == m.RUNNING for c in pm.children)
@@ -71,22 +79,79 @@ def test_a_crash_restarts_every_process_after_a_backoff(tmp_path):
     w0 = _child(pm, "worker-0")
     w0.process.die(-9)
     pm.step()
-    assert w0.state == m.BACKOFF and pm.restart_at > clock.t
-    assert all(c.process.alive for c in pm.children if c is not w0)     # the others go on meanwhile
-    clock.t = pm.restart_at + 0.01
+    assert w0.state == m.BACKOFF and w0.restart_at > clock.t
+    clock.t = w0.restart_at + 0.01
     pm.step()
-    assert all(c.state == m.STARTING and c.restarts == 1 for c in pm.children)
-    assert all(not first[c.name].alive and c.process is not first[c.name] for c in pm.children)
-    assert pm.pipeline_restarts == 1
-    # repeated crashes wait longer, up to the cap
+    assert w0.state == m.STARTING and w0.restarts == 1 and w0.process is not first["worker-0"]
+    others = [c for c in pm.children if c is not w0]
+    assert all(c.process is first[c.name] and c.process.alive and c.restarts == 0 for c in others)
+    # the new worker got links to the writer and the book manager at spawn
+    assert sorted(w0.process.args[5]) == ["orderbook", "writer"]
+    # repeated crashes of one child wait longer, up to the cap
     delays = []
+    writer = _child(pm, "writer")
     for _ in range(8):
-        _child(pm, "writer").process.die(1)
+        writer.process.die(1)
         pm.step()
-        delays.append(pm.restart_at - clock.t)
-        clock.t = pm.restart_at + 0.01
+        delays.append(writer.restart_at - clock.t)
+        clock.t = writer.restart_at + 0.01
         pm.step()
     assert delays[-1] <= pm.cfg.restart_max_delay and max(delays) > delays[0]
+    assert w0.restarts == 1 and all(c.restarts == 0 for c in pm.children if c.role == "worker" and c is not w0)
+
+
+def _received(link, n):
+    from tests.support import wait_for
+    got = []
+    wait_for(lambda: got.extend(link.receive()) or len(got) >= n, 5, f"{n} messages")
+    return got
+
+
+def test_a_restarted_worker_is_linked_to_the_running_writer_and_book_manager(tmp_path):
+    pm, spawned, clock = _manager(tmp_path)
+    writer, book, w0 = _child(pm, "writer"), _child(pm, "orderbook"), _child(pm, "worker-0")
+    pm.poll(0)
+    # at the start, each process is linked to those spawned before it
+    assert _received(writer.process.control, 4) == [messages.Attach(n) for n in
+                                                    ("orderbook", "worker-0", "worker-1", "worker-2")]
+    assert _received(book.process.control, 3) == [messages.Attach(n) for n in ("worker-0", "worker-1", "worker-2")]
+    for consumer in (writer, book):
+        consumer.process.control.fds.clear()
+    w0.process.die(-9)
+    pm.step()
+    clock.t = w0.restart_at + 0.01
+    pm.step()
+    pm.poll(0)                                  # sends what waits on the control links
+    for consumer in (writer, book):
+        assert _received(consumer.process.control, 1) == [messages.Attach("worker-0")]
+        end = links.from_fd(consumer.process.control.take_fd(), "worker-0")
+        # the descriptor is the far end of the new worker's link to that consumer
+        w0.process.peers[consumer.name].send(("hello", consumer.name))
+        assert _received(end, 1) == [("hello", consumer.name)]
+    assert not _child(pm, "worker-1").process.control.receive()     # nothing for the others
+
+
+def test_a_child_without_heartbeat_is_killed_and_restarted_alone(tmp_path):
+    pm, spawned, clock = _manager(tmp_path, hang_timeout=10)
+    clock.t = 2.0
+    pm.step()
+    for c in pm.children:
+        c.last_beat = clock.t
+    clock.t = 11.0
+    pm.step()
+    assert all(c.state == m.RUNNING for c in pm.children)     # 9 s silent: not yet
+    for c in pm.children:
+        if c.name != "writer":
+            c.last_beat = clock.t
+    clock.t = 12.5                                          # the writer: 10.5 s
+    old = _child(pm, "writer").process
+    pm.step()
+    writer = _child(pm, "writer")
+    assert not old.alive and old.exitcode == -9 and writer.state == m.BACKOFF and writer.hung == 10.5
+    assert all(c.state == m.RUNNING for c in pm.children if c is not writer)
+    clock.t = writer.restart_at + 0.01
+    pm.step()
+    assert writer.state == m.STARTING and writer.process is not old and writer.last_beat == clock.t
 
 
 def test_config_failure_is_fatal_and_a_fatal_writer_stops_the_daemon(tmp_path):
@@ -95,12 +160,24 @@ def test_config_failure_is_fatal_and_a_fatal_writer_stops_the_daemon(tmp_path):
     w1.process.die(EXIT_CONFIG)
     pm.step()
     assert w1.state == m.FATAL and not pm.stopping
-    clock.t = pm.restart_at + 0.01 if pm.restart_at else clock.t + 100
+    clock.t += 5
     pm.step()
     assert w1.state == m.FATAL and w1.restarts == 0
     _child(pm, "writer").process.die(EXIT_CONFIG)
     pm.step()
     assert pm.stopping
+
+
+def test_a_state_change_outside_the_table_is_refused(tmp_path):
+    pm, _, _ = _manager(tmp_path)
+    w1 = _child(pm, "worker-1")
+    w1.change(m.FATAL)
+    try:
+        w1.change(m.STARTING)
+    except AssertionError as exc:
+        assert "FATAL -> STARTING" in str(exc)
+    else:
+        raise AssertionError("a FATAL child was restarted")
 
 
 def test_backoff_delay_is_capped_and_jittered():
@@ -109,38 +186,3 @@ def test_backoff_delay_is_capped_and_jittered():
     assert all(0.25 <= d <= 30 for d in delays)
     assert delays[0] <= 0.5 and delays[-1] >= 15
     assert backoff_delay(0, 0.5, 30, rng) == 0.0
-
-
-_LOCKED_QUEUE_EXIT = r"""
-import multiprocessing, os, signal, sys
-sys.path.insert(0, sys.argv[1])
-from binance_streamer import config, manager as m
-from tests.unit.test_manager import FakeProcess, Clock
-
-cfg = config.load(None, {"symbols": "BTCUSDT", "run_dir": sys.argv[2]})
-pm = m.ProcessManager(cfg, spawner=lambda name, target, args: FakeProcess(name), clock=Clock())
-pm.build(None)
-pm.start()
-# a child dies holding the writer queue's write lock, as a SIGKILLed worker can
-holder = multiprocessing.get_context("fork").Process(
-    target=lambda: (pm.writer_q._wlock.acquire(), signal.pause()))
-holder.start()
-while pm.writer_q._wlock.acquire(block=False):     # until the holder has it
-    pm.writer_q._wlock.release()
-os.kill(holder.pid, signal.SIGKILL)
-holder.join()
-pm.writer_q.put(b"rows")            # its feeder thread now waits on the lock forever
-pm.restart_pipeline()
-pm.shutdown()
-print("exiting")
-"""
-
-
-def test_a_queue_locked_by_a_killed_child_does_not_hold_up_exit(tmp_path):
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-c", _LOCKED_QUEUE_EXIT, root, str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)   # a hang fails the test
-    assert proc.returncode == 0 and "exiting" in proc.stdout, proc.stderr

@@ -1,0 +1,98 @@
+"""Every message between the recorder's processes, on one screen.
+
+Links (links.py; one socket pair per pair of processes, created by the manager):
+
+======================  =====================================  =====================================
+link                    up (producer -> consumer)              down (consumer -> producer)
+======================  =====================================  =====================================
+control: child-manager  Beat, Log                              Attach (+ a descriptor), Stop
+rows: worker-writer     Batch of Rows and Gap (kept until      Ack, Backfill
+                        acknowledged; sent again to a new
+                        writer)
+rows: orderbook-writer  Batch of Rows and Gap (same)           Ack
+book: worker-orderbook  BookEvents of Diff, Ticker, Snapshot,  SnapshotRequest
+                        SnapshotFailed
+======================  =====================================  =====================================
+
+What the loss of each costs (and so what guards it):
+
+- Batch: rows. Never lost while the producer lives: it keeps each Batch
+  until an Ack says the writer wrote it, and sends them all again to a
+  restarted writer, which drops by id what it already has. A producer that
+  dies loses what it had not yet sent; its replacement's first events put
+  that in the ledger (``start``) and aggTrades and klines are backfilled.
+- Ack: none; the next one covers it. Unacknowledged batches are only sent
+  again, and the writer drops rows it already wrote.
+- Backfill: a hole stays open until the writer's timeout ledgers it as lost.
+- BookEvents, SnapshotRequest: a book goes out of sync; the book manager
+  sees the broken diff chain, or times the request out, and resyncs with a
+  ledger row.
+- Beat: the manager takes the child for hung after ``hang_timeout`` and
+  replaces it. Log: a log line (dropped ones are counted).
+- Attach: the two processes stay unlinked; the manager only sends it on a
+  fresh link, so it is lost only with the process it was for.
+"""
+
+from typing import NamedTuple, Optional
+
+
+# -- control link ---------------------------------------------------------------------
+class Beat(NamedTuple):
+    """child -> manager, from the child's main loop only, at least every
+    HEARTBEAT seconds: proof that the loop turns. ``status`` is the child's
+    report (every ``status_interval``) or None."""
+    time: float
+    status: Optional[dict]
+
+
+class Log(NamedTuple):
+    """child -> manager: a log record, formatted, for the one log file."""
+    record: object
+
+
+class Attach(NamedTuple):
+    """manager -> child: the descriptor sent with this message is a new link
+    to ``peer`` (a process name), replacing any link to it."""
+    peer: str
+
+
+class Stop(NamedTuple):
+    """manager -> orderbook or writer: finish once the producers are gone."""
+
+
+# -- rows links ---------------------------------------------------------------------------
+class Batch(NamedTuple):
+    """producer -> writer: ``items`` (Rows and Gap) numbered ``seq`` (1, 2, ...
+    per producer process) for acknowledgement."""
+    seq: int
+    items: list
+
+
+class Ack(NamedTuple):
+    """writer -> producer: every Batch up to ``seq`` is written."""
+    seq: int
+
+
+class Backfill(NamedTuple):
+    """writer -> worker: fetch ids ``first..last`` of ``stream`` over REST
+    (a hole seen only by the writer: rows lost between processes)."""
+    symbol: str
+    stream: str
+    first: int
+    last: int
+
+
+# -- book link ---------------------------------------------------------------------------------
+class BookEvents(NamedTuple):
+    """worker -> orderbook: diffs, bookTickers, snapshots, in arrival order."""
+    items: list
+
+
+class SnapshotRequest(NamedTuple):
+    """orderbook -> worker: fetch a depth snapshot of ``limit`` levels."""
+    symbol: str
+    limit: int
+    priority: int
+
+
+HEARTBEAT = 1.0      # seconds between a child's Beats
