@@ -150,6 +150,8 @@ class Link:
                 data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, space, getattr(socket, "MSG_CMSG_CLOEXEC", 0))
             except (BlockingIOError, InterruptedError):
                 return None
+            except ConnectionResetError:        # closed with our messages unread: an end like any other
+                return "the other end closed"
             except OSError as exc:
                 return f"{type(exc).__name__}: {exc}"
             for level, kind, payload in ancillary:

@@ -141,7 +141,6 @@ class Writer:
         self.write_errors = 0
         self.torn_repaired = 0
         self.pending_rows = 0
-        self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
         self.max_open = open_file_limit()
         # Rows reach the writer up to read_interval + batch_interval (and a
@@ -186,7 +185,6 @@ class Writer:
             found = last_id(path, column, _backfilled_column(self.cfg.market, stream))
             if found is not None:
                 self.seq.last[(symbol, stream)] = found
-                self.recovered.add((symbol, stream))
         reopened = 0
         for (symbol, stream), (day, path) in newest.items():
             if stream == "gaps":
@@ -252,9 +250,6 @@ class Writer:
             log.error("writer: unknown message %r dropped", kind)
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
-        if ids and self.recovered and (symbol, stream) in self.recovered:
-            self.recovered.discard((symbol, stream))
-            self._after_restart(symbol, stream, ids, lines)
         if ids:
             keep, gaps, requests = self.seq.accept(symbol, stream, ids, backfilled, self.clock())
             for gap in gaps:
@@ -284,26 +279,10 @@ class Writer:
         if f.rows >= self.cfg.batch_size:
             self._flush_file(f)
 
-    def _after_restart(self, symbol, stream, ids, lines):
-        """The first rows of a stream after this writer started, when no worker
-        explained the gap: rows a killed writer had not flushed are gone, and
-        for streams whose ids do not count one by one only a ledger row says so."""
-        kind = csvfiles.stream_kind(stream)
-        last = self.seq.last.get((symbol, stream))
-        if kind not in ("depth", "bookTicker") or last is None or ids[0] <= last:
-            return      # consecutive ids: the sequencer's jump check sees any hole
-        first = ids[0]
-        if kind == "depth":
-            cells = lines[0].split(",")
-            first = int(cells[2])
-            linked = cells[4] == str(last) if self.cfg.market == "usdm" else first == last + 1
-            if linked:
-                return
-        self._write_gap(symbol, gap_row(int(self.clock() * 1e6), stream, "writer restart", last, first, "lost",
-                                        detail="rows not flushed before the writer stopped may be missing"))
-
     def add_gap(self, symbol, gap):
-        self.recovered.discard((symbol, gap["stream"]))
+        if csvfiles.stream_kind(gap["stream"]) not in csvfiles.ID_COLUMN:
+            self._write_gap(symbol, gap)        # no ids to compare with the files (the book manager's rows)
+            return
         row, request = self.seq.reported(symbol, gap, gap["local_time_us"])
         if row is not None:
             self._write_gap(symbol, row)
@@ -484,7 +463,6 @@ class Writer:
         self._close_idle(0)
 
     def _fsync_all(self):
-        self.recovered = set()   # streams whose first rows after a restart are still to be checked
         self._last_fsync = time.monotonic()
         for f in self.files.values():
             if f.dirty and f.fd is not None:

@@ -143,21 +143,43 @@ def _depth(U, u, pu=""):
     return f"1000,,{U},{u},{pu},bid,1.0,2.0,5\n"
 
 
-def test_after_a_writer_restart_depth_and_ticker_holes_are_ledgered(tmp_path):
+def _trade(i):
+    return ("rows", "BTCUSDT", "trade", "2026-01-01", [i], [f"{i},1,1,1,1,True,True,1,1\n"], False)
+
+
+def test_a_batch_is_acknowledged_only_once_every_row_of_it_is_written(tmp_path, monkeypatch):
+    import errno
     w = Writer(_cfg(tmp_path))
-    w.add_rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)])
-    w.add_rows("BTCUSDT", "bookTicker", "2026-01-01", [10], ["10,1,1,2,1,,,5\n"])
-    w.add_rows("BTCUSDT", "trade", "2026-01-01", [5], ["5,1,1,1,1,True,True,1,1\n"])
+    first = w.take([_trade(5), ("rows", "BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)])
+    second = w.take([_trade(6)])
+    assert w.written_below() == first                   # held for flush_interval: nothing acknowledged
+    w._flush_file(w.files[("BTCUSDT", "trade", "2026-01-01")])
+    assert w.written_below() == first                   # its depth row still waits
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    w.flush(force=True)
+    assert w.written_below() == first                   # a failed write acknowledges nothing
+    monkeypatch.setattr(os, "write", real_write)
+    w.flush(force=True)
+    assert w.written_below() == second + 1
     w.close()
-    w2 = Writer(_cfg(tmp_path))           # a new writer after a crash
+
+
+def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.take([_trade(5), _trade(6)])
+    w.take([("rows", "BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)])
+    w.close()                                           # then killed before it acknowledged
+    w2 = Writer(_cfg(tmp_path))
     w2.recover()
-    w2.add_rows("BTCUSDT", "depth", "2026-01-01", [15], [_depth(12, 15)])       # 11 is missing
-    w2.add_rows("BTCUSDT", "bookTicker", "2026-01-01", [14], ["14,1,1,2,1,,,5\n"])
-    w2.add_rows("BTCUSDT", "trade", "2026-01-01", [6], ["6,1,1,1,1,True,True,1,1\n"])   # continues: nothing
+    w2.take([_trade(5), _trade(6), _trade(7)])          # everything unacknowledged, sent again
+    w2.take([("rows", "BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
+                                                                        _depth(11, 12)], False)])
     w2.close()
-    gaps = _read(tmp_path, "gaps", day=csvfiles.DayOf()(int(w2.clock() * 1000)))[1:]
-    assert [g.split(",")[1:5] for g in gaps] == [["depth", "writer restart", "10", "12"],
-                                                  ["bookTicker", "writer restart", "10", "14"]]
+    assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
+    assert [r.split(",")[3] for r in _read(tmp_path, "depth")[1:]] == ["10", "10", "12"]
+    assert not os.path.exists(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps",
+                                            csvfiles.DayOf()(int(w2.clock() * 1000))))
 
 
 def test_a_depth_stream_that_continues_after_a_restart_has_no_gap(tmp_path):

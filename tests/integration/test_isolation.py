@@ -1,0 +1,134 @@
+"""Process isolation: a process that dies or hangs is replaced alone; the
+others keep their pids and connections, and the files stay exact against
+the simulator's journal."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from binance_streamer.simulator.audit import compare
+from tests.support import Recorder, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker", "kline_1s"]
+DATA = ("aggTrade", "trade", "depth", "bookTicker", "kline_1s")
+
+
+def _pids(status):
+    return {p["name"]: p["pid"] for p in status["processes"]}
+
+
+def _proc(status, name):
+    return next(p for p in status["processes"] if p["name"] == name)
+
+
+def _synced(status):
+    books = status["children"].get("orderbook", {}).get("books", {})
+    return all(p["state"] == "RUNNING" for p in status["processes"]) and \
+        all(books.get(s, {}).get("state") == "synced" for s in SYMBOLS)
+
+
+def _open_connections(sim, symbol):
+    return {c["id"] for c in sim.connections() if c["closed"] is None
+            and any(s.startswith(symbol.lower()) for s in c["streams"])}
+
+
+def _disk(rec):
+    return sum(os.path.getsize(p) for p in rec.files())
+
+
+def _more(rec, n=20_000):
+    base = _disk(rec)
+    rec.wait_status(lambda s: _disk(rec) >= base + n, 40, "more data on disk")
+
+
+def _replaced(rec, name, old_pid, timeout):
+    return rec.wait_status(lambda s: _proc(s, name)["pid"] not in (None, old_pid)
+                           and _proc(s, name)["state"] == "RUNNING", timeout, f"{name} replaced")
+
+
+def _gap_streams(rec, symbol):
+    return {g["stream"] for g in rec.rows(symbol, "gaps")}
+
+
+def test_a_killed_process_is_restarted_alone(simulator, tmp_path):
+    sim = simulator(symbols=tuple(SYMBOLS), seed=71, rate=200)
+    rec = Recorder(tmp_path, sim, SYMBOLS, streams=STREAMS, snapshot_depth=1000).start()
+    try:
+        rec.wait_status(_synced, 40, "books in sync")
+        eth = _open_connections(sim, "ETHUSDT")
+        for name in ("worker-0", "orderbook", "writer"):       # worker-0 records BTCUSDT
+            before = _pids(rec.status())
+            os.kill(before[name], signal.SIGKILL)
+            after = _pids(_replaced(rec, name, before[name], 30))
+            assert {n: p for n, p in after.items() if n != name} == \
+                {n: p for n, p in before.items() if n != name}, f"more than {name} restarted"
+            rec.wait_status(_synced, 40, f"books in sync after {name}")
+            _more(rec)
+            assert _open_connections(sim, "ETHUSDT") == eth, f"ETHUSDT reconnected after {name} was killed"
+        status = rec.status()
+    finally:
+        assert rec.stop(signal.SIGTERM) == 0, rec.log_tail()
+    assert {p["name"]: p["restarts"] for p in status["processes"]} == \
+        {"writer": 1, "orderbook": 1, "worker-0": 1, "worker-1": 0}
+    report = compare(sim, rec, set(SYMBOLS))
+    for stream, r in report.items():
+        assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r)
+        if stream.startswith("ethusdt"):       # its worker never stopped: nothing missing at all
+            assert r["missing"] == [] and r["found"] > 0, (stream, r["missing"][:5])
+    # ETHUSDT's ledger: only its book, rebuilt by the new book manager; BTCUSDT's: its worker's downtime
+    assert _gap_streams(rec, "ETHUSDT") == {"orderbook"}
+    assert {g["reason"] for g in rec.rows("ETHUSDT", "gaps")} == {"book manager restart"}
+    btc = [g for g in rec.rows("BTCUSDT", "gaps") if g["stream"] != "orderbook"]
+    assert {g["stream"] for g in btc} >= {"trade", "depth", "bookTicker"}
+    assert any(g["stream"] == "aggTrade" and g["action"] == "backfilled" for g in btc) or \
+        all(g["stream"] != "aggTrade" for g in btc)
+    ids = [int(r["agg_trade_id"]) for r in rec.rows("BTCUSDT", "aggTrade")]
+    assert sorted(ids) == list(range(min(ids), max(ids) + 1)) and len(ids) == len(set(ids))
+
+
+def test_a_hung_process_is_killed_and_replaced_alone(simulator, tmp_path):
+    hang = 3.0
+    sim = simulator(symbols=tuple(SYMBOLS), seed=72, rate=200)
+    rec = Recorder(tmp_path, sim, SYMBOLS, streams=STREAMS, snapshot_depth=1000, hang_timeout=hang).start()
+    try:
+        rec.wait_status(_synced, 40, "books in sync")
+        for name in ("writer", "orderbook", "worker-0"):
+            before = _pids(rec.status())
+            os.kill(before[name], signal.SIGSTOP)
+            stopped = time.monotonic()
+            after = _pids(_replaced(rec, name, before[name], hang + 10))
+            took = time.monotonic() - stopped
+            assert took <= hang + 5, f"{name} replaced {took:.1f} s after it hung"
+            assert {n: p for n, p in after.items() if n != name} == \
+                {n: p for n, p in before.items() if n != name}, f"more than {name} restarted"
+            wait_for(lambda p=before[name]: not _alive(p), 10, f"the hung {name} gone")
+            rec.wait_status(_synced, 40, f"books in sync after {name}")
+            _more(rec)
+    finally:
+        assert rec.stop(signal.SIGTERM) == 0, rec.log_tail()
+    log = open(os.path.join(rec.dir, "logs", "binance-streamer.log")).read()
+    for name in ("writer", "orderbook", "worker-0"):
+        assert f"{name}: no heartbeat for" in log
+    report = compare(sim, rec, set(SYMBOLS))
+    for stream, r in report.items():
+        assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r)
+        if stream.startswith("ethusdt"):
+            assert r["missing"] == [], (stream, r["missing"][:5])
+    assert _gap_streams(rec, "ETHUSDT") == {"orderbook"}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
