@@ -8,7 +8,8 @@ the recorder as users do (``python -m binance_streamer`` in a subprocess),
 and every 30 s injects, in turn: a connection cut without a close frame,
 malformed and unknown frames, a 2 s stall, a REST 429 storm with a drop, and
 a ``kill -9`` of a worker, the order-book manager or the writer (rotating).
-It stops the recorder with SIGTERM at the end and compares the files with
+For each kill it reports which processes were replaced, how many
+connections were reopened and how many books resynced. It stops the recorder with SIGTERM at the end and compares the files with
 the simulator's journal: messages sent, on disk, duplicates, holes in the
 ledger and holes not in it, time books were out of sync, restarts.
 """
@@ -66,6 +67,28 @@ def faults(sim, proc_status, step):
     return f"kill -9 {victim}"
 
 
+def kill_cost(before, after, symbols):
+    """What one kill cost, from the status just before it and just before
+    the next fault: processes replaced, connections reopened (every
+    connection of a replaced worker, plus reconnects elsewhere), books
+    resynced (all of them when the book manager was replaced)."""
+    pids = lambda s: {p["name"]: p["pid"] for p in s.get("processes", [])}      # noqa: E731
+    replaced = sorted(n for n, pid in pids(before).items() if pids(after).get(n) != pid)
+    reopened = 0
+    for name, child in after.get("children", {}).items():
+        if not name.startswith("worker"):
+            continue
+        conns = child.get("connections", [])
+        if name in replaced:
+            reopened += len(conns)
+        else:
+            old = {c["name"]: c for c in before.get("children", {}).get(name, {}).get("connections", [])}
+            reopened += sum(c.get("reconnects", 0) - old.get(c["name"], {}).get("reconnects", 0) for c in conns)
+    book = lambda s: s.get("children", {}).get("orderbook", {}).get("resyncs", 0)     # noqa: E731
+    resynced = len(symbols) if "orderbook" in replaced else book(after) - book(before)
+    return {"replaced": replaced, "connections_reopened": reopened, "books_resynced": resynced}
+
+
 def out_of_sync_seconds(files, symbols, interval):
     """Seconds books spent out of sync after they first synced."""
     total = 0.0
@@ -109,18 +132,26 @@ def main(argv=None):
         raise SystemExit(f"the recorder did not start; see {work}/recorder.stderr")
     started = time.monotonic()
     end = started + args.minutes * 60
-    done, step = [], 0
+    done, step, kills, pending = [], 0, [], None
     while time.monotonic() < end:
         time.sleep(min(args.period, max(0.0, end - time.monotonic())))
         if time.monotonic() >= end:
             break
-        what = faults(sim, read_status(run_dir), step)
+        before = read_status(run_dir)
+        if pending is not None:
+            kills.append({"victim": pending[0], **kill_cost(pending[1], before, symbols)})
+            pending = None
+        what = faults(sim, before, step)
+        if what.startswith("kill"):
+            pending = (what.split()[-1], before)
         done.append(f"{time.monotonic() - started:6.1f} s  {what}")
         print(done[-1], file=sys.stderr, flush=True)
         step += 1
     # settle: books in sync and holes filled, then stop (possibly in the middle of a handover)
     wait(lambda: read_status(run_dir).get("children", {}).get("writer", {}).get("open_holes", 1) == 0, 120)
     last = read_status(run_dir)
+    if pending is not None:
+        kills.append({"victim": pending[0], **kill_cost(pending[1], last, symbols)})
     rec.send_signal(signal.SIGTERM)
     code = rec.wait(180)
     log.close()
@@ -147,7 +178,8 @@ def main(argv=None):
         "aggtrades_contiguous": all(agg_contiguous.values()),
         "handovers": handovers(connections),
         "reconnects": sum(c.get("reconnects", 0) for c in conns),
-        "pipeline_restarts": last.get("pipeline_restarts"),
+        "process_restarts": last.get("restarts"),
+        "kills": kills,
         "book_resyncs": children.get("orderbook", {}).get("resyncs"),
         "books_out_of_sync_seconds": out_of_sync_seconds(files, symbols, 1.0),
         "rest_429": stats["rest_429"], "rest_418": stats["rest_418"],

@@ -280,7 +280,7 @@ def summarize(st):
     now = time.time()
     procs, handles = [], []
     for p in st.get("processes", []):
-        row = {k: p.get(k) for k in ("name", "state", "pid", "restarts")}
+        row = {k: p.get(k) for k in ("name", "state", "pid", "restarts", "heartbeat_age_s")}
         try:
             ps = psutil.Process(p["pid"]) if p.get("pid") else None
             if ps is not None:
@@ -316,7 +316,9 @@ def summarize(st):
     return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
             "health": st.get("health"), "connections": connections,
             "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
-            "processes": procs, "streams": streams, "queues": st.get("queues"),
+            "processes": procs, "streams": streams,
+            "unacked_bytes": {name: child.get("link", {}).get("unacked_bytes") for name, child in sorted(children.items())
+                              if name.startswith("worker")},
             "disk_free_bytes": st.get("disk_free_bytes"),
             "books_in_sync": children.get("orderbook", {}).get("in_sync"),
             "writer": {k: v for k, v in children.get("writer", {}).items() if k != "streams"}}
@@ -334,10 +336,11 @@ def format_status(code, report):
     lines = [f"binance-streamer is running (pid {report['pid']}, up {report['uptime_s']} s, "
              f"{report['market']}, data in {report['data_dir']})",
              f"health: {health['state']}" + "".join(f"\n  - {p}" for p in health["problems"]), "",
-             f"{'process':<12} {'state':<9} {'pid':>7} {'restarts':>8} {'cpu%':>6} {'rss MB':>7}"]
+             f"{'process':<12} {'state':<9} {'pid':>7} {'restarts':>8} {'cpu%':>6} {'rss MB':>7} {'beat s':>6}"]
     for p in report["processes"]:
+        beat = p.get("heartbeat_age_s")
         lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
-                     f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7}")
+                     f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7} {'-' if beat is None else beat:>6}")
     lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6} {'gaps':>5} {'resyncs':>7} "
                   f"{'rows today':>10} {'MB today':>8}"]
     for key, s in sorted(report["streams"].items()):
@@ -352,6 +355,7 @@ def format_status(code, report):
                      f"{_num(c['lag_s']):>7} {_num(c['lag_max_s']):>7} "
                      f"{'-' if c['unread_bytes'] is None else round(c['unread_bytes'] / 1024, 1):>9}")
     free = report.get("disk_free_bytes")
-    lines += ["", f"queues: {json.dumps(report.get('queues'))}; books in sync: {report.get('books_in_sync')}; "
+    lines += ["", f"not yet written (bytes per worker): {json.dumps(report.get('unacked_bytes'))}; "
+                  f"books in sync: {report.get('books_in_sync')}; "
                   f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
     return "\n".join(lines)

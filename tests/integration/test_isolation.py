@@ -132,3 +132,74 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs, mounted for the test (skipped where mounting is not allowed)."""
+    import subprocess
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(path):
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_manager_whose_disk_is_full_still_stops_on_sigterm(simulator, tmp_path, small_disk):
+    sim = simulator(symbols=("BTCUSDT",), seed=73, rate=100)
+    rec = Recorder(tmp_path, sim, ["BTCUSDT"], streams=["aggTrade", "bookTicker"], orderbook=False,
+                   data_dir=str(small_disk / "data"), log_dir=str(small_disk / "logs"),
+                   run_dir=str(small_disk / "run"), stop_timeout=5)
+    rec.status = lambda: _read_json(small_disk / "run" / "status.json")
+    rec.start()
+    _fill(small_disk / "filler")                     # data, logs and run directory: all full now
+    wait_for(lambda: "the disk is full" in rec.log_tail(200), 30, "the writer to hit the full disk")
+    assert rec.proc.poll() is None, rec.log_tail()
+    children = [p["pid"] for p in rec.status()["processes"]]
+    assert rec.stop(signal.SIGTERM, timeout=60) == 0, rec.log_tail()
+    assert not any(_alive(pid) for pid in children)
+    assert not os.path.exists(small_disk / "run" / "binance-streamer.pid") or \
+        os.path.getsize(small_disk / "run" / "binance-streamer.pid") == 0
+
+
+def _read_json(path):
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_paused_worker_reads_what_waited_before_it_judges_its_connection(simulator, tmp_path):
+    sim = simulator(symbols=("BTCUSDT",), seed=74, rate=300)
+    rec = Recorder(tmp_path, sim, ["BTCUSDT"], streams=["aggTrade", "trade", "bookTicker"], orderbook=False,
+                   silence_timeout=1.0, hang_timeout=30).start()
+    try:
+        _more(rec, 5000)
+        pid = rec.pid_of("worker-0")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.0)            # the fault itself: paused three times as long as silence_timeout
+        os.kill(pid, signal.SIGCONT)
+        _more(rec)
+        status = rec.status()
+    finally:
+        assert rec.stop(signal.SIGTERM) == 0, rec.log_tail()
+    assert "no data for" not in rec.log_tail(500)
+    assert status["processes"][-1]["pid"] == pid
+    assert [c["reconnects"] for c in status["children"]["worker-0"]["connections"]] == [0]
+    for stream, r in compare(sim, rec, {"BTCUSDT"}).items():
+        assert r["missing"] == [] and r["duplicates"] == 0, (stream, r["missing"][:5])
+    assert rec.rows("BTCUSDT", "gaps") == []
