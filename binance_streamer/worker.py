@@ -21,10 +21,10 @@ from . import proc
 from .binance import parse
 from .binance.endpoints import AGG_TRADES_PAGE, KLINES_PAGE, connection_plan
 from .binance.rest import RestClient, RestError
-from .config import file_stream
 from .connection import Connection
-from .csvfiles import DayOf, stream_kind
-from .sequence import gap_row, id_step
+from .csvfiles import DayOf
+from .sequence import gap_row
+from .streams import INCREASING, KINDS, day_ms, event_id, event_time, file_stream, id_step, kind_of, unexpected_fields
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,14 @@ MALFORMED = parse.MALFORMED
 class Route:
     """One stream of one symbol, as this worker receives it."""
 
-    __slots__ = ("symbol", "stream", "kind", "file", "last", "state", "held", "waiting", "day",
+    __slots__ = ("symbol", "stream", "kind", "spec", "file", "last", "state", "held", "waiting", "day",
                  "messages", "last_recv_us", "gaps", "backfilled", "step", "bad")
 
     def __init__(self, symbol, stream):
         self.symbol, self.stream = symbol, stream
         self.file = file_stream(stream)
-        self.kind = stream_kind(self.file)
+        self.kind = kind_of(self.file)
+        self.spec = KINDS[self.kind]      # what streams.py knows of this kind
         self.step = id_step(self.file)
         self.last = None
         self.state = "start"          # start | live | reconnected
@@ -94,23 +95,20 @@ class Worker:
             route = self.routes.get(msg.get("stream"))
             if route is None:
                 return None
-            d = msg["data"]
-            return msg["stream"], {"aggTrade": d.get("a"), "trade": d.get("t"), "depth": d.get("u"),
-                                   "bookTicker": d.get("u"), "kline": d.get("k", {}).get("t")}[route.kind]
+            ident = event_id(route.spec, msg["data"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return None
+        return (msg["stream"], ident) if ident.__class__ is int else None
 
     def overlaps(self, names, first_ids):
         """Has a new connection, whose first ids per stream are ``first_ids``,
         caught up with what was already received on every stream with data?"""
         for name in names:
             route = self.routes[name]
-            if route.last is None or route.kind == "kline":
-                continue        # no data yet; closed candles are matched by open time when they come
+            if route.last is None or route.spec.overlap is None:
+                continue        # no data yet, or none needed (closed candles are matched by open time)
             first = first_ids.get(name)
-            if first is None:
-                return False
-            if first > route.last + (1 if route.kind in ("aggTrade", "trade") else 0):
+            if first is None or first > route.last + route.spec.overlap:
                 return False
         return True
 
@@ -146,7 +144,7 @@ class Worker:
                 route.messages += 1
                 route.last_recv_us = recv_us
                 if route.messages & 1023 == 1:
-                    extra = parse.unexpected_fields(route.kind, d)
+                    extra = unexpected_fields(route.spec, d)
                     if extra:
                         self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
         return result
@@ -172,8 +170,8 @@ class Worker:
         bookTicker (whose ids do not count one by one) gets its row now."""
         self._odd("malformed", f"{route.symbol} {route.stream}: malformed event dropped ({exc})", data[:160])
         route.bad = True
-        if route.kind == "bookTicker":
-            u = d.get("u") if isinstance(d, dict) else None
+        if route.spec.rule == INCREASING:
+            u = d.get(route.spec.id_field) if isinstance(d, dict) else None
             self._report(route, route.last, u if u.__class__ is int else "", "lost", detail=str(exc)[:120])
 
     def _odd(self, counter, what, detail):
@@ -232,7 +230,7 @@ class Worker:
             self.counts["duplicates"] += 1
             return
         if route.state != "live":
-            self._report(route, route.last, u, "lost", d.get("E", ""))
+            self._report(route, route.last, u, "lost", event_time(route.spec, d))
         route.last, route.state = u, "live"
         if self.book_out is not None:
             ticker = ("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"])
@@ -243,7 +241,7 @@ class Worker:
                 pending[u] = ticker
                 if len(pending) > 10_000:
                     del pending[next(iter(pending))]
-        self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)), u, line)
+        self._add(route, route.day(day_ms(route.spec, d, recv_us)), u, line)
 
     def _continues(self, route, ident, when):
         """Check a consecutive id; start a backfill or report a gap. False: drop it."""
@@ -254,7 +252,7 @@ class Worker:
         if route.state == "start":
             self._report(route, None, ident, "", when)
         elif last is not None and ident != last + route.step:
-            if route.kind in ("aggTrade", "kline") and self.rest is not None:
+            if route.spec.backfill is not None and self.rest is not None:
                 self._start_backfill(route, last + route.step, ident - route.step, when)
             else:
                 self._report(route, last, ident, "lost", when)
@@ -344,7 +342,7 @@ class Worker:
         elif msg[0] == "backfill":
             _, symbol, stream, lo, hi = msg
             route = next((r for r in self.routes.values() if r.symbol == symbol and r.file == stream), None)
-            if route is not None and route.kind in ("aggTrade", "kline"):
+            if route is not None and route.spec.backfill is not None:
                 self.jobs.put(("writer", route, lo, hi, "", ""))
         else:
             log.error("worker: unknown command %r", msg[0])
@@ -441,7 +439,7 @@ class Worker:
 
     def _page(self, route, next_id, hi, recv_us):
         """One REST page of missing rows from ``next_id`` as ``[(day, id, line)]``."""
-        if route.kind == "aggTrade":
+        if route.spec.backfill == "aggTrades":
             page = self.rest.agg_trades(route.symbol, next_id, AGG_TRADES_PAGE)
             rows = [parse.agg_trade_rest(self.market, r, recv_us) + (r["T"],) for r in page]
             return [(route.day(t), a, line) for a, line, t in rows if next_id <= a <= hi]
@@ -464,7 +462,7 @@ class Worker:
         a malformed event just before the stop gets its ledger row too."""
         with self.lock:
             for route in self.routes.values():
-                if route.bad and route.kind != "bookTicker":
+                if route.bad and route.spec.rule != INCREASING:
                     self._report(route, route.last, "", "lost", detail="malformed event just before the stop")
                 if route.held is not None:
                     first = min((r[1] for r in route.held), default=None)

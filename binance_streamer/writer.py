@@ -18,8 +18,10 @@ import queue
 import resource
 import time
 
-from . import csvfiles, proc
-from .sequence import Sequencer, gap_row, id_step
+from . import csvfiles, proc, streams
+from .continuity import linked
+from .sequence import Sequencer, gap_row
+from .streams import id_step
 
 log = logging.getLogger(__name__)
 
@@ -272,16 +274,15 @@ class Writer:
         """The first rows of a stream after this writer started, when no worker
         explained the gap: rows a killed writer had not flushed are gone, and
         for streams whose ids do not count one by one only a ledger row says so."""
-        kind = csvfiles.stream_kind(stream)
+        kind = streams.lookup(stream)
         last = self.seq.last.get((symbol, stream))
-        if kind not in ("depth", "bookTicker") or last is None or ids[0] <= last:
+        if kind is None or kind.rule == streams.CONSECUTIVE or last is None or ids[0] <= last:
             return      # consecutive ids: the sequencer's jump check sees any hole
         first = ids[0]
-        if kind == "depth":
-            cells = lines[0].split(",")
-            first = int(cells[2])
-            linked = cells[4] == str(last) if self.cfg.market == "usdm" else first == last + 1
-            if linked:
+        if kind.rule == streams.CHAINED:
+            cells = dict(zip(csvfiles.columns(self.cfg.market, stream), lines[0].split(",")))
+            first, prev = int(cells["first_update_id"]), cells["prev_final_update_id"]
+            if linked(self.cfg.market, last, first, int(prev) if prev else None):
                 return
         self._write_gap(symbol, gap_row(int(self.clock() * 1e6), stream, "writer restart", last, first, "lost",
                                         detail="rows not flushed before the writer stopped may be missing"))
@@ -552,8 +553,10 @@ class Writer:
 
 
 def _event_column(stream):
-    """Depth rows of one event share their final update id (column 3)."""
-    return csvfiles.columns("spot", "depth").index("final_update_id") if stream == "depth" else None
+    """The column whose value the rows of one event share (depth: one row per
+    price level, each with the event's final update id); None: a row per event."""
+    kind = streams.lookup(stream)
+    return csvfiles.ID_COLUMN[kind.name] if kind is not None and kind.per_level else None
 
 
 def _backfilled_column(market, stream):
