@@ -221,8 +221,3 @@ def check_streams(market, streams, where):
     if len(depth) > 1:
         raise ConfigError(f"{where} lists {len(depth)} depth streams; keep one of {', '.join(depth)}")
     return out
-
-
-def file_stream(stream):
-    """The stream part of a file name: every diff-depth speed is recorded as ``depth``."""
-    return "depth" if stream.startswith("depth") else stream

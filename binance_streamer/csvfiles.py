@@ -10,6 +10,8 @@ import os
 import re
 import time
 
+from .streams import KINDS, kind_of
+
 # stream -> (columns, index of the id column or None, what the id is)
 _AGG_SPOT = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
              "is_buyer_maker", "is_best_match", "event_time", "local_time_us", "backfilled"]
@@ -35,13 +37,7 @@ SCHEMAS = {
              "first_time_after", "action", "rows", "detail"],
 }
 
-# Column holding the sequence id used for de-duplication and continuity.
-ID_COLUMN = {"aggTrade": 0, "trade": 0, "kline": 0, "bookTicker": 0, "depth": 3}
-
-
-def stream_kind(stream):
-    """``kline_1m`` -> ``kline``; every other file stream is its own kind."""
-    return "kline" if stream.startswith("kline_") else stream
+stream_kind = kind_of       # ``kline_1m`` -> ``kline``; other file streams are their own kind
 
 
 def columns(market, stream):
@@ -49,6 +45,10 @@ def columns(market, stream):
     if kind == "orderbook":
         return orderbook_columns(20)
     return SCHEMAS.get((market, kind)) or SCHEMAS[kind]
+
+
+# Index of the column holding the sequence id (streams.KINDS names it).
+ID_COLUMN = {name: columns("spot", name).index(k.id_column) for name, k in KINDS.items()}
 
 
 def orderbook_columns(levels):

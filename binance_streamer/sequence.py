@@ -16,28 +16,13 @@ module therefore
 Every decision that matters to a user becomes a gap-ledger row (a dict).
 """
 
-from .csvfiles import stream_kind
+from .streams import backfillable, id_step
 
-BACKFILLABLE = ("aggTrade", "kline")
 HOLE_TIMEOUT = 120.0
 # How far behind the last id written an incoming id may be and still be a
 # duplicate (a handover overlaps by seconds); further is an implausible id on disk.
 PLAUSIBLE_STEPS = 100_000
 PLAUSIBLE_IDS = 10**10
-_INTERVAL_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def id_step(stream):
-    """Distance between consecutive ids, or None when ids are not consecutive."""
-    kind = stream_kind(stream)
-    if kind in ("aggTrade", "trade"):
-        return 1
-    if kind == "kline":
-        interval = stream[6:]
-        if interval == "1M":
-            return None          # months differ in length
-        return int(interval[:-1]) * _INTERVAL_MS[interval[-1]]
-    return None
 
 
 def gap_row(now_us, stream, reason, last_id, first_id, action, rows=0, detail="",
@@ -135,7 +120,7 @@ class Sequencer:
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:
                 return None, None           # resumed exactly where we were
-            if gap["action"] in ("", "lost", "unknown") and stream_kind(gap["stream"]) in BACKFILLABLE:
+            if gap["action"] in ("", "lost", "unknown") and backfillable(gap["stream"]):
                 opened = self.open_hole(key, last + step, first - step, step, now_us / 1e6)
                 gap["action"] = "backfill_requested"
                 self.expected[key] = first
@@ -166,7 +151,7 @@ class Sequencer:
             del self.expected[key]
             return
         symbol, stream = key
-        if stream_kind(stream) in BACKFILLABLE:
+        if backfillable(stream):
             if self.open_hole(key, last + step, first - step, step, now):
                 requests.append((symbol, stream, last + step, first - step))
             action = "backfill_requested"

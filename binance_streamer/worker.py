@@ -1,30 +1,38 @@
 """The symbol worker process: WebSocket connections for its symbols, parsing,
 id continuity, REST backfills, and batches of CSV lines for the writer.
 
-Per subscribed stream (a :class:`Route`) the worker remembers the last id.
-A jump after a reconnect, or anywhere, is a gap: aggTrades and klines are
-fetched over REST while the live rows of that stream wait, so files stay in
-id order; what cannot be fetched (trades, depth, bookTicker) becomes a
-gap-ledger row. Rows leave in one ordered list per batch (one queue put per
+Per subscribed stream (a :class:`Route`) the worker remembers the last id
+and judges each event by its kind's continuity rule (streams.KINDS,
+continuity.py). A jump after a reconnect, or anywhere, is a gap: what REST
+can fetch (aggTrades, klines) is backfilled while the live rows of that
+stream wait, so files stay in id order; what it cannot becomes a gap-ledger
+row. Rows leave in one ordered list per batch (one queue put per
 ``batch_interval``), never one put per message.
+
+The :class:`Worker` wires the parts and holds the lock the reader, REST and
+main threads share: the ordered outbox and the book feed (outbox.py), the
+REST jobs (restjobs.py) and the connections (connection.py).
 """
 
 import logging
 import os
-import queue
 import threading
 import time
 
 import orjson
 
-from . import links, messages, proc
+from . import continuity, links, messages, proc
 from .binance import parse
-from .binance.endpoints import AGG_TRADES_PAGE, KLINES_PAGE, connection_plan
-from .binance.rest import RestClient, RestError
-from .config import file_stream
+from .binance.endpoints import connection_plan
+from .binance.rest import RestClient
 from .connection import Connection
-from .csvfiles import DayOf, stream_kind
-from .sequence import gap_row, id_step
+from .continuity import BACKFILL, DUPLICATE, FIRST, LOST
+from .csvfiles import DayOf
+from .outbox import BookFeed, Outbox
+from .restjobs import RestJobs
+from .sequence import gap_row
+from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_ms, event_id, event_time, file_stream,
+                      id_step, kind_of, unexpected_fields)
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +43,14 @@ MALFORMED = parse.MALFORMED
 class Route:
     """One stream of one symbol, as this worker receives it."""
 
-    __slots__ = ("symbol", "stream", "kind", "file", "last", "state", "held", "waiting", "day",
+    __slots__ = ("symbol", "stream", "kind", "spec", "file", "last", "state", "held", "waiting", "day",
                  "messages", "last_recv_us", "gaps", "backfilled", "step", "bad")
 
     def __init__(self, symbol, stream):
         self.symbol, self.stream = symbol, stream
         self.file = file_stream(stream)
-        self.kind = stream_kind(self.file)
+        self.kind = kind_of(self.file)
+        self.spec = KINDS[self.kind]      # what streams.py knows of this kind
         self.step = id_step(self.file)
         self.last = None
         self.state = "start"          # start | live | reconnected
@@ -60,23 +69,19 @@ class Worker:
         self.stop = stop or threading.Event()
         self.routes = {f"{s.lower()}@{st}": Route(s, st) for s in symbols for st in cfg.streams}
         self.lock = threading.RLock()
-        self.out = []                 # ordered messages for the writer
-        self.open = {}                # (symbol, file, day, backfilled) -> open "rows" message
-        self.jobs = queue.Queue()
+        self.outbox = Outbox()
+        self.book = BookFeed(symbols) if cfg.orderbook else None    # for the book manager
+        self.rest_jobs = RestJobs(rest, self.market, self.lock, self.outbox, self.book, self.stop, clock)
+        self.jobs = self.rest_jobs.queue
         self.batch_due = None         # monotonic time the rows gathered so far must be handed on
         self.send = None              # send(rows batch, book batch): set by worker_main
-        self.book_out = [] if cfg.orderbook else None     # diffs, tickers, snapshots for the book manager
-        # The book manager can only compare a bookTicker with its book when the
-        # ticker's u is the final id of the diff it applies next or applied
-        # last; only those tickers are sent.
-        self.tickers = {s: {} for s in symbols}   # u -> ticker not yet matched with a diff, in u order
-        self.last_final = dict.fromkeys(symbols)  # final id of the last diff sent
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0, "errors": 0}
         self.throttle = proc.Throttle()
         self.throttle_connect = proc.Throttle()
-        self.handlers = {"aggTrade": self._agg_trade, "trade": self._trade, "depth": self._depth,
-                         "bookTicker": self._book_ticker, "kline": self._kline}
+        # one handler per continuity rule (streams.KINDS): the chained stream
+        # is depth and the increasing one bookTicker; both also feed the book
+        self.handlers = {CONSECUTIVE: self._consecutive, CHAINED: self._depth, INCREASING: self._book_ticker}
 
     # -- frames ------------------------------------------------------------------
     def on_connected(self, names):
@@ -94,25 +99,16 @@ class Worker:
             route = self.routes.get(msg.get("stream"))
             if route is None:
                 return None
-            d = msg["data"]
-            return msg["stream"], {"aggTrade": d.get("a"), "trade": d.get("t"), "depth": d.get("u"),
-                                   "bookTicker": d.get("u"), "kline": d.get("k", {}).get("t")}[route.kind]
+            ident = event_id(route.spec, msg["data"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return None
+        return (msg["stream"], ident) if ident.__class__ is int else None
 
     def overlaps(self, names, first_ids):
         """Has a new connection, whose first ids per stream are ``first_ids``,
         caught up with what was already received on every stream with data?"""
-        for name in names:
-            route = self.routes[name]
-            if route.last is None or route.kind == "kline":
-                continue        # no data yet; closed candles are matched by open time when they come
-            first = first_ids.get(name)
-            if first is None:
-                return False
-            if first > route.last + (1 if route.kind in ("aggTrade", "trade") else 0):
-                return False
-        return True
+        return all(continuity.handed_over(self.routes[n].spec.overlap, self.routes[n].last, first_ids.get(n))
+                   for n in names)
 
     def on_frames(self, messages, recv_us):
         """Handle the text frames of one socket read (all received at
@@ -133,7 +129,7 @@ class Worker:
                     continue
                 d = msg.get("data")
                 try:
-                    handlers[route.kind](route, d, recv_us)
+                    handlers[route.spec.rule](route, d, recv_us)
                 except MALFORMED as exc:
                     self._malformed(route, d, data, exc)
                     continue
@@ -146,7 +142,7 @@ class Worker:
                 route.messages += 1
                 route.last_recv_us = recv_us
                 if route.messages & 1023 == 1:
-                    extra = parse.unexpected_fields(route.kind, d)
+                    extra = unexpected_fields(route.spec, d)
                     if extra:
                         self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
         return result
@@ -168,12 +164,12 @@ class Worker:
     def _malformed(self, route, d, data, exc):
         """An event that does not parse is dropped, counted and logged. It
         never changed the stream's state, so the next good event shows the
-        hole, which the ledger then explains as a malformed event; a
-        bookTicker (whose ids do not count one by one) gets its row now."""
+        hole, which the ledger then explains as a malformed event; a stream
+        whose ids do not count one by one (bookTicker) gets its row now."""
         self._odd("malformed", f"{route.symbol} {route.stream}: malformed event dropped ({exc})", data[:160])
         route.bad = True
-        if route.kind == "bookTicker":
-            u = d.get("u") if isinstance(d, dict) else None
+        if route.spec.rule == INCREASING:
+            u = d.get(route.spec.id_field) if isinstance(d, dict) else None
             self._report(route, route.last, u if u.__class__ is int else "", "lost", detail=str(exc)[:120])
 
     def _odd(self, counter, what, detail):
@@ -182,84 +178,61 @@ class Worker:
             log.warning("%s: %s (%d so far)", what, detail, self.counts[counter])
         return None
 
-    # -- per-stream handlers (called with the lock held) --------------------------
+    # -- per-rule handlers (called with the lock held) ----------------------------
     # Each parses (and so checks) the whole event first: a malformed one
     # raises before it changes any state, so the next good event sees the hole.
-    def _agg_trade(self, route, d, recv_us):
-        ident, line = parse.agg_trade(self.market, d, recv_us)
-        if self._continues(route, ident, d["T"]):
-            self._add(route, route.day(d["T"]), ident, line)
-
-    def _trade(self, route, d, recv_us):
-        ident, line = parse.trade(self.market, d, recv_us)
-        if self._continues(route, ident, d["T"]):
-            self._add(route, route.day(d["T"]), ident, line)
-
-    def _kline(self, route, d, recv_us):
-        row = parse.kline(self.market, d, recv_us)
-        if row is None:
+    def _consecutive(self, route, d, recv_us):
+        spec = route.spec
+        row = spec.parse(self.market, d, recv_us)
+        if row is None:               # not a row: the candle is still open
             self.counts["open_klines"] += 1
             return
-        if self._continues(route, row[0], d["E"]):
-            self._add(route, route.day(row[0]), *row)
+        ident, line = row
+        last = route.last
+        verdict = continuity.consecutive(last, route.state, ident, route.step,
+                                         spec.backfill is not None and self.rest is not None)
+        if verdict == DUPLICATE:
+            self.counts["duplicates"] += 1
+            return
+        if verdict == FIRST:
+            self._report(route, None, ident, "", event_time(spec, d))
+        elif verdict == BACKFILL:
+            self.rest_jobs.fill(route, *continuity.backfill_range(last, ident, route.step), self._reason(route),
+                                event_time(spec, d))
+        elif verdict == LOST:
+            self._report(route, last, ident, "lost", event_time(spec, d))
+        route.last, route.state = ident, "live"
+        self._add(route, route.day(day_ms(spec, d, recv_us)), ident, line)
 
     def _depth(self, route, d, recv_us):
-        uid, lines = parse.depth(self.market, d, recv_us)
-        last, first, final = route.last, d["U"], d["u"]
-        if last is not None and final <= last:
+        spec = route.spec
+        uid, lines = spec.parse(self.market, d, recv_us)
+        first, final = d["U"], d["u"]
+        prev = d["pu"] if self.market == "usdm" else None
+        verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)
+        if verdict == DUPLICATE:
             self.counts["duplicates"] += 1
             return
-        linked = d["pu"] == last if self.market == "usdm" else first == (last or 0) + 1
-        if route.state == "start" or (last is not None and not linked):
-            self._report(route, last, first, "lost", d["E"])
+        if verdict == LOST:
+            self._report(route, route.last, first, "lost", event_time(spec, d))
         route.last, route.state = final, "live"
-        if self.book_out is not None:
-            symbol = route.symbol
-            pending = self.tickers[symbol]
-            if pending:
-                ticker = pending.pop(final, None)
-                if ticker is not None:
-                    self.book_out.append(ticker)
-                for u in [u for u in pending if u <= final]:     # can no longer match a diff
-                    del pending[u]
-            self.book_out.append(("d", symbol, first, final, d.get("pu"), d["b"], d["a"]))
-            self.last_final[symbol] = final
-        self._add(route, route.day(d["E"]), uid, lines)
+        if self.book is not None:
+            self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"])
+        self._add(route, route.day(day_ms(spec, d, recv_us)), uid, lines)
 
     def _book_ticker(self, route, d, recv_us):
-        u, line = parse.book_ticker(self.market, d, recv_us)
-        if route.last is not None and u <= route.last:
+        spec = route.spec
+        u, line = spec.parse(self.market, d, recv_us)
+        verdict = continuity.increasing(route.last, route.state, u)
+        if verdict == DUPLICATE:
             self.counts["duplicates"] += 1
             return
-        if route.state != "live":
-            self._report(route, route.last, u, "lost", d.get("E", ""))
+        if verdict == LOST:
+            self._report(route, route.last, u, "lost", event_time(spec, d))
         route.last, route.state = u, "live"
-        if self.book_out is not None:
-            ticker = ("t", route.symbol, u, d["b"], d["B"], d["a"], d["A"])
-            if u == self.last_final[route.symbol]:
-                self.book_out.append(ticker)
-            else:
-                pending = self.tickers[route.symbol]
-                pending[u] = ticker
-                if len(pending) > 10_000:
-                    del pending[next(iter(pending))]
-        self._add(route, route.day(parse.event_time("bookTicker", d, recv_us)), u, line)
-
-    def _continues(self, route, ident, when):
-        """Check a consecutive id; start a backfill or report a gap. False: drop it."""
-        last = route.last
-        if last is not None and ident <= last:
-            self.counts["duplicates"] += 1
-            return False
-        if route.state == "start":
-            self._report(route, None, ident, "", when)
-        elif last is not None and ident != last + route.step:
-            if route.kind in ("aggTrade", "kline") and self.rest is not None:
-                self._start_backfill(route, last + route.step, ident - route.step, when)
-            else:
-                self._report(route, last, ident, "lost", when)
-        route.last, route.state = ident, "live"
-        return True
+        if self.book is not None:
+            self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
+        self._add(route, route.day(day_ms(spec, d, recv_us)), u, line)
 
     def _reason(self, route):
         """Why a gap happened, from the route's state (call before it changes)."""
@@ -271,32 +244,13 @@ class Worker:
     def _report(self, route, last, first, action, when="", rows=0, detail=""):
         if route.state != "start":
             route.gaps += 1
-        self._seal(route)
-        self.out.append(("gap", route.symbol, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
-                                                      last, first, action, rows, detail, first_time=when)))
+        self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
+                                       last, first, action, rows, detail, first_time=when))
 
-    # -- outbox --------------------------------------------------------------------------
     def _add(self, route, day, ident, line, backfilled=False):
-        if route.held is not None and not backfilled:
-            route.held.append((day, ident, line, False))
-            return
-        key = (route.symbol, route.file, day, backfilled)
-        msg = self.open.get(key)
-        if msg is None:
-            msg = self.open[key] = ["rows", route.symbol, route.file, day, [], [], backfilled]
-            self.out.append(msg)
-        if isinstance(line, list):
-            msg[4].extend([ident] * len(line))
-            msg[5].extend(line)
-        else:
-            msg[4].append(ident)
-            msg[5].append(line)
+        self.outbox.add(route, day, ident, line, backfilled)
 
-    def _seal(self, route):
-        """Rows added after this go to new messages (keeps gap rows in order)."""
-        for key in [k for k in self.open if k[0] == route.symbol and k[1] == route.file]:
-            del self.open[key]
-
+    # -- hand-on ------------------------------------------------------------------------
     def hand_on(self, force=False):
         """Send what was gathered once it is ``batch_interval`` old (or now).
         The first call that finds rows starts the batch's clock: the reader
@@ -304,7 +258,7 @@ class Worker:
         main thread at least every IDLE_WAIT. Any thread may call it; the lock
         is held while sending so batches leave in the order they were gathered."""
         with self.lock:
-            if not (self.out or self.book_out):
+            if not (self.outbox or self.book):
                 return
             now = time.monotonic()
             if self.batch_due is None:
@@ -318,159 +272,45 @@ class Worker:
 
     def take_batch(self):
         with self.lock:
-            out, self.out = self.out, []
-            self.open.clear()
-        return [tuple(m) for m in out]
+            return self.outbox.take()
 
     def take_book_batch(self):
         with self.lock:
-            out = self.book_out
-            if out:                      # stays None when there is no book manager
-                self.book_out = []
-        return out or []
+            return self.book.take() if self.book is not None else []
 
-    # -- backfills -------------------------------------------------------------------------
-    def _start_backfill(self, route, lo, hi, when):
-        if route.held is None:
-            route.held = []
-        route.waiting += 1
-        self.jobs.put(("fill", route, lo, hi, self._reason(route), when))
-
+    # -- requests and REST ---------------------------------------------------------------
     def command(self, msg):
         """A request from another process: ("backfill", symbol, stream, first, last)
         from the writer, or ("snapshot", symbol, limit, priority) from the book manager."""
         if msg[0] == "snapshot":
-            self.jobs.put(msg)
+            self.rest_jobs.put(msg)
         elif msg[0] == "backfill":
             _, symbol, stream, lo, hi = msg
             route = next((r for r in self.routes.values() if r.symbol == symbol and r.file == stream), None)
-            if route is not None and route.kind in ("aggTrade", "kline"):
-                self.jobs.put(("writer", route, lo, hi, "", ""))
+            if route is not None and route.spec.backfill is not None:
+                self.rest_jobs.put(("writer", route, lo, hi, "", ""))
         else:
             log.error("worker: unknown command %r", msg[0])
 
     def run_jobs(self):
         """REST thread: one job at a time, within the daemon's weight budget."""
-        while not self.stop.is_set():
-            try:
-                job = self.jobs.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.do_job(job)
+        self.rest_jobs.run()
 
     def do_job(self, job):
-        if job[0] == "snapshot":
-            self._snapshot(*job[1:])
-            return
-        origin, route, lo, hi, reason, when = job
-        recv_us = int(self.clock() * 1e6)
-        try:
-            rows, error = self._fetch(route, lo, hi, recv_us), ""
-        except RestError as exc:
-            rows, error = [], str(exc)
-        with self.lock:
-            if origin == "fill" and route.held is not None:
-                # The live rows after the hole wait, maybe for other holes too:
-                # these join them, and all leave in id order.
-                route.held.extend((day, ident, line, True) for day, ident, line in rows)
-            else:
-                for day, ident, line in rows:
-                    self._add(route, day, ident, line, backfilled=True)
-            route.backfilled += len(rows)
-            if origin == "fill":
-                done = bool(rows) and rows[-1][1] >= hi
-                action = "backfilled" if done else "lost"
-                detail = error or ("" if done else f"only {len(rows)} of the missing rows were available")
-                route.gaps += 1
-                self._seal(route)
-                self.out.append(("gap", route.symbol, gap_row(recv_us, route.file, reason, lo - route.step,
-                                                              hi + route.step, action, len(rows), detail,
-                                                              first_time=when)))
-                route.waiting -= 1
-                if route.waiting == 0:
-                    self._release(route)
-        if error:
-            log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
-
-    def _snapshot(self, symbol, limit, priority):
-        """Fetch a depth snapshot: every level to the depthSnapshot file, the
-        book to the book manager (after the diffs received before it)."""
-        request_us = int(self.clock() * 1e6)
-        try:
-            snap = self.rest.depth(symbol, limit, priority)
-        except RestError as exc:
-            with self.lock:
-                if self.book_out is not None:
-                    self.book_out.append(("f", symbol, str(exc)))
-            return
-        response_us = int(self.clock() * 1e6)
-        last, bids, asks = snap["lastUpdateId"], snap["bids"], snap["asks"]       # checked by rest.depth
-        try:
-            tail = f',{request_us},{response_us},{parse.opt_uint(snap, "E")},{parse.opt_uint(snap, "T")}\n'
-        except MALFORMED as exc:
-            with self.lock:
-                if self.book_out is not None:
-                    self.book_out.append(("f", symbol, f"the snapshot does not parse ({exc})"))
-            return
-        lines = [f"{last},bid,{p},{q}{tail}" for p, q in bids] + [f"{last},ask,{p},{q}{tail}" for p, q in asks]
-        with self.lock:
-            self.out.append(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
-            if self.book_out is not None:
-                self.book_out.append(("s", symbol, last, bids, asks))
-
-    def _fetch(self, route, lo, hi, recv_us):
-        """Missing rows ``lo..hi`` from REST as ``[(day, id, line)]``, in order."""
-        rows, next_id, empty = [], lo, 0
-        while next_id <= hi and not self.stop.is_set():
-            try:
-                got = self._page(route, next_id, hi, recv_us)
-            except MALFORMED as exc:
-                raise RestError(f"{route.file} backfill: the exchange's answer does not parse ({exc})") from None
-            if not got:
-                empty += 1
-                if empty > 5:       # the exchange's history lags the stream a little; give it time
-                    break
-                self.stop.wait(0.5)
-                continue
-            for row in got:
-                if row[1] != next_id:
-                    return rows
-                rows.append(row)
-                next_id += route.step
-        return rows
-
-    def _page(self, route, next_id, hi, recv_us):
-        """One REST page of missing rows from ``next_id`` as ``[(day, id, line)]``."""
-        if route.kind == "aggTrade":
-            page = self.rest.agg_trades(route.symbol, next_id, AGG_TRADES_PAGE)
-            rows = [parse.agg_trade_rest(self.market, r, recv_us) + (r["T"],) for r in page]
-            return [(route.day(t), a, line) for a, line, t in rows if next_id <= a <= hi]
-        page = self.rest.klines(route.symbol, route.stream[6:], next_id, hi + route.step - 1, KLINES_PAGE[self.market])
-        return [(route.day(r[0]), *parse.kline_rest(r, recv_us)) for r in page
-                if next_id <= r[0] <= hi and r[6] < recv_us // 1000]
-
-    def _release(self, route):
-        """The rows held while a stream's holes were filled, in id order."""
-        held, route.held = route.held, None
-        kind = None
-        for day, ident, line, filled in sorted(held or (), key=lambda r: r[1]):
-            if filled != kind:           # a new message whenever live and backfilled rows alternate
-                self._seal(route)
-                kind = filled
-            self._add(route, day, ident, line, backfilled=filled)
+        self.rest_jobs.do(job)
 
     def shutdown(self):
         """Let held rows go (their backfill will not finish) with a gap row;
         a malformed event just before the stop gets its ledger row too."""
         with self.lock:
             for route in self.routes.values():
-                if route.bad and route.kind != "bookTicker":
+                if route.bad and route.spec.rule != INCREASING:
                     self._report(route, route.last, "", "lost", detail="malformed event just before the stop")
                 if route.held is not None:
                     first = min((r[1] for r in route.held), default=None)
                     self._report(route, None, first, "lost", detail="stopped before the backfill finished")
                     route.waiting = 0
-                    self._release(route)
+                    self.outbox.release(route)
 
     def status(self, conns):
         with self.lock:

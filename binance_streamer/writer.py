@@ -17,8 +17,9 @@ import os
 import resource
 import time
 
-from . import csvfiles, links, messages, proc
-from .sequence import Sequencer, gap_row, id_step
+from . import csvfiles, links, messages, proc, streams
+from .sequence import Sequencer, gap_row
+from .streams import id_step
 
 log = logging.getLogger(__name__)
 
@@ -546,8 +547,10 @@ class Writer:
 
 
 def _event_column(stream):
-    """Depth rows of one event share their final update id (column 3)."""
-    return csvfiles.columns("spot", "depth").index("final_update_id") if stream == "depth" else None
+    """The column whose value the rows of one event share (depth: one row per
+    price level, each with the event's final update id); None: a row per event."""
+    kind = streams.lookup(stream)
+    return csvfiles.ID_COLUMN[kind.name] if kind is not None and kind.per_level else None
 
 
 def _backfilled_column(market, stream):

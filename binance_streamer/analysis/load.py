@@ -15,6 +15,7 @@ from decimal import Decimal
 import pandas as pd
 
 from .. import csvfiles
+from ..streams import KINDS, lookup
 
 # data.binance.vision file names -> our stream names (klines are named by interval)
 VISION_STREAMS = {"aggTrades": "aggTrade", "trades": "trade", "bookTicker": "bookTicker"}
@@ -24,11 +25,7 @@ _INTERVAL = re.compile(r"^\d+[smhdwM]$")
 # bookTickers and spot snapshots carry no exchange time, so they fall back
 # to the local receive (or response) time.
 INDEX_COLUMNS = {
-    "aggTrade": ("transact_time",),
-    "trade": ("time",),
-    "kline": ("open_time",),
-    "bookTicker": ("event_time", "transaction_time", "local_time_us"),
-    "depth": ("event_time",),
+    **{name: k.time_columns for name, k in KINDS.items()},
     "depthSnapshot": ("event_time", "response_time_us"),
     "orderbook": ("local_time_us",),
     "gaps": ("local_time_us",),
@@ -191,11 +188,10 @@ def _to_time(values, column):
 def _in_order(df, stream):
     if df.index.is_monotonic_increasing:
         return df
-    kind = csvfiles.stream_kind(stream)
-    ident = csvfiles.ID_COLUMN.get(kind)
+    kind = lookup(stream)
     keys = ["_time"]
-    if ident is not None and csvfiles.columns("spot", stream)[ident] in df.columns:
-        keys.append(csvfiles.columns("spot", stream)[ident])
+    if kind is not None and kind.id_column in df.columns:
+        keys.append(kind.id_column)
     df = df.assign(_time=df.index)
     return df.sort_values(keys, kind="stable").drop(columns="_time")
 

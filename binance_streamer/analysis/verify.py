@@ -17,20 +17,14 @@ import pandas as pd
 
 from .. import csvfiles
 from ..binance.parse import MALFORMED
-from ..sequence import id_step
+from ..streams import CHAINED, INCREASING, KINDS, file_stream, id_step, lookup
 from .load import LoadError, file_stem, load_file
 from .replay import read_snapshots, walk
 
-CONTINUOUS = ("aggTrade", "trade", "kline", "depth")
+CONTINUOUS = tuple(name for name, k in KINDS.items() if k.rule != INCREASING)
 SHOWN = 5                 # problems of one kind listed one by one
 # what each check reads (big depth files are never read whole into memory)
-_COLUMNS = {
-    "aggTrade": ["agg_trade_id", "first_trade_id", "last_trade_id"],
-    "trade": ["id"],
-    "kline": ["open_time"],
-    "depth": ["first_update_id", "final_update_id", "prev_final_update_id"],
-    "bookTicker": ["update_id"],
-}
+_COLUMNS = {name: [k.id_column, *k.link_columns] for name, k in KINDS.items()}
 
 
 @dataclass
@@ -115,7 +109,7 @@ def symbols_in(data_dir, market):
 
 def expected_streams(streams, orderbook):
     """File streams a recording with these settings writes every day."""
-    out = {"depth" if s.startswith("depth") and s[5:6] in ("", "@") else s for s in streams}
+    out = {file_stream(s) for s in streams}
     if orderbook and "depth" in out:
         out |= {"depthSnapshot", "orderbook"}
     return out
@@ -181,8 +175,8 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                 if kind in CONTINUOUS:
                     _continuity(report, fr, df, market, stream, ledger, previous)
                     previous = fr.last_id if fr.last_id is not None else previous
-                elif kind == "bookTicker":
-                    _no_repeats(report, fr, df)
+                elif kind in KINDS:
+                    _no_repeats(report, fr, df[KINDS[kind].id_column])
         if "depth" in files and "depthSnapshot" in files:
             if symbol in damaged:
                 report.problems.append(Problem(symbol, "orderbook", "-", "book not rebuilt: its files are damaged "
@@ -263,7 +257,7 @@ def _missing_files(report, symbol, day, files, expected):
 def _spans_a_candle(files, day, stream):
     """Did the day's recording last long enough to close two candles?"""
     step = id_step(stream)
-    for s in ("aggTrade", "trade", "bookTicker", "depth"):
+    for s in (s for s in KINDS if s != csvfiles.stream_kind(stream)):      # every other stream's file
         path = files.get(s, {}).get(day)
         if path:
             local = pd.read_csv(path, usecols=["local_time_us"])["local_time_us"]
@@ -278,14 +272,14 @@ def _previous_last_id(by_day, day, market, stream):
     earlier = [d for d in by_day if d < day]
     if not earlier:
         return None
-    column = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[csvfiles.stream_kind(stream)]]
+    column = lookup(stream).id_column
     ids = pd.read_csv(by_day[max(earlier)], usecols=[column])[column]
     return int(ids.max()) if len(ids) else None
 
 
 def _continuity(report, fr, df, market, stream, ledger, previous):
-    kind = csvfiles.stream_kind(stream)
-    if kind == "depth":
+    kind = lookup(stream)
+    if kind.rule == CHAINED:
         events = df.drop_duplicates(["first_update_id", "final_update_id"])
         first = events["first_update_id"].astype("int64").to_numpy()
         final = events["final_update_id"].astype("int64").to_numpy()
@@ -304,7 +298,7 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
                 holes.insert(0, (previous, int(first[0])))
         ids = final
     else:
-        column = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[kind]]
+        column = kind.id_column
         ids = np.sort(df[column].astype("int64").to_numpy())
         step = id_step(stream) or 1
         repeats = int(np.sum(np.diff(ids) == 0))
@@ -315,7 +309,7 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
         holes = [(int(ids[i]), int(ids[i + 1])) for i in jumps]
         if previous is not None and len(ids) and ids[0] > previous + step:
             holes.insert(0, (previous, int(ids[0])))
-        if kind == "aggTrade":
+        if kind.name == "aggTrade":       # its rows also cover consecutive trade ids
             _agg_trade_ids(report, fr, df)
     if len(ids):
         fr.first_id, fr.last_id = int(ids[0]), int(ids[-1])
@@ -348,8 +342,8 @@ def _agg_trade_ids(report, fr, df):
            for i in bad], "trade-id breaks")
 
 
-def _no_repeats(report, fr, df):
-    u = df["update_id"].astype("int64").to_numpy()
+def _no_repeats(report, fr, ids):
+    u = ids.astype("int64").to_numpy()
     if len(u):
         fr.first_id, fr.last_id = int(u.min()), int(u.max())
     repeats = len(u) - len(np.unique(u))

@@ -2,6 +2,8 @@
 
 Shared by the recorder and the simulator, so both charge the same weights."""
 
+from ..streams import usdm_group
+
 REST_PREFIX = {"spot": "/api/v3", "usdm": "/fapi/v1"}
 DEFAULT_WEIGHT_LIMIT = {"spot": 6000, "usdm": 2400}
 WEIGHTS = {
@@ -40,10 +42,9 @@ def klines_weight(market, limit):
 
 
 def stream_group(market, stream):
-    """USD-M serves depth and bookTicker on /public, everything else on /market."""
-    if market == "spot":
-        return "spot"
-    return "public" if stream.startswith(("depth", "bookTicker")) else "market"
+    """The connection group serving a stream: spot has one; USD-M serves each
+    stream on the root streams.KINDS names (``public`` or ``market``)."""
+    return "spot" if market == "spot" else usdm_group(stream)
 
 
 def connection_plan(cfg, symbols):

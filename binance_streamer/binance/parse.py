@@ -5,7 +5,7 @@ that it is one: a decimal number written with digits and at most one point
 (``num``), never an exponent, a sign, a word or a kilobyte of digits; ids and
 times must be non-negative integers (``uint``), flags booleans. Each function
 returns ``(id, line)`` where ``id`` is the row's sequence id (see
-csvfiles.ID_COLUMN) and ``line`` ends with a newline; the column order is
+streams.KINDS) and ``line`` ends with a newline; the column order is
 csvfiles.SCHEMAS. A payload with a missing field raises KeyError, one of the
 wrong shape TypeError or ValueError, one with a value that is not what
 Binance sends BadValue (a ValueError): the caller counts the event as
@@ -58,21 +58,6 @@ def opt_uint(d, key):
     """An optional time field: its value, or "" when absent."""
     x = d.get(key)
     return "" if x is None else uint(x)
-
-
-# Fields each event may carry; anything else is counted as unexpected.
-KNOWN_FIELDS = {
-    "aggTrade": {"e", "E", "s", "a", "p", "q", "nq", "f", "l", "T", "m", "M", "st"},
-    "trade": {"e", "E", "s", "t", "p", "q", "T", "m", "M", "b", "a"},
-    "kline": {"e", "E", "s", "k", "ps", "st"},
-    "bookTicker": {"e", "E", "T", "s", "u", "b", "B", "a", "A", "ps", "st"},
-    "depth": {"e", "E", "T", "s", "U", "u", "pu", "b", "a", "ps", "st"},
-}
-
-
-def unexpected_fields(kind, data):
-    known = KNOWN_FIELDS[kind]
-    return [k for k in data if k not in known]
 
 
 def _agg_line(market, d, event_time, recv_us, backfilled):
@@ -161,13 +146,6 @@ def depth(market, d, recv_us):
     if not lines:
         lines.append(f"{head},,{tail}")
     return d["u"], lines
-
-
-def event_time(kind, d, recv_us):
-    """Exchange time of an event in ms (spot bookTicker has none: receive time)."""
-    if kind == "bookTicker" and "E" not in d:
-        return recv_us // 1000
-    return d["E"]
 
 
 def first_event_time(messages, look=8):

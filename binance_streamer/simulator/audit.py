@@ -15,6 +15,7 @@ import os
 import orjson
 
 from ..binance import parse
+from ..streams import CHAINED, event_id, file_stream, kind_of, lookup, recorded
 
 
 class Files:
@@ -47,33 +48,23 @@ def frames_by_stream(journal):
 
 def frame_key(stream, d):
     """The id a frame is known by on disk, or None for frames not recorded (open klines)."""
-    kind = stream.split("@", 1)[1]
-    if kind == "aggTrade":
-        return d["a"]
-    if kind == "trade":
-        return d["t"]
-    if kind == "bookTicker":
-        return d["u"]
-    if kind.startswith("depth"):
-        return d["u"]
-    if kind.startswith("kline_"):
-        return d["k"]["t"] if d["k"]["x"] else None
-    return None
+    kind = lookup(stream.split("@", 1)[1])
+    if kind is None or not recorded(kind, d):
+        return None
+    return event_id(kind, d)
 
 
 def disk_index(rec, symbol, stream):
     """id -> list of rows on disk (depth: the rows of one event)."""
-    file_stream = "depth" if stream.startswith("depth") else stream
-    id_col = {"aggTrade": "agg_trade_id", "trade": "id", "bookTicker": "update_id",
-              "depth": "final_update_id"}.get(file_stream, "open_time")
+    id_col = lookup(stream).id_column
     index = {}
-    for row in rec.rows(symbol, file_stream):
+    for row in rec.rows(symbol, file_stream(stream)):
         index.setdefault(int(row[id_col]), []).append(row)
     return index
 
 
 def row_matches(stream, d, rows):
-    kind = stream.split("@", 1)[1]
+    kind = kind_of(stream.split("@", 1)[1])
     if kind == "aggTrade":
         r = rows[0]
         return len(rows) == 1 and (r["price"], r["quantity"], int(r["first_trade_id"]), int(r["last_trade_id"])) == \
@@ -84,11 +75,11 @@ def row_matches(stream, d, rows):
         r = rows[0]
         return len(rows) == 1 and (r["best_bid_price"], r["best_bid_qty"], r["best_ask_price"], r["best_ask_qty"]) \
             == (d["b"], d["B"], d["a"], d["A"])
-    if kind.startswith("depth"):
+    if kind == "depth":
         want = [("bid", p, q) for p, q in d["b"]] + [("ask", p, q) for p, q in d["a"]]
         got = [(r["side"], r["price"], r["quantity"]) for r in rows if r["side"]]   # an empty event has one bare row
         return got == want and all(int(r["first_update_id"]) == d["U"] for r in rows)
-    if kind.startswith("kline_"):
+    if kind == "kline":
         k = d["k"]
         r = rows[0]
         return len(rows) == 1 and (r["open"], r["high"], r["low"], r["close"], r["volume"]) == \
@@ -105,10 +96,10 @@ def _ledger(rec, symbol):
     return holes
 
 
-def _in_ledger(holes, kind, key, d):
-    file_stream = "depth" if kind.startswith("depth") else kind
-    for lo, hi in holes.get(file_stream, ()):
-        if kind.startswith("depth"):
+def _in_ledger(holes, stream, key, d):
+    chained = lookup(stream).rule == CHAINED
+    for lo, hi in holes.get(file_stream(stream), ()):
+        if chained:
             if lo < d["u"] and d["U"] <= hi:     # the event overlaps the hole's update ids
                 return True
         elif lo < key < hi:
@@ -116,16 +107,13 @@ def _in_ledger(holes, kind, key, d):
     return False
 
 
-_PARSERS = {"aggTrade": parse.agg_trade, "trade": parse.trade, "bookTicker": parse.book_ticker,
-            "depth": parse.depth, "kline": parse.kline}
-
-
 def rejected(market, stream, d):
     """Would the recorder refuse this event (a value that does not parse)?"""
-    kind = stream.split("@", 1)[1]
-    kind = "depth" if kind.startswith("depth") else "kline" if kind.startswith("kline_") else kind
+    kind = lookup(stream.split("@", 1)[1])
+    if kind is None:
+        return False            # not a stream the recorder keeps: frame_key skips it
     try:
-        _PARSERS[kind](market, d, 0)
+        kind.parse(market, d, 0)
     except parse.MALFORMED:
         return True
     return False
@@ -186,7 +174,7 @@ def compare(sim, rec, symbols, journal=None):
             report[stream]["rejected"] = n
     for (symbol, kind), idx in indexes.items():
         stream = f"{symbol.lower()}@{kind}"
-        if stream in report and not kind.startswith("depth"):
+        if stream in report and not lookup(kind).per_level:
             report[stream]["duplicates"] = sum(len(v) - 1 for v in idx.values())
         elif stream in report:
             report[stream]["duplicates"] = sum(1 for v in idx.values()

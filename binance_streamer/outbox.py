@@ -1,0 +1,130 @@
+"""What leaves a worker, in the order it must arrive. Pure; the worker holds the lock.
+
+:class:`Outbox` gathers the writer's messages: ``["rows", symbol, file
+stream, day, ids, lines, backfilled]`` (one open message per symbol,
+stream, day and origin, extended row by row) and ``("gap", symbol, ledger
+row)``. A gap row seals the stream's open messages, so rows received after
+the hole go into a new message behind it. While a stream's hole is being
+backfilled its live rows wait in ``route.held``; when the backfill is done
+they leave with the fetched rows, all in id order.
+
+:class:`BookFeed` gathers the book manager's messages: diffs, snapshots,
+failed snapshots, and the bookTickers it can compare with its book (those
+whose ``u`` is the final id of a diff).
+"""
+
+MAX_UNMATCHED_TICKERS = 10_000
+
+
+class Outbox:
+    __slots__ = ("out", "open")
+
+    def __init__(self):
+        self.out = []           # ordered messages for the writer
+        self.open = {}          # (symbol, file, day, backfilled) -> open "rows" message
+
+    def __bool__(self):
+        return bool(self.out)
+
+    def add(self, route, day, ident, line, backfilled=False):
+        """A row (or the rows of one event: ``line`` a list) of ``route``."""
+        if route.held is not None and not backfilled:
+            route.held.append((day, ident, line, False))
+            return
+        key = (route.symbol, route.file, day, backfilled)
+        msg = self.open.get(key)
+        if msg is None:
+            msg = self.open[key] = ["rows", route.symbol, route.file, day, [], [], backfilled]
+            self.out.append(msg)
+        if isinstance(line, list):
+            msg[4].extend([ident] * len(line))
+            msg[5].extend(line)
+        else:
+            msg[4].append(ident)
+            msg[5].append(line)
+
+    def seal(self, route):
+        """Rows added after this go to new messages (keeps gap rows in order)."""
+        for key in [k for k in self.open if k[0] == route.symbol and k[1] == route.file]:
+            del self.open[key]
+
+    def gap(self, route, row):
+        """A gap-ledger row, after every row of ``route`` added so far."""
+        self.seal(route)
+        self.out.append(("gap", route.symbol, row))
+
+    def put(self, msg):
+        """A message complete in itself (a snapshot's rows)."""
+        self.out.append(msg)
+
+    @staticmethod
+    def hold(route):
+        """The stream's live rows wait from now on (a backfill started)."""
+        if route.held is None:
+            route.held = []
+
+    @staticmethod
+    def join_held(route, rows):
+        """Backfilled ``[(day, id, line)]`` join the rows that wait."""
+        route.held.extend((day, ident, line, True) for day, ident, line in rows)
+
+    def release(self, route):
+        """The rows held while a stream's holes were filled, in id order."""
+        held, route.held = route.held, None
+        filled_before = None
+        for day, ident, line, filled in sorted(held or (), key=lambda r: r[1]):
+            if filled != filled_before:      # a new message whenever live and backfilled rows alternate
+                self.seal(route)
+                filled_before = filled
+            self.add(route, day, ident, line, backfilled=filled)
+
+    def take(self):
+        """Everything gathered, as the tuples the writer reads; the outbox is empty after."""
+        out, self.out = self.out, []
+        self.open.clear()
+        return [tuple(m) for m in out]
+
+
+class BookFeed:
+    __slots__ = ("out", "tickers", "last_final")
+
+    def __init__(self, symbols):
+        self.out = []
+        # A bookTicker can only be compared with the book when its u is the
+        # final id of the diff applied next or last; only those are sent.
+        self.tickers = {s: {} for s in symbols}   # u -> ticker not yet matched with a diff, in u order
+        self.last_final = dict.fromkeys(symbols)  # final id of the last diff sent
+
+    def __bool__(self):
+        return bool(self.out)
+
+    def diff(self, symbol, first, final, prev, bids, asks):
+        pending = self.tickers[symbol]
+        if pending:
+            ticker = pending.pop(final, None)
+            if ticker is not None:
+                self.out.append(ticker)
+            for u in [u for u in pending if u <= final]:     # can no longer match a diff
+                del pending[u]
+        self.out.append(("d", symbol, first, final, prev, bids, asks))
+        self.last_final[symbol] = final
+
+    def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):
+        ticker = ("t", symbol, u, bid, bid_qty, ask, ask_qty)
+        if u == self.last_final[symbol]:
+            self.out.append(ticker)
+            return
+        pending = self.tickers[symbol]
+        pending[u] = ticker
+        if len(pending) > MAX_UNMATCHED_TICKERS:
+            del pending[next(iter(pending))]
+
+    def snapshot(self, symbol, last, bids, asks):
+        self.out.append(("s", symbol, last, bids, asks))
+
+    def failed(self, symbol, why):
+        self.out.append(("f", symbol, why))
+
+    def take(self):
+        out, self.out = self.out, []
+        return out

@@ -1,0 +1,147 @@
+"""What we know about each kind of stream, in one table. Pure.
+
+Read this first to learn the streams. Every other module (the worker, the
+writer and its sequencer, the endpoints, the verifier, the loader, the
+simulator's audit) asks :data:`KINDS` instead of naming a stream itself.
+
+Names: a subscription (``depth@100ms``, ``kline_1m``) is recorded in a
+*file stream* (``depth``, ``kline_1m``), which is of a *kind* (``depth``,
+``kline``). Files that are not streams (``depthSnapshot``, ``orderbook``,
+``gaps``) are their own kind and have no entry.
+
+Continuity rules, one per kind:
+
+* ``CONSECUTIVE``: ids count up by a fixed step; a jump is a hole.
+* ``CHAINED``: each depth event names the one before it (USD-M: ``pu`` is
+  the previous event's ``u``; spot: ``U`` is the previous ``u`` + 1).
+* ``INCREASING``: ids only grow, with holes in between that mean nothing;
+  only a reconnect can lose an event.
+
+To add a stream: a row here, a parser in ``binance/parse.py``, its columns
+in ``csvfiles.SCHEMAS``, and tests (see CLAUDE.md).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .binance import parse
+
+CONSECUTIVE, CHAINED, INCREASING = "consecutive", "chained", "increasing"
+INTERVAL = "interval"     # a step: the candle's length in ms, from the stream name
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    id_field: str            # where an event holds its id ("k.t": field t of the object k)
+    id_column: str           # the CSV column holding that id
+    rule: str                # CONSECUTIVE, CHAINED or INCREASING (above)
+    step: object             # CONSECUTIVE: ids between two events (1 or INTERVAL); else None
+    backfill: object         # the REST endpoint that fetches the rows of a hole; None: none can
+    usdm_group: str          # the USD-M connection serving it: "public" or "market"
+    parse: Callable          # binance/parse.py: (market, event, recv_us) -> (id, line or lines) or None
+    overlap: object          # handover: the new socket's first id <= last + overlap; None: no overlap needed
+    time_field: str          # the exchange's time of the event (the ledger's first_time_after)
+    day_field: str           # the time that dates a row, so names its day file (absent: receive time)
+    time_columns: tuple      # CSV columns a loaded file is indexed by, in order of preference
+    link_columns: tuple = ()  # further CSV columns the verifier's continuity check reads
+    per_level: bool = False  # one row per price level: the rows of an event share its id
+    recorded_if: str = ""    # a flag an event needs to be recorded (klines: the candle is closed)
+    fields: frozenset = frozenset()   # every field an event may carry; others are counted
+
+
+KINDS = {k.name: k for k in (
+    Kind("aggTrade", id_field="a", id_column="agg_trade_id", rule=CONSECUTIVE, step=1, backfill="aggTrades",
+         usdm_group="market", parse=parse.agg_trade, overlap=1, time_field="T", day_field="T",
+         time_columns=("transact_time",), link_columns=("first_trade_id", "last_trade_id"),
+         fields=frozenset({"e", "E", "s", "a", "p", "q", "nq", "f", "l", "T", "m", "M", "st"})),
+    Kind("trade", id_field="t", id_column="id", rule=CONSECUTIVE, step=1, backfill=None,
+         usdm_group="market", parse=parse.trade, overlap=1, time_field="T", day_field="T",
+         time_columns=("time",),
+         fields=frozenset({"e", "E", "s", "t", "p", "q", "T", "m", "M", "b", "a"})),
+    Kind("kline", id_field="k.t", id_column="open_time", rule=CONSECUTIVE, step=INTERVAL, backfill="klines",
+         usdm_group="market", parse=parse.kline, overlap=None, time_field="E", day_field="k.t",
+         time_columns=("open_time",), recorded_if="k.x",
+         fields=frozenset({"e", "E", "s", "k", "ps", "st"})),
+    Kind("depth", id_field="u", id_column="final_update_id", rule=CHAINED, step=None, backfill=None,
+         usdm_group="public", parse=parse.depth, overlap=0, time_field="E", day_field="E",
+         time_columns=("event_time",), link_columns=("first_update_id", "prev_final_update_id"),
+         per_level=True,
+         fields=frozenset({"e", "E", "T", "s", "U", "u", "pu", "b", "a", "ps", "st"})),
+    Kind("bookTicker", id_field="u", id_column="update_id", rule=INCREASING, step=None, backfill=None,
+         usdm_group="public", parse=parse.book_ticker, overlap=0, time_field="E", day_field="E",
+         time_columns=("event_time", "transaction_time", "local_time_us"),
+         fields=frozenset({"e", "E", "T", "s", "u", "b", "B", "a", "A", "ps", "st"})),
+)}
+
+
+def file_stream(stream):
+    """The stream part of a file name: every diff-depth speed is recorded as ``depth``."""
+    return "depth" if stream == "depth" or stream.startswith("depth@") else stream
+
+
+def kind_of(stream):
+    """``kline_1m`` -> ``kline``, ``depth@100ms`` -> ``depth``; other names are their own kind."""
+    return "kline" if stream.startswith("kline_") else file_stream(stream)
+
+
+def lookup(stream):
+    """The :class:`Kind` of a stream or file stream, or None for files that are not streams."""
+    return KINDS.get(kind_of(stream))
+
+
+def id_step(stream):
+    """Distance between consecutive ids, or None when ids are not consecutive
+    (kline_1M too: months differ in length)."""
+    k = lookup(stream)
+    if k is None or k.step != INTERVAL:
+        return None if k is None else k.step
+    interval = stream.partition("_")[2]
+    unit = _UNIT_MS.get(interval[-1:])
+    return int(interval[:-1]) * unit if unit and interval[:-1].isdigit() else None
+
+
+def backfillable(stream):
+    k = lookup(stream)
+    return k is not None and k.backfill is not None
+
+
+def usdm_group(stream):
+    return lookup(stream).usdm_group
+
+
+def field(d, path):
+    """The value at ``path`` of an event: ``field(d, "k.t") == d["k"]["t"]``."""
+    if "." not in path:
+        return d[path]
+    for key in path.split("."):
+        d = d[key]
+    return d
+
+
+def event_id(k, d):
+    return field(d, k.id_field)
+
+
+def recorded(k, d):
+    """Does this event become a row (klines: only closed candles do)?"""
+    return not k.recorded_if or field(d, k.recorded_if) is True
+
+
+def event_time(k, d):
+    """The exchange's time of an event in ms, or "" when it has none (spot bookTicker)."""
+    return d.get(k.time_field, "") if "." not in k.time_field else field(d, k.time_field)
+
+
+def day_ms(k, d, recv_us):
+    """The time that dates an event's rows (ms); the receive time when the event has none."""
+    if "." in k.day_field:
+        return field(d, k.day_field)
+    t = d.get(k.day_field)
+    return recv_us // 1000 if t is None else t
+
+
+def unexpected_fields(k, d):
+    known = k.fields
+    return [f for f in d if f not in known]

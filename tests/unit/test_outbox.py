@@ -1,0 +1,69 @@
+"""The worker's ordered outbox and book feed, without a worker."""
+
+from binance_streamer.outbox import BookFeed, Outbox
+from binance_streamer.sequence import gap_row
+from binance_streamer.worker import Route
+
+DAY = "2026-01-01"
+
+
+def _route():
+    return Route("BTCUSDT", "aggTrade")
+
+
+def _ids(batch):
+    return [(m[0], m[4] if m[0] == "rows" else m[2]["action"], m[6] if m[0] == "rows" else None) for m in batch]
+
+
+def test_rows_of_a_stream_share_one_message_until_a_gap_seals_it():
+    box, r = Outbox(), _route()
+    box.add(r, DAY, 1, "1\n")
+    box.add(r, DAY, 2, "2\n")
+    box.gap(r, gap_row(0, "aggTrade", "id jump", 2, 5, "lost"))
+    box.add(r, DAY, 5, "5\n")
+    assert _ids(box.take()) == [("rows", [1, 2], False), ("gap", "lost", None), ("rows", [5], False)]
+    assert box.take() == [] and not box
+
+
+def test_the_rows_of_one_event_share_its_id():
+    box, r = Outbox(), Route("BTCUSDT", "depth@100ms")
+    box.add(r, DAY, 9, ["a\n", "b\n"])
+    (msg,) = box.take()
+    assert msg[:4] == ("rows", "BTCUSDT", "depth", DAY) and msg[4] == [9, 9] and msg[5] == ["a\n", "b\n"]
+
+
+def test_held_rows_leave_in_id_order_with_the_backfilled_ones():
+    box, r = Outbox(), _route()
+    box.add(r, DAY, 1, "1\n")
+    box.hold(r)
+    box.add(r, DAY, 6, "6\n")                   # live rows after the hole wait
+    box.add(r, DAY, 7, "7\n")
+    assert _ids(box.take()) == [("rows", [1], False)]
+    box.join_held(r, [(DAY, 3, "3\n"), (DAY, 4, "4\n")])
+    box.join_held(r, [(DAY, 2, "2\n")])        # a second page, or a second hole, out of order
+    box.release(r)
+    assert r.held is None
+    assert _ids(box.take()) == [("rows", [2, 3, 4], True), ("rows", [6, 7], False)]
+    box.add(r, DAY, 8, "8\n")                  # not held any more
+    assert _ids(box.take()) == [("rows", [8], False)]
+
+
+def test_backfilled_and_live_rows_that_alternate_get_a_message_each():
+    box, r = Outbox(), _route()
+    box.hold(r)
+    box.add(r, DAY, 5, "5\n")
+    box.join_held(r, [(DAY, 3, "3\n"), (DAY, 6, "6\n")])
+    box.release(r)
+    assert _ids(box.take()) == [("rows", [3], True), ("rows", [5], False), ("rows", [6], True)]
+
+
+def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
+    feed = BookFeed(["BTCUSDT"])
+    feed.ticker("BTCUSDT", 12, "1", "1", "2", "1")            # before its diff
+    feed.ticker("BTCUSDT", 11, "1", "1", "2", "1")            # no diff ends at 11
+    feed.diff("BTCUSDT", 5, 10, None, [], [])
+    feed.diff("BTCUSDT", 11, 12, None, [], [])
+    feed.ticker("BTCUSDT", 12, "1", "1", "3", "1")            # names the last diff: sent at once
+    out = feed.take()
+    assert [(m[0], m[2], m[3]) for m in out] == [("d", 5, 10), ("t", 12, "1"), ("d", 11, 12), ("t", 12, "1")]
+    assert feed.tickers["BTCUSDT"] == {} and feed.take() == []
