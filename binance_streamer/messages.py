@@ -84,7 +84,7 @@ class Backfill(NamedTuple):
 
 # -- book link ---------------------------------------------------------------------------------
 class BookEvents(NamedTuple):
-    """worker -> orderbook: diffs, bookTickers, snapshots, in arrival order."""
+    """worker -> orderbook: Diff, Ticker, Snapshot, SnapshotFailed, in arrival order."""
     items: list
 
 
@@ -93,6 +93,60 @@ class SnapshotRequest(NamedTuple):
     symbol: str
     limit: int
     priority: int
+
+
+# -- what a Batch carries ---------------------------------------------------------------------
+class Rows(NamedTuple):
+    """CSV ``lines`` of one file (symbol, stream, UTC day), with each line's
+    id in ``ids`` (the writer drops ids it has written; empty: no ids).
+    ``backfilled``: fetched over REST to fill a hole. A worker extends the
+    lists of its open Rows until the batch leaves."""
+    symbol: str
+    stream: str
+    day: str
+    ids: list
+    lines: list
+    backfilled: bool
+
+
+class Gap(NamedTuple):
+    """A gap-ledger row (``sequence.gap_row``) for ``symbol``."""
+    symbol: str
+    row: dict
+
+
+# -- what BookEvents carries -------------------------------------------------------------------
+class Diff(NamedTuple):
+    """A depth diff: ids ``first`` (U) .. ``final`` (u), ``prev`` (pu, USD-M)."""
+    symbol: str
+    first: int
+    final: int
+    prev: Optional[int]
+    bids: list
+    asks: list
+
+
+class Ticker(NamedTuple):
+    """A bookTicker whose ``u`` is some diff's final id (so it can be checked)."""
+    symbol: str
+    u: int
+    bid: str
+    bid_qty: str
+    ask: str
+    ask_qty: str
+
+
+class Snapshot(NamedTuple):
+    """A REST depth snapshot, after the diffs received before it."""
+    symbol: str
+    last: int
+    bids: list
+    asks: list
+
+
+class SnapshotFailed(NamedTuple):
+    symbol: str
+    error: str
 
 
 HEARTBEAT = 1.0      # seconds between a child's Beats

@@ -20,6 +20,7 @@ import os
 import time
 
 from . import links, messages, proc
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker
 from .binance.endpoints import depth_weight
 from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
@@ -142,9 +143,11 @@ class OrderBooks:
         send, so this is a defect upstream): that symbol's book is rebuilt from
         a new snapshot, with a ledger row; the process goes on."""
         self.bad_input += 1
-        sb = self.books.get(msg[1]) if len(msg) > 1 and isinstance(msg[1], str) else None
+        symbol = getattr(msg, "symbol", None)
+        sb = self.books.get(symbol) if isinstance(symbol, str) else None
         if self.throttle.allow():
-            log.error("orderbook: %s message for %s does not apply (%s: %s); %s", msg[0], msg[1] if sb else "?",
+            log.error("orderbook: %s message for %s does not apply (%s: %s); %s", type(msg).__name__,
+                      symbol if sb else "?",
                       type(exc).__name__, exc, "resyncing that book" if sb else "dropped")
         if sb is not None:
             sb.sync.buffer.clear()          # it may hold the bad message; _resync discards the book
@@ -169,7 +172,7 @@ class OrderBooks:
         rows of the time between, are gone; the ledger says so."""
         now_us = int(self.clock() * 1e6)
         for symbol in self.books:
-            self.emit(("gap", symbol, gap_row(now_us, "orderbook", "book manager restart", "", "", "resync",
+            self.emit(Gap(symbol, gap_row(now_us, "orderbook", "book manager restart", "", "", "resync",
                                               detail="the book manager was restarted; its books are rebuilt")))
 
     # -- periodic work -------------------------------------------------------------
@@ -218,7 +221,7 @@ class OrderBooks:
         if sb.sync.synced:
             sb.sync.reset()
         log.warning("%s: %s (last good u=%s, next U=%s); resyncing", sb.symbol, reason, last_good, first_after)
-        self.emit(("gap", sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", reason, last_good, first_after,
+        self.emit(Gap(sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", reason, last_good, first_after,
                                             "resync", detail=detail)))
 
     def _start_refresh(self, sb, last_update_id, bids, asks):
@@ -243,7 +246,7 @@ class OrderBooks:
                   if low <= k <= high and side_old.get(k, (0, "0"))[1] != side_new.get(k, (0, "0"))[1]]
         if differ:
             sb.mismatches += 1
-            self.emit(("gap", sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", "refresh found differences",
+            self.emit(Gap(sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", "refresh found differences",
                                                 sb.sync.update_id, sb.sync.update_id, "replaced",
                                                 detail=f"{len(differ)} levels differed")))
         sb.sync = fresh
@@ -261,7 +264,7 @@ class OrderBooks:
                 self._prune(sb)
             else:
                 line = f"{now_us},,false," + ",".join([","] * (2 * n)) + "\n"
-            self.emit(("rows", sb.symbol, "orderbook", day, None, [line], False))
+            self.emit(Rows(sb.symbol, "orderbook", day, None, [line], False))
 
     def _prune(self, sb):
         """Keep at most the snapshot depth per side (and a little slack)."""
@@ -312,7 +315,8 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         books.restarted()
     log.info("orderbook: started (pid %d) for %d symbols%s", os.getpid(), len(books.books),
              f", restart {restarts}" if restarts else "")
-    handlers = {"d": books.on_diff, "t": books.on_ticker, "s": books.on_snapshot, "f": books.on_snapshot_failed}
+    handlers = {Diff: books.on_diff, Ticker: books.on_ticker, Snapshot: books.on_snapshot,
+                SnapshotFailed: books.on_snapshot_failed}
     next_flush = 0.0
     while True:
         open_links = [lk for lk in workers.values() if not lk.closed]
@@ -358,6 +362,6 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
 def _apply(books, handlers, items):
     for msg in items:
         try:
-            handlers[msg[0]](*msg[1:])
+            handlers[type(msg)](*msg)
         except MALFORMED as exc:
             books.on_bad_input(msg, exc)

@@ -1,9 +1,8 @@
 """What leaves a worker, in the order it must arrive. Pure; the worker holds the lock.
 
-:class:`Outbox` gathers the writer's messages: ``["rows", symbol, file
-stream, day, ids, lines, backfilled]`` (one open message per symbol,
-stream, day and origin, extended row by row) and ``("gap", symbol, ledger
-row)``. A gap row seals the stream's open messages, so rows received after
+:class:`Outbox` gathers the writer's messages (messages.py): ``Rows``
+(one open message per symbol, stream, day and origin, extended row by row)
+and ``Gap``. A gap row seals the stream's open messages, so rows received after
 the hole go into a new message behind it. While a stream's hole is being
 backfilled its live rows wait in ``route.held``; when the backfill is done
 they leave with the fetched rows, all in id order.
@@ -12,6 +11,8 @@ they leave with the fetched rows, all in id order.
 failed snapshots, and the bookTickers it can compare with its book (those
 whose ``u`` is the final id of a diff).
 """
+
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker
 
 MAX_UNMATCHED_TICKERS = 10_000
 
@@ -34,14 +35,14 @@ class Outbox:
         key = (route.symbol, route.file, day, backfilled)
         msg = self.open.get(key)
         if msg is None:
-            msg = self.open[key] = ["rows", route.symbol, route.file, day, [], [], backfilled]
+            msg = self.open[key] = Rows(route.symbol, route.file, day, [], [], backfilled)
             self.out.append(msg)
         if isinstance(line, list):
-            msg[4].extend([ident] * len(line))
-            msg[5].extend(line)
+            msg.ids.extend([ident] * len(line))
+            msg.lines.extend(line)
         else:
-            msg[4].append(ident)
-            msg[5].append(line)
+            msg.ids.append(ident)
+            msg.lines.append(line)
 
     def seal(self, route):
         """Rows added after this go to new messages (keeps gap rows in order)."""
@@ -51,7 +52,7 @@ class Outbox:
     def gap(self, route, row):
         """A gap-ledger row, after every row of ``route`` added so far."""
         self.seal(route)
-        self.out.append(("gap", route.symbol, row))
+        self.out.append(Gap(route.symbol, row))
 
     def put(self, msg):
         """A message complete in itself (a snapshot's rows)."""
@@ -79,10 +80,10 @@ class Outbox:
             self.add(route, day, ident, line, backfilled=filled)
 
     def take(self):
-        """Everything gathered, as the tuples the writer reads; the outbox is empty after."""
+        """Everything gathered; the outbox is empty after."""
         out, self.out = self.out, []
         self.open.clear()
-        return [tuple(m) for m in out]
+        return out
 
 
 class BookFeed:
@@ -106,11 +107,11 @@ class BookFeed:
                 self.out.append(ticker)
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
-        self.out.append(("d", symbol, first, final, prev, bids, asks))
+        self.out.append(Diff(symbol, first, final, prev, bids, asks))
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):
-        ticker = ("t", symbol, u, bid, bid_qty, ask, ask_qty)
+        ticker = Ticker(symbol, u, bid, bid_qty, ask, ask_qty)
         if u == self.last_final[symbol]:
             self.out.append(ticker)
             return
@@ -120,10 +121,10 @@ class BookFeed:
             del pending[next(iter(pending))]
 
     def snapshot(self, symbol, last, bids, asks):
-        self.out.append(("s", symbol, last, bids, asks))
+        self.out.append(Snapshot(symbol, last, bids, asks))
 
     def failed(self, symbol, why):
-        self.out.append(("f", symbol, why))
+        self.out.append(SnapshotFailed(symbol, why))
 
     def take(self):
         out, self.out = self.out, []

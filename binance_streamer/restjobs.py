@@ -16,6 +16,7 @@ from .binance import parse
 from .binance.endpoints import AGG_TRADES_PAGE, KLINES_PAGE
 from .binance.rest import RestError
 from .csvfiles import DayOf
+from .messages import Rows
 from .sequence import gap_row
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class RestJobs:
             return
         lines = [f"{last},bid,{p},{q}{tail}" for p, q in bids] + [f"{last},ask,{p},{q}{tail}" for p, q in asks]
         with self.lock:
-            self.outbox.put(("rows", symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
+            self.outbox.put(Rows(symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
             if self.book is not None:
                 self.book.snapshot(symbol, last, bids, asks)
 

@@ -280,17 +280,16 @@ class Worker:
 
     # -- requests and REST ---------------------------------------------------------------
     def command(self, msg):
-        """A request from another process: ("backfill", symbol, stream, first, last)
-        from the writer, or ("snapshot", symbol, limit, priority) from the book manager."""
-        if msg[0] == "snapshot":
-            self.rest_jobs.put(msg)
-        elif msg[0] == "backfill":
-            _, symbol, stream, lo, hi = msg
-            route = next((r for r in self.routes.values() if r.symbol == symbol and r.file == stream), None)
+        """A request from another process: a Backfill from the writer or a
+        SnapshotRequest from the book manager (messages.py)."""
+        if isinstance(msg, messages.SnapshotRequest):
+            self.rest_jobs.put(("snapshot", msg.symbol, msg.limit, msg.priority))
+        elif isinstance(msg, messages.Backfill):
+            route = next((r for r in self.routes.values() if r.symbol == msg.symbol and r.file == msg.stream), None)
             if route is not None and route.spec.backfill is not None:
-                self.rest_jobs.put(("writer", route, lo, hi, "", ""))
+                self.rest_jobs.put(("writer", route, msg.first, msg.last, "", ""))
         else:
-            log.error("worker: unknown command %r", msg[0])
+            log.error("worker: unknown request %s", type(msg).__name__)
 
     def run_jobs(self):
         """REST thread: one job at a time, within the daemon's weight budget."""
@@ -456,10 +455,8 @@ def _serve(worker, writer, book, manager, wake, timeout):
         for msg in received:
             if isinstance(msg, messages.Ack):
                 writer.outbox.ack(msg.seq)
-            elif isinstance(msg, messages.Backfill):
-                worker.command(("backfill", msg.symbol, msg.stream, msg.first, msg.last))
-            elif isinstance(msg, messages.SnapshotRequest):
-                worker.command(("snapshot", msg.symbol, msg.limit, msg.priority))
+            elif isinstance(msg, (messages.Backfill, messages.SnapshotRequest)):
+                worker.command(msg)
 
 
 def _link_status(writer, book):

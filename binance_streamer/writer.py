@@ -18,6 +18,7 @@ import resource
 import time
 
 from . import csvfiles, links, messages, proc, streams
+from .messages import Gap, Rows
 from .sequence import Sequencer, gap_row
 from .streams import id_step
 
@@ -241,14 +242,13 @@ class Writer:
         return min((f.batch for f in self.files.values() if f.batch is not None), default=self.batch + 1)
 
     def handle(self, msg):
-        kind = msg[0]
-        if kind == "rows":
-            _, symbol, stream, day, ids, lines, backfilled = msg
-            self.add_rows(symbol, stream, day, ids, lines, backfilled)
-        elif kind == "gap":
-            self.add_gap(msg[1], msg[2])
+        kind = type(msg)
+        if kind is Rows:
+            self.add_rows(*msg)
+        elif kind is Gap:
+            self.add_gap(msg.symbol, msg.row)
         else:
-            log.error("writer: unknown message %r dropped", kind)
+            log.error("writer: unknown message %s dropped", kind.__name__)
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
         if ids:

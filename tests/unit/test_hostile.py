@@ -9,6 +9,7 @@ import time
 import orjson
 import pytest
 
+from binance_streamer.messages import Diff, Gap, Rows
 from binance_streamer import config, csvfiles
 from binance_streamer.binance import parse
 from binance_streamer.binance.rest import RestClient, RestError
@@ -37,11 +38,11 @@ def _ticker(u, **over):
 
 
 def _gaps(batch):
-    return [m[2] for m in batch if m[0] == "gap"]
+    return [m.row for m in batch if isinstance(m, Gap)]
 
 
 def _ids(batch, stream):
-    return [i for m in batch if m[0] == "rows" and m[2] == stream for i in m[4]]
+    return [i for m in batch if isinstance(m, Rows) and m.stream == stream for i in m.ids]
 
 
 # -- 1. values that do not parse ------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_a_depth_level_priced_abc_never_reaches_the_book_or_the_file():
     bad = {**good, "U": 3, "u": 4, "b": [["abc", "1.0"]]}
     w.on_frames([_frame("depth@100ms", good), _frame("depth@100ms", bad),
                  _frame("depth@100ms", {**good, "U": 5, "u": 6})], 5)
-    assert [m[2] for m in w.take_book_batch() if m[0] == "d"] == [1, 5]
+    assert [m.first for m in w.take_book_batch() if isinstance(m, Diff)] == [1, 5]
     batch = w.take_batch()
     assert _ids(batch, "depth") == [2, 6]
     assert any(g["reason"] == "malformed event" and g["first_id_after"] == 5 for g in _gaps(batch))
@@ -88,15 +89,15 @@ def test_the_book_manager_resyncs_a_book_fed_a_bad_level_instead_of_crashing():
     rows = []
     books = OrderBooks(_cfg(), lambda *a: None, rows.append)
     books.on_snapshot("BTCUSDT", 10, [["100.0", "1.0"]], [["101.0", "1.0"]])
-    msg = ("d", "BTCUSDT", 11, 11, None, [["abc", "1"]], [])
+    msg = Diff("BTCUSDT", 11, 11, None, [["abc", "1"]], [])
     try:
-        books.on_diff(*msg[1:])
+        books.on_diff(*msg)
     except ArithmeticError as exc:     # what orderbook_main catches and hands on
         books.on_bad_input(msg, exc)
     else:
         pytest.fail("a level priced abc was applied")
     assert books.bad_input == 1 and books.books["BTCUSDT"].resyncs == 1
-    assert [r[2]["reason"] for r in rows if r[0] == "gap"] == ["malformed event"]
+    assert [r.row["reason"] for r in rows if isinstance(r, Gap)] == ["malformed event"]
 
 
 # -- 2. REST answers that are not the JSON expected -------------------------------------------

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 import pytest
 
+from binance_streamer.messages import Gap
 from binance_streamer import config
 from binance_streamer.orderbook import SYNCED_STATE, OrderBooks
 from tests.support import REALDATA, need
@@ -72,7 +73,7 @@ def test_capture_books_align_never_cross_and_match_every_book_ticker(ws, http, m
     assert status["ticker_mismatches"] == 0
     has_tickers = any(e[1] == "ws" and e[2]["stream"].endswith("@bookTicker") for e in events)
     assert status["ticker_compared"] > 0 or not has_tickers
-    assert not [m for m in out if m[0] == "gap"]
+    assert not [m for m in out if isinstance(m, Gap)]
 
 
 def _cfg(**kw):
@@ -95,7 +96,7 @@ def test_gap_resyncs_only_that_symbol_and_is_ledgered():
     books.on_diff("ETHUSDT", 13, 14, None, [], [])
     books.on_diff("ETHUSDT", 17, 18, None, [], [])          # 15..16 missing
     assert books.books["ETHUSDT"].state != SYNCED_STATE and books.books["BTCUSDT"].state == SYNCED_STATE
-    gap = [m[2] for m in out if m[0] == "gap"]
+    gap = [m.row for m in out if isinstance(m, Gap)]
     assert [(g["stream"], g["reason"], g["last_good_id"], g["first_id_after"]) for g in gap] == \
         [("orderbook", "depth gap", 14, 17)]
     asked.clear()
@@ -115,7 +116,7 @@ def test_crossed_book_and_disagreeing_ticker_resync():
     assert books.books["BTCUSDT"].mismatches == 1
     books.on_snapshot("ETHUSDT", 10, [["1.0", "5"]], [["2.0", "5"]])
     books.on_diff("ETHUSDT", 11, 11, None, [["3.0", "1"]], [])    # bid above the ask
-    reasons = [m[2]["reason"] for m in out if m[0] == "gap"]
+    reasons = [m.row["reason"] for m in out if isinstance(m, Gap)]
     assert reasons == ["bookTicker disagrees with the book", "crossed book"]
 
 
@@ -145,7 +146,7 @@ def test_a_snapshot_taken_before_the_stream_began_is_asked_again_without_a_ledge
     books.tick()
     books.on_snapshot("BTCUSDT", 25, [["1.0", "5"]], [["2.0", "5"]])    # newer than every buffered diff
     books.on_diff("BTCUSDT", 30, 31, None, [], [])                      # 26..29 came before we listened
-    assert [m for m in out if m[0] == "gap"] == [] and books.books["BTCUSDT"].resyncs == 0
+    assert [m for m in out if isinstance(m, Gap)] == [] and books.books["BTCUSDT"].resyncs == 0
     asked.clear()
     books.tick()
     assert asked == [("BTCUSDT", 5000, 0)]

@@ -1,5 +1,6 @@
 """The worker's ordered outbox and book feed, without a worker."""
 
+from binance_streamer.messages import Diff, Rows, Ticker
 from binance_streamer.outbox import BookFeed, Outbox
 from binance_streamer.sequence import gap_row
 from binance_streamer.worker import Route
@@ -12,7 +13,7 @@ def _route():
 
 
 def _ids(batch):
-    return [(m[0], m[4] if m[0] == "rows" else m[2]["action"], m[6] if m[0] == "rows" else None) for m in batch]
+    return [("rows", m.ids, m.backfilled) if isinstance(m, Rows) else ("gap", m.row["action"], None) for m in batch]
 
 
 def test_rows_of_a_stream_share_one_message_until_a_gap_seals_it():
@@ -29,7 +30,7 @@ def test_the_rows_of_one_event_share_its_id():
     box, r = Outbox(), Route("BTCUSDT", "depth@100ms")
     box.add(r, DAY, 9, ["a\n", "b\n"])
     (msg,) = box.take()
-    assert msg[:4] == ("rows", "BTCUSDT", "depth", DAY) and msg[4] == [9, 9] and msg[5] == ["a\n", "b\n"]
+    assert msg == Rows("BTCUSDT", "depth", DAY, [9, 9], ["a\n", "b\n"], False)
 
 
 def test_held_rows_leave_in_id_order_with_the_backfilled_ones():
@@ -65,5 +66,5 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
     feed.diff("BTCUSDT", 11, 12, None, [], [])
     feed.ticker("BTCUSDT", 12, "1", "1", "3", "1")            # names the last diff: sent at once
     out = feed.take()
-    assert [(m[0], m[2], m[3]) for m in out] == [("d", 5, 10), ("t", 12, "1"), ("d", 11, 12), ("t", 12, "1")]
+    assert [(type(m), m[1], m[2]) for m in out] == [(Diff, 5, 10), (Ticker, 12, "1"), (Diff, 11, 12), (Ticker, 12, "1")]
     assert feed.tickers["BTCUSDT"] == {} and feed.take() == []

@@ -6,6 +6,7 @@ import os
 import orjson
 import pytest
 
+from binance_streamer.messages import Gap, Rows
 from binance_streamer import config
 from binance_streamer.worker import Worker
 from tests.support import REALDATA, need
@@ -26,8 +27,8 @@ def _frames(path):
 def _rows(batch, stream=None, symbol=None):
     out = []
     for msg in batch:
-        if msg[0] == "rows" and (stream is None or msg[2] == stream) and symbol in (None, msg[1]):
-            out.extend(zip(msg[4], msg[5]))
+        if isinstance(msg, Rows) and (stream is None or msg.stream == stream) and symbol in (None, msg.symbol):
+            out.extend(zip(msg.ids, msg.lines))
     return out
 
 
@@ -43,9 +44,9 @@ def test_real_capture_parses_exactly(capture, market):
         assert w.on_frames([text], int(ts * 1e6)) is None
     assert w.counts["malformed"] == 0 and w.counts["unknown"] == 0 and w.counts["unexpected_fields"] == 0
     batch = w.take_batch()
-    gaps = [m for m in batch if m[0] == "gap"]
+    gaps = [m for m in batch if isinstance(m, Gap)]
     # one "start" report per stream and symbol that had data, nothing else
-    assert {g[2]["reason"] for g in gaps} <= {"start"}
+    assert {g.row["reason"] for g in gaps} <= {"start"}
     events = [orjson.loads(t) for _, t in frames]
     for symbol in symbols:
         mine = [e["data"] for e in events if e["stream"].startswith(symbol.lower() + "@")]
@@ -106,7 +107,7 @@ def test_reconnect_hole_backfilled_in_order_before_the_live_rows():
     batch = w.take_batch()
     assert [r[0] for r in _rows(batch, "aggTrade")] == [3, 4, 5, 6, 7]
     assert [r[1].rstrip().split(",")[-1] for r in _rows(batch, "aggTrade")] == ["1", "1", "1", "0", "0"]
-    gap = next(m[2] for m in batch if m[0] == "gap")
+    gap = next(m.row for m in batch if isinstance(m, Gap))
     assert (gap["reason"], gap["last_good_id"], gap["first_id_after"], gap["action"], gap["rows"]) == \
         ("reconnect", 2, 6, "backfilled", 3)
 
@@ -118,9 +119,9 @@ def test_trade_hole_is_a_ledger_row_before_the_rows_after_it():
     for t in (1, 2, 5):
         w.on_frames([mk(t)], 1)
     batch = w.take_batch()
-    kinds = [(m[0], m[4] if m[0] == "rows" else m[2]["action"]) for m in batch]
+    kinds = [("rows", m.ids) if isinstance(m, Rows) else ("gap", m.row["action"]) for m in batch]
     assert kinds == [("gap", ""), ("rows", [1, 2]), ("gap", "lost"), ("rows", [5])]
-    assert batch[2][2]["last_good_id"] == 2 and batch[2][2]["first_id_after"] == 5
+    assert batch[2].row["last_good_id"] == 2 and batch[2].row["first_id_after"] == 5
 
 
 def test_rows_go_to_the_file_of_their_utc_day():
@@ -129,7 +130,7 @@ def test_rows_go_to_the_file_of_their_utc_day():
     for a, t in ((1, before_midnight), (2, after_midnight)):
         d = dict(_agg(a), T=t, E=t)
         w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": d})], 1)
-    days = [(m[3], m[4]) for m in w.take_batch() if m[0] == "rows"]
+    days = [(m.day, m.ids) for m in w.take_batch() if isinstance(m, Rows)]
     assert days == [("2025-11-25", [1]), ("2025-11-26", [2])]
 
 

@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from binance_streamer.messages import Rows
 from binance_streamer import config, csvfiles, writer as writermod
 from binance_streamer.sequence import gap_row
 from binance_streamer.writer import Writer, repair_torn_line
@@ -144,13 +145,13 @@ def _depth(U, u, pu=""):
 
 
 def _trade(i):
-    return ("rows", "BTCUSDT", "trade", "2026-01-01", [i], [f"{i},1,1,1,1,True,True,1,1\n"], False)
+    return Rows("BTCUSDT", "trade", "2026-01-01", [i], [f"{i},1,1,1,1,True,True,1,1\n"], False)
 
 
 def test_a_batch_is_acknowledged_only_once_every_row_of_it_is_written(tmp_path, monkeypatch):
     import errno
     w = Writer(_cfg(tmp_path))
-    first = w.take([_trade(5), ("rows", "BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)])
+    first = w.take([_trade(5), Rows("BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)])
     second = w.take([_trade(6)])
     assert w.written_below() == first                   # held for flush_interval: nothing acknowledged
     w._flush_file(w.files[("BTCUSDT", "trade", "2026-01-01")])
@@ -168,12 +169,12 @@ def test_a_batch_is_acknowledged_only_once_every_row_of_it_is_written(tmp_path, 
 def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path):
     w = Writer(_cfg(tmp_path))
     w.take([_trade(5), _trade(6)])
-    w.take([("rows", "BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)])
+    w.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)])
     w.close()                                           # then killed before it acknowledged
     w2 = Writer(_cfg(tmp_path))
     w2.recover()
     w2.take([_trade(5), _trade(6), _trade(7)])          # everything unacknowledged, sent again
-    w2.take([("rows", "BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
+    w2.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
                                                                         _depth(11, 12)], False)])
     w2.close()
     assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
