@@ -11,8 +11,6 @@ import os
 import re
 import ssl
 
-import yaml
-
 from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
 
 MARKET_URLS = {
@@ -104,6 +102,7 @@ def _coerce(setting, value, where):
 
 def read_yaml(path):
     """The settings in a YAML file, checked for unknown keys."""
+    import yaml      # here, not at the top: every child unpickles a Config, none reads YAML
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
