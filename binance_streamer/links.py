@@ -295,6 +295,31 @@ class Producer:
         return self.outbox.full
 
 
+class Waker:
+    """A pipe that wakes a thread waiting in :func:`wait` (give it as a
+    reader): a link's ``on_pending``, when a send left bytes waiting."""
+
+    closed = False
+
+    def __init__(self):
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def __call__(self):
+        try:
+            os.write(self.w, b"x")
+        except BlockingIOError:
+            pass
+
+    def fileno(self):
+        return self.r
+
+    def clear(self):
+        try:
+            os.read(self.r, 4096)
+        except BlockingIOError:
+            pass
+
+
 def wait(readers, writers, timeout):
     """The links among ``readers`` with something to read (or their end) and
     the links among ``writers`` that can take more, within ``timeout`` s."""

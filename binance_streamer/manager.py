@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"
 ALIVE = (STARTING, RUNNING, STOPPING)
 RUNNING_AFTER = 1.0      # a child alive this long counts as RUNNING
+FIRST_BEAT = 60.0        # a child may take this long (or hang_timeout if longer) to start beating
 STABLE_AFTER = 60.0      # ... and this long resets its backoff
 TRANSITIONS = {STARTING: {RUNNING, EXITED, STOPPING, BACKOFF, FATAL}, RUNNING: {EXITED, STOPPING, BACKOFF, FATAL},
                BACKOFF: {STARTING, STOPPING, EXITED}, STOPPING: {EXITED}, EXITED: {STARTING, BACKOFF, FATAL},
@@ -52,7 +53,8 @@ class Child:
         self.restarts = self.failures = 0
         self.started = self.restart_at = self.exitcode = None
         self.link = None              # the manager's end of its control link
-        self.last_beat = None         # monotonic time of its last Beat
+        self.last_beat = None         # monotonic time of its last Beat (its spawn before the first)
+        self.beating = False          # a Beat came from this process
         self.hung = None              # seconds it was silent when it was killed for it
 
     def change(self, state, why=""):
@@ -167,6 +169,7 @@ class ProcessManager:
         child.change(STARTING, f"pid {child.process.pid}")
         child.started = child.last_beat = self.clock()
         child.exitcode = child.restart_at = child.hung = None
+        child.beating = False
         log.info("%s: started (pid %s)", child.name, child.process.pid)
 
     def step(self):
@@ -176,7 +179,7 @@ class ProcessManager:
             p = child.process
             if child.state in (STARTING, RUNNING) and p is not None and not p.is_alive():
                 self._exited(child, now)
-            elif child.state in (STARTING, RUNNING) and now - child.last_beat > self.cfg.hang_timeout:
+            elif child.state in (STARTING, RUNNING) and now - child.last_beat > self._allowed(child):
                 self._hung(child, now)
             elif child.state == STARTING and now - child.started >= RUNNING_AFTER:
                 child.change(RUNNING)
@@ -185,6 +188,11 @@ class ProcessManager:
             if child.state == BACKOFF and now >= child.restart_at and not self.stopping:
                 child.restarts += 1
                 self._spawn(child)
+
+    def _allowed(self, child):
+        """Seconds without a Beat before ``child`` is taken for hung: its
+        start-up (imports, the writer's recovery) gets more."""
+        return self.cfg.hang_timeout if child.beating else max(self.cfg.hang_timeout, FIRST_BEAT)
 
     def _hung(self, child, now):
         silent = now - child.last_beat
@@ -234,7 +242,7 @@ class ProcessManager:
             return
         for msg in received:
             if isinstance(msg, messages.Beat):
-                child.last_beat = self.clock()
+                child.last_beat, child.beating = self.clock(), True
                 if msg.status is not None:
                     self._status(child, msg.time, msg.status)
             elif isinstance(msg, messages.Log):

@@ -292,6 +292,7 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
     workers = {}                  # worker name -> Link
     writer = links.Producer(cfg.link_buffer_bytes, messages.Batch)
     out = []
+    dropped = {}                  # symbol -> orderbook rows not kept while the writer did not take them
 
     def attach(name, sock):
         link = links.Link(sock, name)
@@ -345,18 +346,38 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         books.tick()
         now = time.monotonic()
         if out and (now >= next_flush or len(out) > 1000):
-            writer.send(list(out))
-            out.clear()
+            _hand_on(writer, out, dropped, books.clock)
             next_flush = now + cfg.batch_interval
         manager.beat(books.status, cfg.status_interval, now)
         if (manager.stopping or stop.is_set()) and not got:
             break
     if out:
-        writer.send(list(out))
+        _hand_on(writer, out, dropped, books.clock)
     if writer.link is not None:
         writer.link.drain(time.monotonic() + 5.0, time.monotonic)
     manager.report(books.status())
     log.info("orderbook: stopped")
+
+
+def _hand_on(writer, out, dropped, clock):
+    """Send what was gathered. While the writer holds ``link_buffer_bytes``
+    unacknowledged, orderbook rows are dropped (counted per symbol) and
+    ledger rows still go; once it takes rows again, a ledger row per symbol
+    says how many orderbook rows were not recorded."""
+    if writer.congested():
+        for msg in out:
+            if isinstance(msg, Rows):
+                dropped[msg.symbol] = dropped.get(msg.symbol, 0) + len(msg.lines)
+        out[:] = [msg for msg in out if not isinstance(msg, Rows)]
+    elif dropped:
+        now_us = int(clock() * 1e6)
+        out.extend(Gap(symbol, gap_row(now_us, "orderbook", "writer behind", "", "", "lost", rows=n,
+                                       detail="orderbook rows dropped while the writer did not take them"))
+                   for symbol, n in sorted(dropped.items()))
+        dropped.clear()
+    if out:
+        writer.send(list(out))
+        out.clear()
 
 
 def _apply(books, handlers, items):

@@ -18,11 +18,12 @@ MAX_UNMATCHED_TICKERS = 10_000
 
 
 class Outbox:
-    __slots__ = ("out", "open")
+    __slots__ = ("out", "open", "rows")
 
     def __init__(self):
         self.out = []           # ordered messages for the writer
         self.open = {}          # (symbol, file, day, backfilled) -> open "rows" message
+        self.rows = 0           # lines in ``out``
 
     def __bool__(self):
         return bool(self.out)
@@ -40,9 +41,11 @@ class Outbox:
         if isinstance(line, list):
             msg.ids.extend([ident] * len(line))
             msg.lines.extend(line)
+            self.rows += len(line)
         else:
             msg.ids.append(ident)
             msg.lines.append(line)
+            self.rows += 1
 
     def seal(self, route):
         """Rows added after this go to new messages (keeps gap rows in order)."""
@@ -83,6 +86,7 @@ class Outbox:
         """Everything gathered; the outbox is empty after."""
         out, self.out = self.out, []
         self.open.clear()
+        self.rows = 0
         return out
 
 

@@ -37,6 +37,7 @@ from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_ms, event_id,
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.5          # seconds the main thread sleeps when no batch is waiting
+BATCH_ROWS = 5000        # a batch this large leaves before batch_interval: a burst is not held whole
 MALFORMED = parse.MALFORMED
 
 
@@ -263,7 +264,7 @@ class Worker:
             now = time.monotonic()
             if self.batch_due is None:
                 self.batch_due = now + self.cfg.batch_interval
-            if not force and now < self.batch_due:
+            if not force and now < self.batch_due and self.outbox.rows < BATCH_ROWS:
                 return
             self.batch_due = None
             batch, book = self.take_batch(), self.take_book_batch()
@@ -331,7 +332,7 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
     name = f"worker-{index}"
     stop, manager = proc.child_setup(name, control, cfg.log_level)
     threads = proc.Threads(stop)
-    wake = Wake()
+    wake = links.Waker()
     writer = links.Producer(cfg.link_buffer_bytes, messages.Batch)
     book = BookLink()
     for peer, sock in peers.items():
@@ -370,30 +371,6 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
                   threads.failed)
         raise SystemExit(proc.EXIT_THREAD_DIED)
     log.info("%s: stopped; every row read was handed to the writer", name)
-
-
-class Wake:
-    """A pipe that wakes the main thread when a send left bytes waiting."""
-
-    def __init__(self):
-        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-    def __call__(self):
-        try:
-            os.write(self.w, b"x")
-        except BlockingIOError:
-            pass
-
-    def fileno(self):
-        return self.r
-
-    closed = False
-
-    def clear(self):
-        try:
-            os.read(self.r, 4096)
-        except BlockingIOError:
-            pass
 
 
 class BookLink:

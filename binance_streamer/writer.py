@@ -9,6 +9,7 @@ full disk or an I/O error is logged loudly and retried; the lines stay in
 memory and nothing already written is touched.
 """
 
+import collections
 import csv
 import errno
 import json
@@ -25,7 +26,8 @@ from .streams import id_step
 log = logging.getLogger(__name__)
 
 TRANSFER_ALLOWANCE = 0.1   # seconds a batch may take from a worker to the writer on a busy machine
-UNWRITTEN = "unwritten-"   # run_dir/unwritten-<ns>.json: rows a writer could not write before it exited
+UNWRITTEN = "unwritten-"
+ACK_INTERVAL = 0.5         # seconds between two Acks to one producer   # run_dir/unwritten-<ns>.json: rows a writer could not write before it exited
 
 
 def open_file_limit():
@@ -573,7 +575,8 @@ class Producers:
     def __init__(self, peers, groups):
         self.links = {name: links.Link(sock, name) for name, sock in peers.items()}
         self.owner = {s: name for name, symbols in groups.items() for s in symbols}
-        self.unacked = {}        # name -> [(writer batch number, producer seq)]
+        self.unacked = {}        # name -> deque of (writer batch number, producer seq)
+        self.acked_at = {}       # name -> monotonic time of the last Ack sent
         self.requests = {}       # name -> [Backfill] waiting for a link
 
     def attach(self, name, sock):
@@ -581,7 +584,7 @@ class Producers:
         if old is not None:
             old.close()
         self.links[name] = link = links.Link(sock, name)
-        self.unacked[name] = []
+        self.unacked[name] = collections.deque()
         for msg in self.requests.pop(name, ()):
             link.send(msg)
 
@@ -608,18 +611,25 @@ class Producers:
         for msg in received:
             if isinstance(msg, messages.Batch):
                 number = writer.take(msg.items)
-                self.unacked.setdefault(link.name, []).append((number, msg.seq))
+                self.unacked.setdefault(link.name, collections.deque()).append((number, msg.seq))
         return len(received)
 
-    def acknowledge(self, written_below):
-        """Tell each producer which of its batches are now on disk."""
+    def acknowledge(self, written_below, now, force=False):
+        """Tell each producer which of its batches are now on disk: at most
+        every ACK_INTERVAL (an Ack wakes the producer's main thread), and
+        whatever is due with ``force``."""
         for name, pending in self.unacked.items():
+            if not pending or pending[0][0] >= written_below:
+                continue
+            if not force and now - self.acked_at.get(name, 0.0) < ACK_INTERVAL:
+                continue
             seq = None
             while pending and pending[0][0] < written_below:
-                seq = pending.pop(0)[1]
+                seq = pending.popleft()[1]
             link = self.links.get(name)
-            if seq is not None and link is not None and not link.closed:
+            if link is not None and not link.closed:
                 link.send(messages.Ack(seq))
+                self.acked_at[name] = now
 
 
 def writer_main(cfg, control, peers, groups, restarts=0):
@@ -651,11 +661,10 @@ def writer_main(cfg, control, peers, groups, restarts=0):
         now = time.monotonic()
         if writer.next_due is not None and now >= writer.next_due:
             writer.flush_due(now)
-            producers.acknowledge(writer.written_below())
         if now >= next_housekeeping:
             writer.housekeeping()
-            producers.acknowledge(writer.written_below())
             next_housekeeping = now + cfg.flush_interval
+        producers.acknowledge(writer.written_below(), now)
         manager.beat(writer.status, cfg.status_interval, now)
         if manager.stopping or stop.is_set():
             # Stop (the producers are gone) or a signal: drain what they sent, then stop.
@@ -664,6 +673,6 @@ def writer_main(cfg, control, peers, groups, restarts=0):
             if not producers.open() or now - stopping_since >= 1.0:
                 break
     writer.close()
-    producers.acknowledge(writer.written_below())
+    producers.acknowledge(writer.written_below(), time.monotonic(), force=True)
     manager.report(writer.status())
     log.info("writer: stopped, every row flushed")

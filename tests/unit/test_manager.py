@@ -136,7 +136,7 @@ def test_a_child_without_heartbeat_is_killed_and_restarted_alone(tmp_path):
     clock.t = 2.0
     pm.step()
     for c in pm.children:
-        c.last_beat = clock.t
+        c.last_beat, c.beating = clock.t, True
     clock.t = 11.0
     pm.step()
     assert all(c.state == m.RUNNING for c in pm.children)     # 9 s silent: not yet
@@ -152,6 +152,13 @@ def test_a_child_without_heartbeat_is_killed_and_restarted_alone(tmp_path):
     clock.t = writer.restart_at + 0.01
     pm.step()
     assert writer.state == m.STARTING and writer.process is not old and writer.last_beat == clock.t
+    # before its first Beat a process gets a minute to start (imports, the writer's recovery)
+    clock.t += 30
+    pm.step()
+    assert writer.state == m.RUNNING
+    clock.t += m.FIRST_BEAT
+    pm.step()
+    assert writer.state == m.BACKOFF and writer.restarts == 1
 
 
 def test_config_failure_is_fatal_and_a_fatal_writer_stops_the_daemon(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from binance_streamer.messages import Gap, Rows
 from binance_streamer import config
-from binance_streamer.worker import Worker
+from binance_streamer.worker import BATCH_ROWS, Worker
 from tests.support import REALDATA, need
 
 
@@ -110,6 +110,22 @@ def test_reconnect_hole_backfilled_in_order_before_the_live_rows():
     gap = next(m.row for m in batch if isinstance(m, Gap))
     assert (gap["reason"], gap["last_good_id"], gap["first_id_after"], gap["action"], gap["rows"]) == \
         ("reconnect", 2, 6, "backfilled", 3)
+
+
+def test_a_burst_leaves_before_batch_interval_once_the_batch_is_large():
+    w = Worker(_cfg(streams="aggTrade"), ["BTCUSDT"])
+    sent = []
+    w.send = lambda batch, book: sent.append(batch)
+    frames = [orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(a)}) for a in range(1, BATCH_ROWS + 1)]
+    w.on_frames(frames[:-1], 1)
+    w.hand_on()
+    assert sent == []                 # one row short: it waits for batch_interval (0.1 s)
+    w.on_frames(frames[-1:], 1)
+    w.hand_on()
+    assert [r[0] for r in _rows(sent[0])] == list(range(1, BATCH_ROWS + 1))
+    w.on_frames([orjson.dumps({"stream": "btcusdt@aggTrade", "data": _agg(BATCH_ROWS + 1)})], 1)
+    w.hand_on()
+    assert len(sent) == 1             # the count starts again with the next batch
 
 
 def test_trade_hole_is_a_ledger_row_before_the_rows_after_it():
