@@ -84,7 +84,11 @@ class Backfill(NamedTuple):
 
 # -- book link ---------------------------------------------------------------------------------
 class BookEvents(NamedTuple):
-    """worker -> orderbook: Diff, Ticker, Snapshot, SnapshotFailed, in arrival order."""
+    """worker -> orderbook: Diff, Ticker, Snapshot, SnapshotFailed, in arrival
+    order, each as a plain tuple: its class, then its fields in order
+    (``event(Diff, ...)``; ``named(item)`` gives the NamedTuple back). There is
+    one per depth event, and a NamedTuple costs about three times as much to
+    pickle and unpickle as a tuple."""
     items: list
 
 
@@ -147,6 +151,16 @@ class Snapshot(NamedTuple):
 class SnapshotFailed(NamedTuple):
     symbol: str
     error: str
+
+
+def event(kind, *fields):
+    """A BookEvents item: ``(kind, *fields)``."""
+    return (kind, *fields)
+
+
+def named(item):
+    """A BookEvents item as its NamedTuple (for reading it by name)."""
+    return item[0]._make(item[1:])
 
 
 HEARTBEAT = 1.0      # seconds between a child's Beats

@@ -143,10 +143,11 @@ class OrderBooks:
         send, so this is a defect upstream): that symbol's book is rebuilt from
         a new snapshot, with a ledger row; the process goes on."""
         self.bad_input += 1
-        symbol = getattr(msg, "symbol", None)
+        kind = getattr(msg[0], "__name__", "?") if isinstance(msg, tuple) and msg else "?"
+        symbol = msg[1] if isinstance(msg, tuple) and len(msg) > 1 else None
         sb = self.books.get(symbol) if isinstance(symbol, str) else None
         if self.throttle.allow():
-            log.error("orderbook: %s message for %s does not apply (%s: %s); %s", type(msg).__name__,
+            log.error("orderbook: %s message for %s does not apply (%s: %s); %s", kind,
                       symbol if sb else "?",
                       type(exc).__name__, exc, "resyncing that book" if sb else "dropped")
         if sb is not None:
@@ -383,6 +384,6 @@ def _hand_on(writer, out, dropped, clock):
 def _apply(books, handlers, items):
     for msg in items:
         try:
-            handlers[type(msg)](*msg)
+            handlers[msg[0]](*msg[1:])
         except MALFORMED as exc:
             books.on_bad_input(msg, exc)

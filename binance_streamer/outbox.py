@@ -7,12 +7,13 @@ the hole go into a new message behind it. While a stream's hole is being
 backfilled its live rows wait in ``route.held``; when the backfill is done
 they leave with the fetched rows, all in id order.
 
-:class:`BookFeed` gathers the book manager's messages: diffs, snapshots,
-failed snapshots, and the bookTickers it can compare with its book (those
-whose ``u`` is the final id of a diff).
+:class:`BookFeed` gathers the book manager's events (messages.BookEvents:
+plain ``(Diff, ...)`` tuples): diffs, snapshots, failed snapshots, and the
+bookTickers it can compare with its book (those whose ``u`` is the final id
+of a diff).
 """
 
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event
 
 MAX_UNMATCHED_TICKERS = 10_000
 
@@ -111,11 +112,11 @@ class BookFeed:
                 self.out.append(ticker)
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
-        self.out.append(Diff(symbol, first, final, prev, bids, asks))
+        self.out.append((Diff, symbol, first, final, prev, bids, asks))       # messages.event, inline: per event
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):
-        ticker = Ticker(symbol, u, bid, bid_qty, ask, ask_qty)
+        ticker = (Ticker, symbol, u, bid, bid_qty, ask, ask_qty)
         if u == self.last_final[symbol]:
             self.out.append(ticker)
             return
@@ -125,10 +126,10 @@ class BookFeed:
             del pending[next(iter(pending))]
 
     def snapshot(self, symbol, last, bids, asks):
-        self.out.append(Snapshot(symbol, last, bids, asks))
+        self.out.append(event(Snapshot, symbol, last, bids, asks))
 
     def failed(self, symbol, why):
-        self.out.append(SnapshotFailed(symbol, why))
+        self.out.append(event(SnapshotFailed, symbol, why))
 
     def take(self):
         out, self.out = self.out, []

@@ -136,10 +136,20 @@ def event_time(k, d):
 
 def day_ms(k, d, recv_us):
     """The time that dates an event's rows (ms); the receive time when the event has none."""
-    if "." in k.day_field:
-        return field(d, k.day_field)
-    t = d.get(k.day_field)
-    return recv_us // 1000 if t is None else t
+    return day_getter(k, int)(d, recv_us)
+
+
+def day_getter(k, day_of):
+    """``f(event, recv_us)`` -> ``day_of`` (ms -> a UTC day) of the time that
+    dates the event's rows, made once per stream for the hot path."""
+    name = k.day_field
+    if "." in name:
+        return lambda d, recv_us: day_of(field(d, name))
+
+    def day(d, recv_us):
+        t = d.get(name)
+        return day_of(recv_us // 1000 if t is None else t)
+    return day
 
 
 def unexpected_fields(k, d):

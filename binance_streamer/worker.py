@@ -31,7 +31,7 @@ from .csvfiles import DayOf
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
 from .sequence import gap_row
-from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_ms, event_id, event_time, file_stream,
+from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_getter, event_id, event_time, file_stream,
                       id_step, kind_of, unexpected_fields)
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Route:
     """One stream of one symbol, as this worker receives it."""
 
     __slots__ = ("symbol", "stream", "kind", "spec", "file", "last", "state", "held", "waiting", "day",
-                 "messages", "last_recv_us", "gaps", "backfilled", "step", "bad")
+                 "messages", "last_recv_us", "gaps", "backfilled", "step", "bad", "day_of")
 
     def __init__(self, symbol, stream):
         self.symbol, self.stream = symbol, stream
@@ -58,6 +58,7 @@ class Route:
         self.held = None              # rows waiting for a backfill, in order
         self.waiting = 0              # backfills in progress
         self.day = DayOf()
+        self.day_of = day_getter(self.spec, self.day)      # (event, recv_us) -> the day of its rows
         self.messages = self.gaps = self.backfilled = 0
         self.last_recv_us = None
         self.bad = False              # a malformed event was dropped since the last good one
@@ -203,7 +204,7 @@ class Worker:
         elif verdict == LOST:
             self._report(route, last, ident, "lost", event_time(spec, d))
         route.last, route.state = ident, "live"
-        self._add(route, route.day(day_ms(spec, d, recv_us)), ident, line)
+        self.outbox.add(route, route.day_of(d, recv_us), ident, line)
 
     def _depth(self, route, d, recv_us):
         spec = route.spec
@@ -219,7 +220,7 @@ class Worker:
         route.last, route.state = final, "live"
         if self.book is not None:
             self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"])
-        self._add(route, route.day(day_ms(spec, d, recv_us)), uid, lines)
+        self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
 
     def _book_ticker(self, route, d, recv_us):
         spec = route.spec
@@ -233,7 +234,7 @@ class Worker:
         route.last, route.state = u, "live"
         if self.book is not None:
             self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
-        self._add(route, route.day(day_ms(spec, d, recv_us)), u, line)
+        self.outbox.add(route, route.day_of(d, recv_us), u, line)
 
     def _reason(self, route):
         """Why a gap happened, from the route's state (call before it changes)."""
@@ -247,9 +248,6 @@ class Worker:
             route.gaps += 1
         self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
                                        last, first, action, rows, detail, first_time=when))
-
-    def _add(self, route, day, ident, line, backfilled=False):
-        self.outbox.add(route, day, ident, line, backfilled)
 
     # -- hand-on ------------------------------------------------------------------------
     def hand_on(self, force=False):

@@ -615,16 +615,20 @@ class Producers:
         return len(received)
 
     def acknowledge(self, written_below, now, force=False):
-        """Tell each producer which of its batches are now on disk: at most
-        every ACK_INTERVAL (an Ack wakes the producer's main thread), and
-        whatever is due with ``force``."""
+        """Tell each producer which of its batches are now on disk
+        (``written_below()``, asked only when an Ack may be due): at most every
+        ACK_INTERVAL (an Ack wakes the producer's main thread), and whatever is
+        due with ``force``."""
+        below = None
         for name, pending in self.unacked.items():
-            if not pending or pending[0][0] >= written_below:
+            if not pending or (not force and now - self.acked_at.get(name, 0.0) < ACK_INTERVAL):
                 continue
-            if not force and now - self.acked_at.get(name, 0.0) < ACK_INTERVAL:
+            if below is None:
+                below = written_below()
+            if pending[0][0] >= below:
                 continue
             seq = None
-            while pending and pending[0][0] < written_below:
+            while pending and pending[0][0] < below:
                 seq = pending.popleft()[1]
             link = self.links.get(name)
             if link is not None and not link.closed:
@@ -664,7 +668,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
         if now >= next_housekeeping:
             writer.housekeeping()
             next_housekeeping = now + cfg.flush_interval
-        producers.acknowledge(writer.written_below(), now)
+        producers.acknowledge(writer.written_below, now)
         manager.beat(writer.status, cfg.status_interval, now)
         if manager.stopping or stop.is_set():
             # Stop (the producers are gone) or a signal: drain what they sent, then stop.
@@ -673,6 +677,6 @@ def writer_main(cfg, control, peers, groups, restarts=0):
             if not producers.open() or now - stopping_since >= 1.0:
                 break
     writer.close()
-    producers.acknowledge(writer.written_below(), time.monotonic(), force=True)
+    producers.acknowledge(writer.written_below, time.monotonic(), force=True)
     manager.report(writer.status())
     log.info("writer: stopped, every row flushed")

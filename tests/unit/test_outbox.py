@@ -1,6 +1,6 @@
 """The worker's ordered outbox and book feed, without a worker."""
 
-from binance_streamer.messages import Diff, Rows, Ticker
+from binance_streamer.messages import Diff, Rows, Ticker, named
 from binance_streamer.outbox import BookFeed, Outbox
 from binance_streamer.sequence import gap_row
 from binance_streamer.worker import Route
@@ -66,5 +66,6 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
     feed.diff("BTCUSDT", 11, 12, None, [], [])
     feed.ticker("BTCUSDT", 12, "1", "1", "3", "1")            # names the last diff: sent at once
     out = feed.take()
-    assert [(type(m), m[1], m[2]) for m in out] == [(Diff, 5, 10), (Ticker, 12, "1"), (Diff, 11, 12), (Ticker, 12, "1")]
+    assert [(m[0], m[2], m[3]) for m in out] == [(Diff, 5, 10), (Ticker, 12, "1"), (Diff, 11, 12), (Ticker, 12, "1")]
+    assert named(out[1]) == Ticker("BTCUSDT", 12, "1", "1", "2", "1")
     assert feed.tickers["BTCUSDT"] == {} and feed.take() == []
