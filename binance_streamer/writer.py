@@ -20,6 +20,7 @@ import time
 
 from . import csvfiles, links, messages, proc, streams
 from .messages import Gap, Rows
+from .recovery import last_id, repair_torn_line
 from .sequence import Sequencer, gap_row
 from .streams import id_step
 
@@ -62,73 +63,6 @@ class OpenFile:
         self.ids = None          # [first, last] id of the pending rows (None: no ids)
         self.written = [0, None, None]   # rows, first id, last id written since the last file check
         self.batch = None        # number of the oldest input batch with lines pending here (None: nothing pending)
-
-
-def repair_torn_line(fd, path, event_column=None):
-    """Cut an unfinished last line (a crash mid-write); with
-    ``event_column`` (depth: the final update id), also the complete rows
-    before it that may belong to the same, unfinished event. Returns
-    ``(bytes, rows)`` removed (rows: complete rows cut with the torn line)."""
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return 0, 0
-    keep = _line_start(fd, size)
-    torn = os.pread(fd, size - keep, keep)
-    rows = 0
-    if event_column is not None and keep > 0:
-        cells = torn.split(b",")
-        event = cells[event_column] if len(cells) > event_column + 1 else None   # None: unknown event
-        while keep > 0:
-            start = _line_start(fd, keep - 1)
-            row = os.pread(fd, keep - start, start).split(b",")
-            if len(row) <= event_column or row[0].startswith(b"event_time") or \
-                    (event is not None and row[event_column] != event):
-                break
-            event = row[event_column]       # unknown: the last complete event goes with it
-            keep, rows = start, rows + 1
-    os.ftruncate(fd, keep)
-    log.warning("%s: cut a torn last line (%d bytes) left by a crash%s", path, size - keep,
-                f", with the {rows} rows of its unfinished event" if rows else "")
-    return size - keep, rows
-
-
-def _line_start(fd, end):
-    """Offset of the start of the line that ends at ``end`` (exclusive)."""
-    pos = end
-    while pos > 0:
-        start = max(0, pos - 65536)
-        chunk = os.pread(fd, pos - start, start)
-        nl = chunk.rfind(b"\n")
-        if nl >= 0:
-            return start + nl + 1
-        pos = start
-    return 0
-
-
-def last_id(path, column, backfilled_column=None):
-    """The largest id in ``column``: that of the last row that was not
-    backfilled (backfilled rows can follow later rows), or None."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            span = 65536
-            while True:
-                start = max(0, size - span)
-                f.seek(start)
-                lines = f.read(size - start).split(b"\n")
-                body = lines[1:]            # the first piece is partial, or the header
-                for line in reversed(body):
-                    cells = line.split(b",")
-                    if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
-                        continue
-                    if backfilled_column is not None and cells[backfilled_column] == b"1":
-                        continue
-                    return int(cells[column])
-                if start == 0:
-                    return None
-                span *= 16
-    except OSError:
-        return None
 
 
 class Writer:

@@ -18,6 +18,7 @@ in the middle of an update blocks nobody (a semaphore would stay taken).
 import fcntl
 import math
 import os
+import tempfile
 import threading
 import time
 
@@ -64,9 +65,12 @@ def _shared(ctx, values, lock_dir, name):
     """``(array, lock)``: shared memory and a file lock with a context, else a list and a mutex."""
     if ctx is None:
         return list(values), _FileLock(None)
-    path = os.path.join(lock_dir, f".{name}.lock") if lock_dir else None
     if lock_dir:
         os.makedirs(lock_dir, exist_ok=True)
+        path = os.path.join(lock_dir, f".{name}.lock")
+    else:           # no run directory (tests, tools): a lock file of this budget's own
+        fd, path = tempfile.mkstemp(prefix=f".{name}-", suffix=".lock")
+        os.close(fd)
     return ctx.RawArray("d", values), _FileLock(path)
 
 

@@ -203,3 +203,37 @@ def test_a_paused_worker_reads_what_waited_before_it_judges_its_connection(simul
     for stream, r in compare(sim, rec, {"BTCUSDT"}).items():
         assert r["missing"] == [] and r["duplicates"] == 0, (stream, r["missing"][:5])
     assert rec.rows("BTCUSDT", "gaps") == []
+
+
+def _hold(budget):
+    with budget.lock:
+        signal.pause()
+
+
+def _held(path):
+    import fcntl
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_budget_lock_held_by_a_killed_process_blocks_nobody(tmp_path):
+    """A worker killed in the middle of a budget update must not stop the
+    others' REST requests (a multiprocessing lock would stay taken)."""
+    import multiprocessing
+    from binance_streamer.binance.budgets import RestBudget
+    ctx = multiprocessing.get_context("spawn")
+    budget = RestBudget(ctx, 1200, lock_dir=str(tmp_path))
+    holder = ctx.Process(target=_hold, args=(budget,))
+    holder.start()
+    try:
+        wait_for(lambda: _held(budget.lock.path), 30, "the other process to hold the budget's lock")
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(10)
+    assert budget.try_acquire(10) == 0.0 and budget.spent == 10

@@ -6,7 +6,8 @@ import pytest
 from binance_streamer.messages import Rows
 from binance_streamer import config, csvfiles, writer as writermod
 from binance_streamer.sequence import gap_row
-from binance_streamer.writer import Writer, repair_torn_line
+from binance_streamer.recovery import repair_torn_line
+from binance_streamer.writer import Writer
 
 
 def _cfg(tmp_path, **kw):
