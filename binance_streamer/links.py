@@ -40,9 +40,20 @@ class Broken(Exception):
     """The link is closed, or what arrived on it cannot be decoded."""
 
 
+SOCKET_BUFFER = 4 * 1024 * 1024   # asked for; the kernel caps it at net.core.wmem_max
+
+
 def pair():
-    """Two connected ends: ``(a, b)`` sockets, to be wrapped in :class:`Link`."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Two connected ends: ``(a, b)`` sockets, to be wrapped in :class:`Link`.
+    Each may hold a few batches unread, so that a send seldom leaves bytes
+    waiting (each wait costs the sender a wake-up to send the rest)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for sock in (a, b):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        except OSError:
+            pass
+    return a, b
 
 
 def frame(msg):

@@ -30,7 +30,7 @@ def _receive_all(sender, receiver, n):
 
 def test_messages_larger_than_the_socket_buffer_arrive_whole_and_in_order():
     a, b = _pair()
-    big = "x" * 3_000_000
+    big = "x" * 6_000_000
     for i in range(4):
         assert a.send(messages.Batch(i, [big]))
     assert a.pending > 0                 # the socket did not take it all: nothing blocked
@@ -108,7 +108,7 @@ def test_a_send_that_leaves_bytes_behind_wakes_the_flusher():
     waker = links.Waker()
     a, b = links.pair()
     link = links.Link(a, "a", on_pending=waker)
-    link.send("x" * 3_000_000)
+    link.send("x" * 20_000_000)         # more than a socket buffer holds
     ready, _ = links.wait([waker], [], 0)
     assert ready == [waker]
     waker.clear()
