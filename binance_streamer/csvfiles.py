@@ -50,6 +50,12 @@ def columns(market, stream):
 # Index of the column holding the sequence id (streams.KINDS names it).
 ID_COLUMN = {name: columns("spot", name).index(k.id_column) for name, k in KINDS.items()}
 
+# Files the recorder derives itself, without exchange ids: each row's key is
+# a time that only one process writes (the book manager's orderbook rows, a
+# worker's snapshot levels, which share their snapshot's). The writer drops a
+# row whose key it wrote recently: a batch sent again to a new writer.
+KEY_COLUMN = {"orderbook": 0, "depthSnapshot": SCHEMAS["depthSnapshot"].index("response_time_us")}
+
 
 def orderbook_columns(levels):
     cols = ["local_time_us", "update_id", "in_sync"]

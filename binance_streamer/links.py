@@ -37,7 +37,11 @@ MAX_FDS = 8
 
 
 class Broken(Exception):
-    """The link is closed, or what arrived on it cannot be decoded."""
+    """The link is closed, or what arrived on it cannot be decoded (``torn``)."""
+
+    def __init__(self, why, torn=False):
+        super().__init__(why)
+        self.torn = torn
 
 
 SOCKET_BUFFER = 4 * 1024 * 1024   # asked for; the kernel caps it at net.core.wmem_max
@@ -150,7 +154,7 @@ class Link:
             self.ended = self._read()
         messages = self._decode()
         if self.ended is not None and not messages:
-            self._close()
+            self.close()
             raise Broken(f"{self.name}: {self.ended}")
         return messages
 
@@ -181,15 +185,16 @@ class Link:
         while len(buf) - pos >= 4:
             (size,) = HEADER.unpack_from(buf, pos)
             if size > MAX_FRAME:
-                self._close()
-                raise Broken(f"{self.name}: a frame of {size} bytes; the stream is torn")
+                self.close()
+                raise Broken(f"{self.name}: a frame of {size} bytes; the stream is torn", torn=True)
             if len(buf) - pos - 4 < size:
                 break
             try:
                 messages.append(pickle.loads(memoryview(buf)[pos + 4:pos + 4 + size]))
             except Exception as exc:        # a frame torn by a peer killed mid-send, or a foreign writer
-                self._close()
-                raise Broken(f"{self.name}: a message does not decode ({type(exc).__name__}: {exc})") from None
+                self.close()
+                raise Broken(f"{self.name}: a message does not decode ({type(exc).__name__}: {exc})",
+                             torn=True) from None
             pos += 4 + size
         if pos:
             del buf[:pos]
@@ -220,8 +225,10 @@ class Link:
                 pass
 
     def close(self):
+        """Close this end (any thread: senders hold the same lock)."""
         with self.lock:
-            self._close()
+            if not self.closed:
+                self._close()
 
     def drain(self, deadline, clock):
         """Send everything waiting, waiting for the socket until ``deadline``

@@ -55,7 +55,7 @@ class Child:
         self.link = None              # the manager's end of its control link
         self.last_beat = None         # monotonic time of its last Beat (its spawn before the first)
         self.beating = False          # a Beat came from this process
-        self.hung = None              # seconds it was silent when it was killed for it
+        self.killed = None            # why the manager killed it (it is reaped, then restarted)
 
     def change(self, state, why=""):
         """Every state change of a child goes through here."""
@@ -168,7 +168,7 @@ class ProcessManager:
         child.link = links.Link(mine, f"manager:{child.name}")
         child.change(STARTING, f"pid {child.process.pid}")
         child.started = child.last_beat = self.clock()
-        child.exitcode = child.restart_at = child.hung = None
+        child.exitcode = child.restart_at = child.killed = None
         child.beating = False
         log.info("%s: started (pid %s)", child.name, child.process.pid)
 
@@ -179,7 +179,8 @@ class ProcessManager:
             p = child.process
             if child.state in (STARTING, RUNNING) and p is not None and not p.is_alive():
                 self._exited(child, now)
-            elif child.state in (STARTING, RUNNING) and now - child.last_beat > self._allowed(child):
+            elif child.state in (STARTING, RUNNING) and child.killed is None and \
+                    now - child.last_beat > self._allowed(child):
                 self._hung(child, now)
             elif child.state == STARTING and now - child.started >= RUNNING_AFTER:
                 child.change(RUNNING)
@@ -198,10 +199,23 @@ class ProcessManager:
         silent = now - child.last_beat
         log.error("%s: no heartbeat for %.1f s (hang_timeout %g s); killing it (pid %s) to restart it",
                   child.name, silent, self.cfg.hang_timeout, child.process.pid)
-        child.hung = silent
+        self._kill(child, f"hung for {silent:.1f} s and was killed")
+
+    def _replace(self, child, by, why):
+        """``by`` found its link with ``child`` torn while both live: only a new
+        ``child`` (with new links) mends it."""
+        if child.state not in (STARTING, RUNNING) or child.killed is not None:
+            return
+        log.error("%s: its link with %s is torn (%s); killing it (pid %s) to restart it with new links",
+                  child.name, by, why, child.process.pid)
+        self._kill(child, f"was killed for a torn link with {by}")
+
+    def _kill(self, child, why):
+        child.killed = why
         child.process.kill()
-        child.process.join(5)
-        self._exited(child, now)
+        # Reaped by a later step, not waited for here: a process stuck in the
+        # kernel (a disk that does not answer) dies only when the call returns,
+        # and its replacement must not start before (two writers on one file).
 
     def _exited(self, child, now):
         child.exitcode = child.process.exitcode
@@ -218,8 +232,7 @@ class ProcessManager:
         delay = backoff_delay(child.failures, self.cfg.restart_min_delay, self.cfg.restart_max_delay)
         child.restart_at = now + delay
         child.change(BACKOFF)
-        why = f"hung for {child.hung:.1f} s and was killed" if child.hung is not None else \
-            WHY.get(child.exitcode, f"exited unexpectedly (code {child.exitcode})")
+        why = child.killed or WHY.get(child.exitcode, f"exited unexpectedly (code {child.exitcode})")
         log.error("%s: %s; restarting it alone in %.1f s", child.name, why, delay)
 
     # -- the control links ------------------------------------------------------------
@@ -247,6 +260,8 @@ class ProcessManager:
                     self._status(child, msg.time, msg.status)
             elif isinstance(msg, messages.Log):
                 self._log(msg.record)
+            elif isinstance(msg, messages.Torn) and msg.peer in self.by_name:
+                self._replace(self.by_name[msg.peer], child.name, msg.why)
 
     def _status(self, child, when, payload):
         prev = self.child_status.get(child.name)
@@ -324,6 +339,7 @@ class ProcessManager:
     def shutdown(self):
         self.stopping = True
         self.write_status("STOPPING")
+        self._writer_back(self.cfg.stop_timeout)
         self.stop_children(self.cfg.stop_timeout)
         self.write_status("STOPPED")
         self.status_writer.close(timeout=5.0)
@@ -332,6 +348,23 @@ class ProcessManager:
                 child.link.close()
                 child.link = None
         log.info("stopped")
+
+    def _writer_back(self, timeout):
+        """A writer waiting out its backoff at shutdown starts now: the
+        workers' unacknowledged rows are only written if one takes them."""
+        writer = self.by_name.get("writer") if self.children else None
+        if writer is None or writer.state != BACKOFF:
+            return
+        log.info("writer: restarting it now, before the others stop, to write what they kept for it")
+        writer.restarts += 1
+        self._spawn(writer)
+        deadline = self.clock() + timeout
+        while not writer.beating and writer.process.is_alive() and self.clock() < deadline:
+            self.poll(0.1)
+        if writer.beating:
+            end = self.clock() + 1.0        # the workers take their Attach within IDLE_WAIT
+            while self.clock() < end:
+                self.poll(0.1)
 
     def stop_children(self, timeout):
         """Producers first while the consumers keep draining, then the book

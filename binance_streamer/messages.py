@@ -5,7 +5,7 @@ Links (links.py; one socket pair per pair of processes, created by the manager):
 ======================  =====================================  =====================================
 link                    up (producer -> consumer)              down (consumer -> producer)
 ======================  =====================================  =====================================
-control: child-manager  Beat, Log                              Attach (+ a descriptor), Stop
+control: child-manager  Beat, Log, Torn                        Attach (+ a descriptor), Stop
 rows: worker-writer     Batch of Rows and Gap (kept until      Ack, Backfill
                         acknowledged; sent again to a new
                         writer)
@@ -48,6 +48,13 @@ class Beat(NamedTuple):
 class Log(NamedTuple):
     """child -> manager: a log record, formatted, for the one log file."""
     record: object
+
+
+class Torn(NamedTuple):
+    """child -> manager: what arrived from ``peer`` does not decode while both
+    live; the manager replaces ``peer`` (new links mend it)."""
+    peer: str
+    why: str
 
 
 class Attach(NamedTuple):

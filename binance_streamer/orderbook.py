@@ -265,7 +265,7 @@ class OrderBooks:
                 self._prune(sb)
             else:
                 line = f"{now_us},,false," + ",".join([","] * (2 * n)) + "\n"
-            self.emit(Rows(sb.symbol, "orderbook", day, None, [line], False))
+            self.emit(Rows(sb.symbol, "orderbook", day, [now_us], [line], False))      # key: csvfiles.KEY_COLUMN
 
     def _prune(self, sb):
         """Keep at most the snapshot depth per side (and a little slack)."""
@@ -335,8 +335,9 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
                 continue
             try:
                 received = link.receive()
-            except links.Broken:
+            except links.Broken as exc:
                 link.close()
+                manager.torn(link.name, exc)
                 continue
             for msg in received:
                 if isinstance(msg, messages.Ack):

@@ -58,6 +58,13 @@ class ManagerLink:
         self.link.send(messages.Beat(time.time(), status))
         self.link.drain(time.monotonic() + 2.0, time.monotonic)
 
+    def torn(self, peer, exc):
+        """The link with ``peer`` broke on something that does not decode: if
+        ``peer`` still lives, only a new one mends it; the manager decides."""
+        if getattr(exc, "torn", False):
+            logging.getLogger(__name__).error("%s: %s; asking the manager to replace %s", self.name, exc, peer)
+            self.link.send(messages.Torn(peer, str(exc)))
+
     def attachments(self):
         """``[(peer name, socket)]`` the manager sent since the last call;
         a Stop sets ``stopping``. The manager gone: ``stop`` is set."""

@@ -73,3 +73,22 @@ def last_id(path, column, backfilled_column=None):
                 span *= 16
     except OSError:
         return None
+
+
+def recent_keys(path, column, span=65536):
+    """The keys in ``column`` of the rows in the last ``span`` bytes of the
+    file (what a batch sent again could repeat), oldest first."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            start = max(0, size - span)
+            f.seek(start)
+            lines = f.read(size - start).split(b"\n")
+    except OSError:
+        return []
+    keys = []
+    for line in lines[1:] if start else lines:      # a partial first line, or the header
+        cells = line.split(b",")
+        if len(cells) > column and cells[column].isdigit():
+            keys.append(int(cells[column]))
+    return keys

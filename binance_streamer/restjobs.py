@@ -102,7 +102,8 @@ class RestJobs:
             return
         lines = [f"{last},bid,{p},{q}{tail}" for p, q in bids] + [f"{last},ask,{p},{q}{tail}" for p, q in asks]
         with self.lock:
-            self.outbox.put(Rows(symbol, "depthSnapshot", DayOf()(response_us // 1000), [], lines, False))
+            self.outbox.put(Rows(symbol, "depthSnapshot", DayOf()(response_us // 1000), [response_us] * len(lines),
+                                 lines, False))      # key: csvfiles.KEY_COLUMN
             if self.book is not None:
                 self.book.snapshot(symbol, last, bids, asks)
 

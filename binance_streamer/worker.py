@@ -364,11 +364,23 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
         if link is not None:
             link.drain(deadline, time.monotonic)
     manager.report(status())
+    handed = _handed_on(name, writer)
     if threads.failed:
-        log.error("%s: exiting because thread %s died; every row read was handed to the writer", name,
-                  threads.failed)
+        log.error("%s: exiting because thread %s died%s", name, threads.failed, handed)
         raise SystemExit(proc.EXIT_THREAD_DIED)
-    log.info("%s: stopped; every row read was handed to the writer", name)
+    log.info("%s: stopped%s", name, handed)
+
+
+def _handed_on(name, writer):
+    """What the exit log line can truthfully say of the rows this worker read."""
+    link = writer.link
+    if link is not None and not link.closed and not link.pending:
+        return "; every row read was handed to the writer"
+    kept = len(writer.outbox.frames)
+    log.critical("%s: the writer did not take %d batches (%d bytes) before this worker stopped; their rows "
+                 "are missing unless it wrote them, and the next start ledgers the hole", name, kept,
+                 writer.outbox.bytes)
+    return "; some rows were not handed to the writer (see above)"
 
 
 class BookLink:
@@ -383,9 +395,7 @@ class BookLink:
 
     def send(self, events):
         link = self.link
-        if link is None or link.closed:
-            return
-        if link.pending > BOOK_BACKLOG:
+        if link is None or link.closed or link.pending > BOOK_BACKLOG:
             self.dropped += len(events)
             return
         link.send(messages.BookEvents(events))
@@ -426,6 +436,7 @@ def _serve(worker, writer, book, manager, wake, timeout):
         except links.Broken as exc:
             log.warning("%s link: %s; waiting for its replacement", link.name, exc)
             link.close()
+            manager.torn(link.name, exc)
             continue
         for msg in received:
             if isinstance(msg, messages.Ack):

@@ -20,7 +20,7 @@ import time
 
 from . import csvfiles, links, messages, proc, streams
 from .messages import Gap, Rows
-from .recovery import last_id, repair_torn_line
+from .recovery import last_id, recent_keys, repair_torn_line
 from .sequence import Sequencer, gap_row
 from .streams import id_step
 
@@ -62,7 +62,32 @@ class OpenFile:
         self.ino = None          # (st_dev, st_ino) of the open file, to notice it deleted or replaced
         self.ids = None          # [first, last] id of the pending rows (None: no ids)
         self.written = [0, None, None]   # rows, first id, last id written since the last file check
-        self.batch = None        # number of the oldest input batch with lines pending here (None: nothing pending)
+        self.batch = None        # producer -> number of its oldest input batch with lines pending here
+
+
+class RecentKeys:
+    """The keys of the last rows written to one keyed file (csvfiles.KEY_COLUMN)."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self.order = collections.deque()
+        self.set = set()
+
+    def __contains__(self, key):
+        return key in self.set
+
+    def seen(self, keys):
+        return any(k in self.set for k in keys)
+
+    def extend(self, keys):
+        order, known = self.order, self.set
+        for k in keys:
+            if k not in known:
+                known.add(k)
+                order.append(k)
+        while len(order) > self.LIMIT:
+            known.discard(order.popleft())
 
 
 class Writer:
@@ -72,7 +97,10 @@ class Writer:
         self.request_backfill = request_backfill or (lambda *req: None)
         self.files = {}
         self.batch = 0           # input batches taken so far: numbers what each file has pending
+        self.producer = None     # the process whose batch is being taken
+        self.unwritten = {}      # at close: written_below() of the rows that could not be written
         self.seq = Sequencer()
+        self.keys = {}           # (symbol, stream) -> RecentKeys of the files without exchange ids
         self.stats = {}          # (symbol, stream) -> [rows, bytes, last day]
         self.flushes = 0
         self.flush_seconds_max = 0.0
@@ -107,6 +135,8 @@ class Writer:
                     if key not in newest or parsed[2] > newest[key][0]:
                         newest[key] = (parsed[2], os.path.join(folder, name))
         for (symbol, stream), (day, path) in newest.items():
+            if stream in csvfiles.KEY_COLUMN:
+                self._keys(symbol, stream).extend(recent_keys(path, csvfiles.KEY_COLUMN[stream]))
             column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
             if column is None:
                 continue
@@ -164,18 +194,26 @@ class Writer:
         return len(pending)
 
     # -- input -------------------------------------------------------------------
-    def take(self, items):
-        """One input batch; returns its number, written once ``written_below``
-        exceeds it."""
+    def take(self, items, producer=None):
+        """One input batch from ``producer``; returns its number, written
+        once ``written_below()`` says so."""
         self.batch += 1
+        self.producer = producer
         for item in items:
             self.handle(item)
         return self.batch
 
     def written_below(self):
-        """Every batch numbered below this is on disk (the oldest batch with
-        lines still pending in some file, or the next number)."""
-        return min((f.batch for f in self.files.values() if f.batch is not None), default=self.batch + 1)
+        """``{producer: the oldest batch number of it with lines still pending
+        in some file}``: its batches below that are on disk; a producer not
+        named has everything on disk. Per producer, so that one file that
+        cannot be written holds back only the producers that sent to it."""
+        oldest = {}
+        for f in self.files.values():
+            for producer, number in f.batch.items() if f.batch else ():
+                if number < oldest.get(producer, number + 1):
+                    oldest[producer] = number
+        return oldest
 
     def handle(self, msg):
         kind = type(msg)
@@ -186,7 +224,23 @@ class Writer:
         else:
             log.error("writer: unknown message %s dropped", kind.__name__)
 
+    def _keys(self, symbol, stream):
+        keys = self.keys.get((symbol, stream))
+        if keys is None:
+            keys = self.keys[(symbol, stream)] = RecentKeys()
+        return keys
+
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
+        if ids and stream in csvfiles.KEY_COLUMN:       # keys, not exchange ids: only repeats are dropped
+            keys = self._keys(symbol, stream)
+            if keys.seen(ids):
+                keep = [i for i, k in enumerate(ids) if k not in keys]
+                self.seq.duplicates += len(ids) - len(keep)
+                lines = [lines[i] for i in keep]
+                if not lines:
+                    return
+            keys.extend(ids)
+            ids = None
         if ids:
             keep, gaps, requests = self.seq.accept(symbol, stream, ids, backfilled, self.clock())
             for gap in gaps:
@@ -209,7 +263,8 @@ class Writer:
             if self.next_due is None or f.due < self.next_due:
                 self.next_due = f.due
         if f.batch is None:
-            f.batch = self.batch
+            f.batch = {}
+        f.batch.setdefault(self.producer, self.batch)
         f.lines.extend(lines)
         f.rows += len(lines)
         self.pending_rows += len(lines)
@@ -323,8 +378,12 @@ class Writer:
                          f.path, exc.strerror)
 
     def _write_failed(self, f, exc):
+        """A file that cannot be written is tried again in a second; a full
+        disk holds back every file for 5 s (each would fail the same way)."""
         now = time.monotonic()
-        self._retry_at = now + (5.0 if exc.errno == errno.ENOSPC else 1.0)
+        f.due = now + (5.0 if exc.errno == errno.ENOSPC else 1.0)
+        if exc.errno == errno.ENOSPC:
+            self._retry_at = f.due
         if now - self._error_logged > 10:
             self._error_logged = now
             what = {errno.ENOSPC: "the disk is full", errno.ELOOP: "it is a symlink, which is never followed",
@@ -345,10 +404,9 @@ class Writer:
             if f.due is None:
                 continue
             if f.due <= soon:
-                if not self._flush_file(f):
-                    self.next_due = self._retry_at
-                    return
-            elif following is None or f.due < following:
+                if self._flush_file(f):
+                    continue                # else it waits (_write_failed set when); the others are written
+            if following is None or f.due < following:
                 following = f.due
         self.next_due = following
 
@@ -432,6 +490,7 @@ class Writer:
         for f in lost:          # the log is the ledger of last resort: exactly what is missing
             ids = f"ids {f.ids[0]}..{f.ids[1]}" if f.ids else "no ids"
             log.critical("%s: %d rows (%s) could not be written before exit and are lost", f.path, f.rows, ids)
+        self.unwritten = self.written_below()
         for f in self.files.values():
             if f.fd is not None:
                 os.close(f.fd)
@@ -506,16 +565,22 @@ class Producers:
     what each sent, acknowledged once it is written; backfill requests for a
     worker whose link is down wait for its replacement."""
 
-    def __init__(self, peers, groups):
+    def __init__(self, peers, groups, torn=lambda peer, exc: None):
+        self.torn = torn         # torn(peer, Broken): what came from a live peer does not decode
         self.links = {name: links.Link(sock, name) for name, sock in peers.items()}
         self.owner = {s: name for name, symbols in groups.items() for s in symbols}
         self.unacked = {}        # name -> deque of (writer batch number, producer seq)
         self.acked_at = {}       # name -> monotonic time of the last Ack sent
         self.requests = {}       # name -> [Backfill] waiting for a link
 
-    def attach(self, name, sock):
+    def attach(self, name, sock, writer):
+        """A link to a new ``name`` process: what its predecessor sent and
+        the writer has not read yet is read first (it is all in the socket:
+        the predecessor is gone), then the old link closes."""
         old = self.links.get(name)
         if old is not None:
+            while not old.closed and self.receive(old, writer):
+                pass
             old.close()
         self.links[name] = link = links.Link(sock, name)
         self.unacked[name] = collections.deque()
@@ -538,13 +603,14 @@ class Producers:
         try:
             received = link.receive()
         except links.Broken as exc:
-            if "closed" not in str(exc):
+            if exc.torn:
                 log.warning("writer: link to %s: %s", link.name, exc)
+                self.torn(link.name, exc)
             link.close()
             return 0
         for msg in received:
             if isinstance(msg, messages.Batch):
-                number = writer.take(msg.items)
+                number = writer.take(msg.items, link.name)
                 self.unacked.setdefault(link.name, collections.deque()).append((number, msg.seq))
         return len(received)
 
@@ -559,10 +625,11 @@ class Producers:
                 continue
             if below is None:
                 below = written_below()
-            if pending[0][0] >= below:
+            first_pending = below.get(name)
+            if first_pending is not None and pending[0][0] >= first_pending:
                 continue
             seq = None
-            while pending and pending[0][0] < below:
+            while pending and (first_pending is None or pending[0][0] < first_pending):
                 seq = pending.popleft()[1]
             link = self.links.get(name)
             if link is not None and not link.closed:
@@ -574,7 +641,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
     """Process entry point. Stops on Stop from the manager (after the
     producers), once every producer's link has ended."""
     stop, manager = proc.child_setup("writer", control, cfg.log_level)
-    producers = Producers(peers, groups)
+    producers = Producers(peers, groups, torn=lambda peer, exc: manager.torn(peer, exc))
     writer = Writer(cfg, producers.request_backfill)
     writer.recover()
     log.info("writer: started (pid %d)%s", os.getpid(), f", restart {restarts}" if restarts else "")
@@ -590,12 +657,12 @@ def writer_main(cfg, control, peers, groups, restarts=0):
         for link in writable:
             link.flush()
         got = 0
-        for link in ready:
-            if link is manager.link:
-                for name, sock in manager.attachments():
-                    producers.attach(name, sock)
-            else:
+        for link in ready:                  # what producers sent before an Attach replaces one of them
+            if link is not manager.link:
                 got += producers.receive(link, writer)
+        if manager.link in ready:
+            for name, sock in manager.attachments():
+                producers.attach(name, sock, writer)
         now = time.monotonic()
         if writer.next_due is not None and now >= writer.next_due:
             writer.flush_due(now)
@@ -610,7 +677,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
                 stopping_since = now
             if not producers.open() or now - stopping_since >= 1.0:
                 break
-    writer.close()
-    producers.acknowledge(writer.written_below, time.monotonic(), force=True)
+    writer.close()          # rows it could not write stay unacknowledged (and are noted in run_dir)
+    producers.acknowledge(lambda: writer.unwritten, time.monotonic(), force=True)
     manager.report(writer.status())
     log.info("writer: stopped, every row flushed")

@@ -145,9 +145,15 @@ def test_a_child_without_heartbeat_is_killed_and_restarted_alone(tmp_path):
             c.last_beat = clock.t
     clock.t = 12.5                                          # the writer: 10.5 s
     old = _child(pm, "writer").process
+    old.kill = lambda: old.signals.append("KILL")       # a process in the kernel outlives SIGKILL a while
     pm.step()
     writer = _child(pm, "writer")
-    assert not old.alive and old.exitcode == -9 and writer.state == m.BACKOFF and writer.hung == 10.5
+    assert old.signals == ["KILL"] and writer.state == m.RUNNING and writer.killed == "hung for 10.5 s and was killed"
+    pm.step()
+    assert old.signals == ["KILL"] and writer.state == m.RUNNING     # killed once; not replaced while alive
+    old.die(-9)
+    pm.step()
+    assert writer.state == m.BACKOFF
     assert all(c.state == m.RUNNING for c in pm.children if c is not writer)
     clock.t = writer.restart_at + 0.01
     pm.step()
@@ -157,8 +163,24 @@ def test_a_child_without_heartbeat_is_killed_and_restarted_alone(tmp_path):
     pm.step()
     assert writer.state == m.RUNNING
     clock.t += m.FIRST_BEAT
-    pm.step()
+    pm.step()                                           # killed ...
+    pm.step()                                           # ... and reaped
     assert writer.state == m.BACKOFF and writer.restarts == 1
+
+
+def test_a_torn_link_between_two_live_processes_replaces_the_sender(tmp_path):
+    pm, spawned, clock = _manager(tmp_path)
+    writer, w1 = _child(pm, "writer"), _child(pm, "worker-1")
+    old = w1.process
+    writer.process.control.send(messages.Torn("worker-1", "worker-1: a message does not decode"))
+    from tests.support import wait_for
+    wait_for(lambda: pm.poll(0.05) or w1.killed, 5, "the Torn message")
+    pm.step()
+    assert not old.alive and w1.state == m.BACKOFF and "torn link with writer" in w1.killed
+    assert writer.process.alive and _child(pm, "worker-0").process.alive
+    writer.process.control.send(messages.Torn("worker-1", "again"))     # nothing to replace while it is down
+    pm.poll(0.05)
+    assert w1.state == m.BACKOFF
 
 
 def test_config_failure_is_fatal_and_a_fatal_writer_stops_the_daemon(tmp_path):

@@ -1,5 +1,6 @@
 import errno
 import os
+import time
 
 import pytest
 
@@ -152,34 +153,70 @@ def _trade(i):
 def test_a_batch_is_acknowledged_only_once_every_row_of_it_is_written(tmp_path, monkeypatch):
     import errno
     w = Writer(_cfg(tmp_path))
-    first = w.take([_trade(5), Rows("BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)])
-    second = w.take([_trade(6)])
-    assert w.written_below() == first                   # held for flush_interval: nothing acknowledged
+    first = w.take([_trade(5), Rows("BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)], "worker-0")
+    second = w.take([_trade(6)], "worker-0")
+    assert w.written_below() == {"worker-0": first}     # held for flush_interval: nothing acknowledged
     w._flush_file(w.files[("BTCUSDT", "trade", "2026-01-01")])
-    assert w.written_below() == first                   # its depth row still waits
+    assert w.written_below() == {"worker-0": first}     # its depth row still waits
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
     w.flush(force=True)
-    assert w.written_below() == first                   # a failed write acknowledges nothing
+    assert w.written_below() == {"worker-0": first}     # a failed write acknowledges nothing
     monkeypatch.setattr(os, "write", real_write)
     w.flush(force=True)
-    assert w.written_below() == second + 1
+    assert w.written_below() == {} and second == first + 1     # everything written
     w.close()
+    assert w.unwritten == {}
+
+
+def test_a_file_that_cannot_be_written_holds_back_only_the_producer_that_sent_to_it(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    blocked = w.take([_trade(5)], "worker-0")
+    w.take([Rows("ETHUSDT", "aggTrade", "2026-01-01", [1], [_agg(1)], False)], "worker-1")
+    os.unlink(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "trade", "2026-01-01"))
+    os.symlink("/nonexistent", csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "trade", "2026-01-01"))
+    f = w.files[("BTCUSDT", "trade", "2026-01-01")]
+    os.close(f.fd)
+    f.fd = None                                                  # as after a reopen: it must be opened again
+    w.flush_due(time.monotonic() + 10)
+    assert w.written_below() == {"worker-0": blocked}            # worker-1's rows are written and acknowledged
+    assert _read_symbol(tmp_path, "ETHUSDT", "aggTrade")[1:] == [_agg(1).rstrip("\n")]
+    w.close()
+    assert w.unwritten == {"worker-0": blocked}                  # never acknowledged at exit either
+
+
+def _read_symbol(tmp_path, symbol, stream, day="2026-01-01"):
+    with open(csvfiles.path(str(tmp_path / "data"), "spot", symbol, stream, day)) as f:
+        return f.read().splitlines()
+
+
+def _book(t):
+    return Rows("BTCUSDT", "orderbook", "2026-01-01", [t], [f"{t},,false" + ",,," * 40 + "\n"], False)
+
+
+def _snapshot(t):
+    return Rows("BTCUSDT", "depthSnapshot", "2026-01-01", [t, t], [f"9,bid,1.0,2.0,{t - 5},{t},,\n",
+                                                                     f"9,ask,1.1,2.0,{t - 5},{t},,\n"], False)
 
 
 def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path):
     w = Writer(_cfg(tmp_path))
+    w.take([_book(1000), _snapshot(1500)])
     w.take([_trade(5), _trade(6)])
     w.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)])
     w.close()                                           # then killed before it acknowledged
     w2 = Writer(_cfg(tmp_path))
     w2.recover()
+    w2.take([_book(1000), _snapshot(1500)])             # rows without exchange ids: dropped by their key
+    w2.take([_book(2000), _snapshot(900)])               # new ones (even if a clock stepped back) are kept
     w2.take([_trade(5), _trade(6), _trade(7)])          # everything unacknowledged, sent again
     w2.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
                                                                         _depth(11, 12)], False)])
     w2.close()
     assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
     assert [r.split(",")[3] for r in _read(tmp_path, "depth")[1:]] == ["10", "10", "12"]
+    assert [r.split(",")[0] for r in _read(tmp_path, "orderbook")[1:]] == ["1000", "2000"]
+    assert [r.split(",")[5] for r in _read(tmp_path, "depthSnapshot")[1:]] == ["1500", "1500", "900", "900"]
     assert not os.path.exists(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps",
                                             csvfiles.DayOf()(int(w2.clock() * 1000))))
 
@@ -255,3 +292,19 @@ def test_rows_wait_out_the_flush_interval_less_the_time_spent_upstream(tmp_path)
     assert len(_read(tmp_path, "trade")) == 2
     assert w.next_due is None
     w.close()
+
+
+def test_a_new_link_to_a_restarted_worker_first_reads_what_the_old_one_sent(tmp_path):
+    from binance_streamer import links, messages
+    from binance_streamer.writer import Producers
+    old_writer_end, old_worker_end = links.pair()
+    producers = Producers({"worker-0": old_writer_end}, {"worker-0": ["BTCUSDT"]})
+    sender = links.Link(old_worker_end, "writer")
+    for seq, trade in enumerate((5, 6, 7), 1):
+        sender.send(messages.Batch(seq, [_trade(trade)]))
+    sender.close()                                      # the worker died with its batches in the socket
+    w = Writer(_cfg(tmp_path))
+    new_writer_end, _ = links.pair()
+    producers.attach("worker-0", new_writer_end, w)
+    w.close()
+    assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
