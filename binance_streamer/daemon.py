@@ -223,7 +223,7 @@ def stop(cfg, force=False, timeout=None):
             pass
         return 0, f"killed (pid {pid}); rows not yet flushed were lost, torn lines are repaired at the next start"
     os.kill(pid, signal.SIGTERM)
-    timeout = timeout or cfg.stop_timeout * 3 + 10
+    timeout = timeout or cfg.stop_timeout * 4 + 11      # a writer restarted first, then three stages
     if not _wait_gone(cfg.run_dir, timeout):
         return 1, (f"still running after {timeout:.0f} s (pid {pid}); see {cfg.log_dir}, wait longer, or use "
                    "--daemon stop --force")

@@ -352,6 +352,9 @@ class ProcessManager:
     def _writer_back(self, timeout):
         """A writer waiting out its backoff at shutdown starts now: the
         workers' unacknowledged rows are only written if one takes them."""
+        if not any(c.process is not None for c in self.children):
+            return          # stopped before anything started
+        self.step()         # a writer killed a moment ago is reaped (and so in BACKOFF) first
         writer = self.by_name.get("writer") if self.children else None
         if writer is None or writer.state != BACKOFF:
             return

@@ -87,6 +87,7 @@ def recent_keys(path, column, span=65536):
     except OSError:
         return []
     keys = []
+    lines = lines[:-1]          # after the last newline: empty, or an unfinished row that was never written whole
     for line in lines[1:] if start else lines:      # a partial first line, or the header
         cells = line.split(b",")
         if len(cells) > column and cells[column].isdigit():

@@ -374,7 +374,7 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
 def _handed_on(name, writer):
     """What the exit log line can truthfully say of the rows this worker read."""
     link = writer.link
-    if link is not None and not link.closed and not link.pending:
+    if not writer.outbox.frames or (link is not None and not link.closed and not link.pending):
         return "; every row read was handed to the writer"
     kept = len(writer.outbox.frames)
     log.critical("%s: the writer did not take %d batches (%d bytes) before this worker stopped; their rows "

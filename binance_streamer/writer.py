@@ -135,10 +135,9 @@ class Writer:
                     if key not in newest or parsed[2] > newest[key][0]:
                         newest[key] = (parsed[2], os.path.join(folder, name))
         for (symbol, stream), (day, path) in newest.items():
-            if stream in csvfiles.KEY_COLUMN:
-                self._keys(symbol, stream).extend(recent_keys(path, csvfiles.KEY_COLUMN[stream]))
             column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
-            if column is None:
+            key_column = csvfiles.KEY_COLUMN.get(stream)
+            if column is None and key_column is None:
                 continue
             try:
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -146,10 +145,13 @@ class Writer:
                 log.critical("%s: cannot open it to recover the last id (%s); its stream starts afresh",
                              path, exc.strerror)
                 continue
-            try:
+            try:       # first the repair: a torn row's key or id must not count as written
                 self._repaired(symbol, stream, repair_torn_line(fd, path, _event_column(stream)))
             finally:
                 os.close(fd)
+            if key_column is not None:
+                self._keys(symbol, stream).extend(recent_keys(path, key_column))
+                continue
             found = last_id(path, column, _backfilled_column(self.cfg.market, stream))
             if found is not None:
                 self.seq.last[(symbol, stream)] = found
@@ -199,8 +201,11 @@ class Writer:
         once ``written_below()`` says so."""
         self.batch += 1
         self.producer = producer
-        for item in items:
-            self.handle(item)
+        try:
+            for item in items:
+                self.handle(item)
+        finally:
+            self.producer = None        # rows the writer adds on its own count for nobody's batch
         return self.batch
 
     def written_below(self):
@@ -231,6 +236,8 @@ class Writer:
         return keys
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
+        if not lines:
+            return              # (a snapshot of an empty book): nothing to write, nothing to wait for
         if ids and stream in csvfiles.KEY_COLUMN:       # keys, not exchange ids: only repeats are dropped
             keys = self._keys(symbol, stream)
             if keys.seen(ids):
@@ -326,6 +333,7 @@ class Writer:
         that fails part-way (a full disk) is cut back, and the lines stay in
         memory, whole, for the retry; so the file never ends in half an event."""
         if not f.lines and not f.tail:
+            f.due = f.batch = None
             return True
         if f.fd is None:
             try:
@@ -384,6 +392,8 @@ class Writer:
         f.due = now + (5.0 if exc.errno == errno.ENOSPC else 1.0)
         if exc.errno == errno.ENOSPC:
             self._retry_at = f.due
+        if self.next_due is None or f.due < self.next_due:
+            self.next_due = f.due
         if now - self._error_logged > 10:
             self._error_logged = now
             what = {errno.ENOSPC: "the disk is full", errno.ELOOP: "it is a symlink, which is never followed",
@@ -406,6 +416,9 @@ class Writer:
             if f.due <= soon:
                 if self._flush_file(f):
                     continue                # else it waits (_write_failed set when); the others are written
+                if now < self._retry_at:    # a full disk: every file would fail the same way
+                    following = self._retry_at
+                    break
             if following is None or f.due < following:
                 following = f.due
         self.next_due = following
@@ -544,6 +557,8 @@ class Writer:
 def _event_column(stream):
     """The column whose value the rows of one event share (depth: one row per
     price level, each with the event's final update id); None: a row per event."""
+    if stream == "depthSnapshot":
+        return csvfiles.KEY_COLUMN[stream]         # a snapshot's levels share its response time
     kind = streams.lookup(stream)
     return csvfiles.ID_COLUMN[kind.name] if kind is not None and kind.per_level else None
 
@@ -579,7 +594,7 @@ class Producers:
         the predecessor is gone), then the old link closes."""
         old = self.links.get(name)
         if old is not None:
-            while not old.closed and self.receive(old, writer):
+            while not old.closed and self.receive(old, writer, draining=True):
                 pass
             old.close()
         self.links[name] = link = links.Link(sock, name)
@@ -599,13 +614,14 @@ class Producers:
     def open(self):
         return [link for link in self.links.values() if not link.closed]
 
-    def receive(self, link, writer):
+    def receive(self, link, writer, draining=False):
         try:
             received = link.receive()
         except links.Broken as exc:
             if exc.torn:
                 log.warning("writer: link to %s: %s", link.name, exc)
-                self.torn(link.name, exc)
+                if not draining:            # the old link of a peer already replaced: nothing to mend
+                    self.torn(link.name, exc)
             link.close()
             return 0
         for msg in received:

@@ -46,8 +46,10 @@ def _sync_and_compare(sim, market, symbol, limit, depth_stream):
     assert resp.status_code == 200
     snap = resp.json()
     assert len(snap["bids"]) == limit and len(snap["asks"]) == limit
-    book_reader.wait(lambda r: sum(1 for d in r.data("@" + depth_stream) if d["u"] > snap["lastUpdateId"]) >= 15,
-                     15, "depth events after the snapshot")
+    def enough(r):
+        after = {d["u"] for d in r.data("@" + depth_stream) if d["u"] > snap["lastUpdateId"]}
+        return len(after) >= 15 and any(t["u"] in after for t in r.data("@bookTicker"))
+    book_reader.wait(enough, 30, "depth events after the snapshot, one of them matched by a bookTicker")
     for r in readers:
         r.close()
     depth = book_reader.data("@" + depth_stream)

@@ -308,3 +308,37 @@ def test_a_new_link_to_a_restarted_worker_first_reads_what_the_old_one_sent(tmp_
     producers.attach("worker-0", new_writer_end, w)
     w.close()
     assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
+
+
+def test_a_torn_snapshot_is_cut_whole_and_its_resend_written(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.take([_snapshot(1500)])
+    w.close()
+    path = csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "depthSnapshot", "2026-01-01")
+    with open(path, "a") as f:                  # a crash in the middle of the next snapshot's write
+        f.write("9,bid,1.0,2.0,2495,2500,,\n9,ask,1.1,2.")
+    w2 = Writer(_cfg(tmp_path))
+    w2.recover()
+    w2.take([_snapshot(2500)])                  # sent again: it was never acknowledged
+    w2.close()
+    assert [r.split(",")[5] for r in _read(tmp_path, "depthSnapshot")[1:]] == ["1500", "1500", "2500", "2500"]
+
+
+def test_rows_without_lines_hold_back_no_acknowledgement(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    w.take([Rows("BTCUSDT", "depthSnapshot", "2026-01-01", [], [], False)], "worker-0")     # an empty book
+    assert w.written_below() == {} and w.next_due is None
+    w.close()
+
+
+def test_a_file_that_cannot_be_opened_is_tried_again_on_time_and_counts_for_its_producer_only(tmp_path):
+    w = Writer(_cfg(tmp_path))
+    folder = os.path.dirname(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "trade", "2026-01-01"))
+    os.makedirs(folder)
+    os.symlink("/nonexistent", os.path.join(folder, os.path.basename(
+        csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "trade", "2026-01-01"))))
+    number = w.take([_trade(5)], "worker-0")
+    assert w.next_due is not None                                 # the retry is scheduled
+    w.housekeeping()                                              # the writer's own rows: nobody's batch
+    assert w.written_below() == {"worker-0": number}
+    w.close()
