@@ -113,6 +113,8 @@ class Socket:
                             slot.lag_changed(self, lag)
                     slot.deliver(self, messages, recv_us)
                     worker.hand_on()
+            if self.ended is None:
+                self._last_read(reader)
         except Closed as exc:
             self.ended = str(exc)
         except (websocket.WebSocketException, OSError) as exc:
@@ -120,6 +122,18 @@ class Socket:
         if self.ended is None:
             self.ended = "stopping"
         self.ws.shutdown()
+
+    def _last_read(self, reader):
+        """On stop: what the socket already holds is read and handed on before
+        the slot switches or closes (else a successor that started later
+        than those frames leaves a hole between them)."""
+        try:
+            messages = reader.read(0.05)
+        except socket.timeout:
+            return
+        if messages:
+            self.slot.deliver(self, messages, time.time_ns() // 1000)
+            self.slot.worker.hand_on()
 
     def unread_bytes(self):
         """Bytes received by the kernel (and, over TLS, decrypted) but not yet
@@ -314,7 +328,12 @@ class Connection(threading.Thread):
                  "complete, streams overlapped" if complete else "forced, continuity checked by id", took)
 
     def _finish(self):
-        """On stop: what a successor already received still goes to the files."""
+        """On stop: every socket's reader takes what its socket already holds
+        (it stops after that), then what a successor received still goes to
+        the files, and the sockets close."""
+        for sock in [self.active] + self.pending:
+            if sock is not None and sock.thread.is_alive():
+                sock.thread.join(timeout=2)
         if self.pending and self.active is not None:
             self._switch(self.pending[-1] if self.pending[-1].buffer else self.pending[0], complete=False)
         for sock in [self.active] + self.pending:
