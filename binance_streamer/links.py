@@ -241,6 +241,18 @@ class Link:
         return not self.closed
 
 
+def read(link, on_torn=None):
+    """The messages waiting on ``link``; at its end the link is closed and []
+    returned, and ``on_torn(peer, exc)`` hears of one that broke torn."""
+    try:
+        return link.receive()
+    except Broken as exc:
+        link.close()
+        if on_torn is not None and exc.torn:
+            on_torn(link.name, exc)
+        return []
+
+
 def from_fd(fd, name, on_pending=None):
     return Link(socket.socket(fileno=fd), name, on_pending)
 

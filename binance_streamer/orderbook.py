@@ -333,13 +333,7 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
                 for name, sock in manager.attachments():
                     attach(name, sock)
                 continue
-            try:
-                received = link.receive()
-            except links.Broken as exc:
-                link.close()
-                manager.torn(link.name, exc)
-                continue
-            for msg in received:
+            for msg in manager.read(link):
                 if isinstance(msg, messages.Ack):
                     writer.outbox.ack(msg.seq)
                 elif isinstance(msg, messages.BookEvents):

@@ -58,12 +58,15 @@ class ManagerLink:
         self.link.send(messages.Beat(time.time(), status))
         self.link.drain(time.monotonic() + 2.0, time.monotonic)
 
+    def read(self, link, report_torn=True):
+        """links.read, reporting a link to a peer that broke torn (``torn``)."""
+        return links.read(link, self.torn if report_torn else None)
+
     def torn(self, peer, exc):
         """The link with ``peer`` broke on something that does not decode: if
         ``peer`` still lives, only a new one mends it; the manager decides."""
-        if getattr(exc, "torn", False):
-            logging.getLogger(__name__).error("%s: %s; asking the manager to replace %s", self.name, exc, peer)
-            self.link.send(messages.Torn(peer, str(exc)))
+        logging.getLogger(__name__).error("%s: %s; asking the manager to replace %s", self.name, exc, peer)
+        self.link.send(messages.Torn(peer, str(exc)))
 
     def attachments(self):
         """``[(peer name, socket)]`` the manager sent since the last call;

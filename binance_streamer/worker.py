@@ -431,14 +431,7 @@ def _serve(worker, writer, book, manager, wake, timeout):
     for link in ready:
         if link is manager.link or link is wake:
             continue
-        try:
-            received = link.receive()
-        except links.Broken as exc:
-            log.warning("%s link: %s; waiting for its replacement", link.name, exc)
-            link.close()
-            manager.torn(link.name, exc)
-            continue
-        for msg in received:
+        for msg in manager.read(link):
             if isinstance(msg, messages.Ack):
                 writer.outbox.ack(msg.seq)
             elif isinstance(msg, (messages.Backfill, messages.SnapshotRequest)):

@@ -580,8 +580,8 @@ class Producers:
     what each sent, acknowledged once it is written; backfill requests for a
     worker whose link is down wait for its replacement."""
 
-    def __init__(self, peers, groups, torn=lambda peer, exc: None):
-        self.torn = torn         # torn(peer, Broken): what came from a live peer does not decode
+    def __init__(self, peers, groups, read=lambda link, report_torn: links.read(link)):
+        self.read = read         # read(link, report_torn): ManagerLink.read in the process
         self.links = {name: links.Link(sock, name) for name, sock in peers.items()}
         self.owner = {s: name for name, symbols in groups.items() for s in symbols}
         self.unacked = {}        # name -> deque of (writer batch number, producer seq)
@@ -615,15 +615,8 @@ class Producers:
         return [link for link in self.links.values() if not link.closed]
 
     def receive(self, link, writer, draining=False):
-        try:
-            received = link.receive()
-        except links.Broken as exc:
-            if exc.torn:
-                log.warning("writer: link to %s: %s", link.name, exc)
-                if not draining:            # the old link of a peer already replaced: nothing to mend
-                    self.torn(link.name, exc)
-            link.close()
-            return 0
+        # the old link of a peer already replaced (draining): a torn end needs no mending
+        received = self.read(link, report_torn=not draining)
         for msg in received:
             if isinstance(msg, messages.Batch):
                 number = writer.take(msg.items, link.name)
@@ -657,7 +650,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
     """Process entry point. Stops on Stop from the manager (after the
     producers), once every producer's link has ended."""
     stop, manager = proc.child_setup("writer", control, cfg.log_level)
-    producers = Producers(peers, groups, torn=lambda peer, exc: manager.torn(peer, exc))
+    producers = Producers(peers, groups, manager.read)
     writer = Writer(cfg, producers.request_backfill)
     writer.recover()
     log.info("writer: started (pid %d)%s", os.getpid(), f", restart {restarts}" if restarts else "")
