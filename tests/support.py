@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -100,11 +101,23 @@ class WsReader:
         self.ws.send(obj if isinstance(obj, str) else orjson.dumps(obj).decode())
 
     def close(self):
+        """Sends a close frame and lets the reader thread read up to the
+        server's answer, so no frame is taken from it and lost (websocket-
+        client's ``close()`` reads frames itself while it waits)."""
         try:
-            self.ws.close(timeout=2)
+            self.ws.send_close()
         except (websocket.WebSocketException, OSError):
             pass
-        self.closed.wait(5)
+        if not self.closed.wait(2):
+            try:
+                self.ws.sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):
+                pass
+            self.closed.wait(5)
+        try:
+            self.ws.shutdown()
+        except (websocket.WebSocketException, OSError):
+            pass
 
 
 def http(sim):
