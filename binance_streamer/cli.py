@@ -73,6 +73,8 @@ def build_parser():
     p.add_argument("--quote", metavar="ASSET", help="with --list-symbols: only symbols quoted in ASSET, e.g. USDT")
     p.add_argument("--json", action="store_true", help="with --daemon status or --status: print JSON")
     p.add_argument("--force", action="store_true", help="with --daemon stop: kill at once (unflushed rows are lost)")
+    p.add_argument("--check", action="store_true",
+                   help="with --daemon status: print the health in one line and exit 0 OK, 1 DEGRADED, 2 DOWN")
     p.add_argument("--demo-seconds", type=float, default=30.0, metavar="N",
                    help="how long --demo records (default 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -163,7 +165,7 @@ def record_foreground(cfg):
     from .daemon import AlreadyRunning, PidFile
     proc.catch_early_signals()
     try:
-        pidfile = PidFile(cfg.run_dir).acquire()
+        pidfile = PidFile(cfg.run_dir, cfg).acquire()
     except AlreadyRunning as exc:
         raise RuntimeError(f"another recorder is already running with run_dir {cfg.run_dir} (pid {exc}); "
                            "stop it first or choose another --run-dir") from None
@@ -186,12 +188,19 @@ def dispatch(args, cfg):
         else:
             print(commands.format_inventory(cfg, found))
         return EXIT_OK
+    if args.daemon in ("status", "stop"):
+        explicit = args.config is not None or args.run_dir is not None or os.path.exists(DEFAULT_CONFIG)
+        run_dir, where = daemon.locate(cfg, explicit)
     if args.daemon == "status":
-        code, report = daemon.status(cfg)
+        code, report = daemon.status(cfg, run_dir, where)
+        if args.check:
+            code, line = daemon.check_line(report)
+            print(json.dumps(report, indent=1, sort_keys=True) if args.json else line)
+            return code
         print(json.dumps(report, indent=1, sort_keys=True) if args.json else daemon.format_status(code, report))
         return code
     if args.daemon == "stop":
-        code, message = daemon.stop(cfg, force=args.force)
+        code, message = daemon.stop(cfg, force=args.force, run_dir=run_dir, where=where)
         print(f"{PROG}: {message}", file=sys.stderr)
         return code
     if args.verify or args.export or args.plot:
@@ -257,8 +266,10 @@ def main(argv=None):
         print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
     debug = args.debug
-    if (args.quote and not args.list_symbols) or (args.force and args.daemon != "stop"):
-        print(f"{PROG}: error: --quote goes with --list-symbols and --force with --daemon stop; "
+    if ((args.quote and not args.list_symbols) or (args.force and args.daemon != "stop")
+            or (args.check and args.daemon != "status")):
+        print(f"{PROG}: error: --quote goes with --list-symbols, --force with --daemon stop and --check with "
+              "--daemon status; "
               f"see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
     if (args.date or args.symbol or args.out) and not (args.verify or args.export or args.plot):
@@ -274,8 +285,7 @@ def main(argv=None):
         if debug:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        from .daemon import EXIT_UNKNOWN
-        return EXIT_UNKNOWN if args.daemon == "status" else EXIT_USAGE
+        return _status_unknown(args) if args.daemon == "status" else EXIT_USAGE
     except UsageError as exc:
         print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
@@ -285,7 +295,14 @@ def main(argv=None):
         if debug:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _status_unknown(args) if args.daemon == "status" else EXIT_ERROR
+
+
+def _status_unknown(args):
+    """The exit code of a status that could not be found out: LSB's 4, or
+    3 (UNKNOWN) for a monitor's --check."""
+    from .daemon import EXIT_UNKNOWN
+    return 3 if args.check else EXIT_UNKNOWN
 
 
 def run():

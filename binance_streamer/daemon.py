@@ -13,6 +13,7 @@ RUNNING before it prints ``started``, or prints why it did not.
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -74,10 +75,103 @@ class LockFile:
 
 
 class PidFile(LockFile):
-    """The pidfile in ``run_dir``: ``--daemon status`` and ``stop`` find the recorder by it."""
+    """The pidfile in ``run_dir``: ``--daemon status`` and ``stop`` find the
+    recorder by it. While it is held, the recorder is also named in the
+    registry, so that status and stop find it from any directory."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, cfg=None):
         super().__init__(os.path.join(run_dir, statusmod.PID_FILE))
+        self.run_dir, self.cfg = run_dir, cfg
+
+    def acquire(self):
+        super().acquire()
+        register(self.run_dir, self.cfg)
+        return self
+
+    def release(self, remove=True):
+        if self.fd is not None:
+            unregister(self.run_dir)
+        super().release(remove)
+
+
+def registry_dir():
+    """Where running recorders are named, one file each: the user's state
+    directory (``$XDG_STATE_HOME``, else ``~/.local/state``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "binance-streamer", "recorders")
+
+
+def _entry_path(run_dir):
+    return os.path.join(registry_dir(), hashlib.sha1(run_dir.encode()).hexdigest()[:16] + ".json")
+
+
+def register(run_dir, cfg):
+    """Best effort: a recorder that cannot write its registry entry still
+    records; status and stop then find it only through its run_dir."""
+    entry = {"run_dir": run_dir, "pid": os.getpid(), "cwd": os.getcwd()}
+    if cfg is not None:
+        entry.update(market=cfg.market, data_dir=cfg.data_dir, symbols=cfg.symbols)
+    try:
+        os.makedirs(registry_dir(), exist_ok=True)
+        tmp = _entry_path(run_dir) + f".{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(entry, f)
+        os.replace(tmp, _entry_path(run_dir))
+    except OSError:
+        pass
+
+
+def unregister(run_dir):
+    try:
+        os.unlink(_entry_path(run_dir))
+    except OSError:
+        pass
+
+
+def registered():
+    """The run_dirs of the recorders in the registry that are running now;
+    entries of recorders that are gone are removed."""
+    found = []
+    try:
+        names = sorted(os.listdir(registry_dir()))
+    except OSError:
+        return found
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(registry_dir(), name)
+        try:
+            with open(path) as f:
+                entry = json.load(f)
+            run_dir = entry["run_dir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if probe(run_dir)[0] == "running":
+            found.append(entry)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return found
+
+
+def locate(cfg, explicit):
+    """``(run_dir, note)``: the run_dir of the recorder that status and stop
+    act on. ``cfg.run_dir`` when a recorder holds it, or when the user named
+    the config or run_dir (``explicit``); else the one recorder running
+    anywhere, from the registry. ``note`` says how it was found, or where
+    was looked when nothing was; RuntimeError when several recorders run."""
+    if probe(cfg.run_dir)[0] != "stopped" or explicit:
+        return cfg.run_dir, f"looked in {cfg.run_dir}"
+    running = registered()
+    if len(running) == 1:
+        return running[0]["run_dir"], f"found in the registry ({registry_dir()})"
+    if len(running) > 1:
+        listed = "; ".join(f"run_dir {e['run_dir']} (pid {e['pid']}, {e.get('market')} "
+                           f"{','.join(e.get('symbols') or [])})" for e in running)
+        raise RuntimeError(f"{len(running)} recorders are running: {listed}; choose one with --config or --run-dir")
+    return cfg.run_dir, f"looked in {cfg.run_dir} and in the registry {registry_dir()}"
 
 
 def lock_data_dir(data_dir):
@@ -158,7 +252,7 @@ def detach_and_record(cfg, record):
     ctx.open()
     proc.catch_early_signals()          # a stop that races the start is a clean stop, not a kill
     code = 1
-    pidfile = PidFile(cfg.run_dir)
+    pidfile = PidFile(cfg.run_dir, cfg)
     try:
         pidfile.acquire()
     except AlreadyRunning as exc:
@@ -202,11 +296,14 @@ def start(cfg, record, timeout=60.0):
                "--daemon status")
 
 
-def stop(cfg, force=False, timeout=None):
-    state, pid = probe(cfg.run_dir)
-    path = os.path.join(cfg.run_dir, statusmod.PID_FILE)
+def stop(cfg, force=False, timeout=None, run_dir=None, where=None):
+    """``run_dir``: the recorder's, when ``locate`` found it elsewhere than
+    ``cfg.run_dir``; ``where`` says where it was looked for."""
+    run_dir = run_dir or cfg.run_dir
+    state, pid = probe(run_dir)
+    path = os.path.join(run_dir, statusmod.PID_FILE)
     if state == "stopped":
-        return 0, "not running"
+        return 0, f"not running ({where or f'looked in {run_dir}'})"
     if state == "dead":
         os.unlink(path)
         return 0, f"not running (removed a stale pidfile of pid {pid})"
@@ -216,7 +313,7 @@ def stop(cfg, force=False, timeout=None):
                    "nothing was signalled: find the recorder with ps and stop it by hand")
     if force:
         _kill_tree(pid)
-        _wait_gone(cfg.run_dir, 10)
+        _wait_gone(run_dir, 10)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -224,10 +321,10 @@ def stop(cfg, force=False, timeout=None):
         return 0, f"killed (pid {pid}); rows not yet flushed were lost, torn lines are repaired at the next start"
     os.kill(pid, signal.SIGTERM)
     timeout = timeout or cfg.stop_timeout * 4 + 11      # a writer restarted first, then three stages
-    if not _wait_gone(cfg.run_dir, timeout):
+    if not _wait_gone(run_dir, timeout):
         return 1, (f"still running after {timeout:.0f} s (pid {pid}); see {cfg.log_dir}, wait longer, or use "
                    "--daemon stop --force")
-    st = statusmod.read_status(cfg.run_dir) or {}
+    st = statusmod.read_status(run_dir) or {}
     if st.get("state") == "STOPPED":
         return 0, f"stopped (pid {pid}); every row was flushed"
     return 1, f"pid {pid} is gone, but it did not report a clean stop (last state {st.get('state')}); see {cfg.log_dir}"
@@ -263,15 +360,34 @@ def _wait_gone(run_dir, timeout):
     return False
 
 
-def status(cfg):
-    """``(LSB code, report dict)``."""
-    state, pid = probe(cfg.run_dir)
-    st = statusmod.read_status(cfg.run_dir) or {}
-    report = {"state": state, "pid": pid}
+def status(cfg, run_dir=None, where=None):
+    """``(LSB code, report dict)``. The report's ``health`` is the verdict a
+    monitor acts on: DOWN when the recorder is not running or its status
+    file is too old to be believed."""
+    run_dir = run_dir or cfg.run_dir
+    state, pid = probe(run_dir)
+    st = statusmod.read_status(run_dir) or {}
+    report = {"state": state, "pid": pid, "run_dir": run_dir, "looked": where or f"looked in {run_dir}"}
     if state != "running":
+        why = "not running" if state == "stopped" else f"dead: pid {pid} is gone but its pidfile remains"
+        report["health"] = {"state": statusmod.DOWN, "problems": [f"the recorder is {why} ({report['looked']})"]}
         return (EXIT_DEAD if state == "dead" else EXIT_STOPPED), report
     report.update(summarize(st))
+    old = statusmod.stale(st, time.time(), st.get("status_interval") or cfg.status_interval)
+    if old is not None:
+        report["health"] = {"state": statusmod.DOWN, "problems": [old]}
     return EXIT_RUNNING, report
+
+
+def check_line(report):
+    """``(exit code, one line)`` for ``--daemon status --check``: 0 OK,
+    1 DEGRADED, 2 DOWN, 3 when the verdict is unknown."""
+    health = report.get("health") or {}
+    state = health.get("state")
+    problems = health.get("problems") or []
+    code = statusmod.CHECK_CODES.get(state, 3)
+    detail = "; ".join(problems) if problems else "recording"
+    return code, f"{state or 'UNKNOWN'}: {detail}"
 
 
 def summarize(st):
@@ -330,8 +446,9 @@ def _num(value):
 
 def format_status(code, report):
     if report["state"] != "running":
-        return {"stopped": "binance-streamer is not running",
-                "dead": f"binance-streamer is dead but its pidfile remains (pid {report['pid']})"}[report["state"]]
+        return {"stopped": f"binance-streamer is not running ({report['looked']})",
+                "dead": f"binance-streamer is dead but its pidfile remains (pid {report['pid']}, "
+                        f"{report['looked']})"}[report["state"]]
     health = report.get("health") or {"state": "unknown", "problems": []}
     lines = [f"binance-streamer is running (pid {report['pid']}, up {report['uptime_s']} s, "
              f"{report['market']}, data in {report['data_dir']})",

@@ -99,6 +99,7 @@ class ProcessManager:
         self.logs_dropped = 0
         self.budget = self.connect_budget = None
         self.status_writer = None
+        self.stream_first = {}        # "SYMBOL/stream" -> (time, messages) when first reported, for its usual gap
 
     # -- wiring ---------------------------------------------------------------------
     def groups(self):
@@ -270,6 +271,14 @@ class ProcessManager:
                 before = prev.get("streams", {}).get(key)
                 if before is not None and "messages" in stream:
                     stream["rate"] = round((stream["messages"] - before["messages"]) / (when - prev["time"]), 1)
+        for key, stream in payload.get("streams", {}).items():
+            if not stream.get("messages") or not stream.get("last_recv_us"):
+                continue
+            point = (stream["last_recv_us"] / 1e6, stream["messages"])
+            first = self.stream_first.get(key)
+            if first is None or point[1] < first[1]:          # new, or its worker restarted
+                self.stream_first[key] = first = point
+            stream["usual_gap_s"] = status.usual_gap(first, point)
         self.child_status[child.name] = {"pid": child.process.pid, "time": when, **payload}
 
     def _log(self, record):
@@ -288,12 +297,15 @@ class ProcessManager:
     def snapshot(self, state):
         cfg, now = self.cfg, self.clock()
         processes = [c.info(now) for c in self.children]
-        return {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
+        snap = {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
                 "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
-                "processes": processes, "children": self.child_status,
-                "health": status.health(processes, self.child_status, cfg.max_lag),
+                "status_interval": cfg.status_interval, "processes": processes, "children": self.child_status,
+                "disk_free_bytes": self.status_writer.disk_free if self.status_writer is not None else None,
                 "restarts": sum(c.restarts for c in self.children), "logs_dropped": self.logs_dropped,
                 "rest_weight_spent": self.budget.spent if self.budget is not None else None}
+        snap["health"] = status.health(snap, snap["updated"], cfg.max_lag, cfg.min_free_disk * 2**30,
+                                       cfg.link_buffer_bytes)
+        return snap
 
     def write_status(self, state):
         if self.status_writer is None:

@@ -71,6 +71,9 @@ SETTINGS = [
     _s("log_dir", "path", "logs", "directory for log files", "files", flag=True, metavar="DIR"),
     _s("run_dir", "path", "run", "directory for the pidfile and the status file", "files", flag=True,
        metavar="DIR"),
+    _s("min_free_disk", "float", 2.0,
+       "gigabytes that must stay free on data_dir's disk; below this the health is DEGRADED", "files",
+       minimum=0.0, maximum=1e6),
     _s("batch_size", "int", 5000, "rows buffered per file before a flush", "files", minimum=1),
     _s("flush_interval", "float", 1.0, "seconds from a row's arrival to its write: the writer holds rows this long less the time they "
        "spent in the worker", "files",

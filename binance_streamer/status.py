@@ -48,6 +48,7 @@ class StatusWriter:
         self.failures = 0
         self._logged = 0.0
         self.closing = False
+        self.disk_free = None      # bytes free on data_dir's disk, as last measured here
         self.thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
         self.thread.start()
 
@@ -68,9 +69,9 @@ class StatusWriter:
 
     def _write(self, data):
         try:
-            data["disk_free_bytes"] = shutil.disk_usage(self.data_dir).free
+            self.disk_free = shutil.disk_usage(self.data_dir).free
         except OSError:
-            data["disk_free_bytes"] = None
+            self.disk_free = None
         try:
             write_status(self.run_dir, data)
             self.written += 1
@@ -98,20 +99,92 @@ def read_status(run_dir):
         return None
 
 
-def health(processes, children, max_lag):
-    """``{"state": "OK" | "DEGRADED", "problems": [...]}`` from the manager's
-    view of its processes and the children's last reports: a process not
-    RUNNING, a connection down, or a connection behind by more than
-    ``max_lag`` seconds makes the recorder DEGRADED."""
-    problems = [f"{p['name']} is {p['state']}" for p in processes if p.get("state") != "RUNNING"]
-    problems += [f"{p['name']} has not shown a heartbeat for {p['heartbeat_age_s']:.0f} s" for p in processes
-                 if p.get("state") == "RUNNING" and (p.get("heartbeat_age_s") or 0) > 5]
+OK, DEGRADED, DOWN = "OK", "DEGRADED", "DOWN"
+CHECK_CODES = {OK: 0, DEGRADED: 1, DOWN: 2}       # --daemon status --check, as monitoring plugins expect
+# A stream is silent when nothing came for this many times its usual gap
+# between messages (and at least SILENT_FLOOR_S seconds); judged once it
+# has shown SILENT_MIN_MESSAGES messages.
+SILENT_FACTOR, SILENT_FLOOR_S, SILENT_MIN_MESSAGES = 20, 30.0, 20
+WRITER_BEHIND_SHARE = 0.5   # of link_buffer_bytes not yet acknowledged by the writer
+
+
+def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
+    """The recorder's verdict from its status snapshot: ``{"state": OK |
+    DEGRADED | DOWN, "problems": [...]}``.
+
+    DOWN: nothing is being recorded (no connection up, the writer not
+    running, the disk full). DEGRADED: something is recorded, but not all of
+    it as it should be: a process restarting or hung, a connection down or
+    behind, a stream silent for much longer than its usual gap, a book out
+    of sync, REST paused by a 429/418, the disk below ``min_free_disk``, the
+    writer behind."""
+    down, degraded = [], []
+    processes, children = snap.get("processes", []), snap.get("children", {})
+    for p in processes:
+        if p.get("state") != "RUNNING":
+            where = down if p.get("role") == "writer" and p.get("state") == "FATAL" else degraded
+            where.append(f"{p['name']} is {p['state']}")
+        elif (p.get("heartbeat_age_s") or 0) > 5:
+            degraded.append(f"{p['name']} has not shown a heartbeat for {p['heartbeat_age_s']:.0f} s")
+    conns = [(name, c) for name, child in sorted(children.items()) for c in child.get("connections", ())]
+    workers = [p for p in processes if p.get("role") == "worker"]
+    if workers and not any(c.get("connected") for _, c in conns):
+        down.append("no connection to the exchange is up")
+    for name, c in conns:
+        label = f"{name} {c.get('name') or c.get('group')}"
+        if not c.get("connected"):
+            degraded.append(f"{label} is not connected ({c.get('failures', 0)} failed attempts)")
+        worst = max((v for v in (c.get("lag_s"), c.get("lag_max_s")) if v is not None), default=None)
+        if worst is not None and worst > max_lag:
+            degraded.append(f"{label} is {worst:.1f} s behind the exchange (max_lag {max_lag:g} s)")
+    degraded += _silent_streams(children, now)
+    book = children.get("orderbook", {})
+    for symbol, b in sorted(book.get("books", {}).items()):
+        if b.get("state") != "synced":
+            degraded.append(f"book {symbol} is not in sync ({b.get('state')})")
     for name, child in sorted(children.items()):
-        for c in child.get("connections", ()):
-            label = f"{name} {c.get('name') or c.get('group')}"
-            if not c.get("connected"):
-                problems.append(f"{label} is not connected")
-            worst = max((v for v in (c.get("lag_s"), c.get("lag_max_s")) if v is not None), default=None)
-            if worst is not None and worst > max_lag:
-                problems.append(f"{label} is {worst:.1f} s behind the exchange (max_lag {max_lag:g} s)")
-    return {"state": "DEGRADED" if problems else "OK", "problems": problems}
+        paused = child.get("rest_paused_s")
+        if paused:
+            degraded.append(f"{name}: REST paused for {paused:.0f} s more by the exchange (HTTP 429/418)")
+        unacked = child.get("link", {}).get("unacked_bytes") or 0
+        if unacked > WRITER_BEHIND_SHARE * link_buffer_bytes:
+            degraded.append(f"writer behind: {name} holds {unacked / 2**20:.1f} MB it has not acknowledged")
+    free = snap.get("disk_free_bytes")
+    if free is not None and free < 2**20:
+        down.append(f"the disk of data_dir is full ({free} bytes free)")
+    elif free is not None and free < min_free_disk:
+        degraded.append(f"the disk of data_dir has {free / 2**30:.2f} GB free, below min_free_disk "
+                        f"({min_free_disk / 2**30:g} GB)")
+    state = DOWN if down else DEGRADED if degraded else OK
+    return {"state": state, "problems": down + degraded}
+
+
+def _silent_streams(children, now):
+    out = []
+    for name, child in sorted(children.items()):
+        for key, s in sorted(child.get("streams", {}).items()):
+            gap, last = s.get("usual_gap_s"), s.get("last_recv_us")
+            if gap is None or not last:
+                continue
+            silent = now - last / 1e6
+            if silent > max(SILENT_FLOOR_S, SILENT_FACTOR * gap):
+                out.append(f"{key} silent for {silent:.0f} s (usually a message every {gap:.2g} s)")
+    return out
+
+
+def usual_gap(first, latest):
+    """Mean seconds between messages from two ``(time, messages)`` points, or
+    None before SILENT_MIN_MESSAGES messages."""
+    (t0, n0), (t1, n1) = first, latest
+    if n1 - n0 < SILENT_MIN_MESSAGES or t1 <= t0:
+        return None
+    return round((t1 - t0) / (n1 - n0), 3)
+
+
+def stale(snap, now, status_interval):
+    """Why the status file is too old to be believed, or None: a manager that
+    writes no status is hung (or its disk is)."""
+    age = now - (snap.get("updated") or 0)
+    if age > 3 * status_interval + 10:
+        return f"the status file was last updated {age:.0f} s ago: the manager is hung or cannot write it"
+    return None

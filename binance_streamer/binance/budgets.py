@@ -133,6 +133,10 @@ class RestBudget:
             else:
                 a[_USED] = max(a[_USED], float(used))
 
+    def paused_for(self):
+        """Seconds until REST calls may go again after a 429 or 418 (0: not paused)."""
+        return max(0.0, self.array[_PAUSED_UNTIL] - self.clock())
+
     def pause(self, seconds):
         """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
         a = self.array

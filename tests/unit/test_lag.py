@@ -4,7 +4,6 @@ and the health verdict built from it (pure)."""
 import orjson
 
 from binance_streamer.binance.parse import first_event_time
-from binance_streamer.status import health
 
 
 def test_the_oldest_frame_of_a_read_with_an_event_time_gives_it():
@@ -21,29 +20,3 @@ def test_only_the_first_few_frames_are_searched():
     quiet = b'{"u":1,"b":"1"}'
     assert first_event_time([quiet] * 8 + [b'{"E":5}']) is None
     assert first_event_time([quiet] * 7 + [b'{"E":5}']) == 5
-
-
-def _report(**conn):
-    return {"worker-0": {"connections": [{"name": "ws-spot-btcusdt", "group": "spot", "connected": True,
-                                          "lag_s": 0.05, "lag_max_s": 0.08, **conn}]}}
-
-
-RUNNING = [{"name": "writer", "state": "RUNNING"}, {"name": "worker-0", "state": "RUNNING"}]
-
-
-def test_health_is_ok_when_every_process_runs_and_no_connection_is_behind():
-    assert health(RUNNING, _report(), max_lag=3.0) == {"state": "OK", "problems": []}
-
-
-def test_a_connection_behind_by_more_than_max_lag_makes_it_degraded():
-    verdict = health(RUNNING, _report(lag_s=0.1, lag_max_s=4.5), max_lag=3.0)
-    assert verdict["state"] == "DEGRADED"
-    assert verdict["problems"] == ["worker-0 ws-spot-btcusdt is 4.5 s behind the exchange (max_lag 3 s)"]
-
-
-def test_a_process_not_running_or_a_connection_down_makes_it_degraded():
-    procs = RUNNING[:1] + [{"name": "worker-0", "state": "BACKOFF"}]
-    verdict = health(procs, _report(connected=False, lag_s=None, lag_max_s=None), max_lag=3.0)
-    assert verdict["state"] == "DEGRADED"
-    assert verdict["problems"] == ["worker-0 is BACKOFF", "worker-0 ws-spot-btcusdt is not connected"]
-    orjson.dumps(verdict)          # the status file is JSON
