@@ -16,3 +16,10 @@ def simulator():
     yield start
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def own_registry(tmp_path_factory, monkeypatch):
+    """Each test names its recorders in a registry of its own (the daemon
+    registry lives in the user's state directory)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

@@ -19,6 +19,8 @@ FAULTS = {
     "lifetime": ("float", "maximum connection lifetime in seconds"),
     "mutate_every": ("int", "every Nth data frame sent gets one hostile value, a field removed or its bytes cut "
                             "(seeded; 0: off)"),
+    "unreachable": ("float", "seconds during which the exchange cannot be reached: every connection is cut now, "
+                             "new connections and REST requests are cut before any answer"),
     "rest_garbage": ("int", "the next N REST answers are HTTP 200 but not the JSON asked for (HTML, cut JSON, "
                             "a list, the wrong shape)"),
 }
@@ -79,6 +81,7 @@ class Faults:
         self.no_pong = False
         self.rest_429_until = 0.0
         self.rest_418_until = 0.0
+        self.unreachable_until = 0.0
         self.depth_delay = 0.0
         self.depth_fail = 0
         self.lifetime = None
@@ -99,6 +102,9 @@ class Faults:
                 continue
             elif key in ("rest_429", "rest_418"):
                 setattr(self, key + "_until", now + value)
+            elif key == "unreachable":
+                self.unreachable_until = now + value
+                actions.append(("drop", "abort"))
             else:
                 setattr(self, key, value)
         return actions
@@ -116,6 +122,7 @@ class Faults:
             "no_pong": self.no_pong,
             "rest_429_remaining": max(0.0, self.rest_429_until - now),
             "rest_418_remaining": max(0.0, self.rest_418_until - now),
+            "unreachable_remaining": max(0.0, self.unreachable_until - now),
             "depth_delay": self.depth_delay,
             "depth_fail": self.depth_fail,
             "lifetime": self.lifetime,

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from .faults import FaultError
+from .ws import cut
 from .klines import INTERVALS
 from .mutate import garbage
 from .replay import Replay
@@ -58,6 +59,8 @@ class Rest:
     def _endpoint(self, name, fn):
         async def handler(request):
             ex, now = self.ex, time.time()
+            if now < ex.faults.unreachable_until:
+                return cut(request)
             ex.stats["rest_requests"] += 1
             try:
                 weight = self._weight(name, request.query)

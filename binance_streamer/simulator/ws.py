@@ -47,6 +47,8 @@ class _Handler:
 
     async def _serve(self, request, names, combined):
         ex, now = self.ex, time.time()
+        if now < ex.faults.unreachable_until:
+            return cut(request)
         if not ex.admit(request.remote, now):
             return web.json_response({"code": -1003, "msg": "Too many connection attempts."}, status=429)
         bad = [n for n in names if not STREAM_NAME.match(n)]
@@ -134,3 +136,9 @@ class _Handler:
             return {"code": 1, "msg": "Invalid value type: expected Boolean", "id": rid}
         conn.combined = params[1]
         return {"result": None, "id": rid}
+
+
+def cut(request):
+    """The exchange is unreachable: the TCP connection ends without an answer."""
+    request.transport.abort()
+    return web.Response(status=503)

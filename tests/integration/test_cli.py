@@ -166,3 +166,43 @@ def test_usage_errors_exit_2_with_one_line(tmp_path):
                  ["--verify", "--plot"]):
         code, out, err = run(tmp_path, *args)
         assert code == 2 and err.count("\n") == 1 and err.startswith("binance-streamer: error:"), (args, err)
+
+
+def test_check_status_and_stop_from_another_directory_and_down_while_unreachable(simulator, tmp_path,
+                                                                                 daemon_cleanup):
+    """`--daemon status --check` exits 0 OK, 1 DEGRADED, 2 DOWN; status and
+    stop find the daemon from a directory without its config; an exchange
+    that cannot be reached is DOWN with its reason, not RUNNING and fine."""
+    sim = simulator(symbols=("BTCUSDT", "ETHUSDT"), seed=37, rate=100)
+    config = config_for(tmp_path, sim, streams=["aggTrade", "depth@100ms", "bookTicker"])
+    daemon_cleanup.append(config)
+    code, _, err = run(tmp_path, "--config", config, "--daemon", "start")
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def check():
+        code, out, _ = run(elsewhere, "--daemon", "status", "--check")
+        return code, out.strip()
+
+    wait_for(lambda: check()[0] == 0, 60, "health OK, seen from another directory")
+    assert check()[1].startswith("OK: ")
+    code, out, _ = run(elsewhere, "--daemon", "status", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["run_dir"] == str(tmp_path / "run") and "registry" in report["looked"]
+
+    sim.faults(unreachable=12)
+    wait_for(lambda: check()[0] == 2, 20, "DOWN while the exchange cannot be reached")
+    code, line = check()
+    assert line.startswith("DOWN: no connection to the exchange is up") and "\n" not in line, line
+    report = json.loads(run(elsewhere, "--daemon", "status", "--json")[1])
+    assert report["health"]["state"] == "DOWN"
+    assert not any(c["connected"] for c in report["connections"])
+    wait_for(lambda: check()[0] == 0, 90, "OK again once the exchange answers and the books are in sync")
+
+    code, _, err = run(elsewhere, "--daemon", "stop")
+    assert code == 0 and "every row was flushed" in err, err
+    code, line = check()
+    assert code == 2 and line.startswith("DOWN: the recorder is not running (looked in ") and "registry" in line
+    code, _, err = run(elsewhere, "--daemon", "stop")
+    assert code == 0 and "not running (looked in" in err and str(elsewhere / "run") in err
