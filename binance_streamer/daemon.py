@@ -413,31 +413,50 @@ def summarize(st):
         except psutil.Error:
             pass
     children = st.get("children", {})
-    writer = children.get("writer", {}).get("streams", {})
-    books = children.get("orderbook", {}).get("books", {})
-    streams = {}
-    for name, child in children.items():
-        for key, s in child.get("streams", {}).items() if name.startswith("worker") else ():
-            symbol = key.split("/")[0]
-            w = writer.get(key, {})
-            streams[key] = {"messages": s["messages"], "messages_per_s": s.get("rate"),
-                            "last_message_age_s": round(now - s["last_recv_us"] / 1e6, 1) if s.get("last_recv_us") else None,
-                            "gaps": s["gaps"], "reconnects": sum(c["reconnects"] for c in child.get("connections", [])),
-                            "resyncs": books.get(symbol, {}).get("resyncs") if key.endswith("/depth") else None,
-                            "rows_today": w.get("rows", 0), "bytes_today": w.get("bytes", 0)}
-    connections = [{"process": name, **{k: c.get(k) for k in ("name", "connected", "reconnects", "handovers", "lag_s",
-                                                              "lag_max_s", "unread_bytes")}}
-                   for name, child in sorted(children.items()) if name.startswith("worker")
-                   for c in child.get("connections", [])]
     return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
-            "health": st.get("health"), "connections": connections,
+            "health": st.get("health"), "connections": _connections(children),
             "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
-            "processes": procs, "streams": streams,
+            "processes": procs, "streams": _streams(children, now),
             "unacked_bytes": {name: child.get("link", {}).get("unacked_bytes") for name, child in sorted(children.items())
                               if name.startswith("worker")},
             "disk_free_bytes": st.get("disk_free_bytes"),
             "books_in_sync": children.get("orderbook", {}).get("in_sync"),
-            "writer": {k: v for k, v in children.get("writer", {}).items() if k != "streams"}}
+            "writer": {k: v for k, v in children.get("writer", {}).items() if k not in ("streams", "gaps")}}
+
+
+def _streams(children, now):
+    """Per ``SYMBOL/stream``: what its worker receives, and what today's
+    files hold (rows, bytes and ledger rows by action, counted by the writer
+    from the files): the figures of the status table."""
+    writer = children.get("writer", {})
+    files, ledgers = writer.get("streams", {}), writer.get("gaps", {})
+    books = children.get("orderbook", {}).get("books", {})
+    received = {key: (s, child) for name, child in children.items() if name.startswith("worker")
+                for key, s in child.get("streams", {}).items()}
+    streams = {}
+    for key in sorted(set(received) | {k for k in files if not k.endswith("/gaps")}):
+        symbol, stream = key.split("/", 1)
+        s, child = received.get(key, ({}, {}))
+        f = files.get(key, {})
+        gaps = ledgers.get(symbol, {}).get("by_stream", {}).get(stream, {})
+        streams[key] = {"messages": s.get("messages"), "messages_per_s": s.get("rate"),
+                        "last_message_age_s": round(now - s["last_recv_us"] / 1e6, 1) if s.get("last_recv_us") else None,
+                        "gaps": sum(gaps.values()), "gaps_by_action": gaps,
+                        "reconnects": sum(c["reconnects"] for c in child.get("connections", [])) if child else None,
+                        "resyncs": books.get(symbol, {}).get("resyncs") if stream == "depth" else None,
+                        "day": f.get("day"), "rows_today": f.get("rows", 0), "bytes_today": f.get("bytes", 0)}
+    return streams
+
+
+def _connections(children):
+    return [{"process": name, **{k: c.get(k) for k in ("name", "connected", "reconnects", "failures", "handovers",
+                                                      "lag_s", "lag_max_s", "unread_bytes")}}
+            for name, child in sorted(children.items()) if name.startswith("worker")
+            for c in child.get("connections", [])]
+
+
+def _dash(value):
+    return "-" if value is None else value
 
 
 def _num(value):
@@ -463,7 +482,7 @@ def format_status(code, report):
     for key, s in sorted(report["streams"].items()):
         age = "-" if s["last_message_age_s"] is None else f"{s['last_message_age_s']}s"
         rate = "-" if s["messages_per_s"] is None else s["messages_per_s"]
-        lines.append(f"{key:<24} {rate:>7} {age:>8} {s['reconnects']:>6} {s['gaps']:>5} "
+        lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6} {s['gaps']:>5} "
                      f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
                      f"{s['bytes_today'] / 2**20:>8.2f}")
     lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'lag s':>7} {'worst s':>7} {'unread KB':>9}"]

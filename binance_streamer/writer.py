@@ -20,6 +20,7 @@ import time
 
 from . import csvfiles, links, messages, proc, streams
 from .messages import Gap, Rows
+from .daycounts import DayCounts
 from .recovery import last_id, recent_keys, repair_torn_line
 from .sequence import Sequencer, gap_row
 from .streams import id_step
@@ -101,7 +102,7 @@ class Writer:
         self.unwritten = {}      # at close: written_below() of the rows that could not be written
         self.seq = Sequencer()
         self.keys = {}           # (symbol, stream) -> RecentKeys of the files without exchange ids
-        self.stats = {}          # (symbol, stream) -> [rows, bytes, last day]
+        self.today = DayCounts()
         self.flushes = 0
         self.flush_seconds_max = 0.0
         self.write_errors = 0
@@ -325,6 +326,7 @@ class Writer:
             os.close(fd)
             raise
         f.fd, f.size, f.ino = fd, st.st_size, (st.st_dev, st.st_ino)
+        self.today.opened(*f.key, fd)
         if st.st_size == 0:
             f.lines.insert(0, csvfiles.header(self.cfg.market, stream, self.cfg.orderbook_levels).decode())
 
@@ -369,12 +371,7 @@ class Writer:
         if self.cfg.fsync == "always":
             os.fsync(f.fd)
             f.dirty = False
-        st = self.stats.setdefault(f.key[:2], [0, 0, f.key[2]])
-        if f.key[2] > st[2]:            # a new UTC day: today's counts start again
-            st[0], st[1], st[2] = 0, 0, f.key[2]
-        if st[2] == f.key[2]:
-            st[0] += rows
-            st[1] += size
+        self.today.written(*f.key, rows, f.size, data.decode() if f.key[1] == "gaps" else None)
         return True
 
     def _cut_back(self, f):
@@ -546,12 +543,12 @@ class Writer:
             os.unlink(path)
 
     def status(self):
+        streams, gaps = self.today.report()
         return {"pending_rows": self.pending_rows, "open_files": len(self.files), "flushes": self.flushes,
                 "flush_seconds_max": round(self.flush_seconds_max, 4), "write_errors": self.write_errors,
                 "duplicates_dropped": self.seq.duplicates, "torn_lines_repaired": self.torn_repaired,
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
-                "streams": {f"{s}/{st}": {"day": v[2], "rows": v[0], "bytes": v[1]}
-                            for (s, st), v in self.stats.items()}}
+                "streams": streams, "gaps": gaps}
 
 
 def _event_column(stream):
