@@ -440,12 +440,22 @@ def _streams(children, now):
         f = files.get(key, {})
         gaps = ledgers.get(symbol, {}).get("by_stream", {}).get(stream, {})
         streams[key] = {"messages": s.get("messages"), "messages_per_s": s.get("rate"),
-                        "last_message_age_s": round(now - s["last_recv_us"] / 1e6, 1) if s.get("last_recv_us") else None,
+                        "last_message_age_s": _age(s, child, now),
                         "gaps": sum(gaps.values()), "gaps_by_action": gaps,
                         "reconnects": sum(c["reconnects"] for c in child.get("connections", [])) if child else None,
                         "resyncs": books.get(symbol, {}).get("resyncs") if stream == "depth" else None,
                         "day": f.get("day"), "rows_today": f.get("rows", 0), "bytes_today": f.get("bytes", 0)}
     return streams
+
+
+def _age(stream, child, now):
+    """Seconds from a stream's last message to its worker's last report (not
+    to now: reports come every status_interval, and a busy stream's age
+    would be mostly that)."""
+    last = stream.get("last_recv_us")
+    if not last:
+        return None
+    return round(max(0.0, (child.get("time") or now) - last / 1e6), 2)
 
 
 def _connections(children):

@@ -99,6 +99,7 @@ class ProcessManager:
         self.logs_dropped = 0
         self.budget = self.connect_budget = None
         self.status_writer = None
+        self.summary_base = None      # (time, messages, rows) at the last summary
         self.stream_first = {}        # "SYMBOL/stream" -> (time, messages) when first reported, for its usual gap
 
     # -- wiring ---------------------------------------------------------------------
@@ -307,6 +308,27 @@ class ProcessManager:
                                        cfg.link_buffer_bytes)
         return snap
 
+    def _summarize(self):
+        """The one-line summary the log gets every summary_interval."""
+        snap, now = self.snapshot("RUNNING"), self.clock()
+        children = snap["children"]
+        messages = sum(s.get("messages") or 0 for name, c in children.items() if name.startswith("worker")
+                       for s in c.get("streams", {}).values())
+        writer = children.get("writer", {})
+        rows = sum(f["rows"] for key, f in writer.get("streams", {}).items() if not key.endswith("/gaps"))
+        gaps = sum(sum(by.values()) for g in writer.get("gaps", {}).values() for by in g["by_stream"].values())
+        last = self.summary_base
+        self.summary_base = (now, messages, rows)
+        if last is None:
+            return
+        elapsed = max(1e-9, now - last[0])
+        books = children.get("orderbook", {})
+        health = snap["health"]
+        log.info("summary: %.0f msg/s, %d rows written in %.0f s (%d today), %d gap rows today, books in sync %s/%d, "
+                 "health %s%s", max(0, messages - last[1]) / elapsed, max(0, rows - last[2]), elapsed, rows, gaps,
+                 books.get("in_sync", "-"), len(self.cfg.symbols) if "depth" in ",".join(self.cfg.streams) else 0,
+                 health["state"], f" ({'; '.join(health['problems'][:3])})" if health["problems"] else "")
+
     def write_status(self, state):
         if self.status_writer is None:
             self.status_writer = status.StatusWriter(self.cfg.run_dir, self.cfg.data_dir)
@@ -329,6 +351,7 @@ class ProcessManager:
 
     def _loop(self, duration):
         next_status = 0.0
+        next_summary = self.clock() + min(5.0, self.cfg.summary_interval)      # the first sets the base
         end = None if duration is None else self.clock() + duration
         while not self.stopping:
             if end is not None and self.clock() >= end:
@@ -343,6 +366,9 @@ class ProcessManager:
                 next_status = self.clock() + self.cfg.status_interval
                 running = all(c.state in (RUNNING, FATAL) for c in self.children)
                 self.write_status("RUNNING" if running else "STARTING")
+            if self.cfg.summary_interval and self.clock() >= next_summary:
+                next_summary = self.clock() + min(5.0, self.cfg.summary_interval)      # the first sets the base
+                self._summarize()
 
     def _on_signal(self, signum, frame):
         self.signal = signum      # only recorded; the main loop acts on it

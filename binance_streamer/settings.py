@@ -96,6 +96,9 @@ SETTINGS = [
     _s("stop_timeout", "float", 20.0, "seconds each shutdown stage may take before processes are killed",
        "processes", minimum=1.0),
     _s("status_interval", "float", 2.0, "seconds between status file updates", "processes", minimum=0.1),
+    _s("summary_interval", "float", 60.0,
+       "seconds between the log's one-line summaries (messages/s, rows, gaps, books in sync, health); 0: none",
+       "processes", minimum=0.0, maximum=86400.0),
     _s("hang_timeout", "float", 30.0,
        "seconds a process may go without a heartbeat (one a second from its main loop) before it is taken for "
        "hung, killed and restarted alone", "processes", minimum=2.0),
