@@ -495,9 +495,11 @@ def format_status(code, report):
         lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6} {s['gaps']:>5} "
                      f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
                      f"{s['bytes_today'] / 2**20:>8.2f}")
-    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'lag s':>7} {'worst s':>7} {'unread KB':>9}"]
+    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
+                  f"{'unread KB':>9}"]
     for c in report.get("connections", []):
         lines.append(f"{c['name'] or c['process']:<28} {'yes' if c['connected'] else 'no':>3} {c['reconnects']:>6} "
+                     f"{_dash(c.get('failures')):>6} "
                      f"{_num(c['lag_s']):>7} {_num(c['lag_max_s']):>7} "
                      f"{'-' if c['unread_bytes'] is None else round(c['unread_bytes'] / 1024, 1):>9}")
     free = report.get("disk_free_bytes")
