@@ -213,6 +213,14 @@ def dispatch(args, cfg):
 
 def offline(args, cfg):
     """--verify, --export and --plot: read the files, never the network."""
+    from .analysis import NotRecorded
+    try:
+        return _offline(args, cfg)
+    except NotRecorded as exc:          # a symbol, day or market the data directory does not hold
+        raise RuntimeError(str(exc)) from exc
+
+
+def _offline(args, cfg):
     from .analysis import export, plot, verify
     from .analysis.load import parse_date
     symbol = args.symbol.upper() if args.symbol else None
@@ -221,6 +229,10 @@ def offline(args, cfg):
     except ValueError as exc:
         raise UsageError(f"--date: {exc}") from None
     if not os.path.isdir(os.path.join(cfg.data_dir, cfg.market)):
+        others = [m for m in settings.MARKETS if os.path.isdir(os.path.join(cfg.data_dir, m))]
+        if others:
+            raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}, only {' and '.join(others)}; "
+                               f"pass --market {others[0]}")
         raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}; pass --data-dir or --config "
                            f"with the data_dir the recorder used")
     if args.verify:

@@ -7,10 +7,21 @@ import os
 import pandas as pd
 import pytest
 
-from binance_streamer import analysis, csvfiles
+from binance_streamer import analysis, cli, csvfiles
+from binance_streamer.analysis import plot
 
 DAY = "2026-11-25"
 T0 = int(pd.Timestamp(f"{DAY} 12:00", tz="UTC").value // 1_000_000)      # ms
+NEXT_DAY = "2026-11-26"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _t(text):
+    return pd.Timestamp(text, tz="UTC")
+
+
+def _ms(text):
+    return int(_t(text).value // 1_000_000)
 
 
 def _write(root, market, symbol, stream, rows, day=DAY):
@@ -65,12 +76,32 @@ def _usdm(root, symbol="BTCUSDT"):
              str(i + 1), (T0 + 1000 * i) * 1000 + 90] for i in range(20)])
 
 
+def _gap(written, stream, last_time="", first_time=""):
+    return [_ms(written) * 1000, stream, "reconnect", "", "", last_time and _ms(last_time),
+            first_time and _ms(first_time), "lost", 0, ""]
+
+
+def _ledger(root):
+    """Holes with both times, one, none; begun the day before; ledgered the next morning."""
+    _write(root, "usdm", "BTCUSDT", "gaps", [
+        _gap(f"{DAY} 00:30", "aggTrade", "2026-11-24 20:00", f"{DAY} 00:20"),
+        _gap(f"{DAY} 12:00:10", "aggTrade", f"{DAY} 12:00:05", f"{DAY} 12:00:09"),
+        _gap(f"{DAY} 12:00:20", "depth", first_time=f"{DAY} 12:00:15"),
+        _gap(f"{DAY} 12:00:30", "orderbook"),
+        _gap(f"{DAY} 12:00:40", "bookTicker", last_time=f"{DAY} 12:00:35")])
+    _write(root, "usdm", "BTCUSDT", "gaps", [
+        _gap(f"{NEXT_DAY} 03:00", "aggTrade", f"{DAY} 22:00", f"{NEXT_DAY} 02:59"),
+        _gap(f"{NEXT_DAY} 05:00", "aggTrade", f"{NEXT_DAY} 04:00", f"{NEXT_DAY} 04:30")], day=NEXT_DAY)
+
+
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-    """``both``: spot BTCUSDT, ETHUSDT and usdm BTCUSDT, SOLUSDT; ``usdm``: usdm BTCUSDT only."""
+    """``both``: spot BTCUSDT, ETHUSDT and usdm BTCUSDT (with a gap ledger), SOLUSDT;
+    ``usdm``: usdm BTCUSDT only."""
     both, usdm = tmp_path_factory.mktemp("both"), tmp_path_factory.mktemp("usdm-only")
     _spot(both)
     _usdm(both)
+    _ledger(both)
     _usdm(both, "SOLUSDT")
     _usdm(usdm)
     return str(both), str(usdm)
@@ -162,3 +193,53 @@ def test_book_at_and_replay_say_what_is_wrong_with_the_lookup(dirs):
     with pytest.raises(LookupError, match="no in-sync book at .*no diff before it bridged a snapshot") as e:
         analysis.book_at(both, "BTCUSDT", time=f"{DAY} 11:00")
     assert not isinstance(e.value, analysis.NotRecorded)
+
+
+def test_plot_draws_what_usdm_recorded_and_shades_each_hole(dirs, tmp_path):
+    both, _ = dirs
+    png = tmp_path / "usdm.png"
+    drawn = plot.plot_day(both, "BTCUSDT", DAY, str(png), market="usdm")
+    assert png.read_bytes()[:8] == PNG
+    assert drawn["price"] == ["trade price", "mid"] and drawn["rate"] == ["aggTrade", "depth", "bookTicker"]
+    second = pd.Timedelta(seconds=1)            # 30 s of rows: 1 s buckets, the narrowest span drawn
+    assert drawn["holes"] == [
+        (_t(DAY), _t(f"{DAY} 00:20")),                              # begun the day before: from midnight
+        (_t(f"{DAY} 12:00:05"), _t(f"{DAY} 12:00:09")),             # last_good_time .. first_time_after
+        (_t(f"{DAY} 12:00:15"), _t(f"{DAY} 12:00:15") + second),    # only its end is known: a mark there
+        (_t(f"{DAY} 12:00:30"), _t(f"{DAY} 12:00:30") + second),    # no times: when the row was written
+        (_t(f"{DAY} 12:00:35"), _t(f"{DAY} 12:00:40")),             # no end: until the row was written
+        (_t(f"{DAY} 22:00"), _t(NEXT_DAY))]                         # ledgered the next morning, cut at midnight
+    assert drawn["gaps"] == 6
+
+
+def test_hole_spans_read_microsecond_times_too():
+    ledger = pd.DataFrame({"last_good_time": pd.array([_ms(f"{DAY} 12:00") * 1000], dtype="Int64"),
+                           "first_time_after": pd.array([pd.NA], dtype="Int64")},
+                          index=pd.DatetimeIndex([_t(f"{DAY} 12:01")], name="time"))
+    assert plot.hole_spans(ledger, _t(DAY), _t(NEXT_DAY), pd.Timedelta(seconds=1)) == [
+        (_t(f"{DAY} 12:00"), _t(f"{DAY} 12:01"))]
+
+
+def _main(capsys, *args):
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plot_command_says_in_one_line_what_is_not_there(dirs, tmp_path, monkeypatch, capsys):
+    both, usdm = dirs
+    monkeypatch.chdir(tmp_path)             # no config.yaml
+    code, out, err = _main(capsys, "--plot", "--date", DAY, "--symbol", "BTCUSDT", "--market", "usdm",
+                           "--data-dir", usdm, "--out", str(tmp_path / "day.png"))
+    assert code == 0 and (tmp_path / "day.png").read_bytes()[:8] == PNG, err
+    assert out.startswith(f"{tmp_path / 'day.png'}: price (trade price, mid), messages/s (aggTrade, depth, bookTicker)")
+    code, out, err = _main(capsys, "--plot", "--date", "2026-11-24", "--symbol", "BTCUSDT", "--market", "usdm",
+                           "--data-dir", usdm)
+    assert code == 1 and err == (f"binance-streamer: error: no usdm BTCUSDT aggTrade, depth, bookTicker rows on "
+                                 f"2026-11-24 in '{os.path.join(usdm, 'usdm', 'BTCUSDT')}': it has them on {DAY}\n")
+    code, out, err = _main(capsys, "--plot", "--date", DAY, "--symbol", "BTCUSDX", "--market", "usdm",
+                           "--data-dir", both)
+    assert code == 1 and err.count("\n") == 1 and err.endswith("(did you mean 'BTCUSDT'?)\n")
+    code, out, err = _main(capsys, "--plot", "--date", DAY, "--symbol", "BTCUSDT", "--data-dir", usdm)
+    assert code == 1 and err == (f"binance-streamer: error: no spot recordings in {usdm}, only usdm; "
+                                 f"pass --market usdm\n")
