@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import sys
 
+from . import __version__, settings
 from . import config as configmod
-from . import settings
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ def build_parser():
     p.add_argument("--demo-seconds", type=float, default=30.0, metavar="N",
                    help="how long --demo records (default 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}",
+                   help="print the program's version and exit")
     group = p.add_argument_group("settings (override the config file)")
     for s in settings.SETTINGS:
         if s.flag:
@@ -268,6 +270,8 @@ def main(argv=None):
     except UsageError as exc:
         print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as exc:           # --help and --version have printed what was asked
+        return exc.code
     debug = args.debug
     if (args.quote and not args.list_symbols) or (args.force and args.daemon != "stop"):
         print(f"{PROG}: error: --quote goes with --list-symbols and --force with --daemon stop; "
