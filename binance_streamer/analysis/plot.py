@@ -120,13 +120,14 @@ def hole_spans(ledger, start, end, min_width):
     A hole runs from ``last_good_time`` to ``first_time_after``. Without
     ``first_time_after`` it ends when the row was written (the recorder
     noticed it then); without ``last_good_time`` it is a mark at its end.
-    Spans shorter than ``min_width`` are widened to it, to stay visible."""
+    Spans shorter than ``min_width`` are widened to it, back from their end
+    (a hole lies before the time it ended or was noticed), to stay visible."""
     spans = []
     for written, last_good, first_after in zip(ledger.index, ledger["last_good_time"], ledger["first_time_after"]):
         hi = _time(first_after) or written
         lo = _time(last_good) or hi
         lo, hi = min(lo, hi), max(lo, hi)
-        hi = max(hi, lo + min_width)
+        lo = min(lo, hi - min_width)
         if lo < end and hi > start:
             spans.append((max(lo, start), min(hi, end)))
     return spans

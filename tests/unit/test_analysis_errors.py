@@ -205,8 +205,8 @@ def test_plot_draws_what_usdm_recorded_and_shades_each_hole(dirs, tmp_path):
     assert drawn["holes"] == [
         (_t(DAY), _t(f"{DAY} 00:20")),                              # begun the day before: from midnight
         (_t(f"{DAY} 12:00:05"), _t(f"{DAY} 12:00:09")),             # last_good_time .. first_time_after
-        (_t(f"{DAY} 12:00:15"), _t(f"{DAY} 12:00:15") + second),    # only its end is known: a mark there
-        (_t(f"{DAY} 12:00:30"), _t(f"{DAY} 12:00:30") + second),    # no times: when the row was written
+        (_t(f"{DAY} 12:00:15") - second, _t(f"{DAY} 12:00:15")),    # only its end is known: a mark to there
+        (_t(f"{DAY} 12:00:30") - second, _t(f"{DAY} 12:00:30")),    # no times: up to when the row was written
         (_t(f"{DAY} 12:00:35"), _t(f"{DAY} 12:00:40")),             # no end: until the row was written
         (_t(f"{DAY} 22:00"), _t(NEXT_DAY))]                         # ledgered the next morning, cut at midnight
     assert drawn["gaps"] == 6
