@@ -1,8 +1,14 @@
+import re
+
 from setuptools import find_packages, setup
+
+# The version lives in binance_streamer/__init__.py alone (``binance-streamer --version`` prints it).
+with open("binance_streamer/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="binance_streamer",
-    version="0.1.0",
+    version=VERSION,
     description="Records Binance spot and USD-M market data to CSV and keeps exact local order books",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

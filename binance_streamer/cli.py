@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import sys
 
+from . import __version__, settings
 from . import config as configmod
-from . import settings
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ def build_parser():
     p.add_argument("--demo-seconds", type=float, default=30.0, metavar="N",
                    help="how long --demo records (default 30)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}",
+                   help="print the program's version and exit")
     group = p.add_argument_group("settings (override the config file)")
     for s in settings.SETTINGS:
         if s.flag:
@@ -222,6 +224,14 @@ def dispatch(args, cfg):
 
 def offline(args, cfg):
     """--verify, --export and --plot: read the files, never the network."""
+    from .analysis import NotRecorded
+    try:
+        return _offline(args, cfg)
+    except NotRecorded as exc:          # a symbol, day or market the data directory does not hold
+        raise RuntimeError(str(exc)) from exc
+
+
+def _offline(args, cfg):
     from .analysis import export, plot, verify
     from .analysis.load import parse_date
     symbol = args.symbol.upper() if args.symbol else None
@@ -230,6 +240,10 @@ def offline(args, cfg):
     except ValueError as exc:
         raise UsageError(f"--date: {exc}") from None
     if not os.path.isdir(os.path.join(cfg.data_dir, cfg.market)):
+        others = [m for m in settings.MARKETS if os.path.isdir(os.path.join(cfg.data_dir, m))]
+        if others:
+            raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}, only {' and '.join(others)}; "
+                               f"pass --market {others[0]}")
         raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}; pass --data-dir or --config "
                            f"with the data_dir the recorder used")
     if args.verify:
@@ -265,6 +279,8 @@ def main(argv=None):
     except UsageError as exc:
         print(f"{PROG}: error: {exc}; see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
+    except SystemExit as exc:           # --help and --version have printed what was asked
+        return exc.code
     debug = args.debug
     if ((args.quote and not args.list_symbols) or (args.force and args.daemon != "stop")
             or (args.check and args.daemon != "status")):

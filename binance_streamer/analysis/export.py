@@ -13,7 +13,8 @@ import os
 import pandas as pd
 
 from .. import csvfiles
-from .load import VISION_STREAMS, load_file
+from .catalog import VISION_STREAMS
+from .load import load_file
 
 VISION_COLUMNS = {
     ("spot", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",

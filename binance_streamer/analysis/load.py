@@ -16,10 +16,8 @@ import pandas as pd
 
 from .. import csvfiles
 from ..streams import KINDS, lookup
-
-# data.binance.vision file names -> our stream names (klines are named by interval)
-VISION_STREAMS = {"aggTrades": "aggTrade", "trades": "trade", "bookTicker": "bookTicker"}
-_INTERVAL = re.compile(r"^\d+[smhdwM]$")
+from .catalog import day_files, file_stem, our_stream
+from .catalog import timestamp as _timestamp
 
 # The exchange time a stream is indexed by, in order of preference; spot
 # bookTickers and spot snapshots carry no exchange time, so they fall back
@@ -31,69 +29,11 @@ INDEX_COLUMNS = {
     "gaps": ("local_time_us",),
 }
 _TRUE, _FALSE = ["True", "true"], ["False", "false"]
-_SUFFIX = re.compile(r"\.(csv\.gz|csv|zip)$")
 _US_FROM = 10 ** 14          # an epoch value above this is in microseconds, not milliseconds
 
 
 class LoadError(RuntimeError):
     """A file that cannot be read as the stream it claims to be."""
-
-
-def our_stream(name):
-    """``aggTrades`` -> ``aggTrade``, ``1m`` -> ``kline_1m``; ours pass through."""
-    if name in VISION_STREAMS:
-        return VISION_STREAMS[name]
-    if _INTERVAL.match(name):
-        return f"kline_{name}"
-    return name
-
-
-def file_stem(name):
-    """``X-aggTrade-2026-11-25.csv.gz`` -> ``X-aggTrade-2026-11-25``; None for other files."""
-    stem = _SUFFIX.sub("", name)
-    return None if stem == name else stem
-
-
-def _file_names(symbol, stream):
-    """Every name a day file of ``stream`` may carry: ours and Binance's."""
-    names = {stream}
-    kind = csvfiles.stream_kind(stream)
-    if kind == "kline":
-        names.add(stream[len("kline_"):])
-    names.update(v for v, ours in VISION_STREAMS.items() if ours == stream)
-    return {f"{symbol}-{n}-" for n in names}
-
-
-def day_files(data_dir, symbol, stream, start=None, end=None, market="spot"):
-    """``[(day, path)]`` of the day files of one stream, oldest first.
-
-    Looks in ``data_dir/<market>/<SYMBOL>/`` (the recorder's layout), then
-    ``data_dir/<SYMBOL>/`` and ``data_dir`` itself (downloaded archives).
-    ``.csv``, ``.csv.gz`` and data.binance.vision's ``.zip`` are read."""
-    symbol = symbol.upper()
-    stream = our_stream(stream)
-    prefixes = _file_names(symbol, stream)
-    first = _day(start) if start is not None else None
-    last = _day(end, inclusive_end=True) if end is not None else None
-    found = {}
-    for folder in (os.path.join(data_dir, market, symbol), os.path.join(data_dir, symbol), data_dir):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            base = file_stem(name)
-            if base is None:
-                continue
-            prefix, day = base[:-10], base[-10:]
-            if prefix not in prefixes or not re.match(r"^\d{4}-\d{2}-\d{2}$", day):
-                continue
-            if (first and day < first) or (last and day > last):
-                continue
-            found.setdefault(day, os.path.join(folder, name))
-        if found:
-            break
-    return sorted(found.items())
 
 
 def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=False, columns=None):
@@ -107,8 +47,13 @@ def load(data_dir, symbol, stream, start=None, end=None, market="spot", exact=Fa
     ``exact="decimal"`` ``decimal.Decimal`` objects. Rows are in time order
     (backfilled rows written after later ones are put back in place).
     ``columns``: read only these (the time columns are always read), which
-    saves memory on big depth files. An empty DataFrame with the right
-    columns when nothing matches."""
+    saves memory on big depth files.
+
+    A lookup that finds no file of the stream at all (no such directory,
+    market, symbol or stream) raises :class:`~.catalog.NotRecorded`, whose
+    message lists what the directory holds. A stream that is recorded but
+    has no rows from ``start`` to ``end`` is an empty DataFrame with the
+    right columns, as is a symbol without a gap ledger (no hole)."""
     stream = our_stream(stream)
     frames = [load_file(path, market, stream, exact, columns)
               for _, path in day_files(data_dir, symbol, stream, start, end, market)]
@@ -134,7 +79,7 @@ def load_file(path, market="spot", stream=None, exact=False, columns=None):
         names = first.strip().split(",")
     else:
         width = first.count(",") + 1 if first else 0
-        schema = csvfiles.columns(market, stream)
+        schema = _schema(market, stream)
         if width > len(schema):
             raise LoadError(f"{path}: {width} columns, more than a {market} {stream} file has ({len(schema)})")
         names = schema[:width]
@@ -197,12 +142,21 @@ def _in_order(df, stream):
 
 
 def _empty(market, stream, exact):
-    names = csvfiles.columns(market, stream)
+    names = _schema(market, stream)
     df = pd.DataFrame({c: pd.Series(dtype=csvfiles.pandas_dtype(c, bool(exact))) for c in names})
     if "local_time_us" in names:
         df["local_time"] = pd.Series(dtype="datetime64[us, UTC]")
     df.index = pd.DatetimeIndex([], tz="UTC", name="time")
     return df
+
+
+def _schema(market, stream):
+    """Our columns of a stream; USD-M trades (Binance's archives have them,
+    the recorder does not) take spot's, whose leading columns they share."""
+    try:
+        return csvfiles.columns(market, stream)
+    except KeyError:
+        return csvfiles.columns("spot", stream)
 
 
 def _stream_of(path):
@@ -222,18 +176,6 @@ def _first_line(path):
                 return f.readline().decode()
     with open(path, encoding="utf-8") as f:
         return f.readline()
-
-
-def _timestamp(value):
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _day(value, inclusive_end=False):
-    ts = _timestamp(value)
-    if inclusive_end and ts == ts.normalize():
-        ts -= pd.Timedelta(microseconds=1)     # end is excluded: midnight belongs to the day before
-    return ts.strftime("%Y-%m-%d")
 
 
 def parse_date(text):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..book import APPLIED, GAP, Book, classify_next, drop_before_snapshot, first_event_fits
-from .load import _timestamp, day_files
+from .catalog import NotRecorded, day_files, days_text
+from .catalog import timestamp as _timestamp
 
 
 @dataclass
@@ -158,10 +159,19 @@ def read_diffs(paths, from_id=None):
 
 
 def _sources(data_dir, symbol, market, start, end):
-    """The depth paths and the snapshots of the days from ``start`` to ``end``."""
+    """The depth paths and the snapshots of the days from ``start`` to ``end``;
+    NotRecorded when the symbol has no depth or snapshot files at all."""
     diffs = [p for _, p in day_files(data_dir, symbol, "depth", start, end, market)]
     snaps = read_snapshots([p for _, p in day_files(data_dir, symbol, "depthSnapshot", start, end, market)])
     return diffs, snaps
+
+
+def _no_depth_then(data_dir, symbol, market, start, end):
+    """NotRecorded for a time with no depth file around it: which days have one."""
+    days = [d for d, _ in day_files(data_dir, symbol, "depth", market=market)]
+    first, last = start.strftime("%Y-%m-%d"), end.strftime("%Y-%m-%d")
+    return NotRecorded(f"no {market} {symbol.upper()} depth files for {first}..{last} in '{data_dir}': "
+                       f"depth was recorded on {days_text(days)}")
 
 
 def walk(market, diffs, snaps, start_ok=None, until=None):
@@ -183,7 +193,9 @@ def replay(data_dir, symbol, start=None, end=None, market="spot", depth=20):
     ``depth`` levels a side (None: every level). While the book is out of
     sync (a break in the diffs, until a later snapshot is bridged) nothing
     is yielded; the gap ledger says why. The day before ``start`` is read
-    too: its last snapshot may be the one the book starts from."""
+    too: its last snapshot may be the one the book starts from. A wrong
+    directory, market or symbol raises :class:`~.catalog.NotRecorded` at
+    the first step; a range without depth files yields nothing."""
     before = None if start is None else _timestamp(start) - pd.Timedelta(days=1)
     t0 = None if start is None else int(_timestamp(start).value // 1_000_000)
     t1 = None if end is None else int(_timestamp(end).value // 1_000_000)
@@ -198,14 +210,19 @@ def replay(data_dir, symbol, start=None, end=None, market="spot", depth=20):
 def book_at(data_dir, symbol, time=None, update_id=None, market="spot", depth=None):
     """The book as of ``time`` (after the last diff with an event time at or
     before it) or as of ``update_id`` (after the last diff whose final id is
-    at or below it). Raises LookupError when the recording has no in-sync
-    book then."""
+    at or below it). Raises :class:`~.catalog.NotRecorded` when the lookup
+    is wrong (no such directory, market or symbol, no depth recorded, or
+    for ``time`` no depth file on its day or the day before), and
+    LookupError when the recording has depth then but no in-sync book."""
     if (time is None) == (update_id is None):
         raise ValueError("book_at needs exactly one of time= or update_id=")
     if time is not None:
         when = _timestamp(time)
         ms = int(when.value // 1_000_000)
-        sources = _sources(data_dir, symbol, market, when - pd.Timedelta(days=1), when + pd.Timedelta(milliseconds=1))
+        window = when - pd.Timedelta(days=1), when + pd.Timedelta(milliseconds=1)
+        sources = _sources(data_dir, symbol, market, *window)
+        if not sources[0]:
+            raise _no_depth_then(data_dir, symbol, market, *window)
         usable = lambda s: 0 < s.response_time_us // 1000 <= ms                        # noqa: E731
         past = lambda event: event[0] > ms                                             # noqa: E731
     else:
@@ -218,5 +235,7 @@ def book_at(data_dir, symbol, time=None, update_id=None, market="spot", depth=No
             last = (e_time, local_us)
     if last is None or not r.synced:
         what = f"time {time}" if time is not None else f"update id {update_id}"
-        raise LookupError(f"{symbol}: the recording has no in-sync book at {what}")
+        why = ("no diff before it bridged a snapshot" if last is None else
+               "the diffs broke before it and no snapshot was bridged since; see analysis.gaps")
+        raise LookupError(f"{symbol.upper()}: no in-sync book at {what}: {why}")
     return r.view(depth, *last)

@@ -160,6 +160,16 @@ def test_every_option_has_help_and_the_help_has_examples():
     assert "examples:" in text and "--daemon start" in text
 
 
+def test_version_is_the_package_version(tmp_path, capsys):
+    from importlib.metadata import version
+
+    import binance_streamer
+    code, out, err = run(tmp_path, "--version")
+    assert (code, out, err) == (0, f"binance-streamer {binance_streamer.__version__}\n", "")
+    assert version("binance_streamer") == binance_streamer.__version__      # setup.py reads the same line
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out == out  # main returns, never exits
+
+
 def test_usage_errors_exit_2_with_one_line(tmp_path):
     for args in (["--daemon", "restart"], ["--quote", "USDT"], ["--force"], ["--list-symbols", "--status"],
                  ["--date", "2026-11-25"], ["--verify", "--date", "25/11/2026"], ["--export", "csv"],

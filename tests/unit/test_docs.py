@@ -30,6 +30,15 @@ def test_readme_shows_the_commands_ci_runs():
     assert "binance-streamer --demo" in readme
 
 
+def test_readme_names_every_command_line_option():
+    from binance_streamer.cli import build_parser
+    readme = _read("README.md")
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                assert option in readme, option
+
+
 def test_contributor_docs_exist_and_name_real_modules():
     for doc in ("ARCHITECTURE.md", "CLAUDE.md"):
         text = _read(doc)
