@@ -18,7 +18,7 @@ Continuity rules, one per kind:
   only a reconnect can lose an event.
 
 To add a stream: a row here, a parser in ``binance/parse.py``, its columns
-in ``csvfiles.SCHEMAS``, and tests (see CLAUDE.md).
+in ``csvfiles.SCHEMAS``, and tests (see CONTRIBUTING.md).
 """
 
 from dataclasses import dataclass

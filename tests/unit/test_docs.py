@@ -40,7 +40,7 @@ def test_readme_names_every_command_line_option():
 
 
 def test_contributor_docs_exist_and_name_real_modules():
-    for doc in ("ARCHITECTURE.md", "CLAUDE.md"):
+    for doc in ("ARCHITECTURE.md", "CONTRIBUTING.md"):
         text = _read(doc)
         for module in ("worker.py", "writer.py", "orderbook.py", "manager.py"):
             assert module in text, (doc, module)
