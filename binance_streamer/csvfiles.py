@@ -6,11 +6,12 @@ Layout: ``<data_dir>/<market>/<SYMBOL>/<SYMBOL>-<stream>-<YYYY-MM-DD>.csv``,
 one file per stream per UTC day of the event time.
 """
 
+import functools
 import os
 import re
 import time
 
-from .streams import KINDS, kind_of
+from .streams import KINDS, kind_of, lookup
 
 # stream -> (columns, index of the id column or None, what the id is)
 _AGG_SPOT = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
@@ -55,6 +56,28 @@ ID_COLUMN = {name: columns("spot", name).index(k.id_column) for name, k in KINDS
 # worker's snapshot levels, which share their snapshot's). The writer drops a
 # row whose key it wrote recently: a batch sent again to a new writer.
 KEY_COLUMN = {"orderbook": 0, "depthSnapshot": SCHEMAS["depthSnapshot"].index("response_time_us")}
+
+
+@functools.lru_cache(maxsize=None)
+def _time_cells(market, stream):
+    k = lookup(stream)
+    cols = columns(market, stream) if k is not None else ()
+    return tuple((cols.index(c), c.endswith("_us")) for c in (k.time_columns if k else ()) if c in cols)
+
+
+def row_time(market, stream, line):
+    """The gap-ledger time (ms) of a CSV row: the first of the stream's
+    ``time_columns`` with a value (the exchange's time; spot bookTicker's
+    receive time), as ``streams.ledger_time`` gives it for the event; ""
+    when there is no row or it has no time."""
+    if not line:
+        return ""
+    cells = line.rstrip("\n").split(",")
+    for index, micro in _time_cells(market, stream):
+        value = cells[index] if index < len(cells) else ""
+        if value.isdigit():
+            return int(value) // 1000 if micro else int(value)
+    return ""
 
 
 def orderbook_columns(levels):

@@ -128,13 +128,15 @@ class Gap(NamedTuple):
 
 # -- what BookEvents carries -------------------------------------------------------------------
 class Diff(NamedTuple):
-    """A depth diff: ids ``first`` (U) .. ``final`` (u), ``prev`` (pu, USD-M)."""
+    """A depth diff: ids ``first`` (U) .. ``final`` (u), ``prev`` (pu, USD-M);
+    ``time``: its event time E in ms (for the ledger rows of a resync)."""
     symbol: str
     first: int
     final: int
     prev: Optional[int]
     bids: list
     asks: list
+    time: object = ""
 
 
 class Ticker(NamedTuple):

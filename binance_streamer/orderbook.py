@@ -34,6 +34,7 @@ NO_BOOK, REQUESTED, SYNCED_STATE = "no_book", "requested", "synced"
 RETRY_DELAY = 2.0
 REQUEST_TIMEOUT = 120.0
 MAX_TICKERS = 4096
+MAX_TIMES = 4096          # event times kept per book, for the ledger rows of a resync
 
 
 class SymbolBook:
@@ -48,6 +49,7 @@ class SymbolBook:
         self.last_snapshot = 0.0
         self.snapshot_range = None    # (lowest bid, highest ask) of the last snapshot
         self.tickers = OrderedDict()
+        self.times = OrderedDict()    # final update id -> event time E (ms) of the recent diffs
         self.resyncs = self.compared = self.mismatches = self.snapshots = 0
 
 
@@ -66,8 +68,11 @@ class OrderBooks:
         self.throttle = proc.Throttle()
 
     # -- input -------------------------------------------------------------------
-    def on_diff(self, symbol, first, final, prev, bids, asks):
+    def on_diff(self, symbol, first, final, prev, bids, asks, time=""):
         sb = self.books[symbol]
+        sb.times[final] = time
+        if len(sb.times) > MAX_TIMES:
+            sb.times.popitem(last=False)
         before = sb.sync.update_id
         fresh = sb.sync.synced and sb.sync.awaiting_first      # no diff applied yet since the snapshot
         outcome = sb.sync.on_diff(first, final, prev, bids, asks)
@@ -84,7 +89,7 @@ class OrderBooks:
             if sb.refresh.on_diff(first, final, prev, bids, asks) == GAP:
                 sb.refresh = None
         if outcome == GAP:
-            self._resync(sb, "depth gap", before, first)
+            self._resync(sb, "depth gap", before, first, first_time=time)
         elif outcome == APPLIED:
             if sb.state != SYNCED_STATE:
                 self._now_synced(sb)
@@ -126,7 +131,8 @@ class OrderBooks:
             log.info("%s: snapshot %d is older than the buffered diffs; asking again", symbol, last_update_id)
             sb.state, sb.next_request = NO_BOOK, self.clock() + 0.5
         else:
-            self._resync(sb, "depth gap after the snapshot", last_update_id, sb.sync.buffer[0][0])
+            self._resync(sb, "depth gap after the snapshot", last_update_id, sb.sync.buffer[0][0],
+                         first_time=sb.times.get(sb.sync.buffer[0][1], ""))
 
     def on_snapshot_failed(self, symbol, error):
         sb = self.books[symbol]
@@ -214,7 +220,9 @@ class OrderBooks:
             self._resync(sb, "bookTicker disagrees with the book", u, "",
                          detail=f"book {bb} / {ba}, bookTicker {ticker}")
 
-    def _resync(self, sb, reason, last_good, first_after, detail=""):
+    def _resync(self, sb, reason, last_good, first_after, detail="", first_time=""):
+        """Discard the book; a ledger row with the ids around the break and
+        the event times of the diffs with those ids (a snapshot's has none)."""
         sb.resyncs += 1
         sb.state, sb.next_request = NO_BOOK, self.clock()
         sb.refresh = sb.refresh_pending = None
@@ -223,7 +231,8 @@ class OrderBooks:
             sb.sync.reset()
         log.warning("%s: %s (last good u=%s, next U=%s); resyncing", sb.symbol, reason, last_good, first_after)
         self.emit(Gap(sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", reason, last_good, first_after,
-                                            "resync", detail=detail)))
+                                            "resync", detail=detail, last_time=sb.times.get(last_good, ""),
+                                            first_time=first_time)))
 
     def _start_refresh(self, sb, last_update_id, bids, asks):
         fresh = DepthSync(self.market)
@@ -247,9 +256,11 @@ class OrderBooks:
                   if low <= k <= high and side_old.get(k, (0, "0"))[1] != side_new.get(k, (0, "0"))[1]]
         if differ:
             sb.mismatches += 1
+            at = sb.times.get(sb.sync.update_id, "")
             self.emit(Gap(sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", "refresh found differences",
                                                 sb.sync.update_id, sb.sync.update_id, "replaced",
-                                                detail=f"{len(differ)} levels differed")))
+                                                detail=f"{len(differ)} levels differed", last_time=at,
+                                                first_time=at)))
         sb.sync = fresh
 
     def _rows(self, now):

@@ -104,7 +104,7 @@ class BookFeed:
     def __bool__(self):
         return bool(self.out)
 
-    def diff(self, symbol, first, final, prev, bids, asks):
+    def diff(self, symbol, first, final, prev, bids, asks, time=""):
         pending = self.tickers[symbol]
         if pending:
             ticker = pending.pop(final, None)
@@ -112,7 +112,7 @@ class BookFeed:
                 self.out.append(ticker)
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
-        self.out.append((Diff, symbol, first, final, prev, bids, asks))       # messages.event, inline: per event
+        self.out.append((Diff, symbol, first, final, prev, bids, asks, time))     # messages.event, inline: per event
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):

@@ -49,9 +49,10 @@ def _line_start(fd, end):
     return 0
 
 
-def last_id(path, column, backfilled_column=None):
-    """The largest id in ``column``: that of the last row that was not
-    backfilled (backfilled rows can follow later rows), or None."""
+def last_row(path, column, backfilled_column=None):
+    """``(id, line)`` of the row with the largest id in ``column``: the last
+    row that was not backfilled (backfilled rows can follow later rows); its
+    line's time begins the ledger row of a hole after it. None: no row."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -67,7 +68,7 @@ def last_id(path, column, backfilled_column=None):
                         continue
                     if backfilled_column is not None and cells[backfilled_column] == b"1":
                         continue
-                    return int(cells[column])
+                    return int(cells[column]), line.decode(errors="replace")
                 if start == 0:
                     return None
                 span *= 16

@@ -2,9 +2,10 @@
 within the daemon's weight budget (the RestClient waits for it).
 
 Jobs: ``("snapshot", symbol, limit, priority)`` from the book manager;
-``("fill", route, lo, hi, reason, when)`` for a hole the worker saw (its
-live rows wait meanwhile); ``("writer", route, lo, hi, "", "")`` for a hole
-the writer saw (rows already written: the fetched ones go straight out).
+``("fill", route, lo, hi, reason, times)`` for a hole the worker saw (its
+live rows wait meanwhile; ``times``: the ledger times of the events around
+the hole); ``("writer", route, lo, hi, "", None)`` for a hole the writer saw
+(rows already written: the fetched ones go straight out).
 What a job yields goes into the worker's outbox and book feed under the
 worker's lock; the fetching happens outside it.
 """
@@ -32,11 +33,12 @@ class RestJobs:
         self.outbox, self.book, self.stop, self.clock = outbox, book, stop, clock
         self.queue = queue.Queue()
 
-    def fill(self, route, lo, hi, reason, when):
-        """Backfill ids ``lo..hi`` of ``route``; its live rows wait until then."""
+    def fill(self, route, lo, hi, reason, times):
+        """Backfill ids ``lo..hi`` of ``route`` (between events of ledger
+        times ``times``: (last good, first after)); its live rows wait until then."""
         self.outbox.hold(route)
         route.waiting += 1
-        self.queue.put(("fill", route, lo, hi, reason, when))
+        self.queue.put(("fill", route, lo, hi, reason, times))
 
     def put(self, job):
         self.queue.put(job)
@@ -53,7 +55,7 @@ class RestJobs:
         if job[0] == "snapshot":
             self._snapshot(*job[1:])
             return
-        origin, route, lo, hi, reason, when = job
+        origin, route, lo, hi, reason, times = job
         recv_us = int(self.clock() * 1e6)
         try:
             rows, error = self._fetch(route, lo, hi, recv_us), ""
@@ -69,17 +71,18 @@ class RestJobs:
                     self.outbox.add(route, day, ident, line, backfilled=True)
             route.backfilled += len(rows)
             if origin == "fill":
-                self._filled(route, lo, hi, reason, when, rows, error, recv_us)
+                self._filled(route, lo, hi, reason, times, rows, error, recv_us)
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
-    def _filled(self, route, lo, hi, reason, when, rows, error, recv_us):
+    def _filled(self, route, lo, hi, reason, times, rows, error, recv_us):
         """The ledger row of a hole the worker saw; its held rows go once no other backfill runs."""
         done = bool(rows) and rows[-1][1] >= hi
         detail = error or ("" if done else f"only {len(rows)} of the missing rows were available")
         route.gaps += 1
-        self.outbox.gap(route, gap_row(recv_us, route.file, reason, lo - route.step, hi + route.step,
-                                       "backfilled" if done else "lost", len(rows), detail, first_time=when))
+        self.outbox.gap(route, gap_row(recv_us, route.file, reason, lo - route.step,
+                                       hi + route.step, "backfilled" if done else "lost", len(rows), detail,
+                                       *times))
         route.waiting -= 1
         if route.waiting == 0:
             self.outbox.release(route)

@@ -13,9 +13,13 @@ module therefore
 * accepts backfilled rows inside an open hole and closes the hole when
   it is full, or as lost when it is not filled in time.
 
-Every decision that matters to a user becomes a gap-ledger row (a dict).
+Every decision that matters to a user becomes a gap-ledger row (a dict),
+with the times of the rows around the hole (``csvfiles.row_time``). A hole
+the writer finds gets a ``backfill_requested`` row when found (what a
+restarted writer asks for again) and one row when it is done.
 """
 
+from .csvfiles import row_time
 from .streams import backfillable, id_step
 
 HOLE_TIMEOUT = 120.0
@@ -33,24 +37,33 @@ def gap_row(now_us, stream, reason, last_id, first_id, action, rows=0, detail=""
 
 
 class Hole:
-    __slots__ = ("lo", "hi", "next", "step", "opened", "rows")
+    __slots__ = ("lo", "hi", "next", "step", "opened", "rows", "last_time", "first_time")
 
-    def __init__(self, lo, hi, step, opened):
+    def __init__(self, lo, hi, step, opened, last_time="", first_time=""):
         self.lo, self.hi, self.next, self.step, self.opened, self.rows = lo, hi, lo, step, opened, 0
+        self.last_time, self.first_time = last_time, first_time     # of the rows around it (ms)
+
+    def row(self, now_us, stream, reason, action, detail=""):
+        """The ledger row of this hole, named by the ids around it."""
+        return gap_row(now_us, stream, reason, self.lo - self.step, self.hi + self.step, action, self.rows,
+                       detail, self.last_time, self.first_time)
 
 
 class Sequencer:
-    def __init__(self):
+    def __init__(self, market="spot"):
+        self.market = market
         self.last = {}        # (symbol, stream) -> last id written
+        self.tail = {}        # (symbol, stream) -> the line of that id (its time starts the next hole)
         self.expected = {}    # (symbol, stream) -> first id after a gap a worker reported
         self.holes = {}       # (symbol, stream) -> [Hole]
         self.duplicates = 0
 
-    def accept(self, symbol, stream, ids, backfilled, now):
+    def accept(self, symbol, stream, ids, backfilled, now, lines=()):
         """Which rows to write: returns ``(keep, gap rows, backfill requests)``.
 
         ``keep`` is None for "all of them", else a list of row indexes.
         A backfill request is ``(symbol, stream, first id, last id)``.
+        ``lines``: the CSV lines of ``ids``, read only for the times of a hole.
         """
         key = (symbol, stream)
         gaps, requests = [], []
@@ -69,16 +82,19 @@ class Sequencer:
             first = ids[keep[0]]
         else:
             keep, first = None, ids[0]
+        start = keep[0] if keep else 0
         if step is not None:
             if last is not None and first != last + step:
-                self._jump(key, last, first, step, now, gaps, requests)
-            if ids[-1] - first != (len(ids) - 1 - (keep[0] if keep else 0)) * step:
+                self._jump(key, last, first, step, now, gaps, requests, self.tail.get(key), _line(lines, start))
+            if ids[-1] - first != (len(ids) - 1 - start) * step:
                 prev = first
-                for x in ids[(keep[0] if keep else 0) + 1:]:
+                for j in range(start + 1, len(ids)):
+                    x = ids[j]
                     if x != prev + step:
-                        self._jump(key, prev, x, step, now, gaps, requests)
+                        self._jump(key, prev, x, step, now, gaps, requests, _line(lines, j - 1), _line(lines, j))
                     prev = x
         self.last[key] = ids[-1]
+        self.tail[key] = _line(lines, len(ids) - 1)
         exp = self.expected.get(key)
         if exp is not None and ids[-1] >= exp:
             del self.expected[key]
@@ -94,15 +110,24 @@ class Sequencer:
             return
         gaps.append(gap_row(now_us, key[1], "implausible id on disk", last, newest, "ignored",
                             detail=f"the last id on disk is {last}, far beyond the exchange's {newest}; "
-                                   "recording goes on from the exchange's ids"))
+                                   "recording goes on from the exchange's ids",
+                            last_time=self.time_of(key[1], self.tail.get(key))))
         del self.last[key]
+        self.tail.pop(key, None)
         self.holes.pop(key, None)
         self.expected.pop(key, None)
+
+    def time_of(self, stream, line):
+        """The ledger time (ms) of a row written or about to be ("" if none)."""
+        return row_time(self.market, stream, line)
 
     def reported(self, symbol, gap, now_us):
         """A worker's gap report. Returns the row to write, or None when there
         is nothing to report, and maybe a backfill request; or the row saying
-        the last id on disk is implausible (the report is then not needed)."""
+        the last id on disk is implausible (the report is then not needed).
+
+        A ``lost`` hole that REST can fill becomes a hole here,
+        ``backfill_requested``."""
         key = (symbol, gap["stream"])
         first = gap["first_id_after"]
         if isinstance(first, int):
@@ -115,21 +140,27 @@ class Sequencer:
             if last is None:
                 return None, None           # nothing recorded before: no gap
             gap["last_good_id"] = last
+            if gap.get("last_good_time", "") == "":
+                gap["last_good_time"] = self.time_of(gap["stream"], self.tail.get(key))
         step = id_step(gap["stream"])
-        first = gap["first_id_after"]
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:
                 return None, None           # resumed exactly where we were
             if gap["action"] in ("", "lost", "unknown") and backfillable(gap["stream"]):
-                opened = self.open_hole(key, last + step, first - step, step, now_us / 1e6)
-                gap["action"] = "backfill_requested"
-                self.expected[key] = first
-                return gap, ((symbol, gap["stream"], last + step, first - step) if opened else None)
+                return self._hole_reported(symbol, key, gap, last, first, step, now_us)
         if gap["action"] == "":
             gap["action"] = "lost"
         if first not in (None, ""):
             self.expected[key] = first
         return gap, None
+
+    def _hole_reported(self, symbol, key, gap, last, first, step, now_us):
+        """A hole a worker reported and did not fill: the writer asks for it."""
+        opened = self.open_hole(key, last + step, first - step, step, now_us / 1e6, gap.get("last_good_time", ""),
+                                gap.get("first_time_after", ""))
+        gap["action"] = "backfill_requested"
+        self.expected[key] = first
+        return gap, ((symbol, gap["stream"], last + step, first - step) if opened else None)
 
     def expire(self, now):
         """Holes not filled in time: gap rows saying what was lost."""
@@ -140,34 +171,38 @@ class Sequencer:
                     holes.remove(hole)
                     gaps.append((key[0], gap_row(int(now * 1e6), key[1], "backfill timeout", hole.next - hole.step,
                                                  hole.hi + hole.step, "lost", hole.rows,
-                                                 f"ids {hole.next}..{hole.hi} were not backfilled in time")))
+                                                 f"ids {hole.next}..{hole.hi} were not backfilled in time",
+                                                 hole.last_time if hole.next == hole.lo else "", hole.first_time)))
             if not holes:
                 del self.holes[key]
         return gaps
 
     # -- internals -----------------------------------------------------------------
-    def _jump(self, key, last, first, step, now, gaps, requests):
+    def _jump(self, key, last, first, step, now, gaps, requests, last_line, first_line):
         if self.expected.get(key) == first:
             del self.expected[key]
             return
         symbol, stream = key
+        times = self.time_of(stream, last_line), self.time_of(stream, first_line)
         if backfillable(stream):
-            if self.open_hole(key, last + step, first - step, step, now):
+            if self.open_hole(key, last + step, first - step, step, now, *times):
                 requests.append((symbol, stream, last + step, first - step))
             action = "backfill_requested"
         else:
             action = "lost"
         gaps.append(gap_row(int(now * 1e6), stream, "id jump", last, first, action,
-                            detail="rows lost between processes (crash or restart)"))
+                            detail="rows lost between processes (crash or restart)",
+                            last_time=times[0], first_time=times[1]))
 
-    def open_hole(self, key, lo, hi, step, now):
-        """Expect backfilled rows ``lo..hi``; False when an open hole already
+    def open_hole(self, key, lo, hi, step, now, last_time="", first_time=""):
+        """Expect backfilled rows ``lo..hi`` (between rows of times
+        ``last_time`` and ``first_time``); False when an open hole already
         covers part of that range (its backfill is on the way: asking twice
         would write rows twice)."""
         holes = self.holes.setdefault(key, [])
         if any(lo <= h.hi and hi >= h.next for h in holes):
             return False
-        holes.append(Hole(lo, hi, step, now))
+        holes.append(Hole(lo, hi, step, now, last_time, first_time))
         return True
 
     def _fill(self, key, ids, last, gaps, now):
@@ -185,8 +220,11 @@ class Sequencer:
             hole.next, hole.rows = x + hole.step, hole.rows + 1
             if hole.next > hole.hi:
                 holes.remove(hole)
-                gaps.append(gap_row(int(now * 1e6), key[1], "hole filled", hole.lo - hole.step,
-                                    hole.hi + hole.step, "backfilled", hole.rows))
+                gaps.append(hole.row(int(now * 1e6), key[1], "hole filled", "backfilled"))
         if not holes:
             del self.holes[key]
         return keep
+
+
+def _line(lines, i):
+    return lines[i] if i < len(lines) else None

@@ -42,7 +42,7 @@ class Kind:
     usdm_group: str          # the USD-M connection serving it: "public" or "market"
     parse: Callable          # binance/parse.py: (market, event, recv_us) -> (id, line or lines) or None
     overlap: object          # handover: the new socket's first id <= last + overlap; None: no overlap needed
-    time_field: str          # the exchange's time of the event (the ledger's first_time_after)
+    time_field: str          # the exchange's time of the event: the ledger's times (in the CSV: time_columns[0])
     day_field: str           # the time that dates a row, so names its day file (absent: receive time)
     time_columns: tuple      # CSV columns a loaded file is indexed by, in order of preference
     link_columns: tuple = ()  # further CSV columns the verifier's continuity check reads
@@ -61,7 +61,7 @@ KINDS = {k.name: k for k in (
          time_columns=("time",),
          fields=frozenset({"e", "E", "s", "t", "p", "q", "T", "m", "M", "b", "a"})),
     Kind("kline", id_field="k.t", id_column="open_time", rule=CONSECUTIVE, step=INTERVAL, backfill="klines",
-         usdm_group="market", parse=parse.kline, overlap=None, time_field="E", day_field="k.t",
+         usdm_group="market", parse=parse.kline, overlap=None, time_field="k.t", day_field="k.t",
          time_columns=("open_time",), recorded_if="k.x",
          fields=frozenset({"e", "E", "s", "k", "ps", "st"})),
     Kind("depth", id_field="u", id_column="final_update_id", rule=CHAINED, step=None, backfill=None,
@@ -132,6 +132,14 @@ def recorded(k, d):
 def event_time(k, d):
     """The exchange's time of an event in ms, or "" when it has none (spot bookTicker)."""
     return d.get(k.time_field, "") if "." not in k.time_field else field(d, k.time_field)
+
+
+def ledger_time(k, d, recv_us):
+    """An event's time in the gap ledger (ms): the exchange's time, or the
+    receive time where the event has none (spot bookTicker), like the index
+    ``analysis.load`` gives the stream's rows."""
+    t = event_time(k, d)
+    return recv_us // 1000 if t == "" or t is None else t
 
 
 def day_ms(k, d, recv_us):

@@ -27,12 +27,12 @@ from .binance.endpoints import connection_plan
 from .binance.rest import RestClient
 from .connection import Connection
 from .continuity import BACKFILL, DUPLICATE, FIRST, LOST
-from .csvfiles import DayOf
+from .csvfiles import DayOf, row_time
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
 from .sequence import gap_row
-from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_getter, event_id, event_time, file_stream,
-                      id_step, kind_of, unexpected_fields)
+from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_getter, event_id, file_stream, id_step,
+                      kind_of, ledger_time, unexpected_fields)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class Route:
     """One stream of one symbol, as this worker receives it."""
 
     __slots__ = ("symbol", "stream", "kind", "spec", "file", "last", "state", "held", "waiting", "day",
-                 "messages", "last_recv_us", "gaps", "backfilled", "step", "bad", "day_of")
+                 "messages", "last_recv_us", "gaps", "backfilled", "step", "bad", "day_of", "last_event",
+                 "last_event_us")
 
     def __init__(self, symbol, stream):
         self.symbol, self.stream = symbol, stream
@@ -54,6 +55,8 @@ class Route:
         self.spec = KINDS[self.kind]      # what streams.py knows of this kind
         self.step = id_step(self.file)
         self.last = None
+        self.last_event = None        # the event of ``last`` and its receive time: a hole's start
+        self.last_event_us = 0
         self.state = "start"          # start | live | reconnected
         self.held = None              # rows waiting for a backfill, in order
         self.waiting = 0              # backfills in progress
@@ -62,6 +65,11 @@ class Route:
         self.messages = self.gaps = self.backfilled = 0
         self.last_recv_us = None
         self.bad = False              # a malformed event was dropped since the last good one
+
+
+    def last_time(self):
+        """The ledger time (ms) of the last event kept ("" before the first)."""
+        return "" if self.last_event is None else ledger_time(self.spec, self.last_event, self.last_event_us)
 
 
 class Worker:
@@ -133,7 +141,7 @@ class Worker:
                 try:
                     handlers[route.spec.rule](route, d, recv_us)
                 except MALFORMED as exc:
-                    self._malformed(route, d, data, exc)
+                    self._malformed(route, d, data, exc, recv_us)
                     continue
                 except Exception:       # a bug; it must not stop the reader thread
                     self.counts["errors"] += 1
@@ -163,7 +171,7 @@ class Worker:
             return self._odd("unknown", "the server reported an error", msg)
         return self._odd("unknown", "unknown event", str(msg)[:160])
 
-    def _malformed(self, route, d, data, exc):
+    def _malformed(self, route, d, data, exc, recv_us):
         """An event that does not parse is dropped, counted and logged. It
         never changed the stream's state, so the next good event shows the
         hole, which the ledger then explains as a malformed event; a stream
@@ -172,7 +180,9 @@ class Worker:
         route.bad = True
         if route.spec.rule == INCREASING:
             u = d.get(route.spec.id_field) if isinstance(d, dict) else None
-            self._report(route, route.last, u if u.__class__ is int else "", "lost", detail=str(exc)[:120])
+            t = d.get(route.spec.time_field) if isinstance(d, dict) else None
+            self._report(route, route.last, u if u.__class__ is int else "", "lost",
+                         t if t.__class__ is int else recv_us // 1000, detail=str(exc)[:120])
 
     def _odd(self, counter, what, detail):
         self.counts[counter] += 1
@@ -197,13 +207,13 @@ class Worker:
             self.counts["duplicates"] += 1
             return
         if verdict == FIRST:
-            self._report(route, None, ident, "", event_time(spec, d))
+            self._report(route, None, ident, "", ledger_time(spec, d, recv_us))
         elif verdict == BACKFILL:
             self.rest_jobs.fill(route, *continuity.backfill_range(last, ident, route.step), self._reason(route),
-                                event_time(spec, d))
+                                (route.last_time(), ledger_time(spec, d, recv_us)))
         elif verdict == LOST:
-            self._report(route, last, ident, "lost", event_time(spec, d))
-        route.last, route.state = ident, "live"
+            self._report(route, last, ident, "lost", ledger_time(spec, d, recv_us))
+        route.last, route.state, route.last_event, route.last_event_us = ident, "live", d, recv_us
         self.outbox.add(route, route.day_of(d, recv_us), ident, line)
 
     def _depth(self, route, d, recv_us):
@@ -216,10 +226,10 @@ class Worker:
             self.counts["duplicates"] += 1
             return
         if verdict == LOST:
-            self._report(route, route.last, first, "lost", event_time(spec, d))
-        route.last, route.state = final, "live"
+            self._report(route, route.last, first, "lost", ledger_time(spec, d, recv_us))
+        route.last, route.state, route.last_event, route.last_event_us = final, "live", d, recv_us
         if self.book is not None:
-            self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"])
+            self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"], d["E"])
         self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
 
     def _book_ticker(self, route, d, recv_us):
@@ -230,8 +240,8 @@ class Worker:
             self.counts["duplicates"] += 1
             return
         if verdict == LOST:
-            self._report(route, route.last, u, "lost", event_time(spec, d))
-        route.last, route.state = u, "live"
+            self._report(route, route.last, u, "lost", ledger_time(spec, d, recv_us))
+        route.last, route.state, route.last_event, route.last_event_us = u, "live", d, recv_us
         if self.book is not None:
             self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
         self.outbox.add(route, route.day_of(d, recv_us), u, line)
@@ -243,11 +253,14 @@ class Worker:
             return "start"
         return "malformed event" if bad else {"reconnected": "reconnect"}.get(route.state, "id jump")
 
-    def _report(self, route, last, first, action, when="", rows=0, detail=""):
+    def _report(self, route, last, first, action, first_time="", detail=""):
+        """A ledger row of a hole between ids ``last`` (the route's last
+        event: its time goes with it) and ``first`` (of time ``first_time``)."""
         if route.state != "start":
             route.gaps += 1
+        last_time = route.last_time() if last is not None else ""
         self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
-                                       last, first, action, rows, detail, first_time=when))
+                                       last, first, action, 0, detail, last_time, first_time))
 
     # -- hand-on ------------------------------------------------------------------------
     def hand_on(self, force=False):
@@ -286,7 +299,7 @@ class Worker:
         elif isinstance(msg, messages.Backfill):
             route = next((r for r in self.routes.values() if r.symbol == msg.symbol and r.file == msg.stream), None)
             if route is not None and route.spec.backfill is not None:
-                self.rest_jobs.put(("writer", route, msg.first, msg.last, "", ""))
+                self.rest_jobs.put(("writer", route, msg.first, msg.last, "", None))
         else:
             log.error("worker: unknown request %s", type(msg).__name__)
 
@@ -305,8 +318,10 @@ class Worker:
                 if route.bad and route.spec.rule != INCREASING:
                     self._report(route, route.last, "", "lost", detail="malformed event just before the stop")
                 if route.held is not None:
-                    first = min((r[1] for r in route.held), default=None)
-                    self._report(route, None, first, "lost", detail="stopped before the backfill finished")
+                    first = min(route.held, key=lambda r: r[1], default=None)
+                    self._report(route, None, None if first is None else first[1], "lost",
+                                 "" if first is None else row_time(self.market, route.file, first[2]),
+                                 detail="stopped before the backfill finished")
                     route.waiting = 0
                     self.outbox.release(route)
 

@@ -21,7 +21,7 @@ import time
 from . import csvfiles, links, messages, proc, streams
 from .messages import Gap, Rows
 from .daycounts import DayCounts
-from .recovery import last_id, recent_keys, repair_torn_line
+from .recovery import last_row, recent_keys, repair_torn_line
 from .sequence import Sequencer, gap_row
 from .streams import id_step
 
@@ -100,7 +100,7 @@ class Writer:
         self.batch = 0           # input batches taken so far: numbers what each file has pending
         self.producer = None     # the process whose batch is being taken
         self.unwritten = {}      # at close: written_below() of the rows that could not be written
-        self.seq = Sequencer()
+        self.seq = Sequencer(cfg.market)
         self.keys = {}           # (symbol, stream) -> RecentKeys of the files without exchange ids
         self.today = DayCounts()
         self.flushes = 0
@@ -153,9 +153,9 @@ class Writer:
             if key_column is not None:
                 self._keys(symbol, stream).extend(recent_keys(path, key_column))
                 continue
-            found = last_id(path, column, _backfilled_column(self.cfg.market, stream))
+            found = last_row(path, column, _backfilled_column(self.cfg.market, stream))
             if found is not None:
-                self.seq.last[(symbol, stream)] = found
+                self.seq.last[(symbol, stream)], self.seq.tail[(symbol, stream)] = found
         reopened = 0
         for (symbol, stream), (day, path) in newest.items():
             if stream == "gaps":
@@ -184,15 +184,16 @@ class Writer:
                     continue
                 key = (g["stream"], int(g["last_good_id"]), int(g["first_id_after"]))
                 if g["action"] == "backfill_requested":
-                    pending[key] = True
+                    pending[key] = tuple(int(t) if t.isdigit() else "" for t in (g["last_good_time"],
+                                                                                g["first_time_after"]))
                 elif g["reason"] in ("hole filled", "backfill timeout"):
                     pending.pop(key, None)
         now = self.clock()
-        for stream, last, first in pending:
+        for (stream, last, first), times in pending.items():
             step = id_step(stream)
             if step is None:
                 continue
-            if self.seq.open_hole((symbol, stream), last + step, first - step, step, now):
+            if self.seq.open_hole((symbol, stream), last + step, first - step, step, now, *times):
                 self.request_backfill(symbol, stream, last + step, first - step)
         return len(pending)
 
@@ -250,7 +251,7 @@ class Writer:
             keys.extend(ids)
             ids = None
         if ids:
-            keep, gaps, requests = self.seq.accept(symbol, stream, ids, backfilled, self.clock())
+            keep, gaps, requests = self.seq.accept(symbol, stream, ids, backfilled, self.clock(), lines)
             for gap in gaps:
                 self._write_gap(symbol, gap)
             for req in requests:
