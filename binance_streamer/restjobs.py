@@ -4,8 +4,9 @@ within the daemon's weight budget (the RestClient waits for it).
 Jobs: ``("snapshot", symbol, limit, priority)`` from the book manager;
 ``("fill", route, lo, hi, reason, times)`` for a hole the worker saw (its
 live rows wait meanwhile; ``times``: the ledger times of the events around
-the hole); ``("writer", route, lo, hi, "", None)`` for a hole the writer saw
-(rows already written: the fetched ones go straight out).
+the hole), which gets one ledger row when done; ``("writer", route, lo, hi,
+"", None)`` for a hole the writer saw (rows already written: the fetched ones
+go straight out, and the writer ledgers the hole).
 What a job yields goes into the worker's outbox and book feed under the
 worker's lock; the fetching happens outside it.
 """
@@ -62,7 +63,10 @@ class RestJobs:
         except RestError as exc:
             rows, error = [], str(exc)
         with self.lock:
-            if origin == "fill" and route.held is not None:
+            # A worker's hole whose rows no longer wait was ledgered when the
+            # worker stopped (Worker.shutdown): these rows go without a second row.
+            mine = origin == "fill" and route.held is not None
+            if mine:
                 # The live rows after the hole wait, maybe for other holes too:
                 # these join them, and all leave in id order.
                 self.outbox.join_held(route, rows)
@@ -70,15 +74,19 @@ class RestJobs:
                 for day, ident, line in rows:
                     self.outbox.add(route, day, ident, line, backfilled=True)
             route.backfilled += len(rows)
-            if origin == "fill":
+            if mine:
                 self._filled(route, lo, hi, reason, times, rows, error, recv_us)
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
     def _filled(self, route, lo, hi, reason, times, rows, error, recv_us):
-        """The ledger row of a hole the worker saw; its held rows go once no other backfill runs."""
+        """The one ledger row of a hole the worker saw, written when the
+        backfill ends (``backfilled``, or ``lost`` with the rows it did
+        fill; the writer then asks for the rest); its held rows go once no
+        other backfill runs."""
         done = bool(rows) and rows[-1][1] >= hi
-        detail = error or ("" if done else f"only {len(rows)} of the missing rows were available")
+        missing = (hi - lo) // route.step + 1
+        detail = error or ("" if done else f"only {len(rows)} of the {missing} missing rows were available")
         route.gaps += 1
         self.outbox.gap(route, gap_row(recv_us, route.file, reason, lo - route.step,
                                        hi + route.step, "backfilled" if done else "lost", len(rows), detail,

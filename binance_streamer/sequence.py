@@ -16,7 +16,9 @@ module therefore
 Every decision that matters to a user becomes a gap-ledger row (a dict),
 with the times of the rows around the hole (``csvfiles.row_time``). A hole
 the writer finds gets a ``backfill_requested`` row when found (what a
-restarted writer asks for again) and one row when it is done.
+restarted writer asks for again) and one row when it is done: ``backfilled``
+with every row filled, or ``lost`` with the rows that were filled; both
+name the hole by the same ids.
 """
 
 from .csvfiles import row_time
@@ -126,8 +128,11 @@ class Sequencer:
         is nothing to report, and maybe a backfill request; or the row saying
         the last id on disk is implausible (the report is then not needed).
 
-        A ``lost`` hole that REST can fill becomes a hole here,
-        ``backfill_requested``."""
+        A stream's first event (action "") is compared with the last row
+        written: no row when it resumes where that ended. A report the worker
+        decided (``backfilled``, ``lost``) is written whatever the ids on disk
+        say: the worker saw the ids missing. A ``lost`` hole that REST can
+        fill becomes a hole here, ``backfill_requested``."""
         key = (symbol, gap["stream"])
         first = gap["first_id_after"]
         if isinstance(first, int):
@@ -145,8 +150,9 @@ class Sequencer:
         step = id_step(gap["stream"])
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:
-                return None, None           # resumed exactly where we were
-            if gap["action"] in ("", "lost", "unknown") and backfillable(gap["stream"]):
+                if gap["action"] == "":
+                    return None, None       # resumed exactly where we were
+            elif gap["action"] in ("", "lost", "unknown") and backfillable(gap["stream"]):
                 return self._hole_reported(symbol, key, gap, last, first, step, now_us)
         if gap["action"] == "":
             gap["action"] = "lost"
@@ -155,24 +161,31 @@ class Sequencer:
         return gap, None
 
     def _hole_reported(self, symbol, key, gap, last, first, step, now_us):
-        """A hole a worker reported and did not fill: the writer asks for it."""
+        """A hole a worker reported and did not fill: the writer asks for it
+        (the rows a worker did fetch come after this row and count in the
+        hole's final row)."""
+        if gap["last_good_id"] != last:     # the hole begins after the last row on disk
+            gap["last_good_id"] = last
+            gap["last_good_time"] = self.time_of(gap["stream"], self.tail.get(key))
         opened = self.open_hole(key, last + step, first - step, step, now_us / 1e6, gap.get("last_good_time", ""),
                                 gap.get("first_time_after", ""))
-        gap["action"] = "backfill_requested"
+        if gap.get("rows"):
+            gap["detail"] = f"{gap.get('detail') or 'partly backfilled'}; asked for again"
+        gap["action"], gap["rows"] = "backfill_requested", 0
         self.expected[key] = first
         return gap, ((symbol, gap["stream"], last + step, first - step) if opened else None)
 
     def expire(self, now):
-        """Holes not filled in time: gap rows saying what was lost."""
+        """Holes not filled in time: gap rows saying what was lost (and how
+        many rows were filled)."""
         gaps = []
         for key, holes in list(self.holes.items()):
             for hole in list(holes):
                 if now - hole.opened >= HOLE_TIMEOUT:
                     holes.remove(hole)
-                    gaps.append((key[0], gap_row(int(now * 1e6), key[1], "backfill timeout", hole.next - hole.step,
-                                                 hole.hi + hole.step, "lost", hole.rows,
-                                                 f"ids {hole.next}..{hole.hi} were not backfilled in time",
-                                                 hole.last_time if hole.next == hole.lo else "", hole.first_time)))
+                    filled = f"; the {hole.rows} before them were" if hole.rows else ""
+                    gaps.append((key[0], hole.row(int(now * 1e6), key[1], "backfill timeout", "lost",
+                                                  f"ids {hole.next}..{hole.hi} were not backfilled in time{filled}")))
             if not holes:
                 del self.holes[key]
         return gaps

@@ -101,6 +101,7 @@ class Writer:
         self.producer = None     # the process whose batch is being taken
         self.unwritten = {}      # at close: written_below() of the rows that could not be written
         self.seq = Sequencer(cfg.market)
+        self.ledgered = {}       # symbol -> RecentKeys of the producers' ledger rows written (ledger_key)
         self.keys = {}           # (symbol, stream) -> RecentKeys of the files without exchange ids
         self.today = DayCounts()
         self.flushes = 0
@@ -176,10 +177,15 @@ class Writer:
                                                               f"cut ({rows} complete rows of an unfinished event)"))
 
     def _reopen_holes(self, symbol, path):
-        """Backfills requested but never finished (the writer stopped first): ask again."""
+        """Backfills requested but never finished (the writer stopped first):
+        ask again. The rows of the file also tell which ledger rows a producer
+        sending its batches again already has on disk."""
         pending = {}
+        written = self._ledgered(symbol)
         with open(path, newline="") as f:
             for g in csv.DictReader(f):
+                if g["local_time_us"].isdigit():
+                    written.extend([ledger_key(g)])
                 if not (g["last_good_id"].isdigit() and g["first_id_after"].isdigit()):
                     continue
                 key = (g["stream"], int(g["last_good_id"]), int(g["first_id_after"]))
@@ -196,6 +202,12 @@ class Writer:
             if self.seq.open_hole((symbol, stream), last + step, first - step, step, now, *times):
                 self.request_backfill(symbol, stream, last + step, first - step)
         return len(pending)
+
+    def _ledgered(self, symbol):
+        keys = self.ledgered.get(symbol)
+        if keys is None:
+            keys = self.ledgered[symbol] = RecentKeys()
+        return keys
 
     # -- input -------------------------------------------------------------------
     def take(self, items, producer=None):
@@ -281,6 +293,13 @@ class Writer:
             self._flush_file(f)
 
     def add_gap(self, symbol, gap):
+        """A producer's ledger row. One this writer (or the one before it)
+        already wrote is dropped: a batch sent again to a new writer."""
+        key = ledger_key(gap)
+        written = self._ledgered(symbol)
+        if key in written:
+            return
+        written.extend([key])
         if csvfiles.stream_kind(gap["stream"]) not in csvfiles.ID_COLUMN:
             self._write_gap(symbol, gap)        # no ids to compare with the files (the book manager's rows)
             return
@@ -564,6 +583,15 @@ def _event_column(stream):
 def _backfilled_column(market, stream):
     cols = csvfiles.columns(market, stream)
     return cols.index("backfilled") if "backfilled" in cols else None
+
+
+def ledger_key(row):
+    """What tells one of a producer's ledger rows from its others, in the
+    row as sent and as read back from the file: the producer's time of it,
+    stream, reason and first id after the hole (the writer may fill in the
+    last good id)."""
+    first = row["first_id_after"]
+    return int(row["local_time_us"]), row["stream"], row["reason"], "" if first is None else str(first)
 
 
 def _csv_field(value):

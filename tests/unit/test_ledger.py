@@ -67,6 +67,85 @@ def test_a_hole_the_writer_finds_has_the_same_ids_and_times_when_found_and_when_
         assert _ids_times(g) == ("2", "6", str(_t(2)), str(_t(6)))
 
 
+def test_a_hole_not_filled_in_time_keeps_its_ids_counts_what_was_filled_and_is_not_asked_again(tmp_path):
+    now = [1000.0]
+    w = Writer(_cfg(tmp_path), clock=lambda: now[0])
+    w.add_rows("BTCUSDT", "aggTrade", DAY, [1], [_agg(1)])
+    w.add_rows("BTCUSDT", "aggTrade", DAY, [6], [_agg(6)])                 # hole 2..5
+    w.add_rows("BTCUSDT", "aggTrade", DAY, [2, 3], [_agg(2, 1), _agg(3, 1)], backfilled=True)
+    now[0] += 500
+    w.flush(force=True)
+    w.close()
+    found, lost = _ledger(tmp_path)
+    assert (lost["reason"], lost["action"], lost["rows"]) == ("backfill timeout", "lost", "2")
+    assert _ids_times(lost) == _ids_times(found) == ("1", "6", str(_t(1)), str(_t(6)))
+    assert "4..5" in lost["detail"]
+    requests = []
+    w2 = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w2.recover()
+    assert requests == []               # the hole is closed: its rows would be written twice
+
+
+def test_a_partly_backfilled_hole_is_asked_for_again_and_each_filled_row_counted_once(tmp_path):
+    requests = []
+    w = Writer(_cfg(tmp_path), request_backfill=lambda *r: requests.append(r))
+    w.add_rows("BTCUSDT", "aggTrade", DAY, [1, 2], [_agg(1), _agg(2)])
+    # the worker's backfill of 3..6 got 3 and 4 only: its row, then those rows, then the live ones
+    w.take([Gap("BTCUSDT", gap_row(5, "aggTrade", "reconnect", 2, 7, "lost", 2,
+                                   "only 2 of the 4 missing rows were available", _t(2), _t(7))),
+            Rows("BTCUSDT", "aggTrade", DAY, [3, 4], [_agg(3, 1), _agg(4, 1)], True),
+            Rows("BTCUSDT", "aggTrade", DAY, [7], [_agg(7)], False)], "worker-0")
+    assert requests == [("BTCUSDT", "aggTrade", 3, 6)]
+    w.add_rows("BTCUSDT", "aggTrade", DAY, [3, 4, 5, 6], [_agg(a, 1) for a in (3, 4, 5, 6)], backfilled=True)
+    w.close()
+    gaps = _ledger(tmp_path)
+    assert [(g["reason"], g["action"], g["rows"]) for g in gaps] == [
+        ("reconnect", "backfill_requested", "0"), ("hole filled", "backfilled", "4")]
+    assert all(_ids_times(g) == ("2", "7", str(_t(2)), str(_t(7))) for g in gaps)
+    assert sum(int(g["rows"]) for g in gaps) == len(_backfilled_rows(tmp_path)) == 4
+
+
+def _reconnect_batch():
+    """A worker's batch: a hole 3..5 it backfilled itself, and the book manager's row."""
+    return [Rows("BTCUSDT", "aggTrade", DAY, [1, 2], [_agg(1), _agg(2)], False),
+            Gap("BTCUSDT", gap_row(T0 * 1000 + 7, "aggTrade", "reconnect", 2, 6, "backfilled", 3, "", _t(2), _t(6))),
+            Rows("BTCUSDT", "aggTrade", DAY, [3, 4, 5], [_agg(a, 1) for a in (3, 4, 5)], True),
+            Rows("BTCUSDT", "aggTrade", DAY, [6], [_agg(6)], False)]
+
+
+def _killed(w, *written):
+    """The writer dies having written only the files of ``written`` streams."""
+    for key, f in list(w.files.items()):
+        if key[1] in written:
+            w._flush_file(f)
+        if f.fd is not None:
+            os.close(f.fd)
+    w.files.clear()
+
+
+def test_a_batch_sent_again_to_a_new_writer_brings_its_ledger_row_exactly_once(tmp_path):
+    # the old writer wrote the rows but not the ledger row: the new one writes it
+    w = Writer(_cfg(tmp_path))
+    w.take(_reconnect_batch(), "worker-0")
+    w.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 9, "orderbook", "depth gap", 10, 12, "resync"))], "orderbook")
+    _killed(w, "aggTrade")
+    w2 = Writer(_cfg(tmp_path))
+    w2.recover()
+    w2.take(_reconnect_batch(), "worker-0")
+    w2.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 9, "orderbook", "depth gap", 10, 12, "resync"))], "orderbook")
+    w2.close()
+    assert [(g["stream"], g["action"]) for g in _ledger(tmp_path)] == [("aggTrade", "backfilled"),
+                                                                       ("orderbook", "resync")]
+    # and a third writer, to which both are sent again, has them on disk already
+    w3 = Writer(_cfg(tmp_path))
+    w3.recover()
+    w3.take(_reconnect_batch(), "worker-0")
+    w3.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 9, "orderbook", "depth gap", 10, 12, "resync"))], "orderbook")
+    w3.close()
+    assert len(_ledger(tmp_path)) == 2
+    assert [int(r["agg_trade_id"]) for r in _backfilled_rows(tmp_path)] == [3, 4, 5]
+
+
 def test_a_stream_that_resumes_after_a_restart_gets_the_time_of_the_last_row_on_disk(tmp_path):
     w = Writer(_cfg(tmp_path))
     w.add_rows("BTCUSDT", "aggTrade", DAY, [1, 2], [_agg(1), _agg(2)])
@@ -140,6 +219,27 @@ def test_a_reconnect_hole_the_worker_backfills_is_one_row_with_the_times_around_
     assert (g["reason"], g["last_good_id"], g["first_id_after"], g["action"], g["rows"]) == \
         ("reconnect", 2, 6, "backfilled", 3)
     assert (g["last_good_time"], g["first_time_after"]) == (_t(2), _t(6))
+
+
+def test_a_hole_the_worker_can_fill_only_in_part_says_how_much():
+    batch = _reconnect_hole(_worker("aggTrade", FakeRest([1, 2, 3, 4, 6, 7])), None)
+    (g,) = _gaps(batch)
+    assert (g["action"], g["rows"], g["last_good_time"], g["first_time_after"]) == ("lost", 2, _t(2), _t(6))
+    assert g["detail"] == "only 2 of the 3 missing rows were available"
+
+
+def test_a_backfill_that_ends_after_the_stop_adds_no_second_row():
+    w = _worker("aggTrade", FakeRest(range(1, 20)))
+    for a, when in ((1, 1), (2, 1)):
+        w.on_frames([_frame("aggTrade", _agg_event(a))], when)
+    w.on_connected(["btcusdt@aggTrade"])
+    w.on_frames([_frame("aggTrade", _agg_event(6))], 2)
+    w.shutdown()                                        # the hole is ledgered; the rows after it go
+    w.do_job(w.jobs.get_nowait())                       # the REST thread finishes its fetch after that
+    batch = w.take_batch()
+    (g,) = _gaps(batch)
+    assert (g["first_id_after"], g["first_time_after"], g["action"]) == (6, _t(6), "lost")
+    assert sorted(i for m in batch if isinstance(m, Rows) and m.backfilled for i in m.ids) == [3, 4, 5]
 
 
 def test_holes_in_streams_rest_cannot_fill_carry_the_times_of_the_events_around_them():
