@@ -75,11 +75,11 @@ class RestJobs:
                     self.outbox.add(route, day, ident, line, backfilled=True)
             route.backfilled += len(rows)
             if mine:
-                self._filled(route, lo, hi, reason, times, rows, error, recv_us)
+                self._filled(route, lo, hi, reason, times, rows, error)
         if error:
             log.warning("%s %s: backfill of %s..%s failed: %s", route.symbol, route.file, lo, hi, error)
 
-    def _filled(self, route, lo, hi, reason, times, rows, error, recv_us):
+    def _filled(self, route, lo, hi, reason, times, rows, error):
         """The one ledger row of a hole the worker saw, written when the
         backfill ends (``backfilled``, or ``lost`` with the rows it did
         fill; the writer then asks for the rest); its held rows go once no
@@ -88,7 +88,7 @@ class RestJobs:
         missing = (hi - lo) // route.step + 1
         detail = error or ("" if done else f"only {len(rows)} of the {missing} missing rows were available")
         route.gaps += 1
-        self.outbox.gap(route, gap_row(recv_us, route.file, reason, lo - route.step,
+        self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, reason, lo - route.step,
                                        hi + route.step, "backfilled" if done else "lost", len(rows), detail,
                                        *times))
         route.waiting -= 1

@@ -115,6 +115,9 @@ class Writer:
         # queue transfer) after they were sent; they wait here the rest of
         # flush_interval, so a row is on disk within about flush_interval.
         self.hold = max(0.0, cfg.flush_interval - cfg.batch_interval - cfg.read_interval - TRANSFER_ALLOWANCE)
+        # Ledger rows come from every process, each up to a batch's journey
+        # after its time: they wait at least that long, to be written sorted.
+        self.gap_hold = max(self.hold, cfg.batch_interval + cfg.read_interval + TRANSFER_ALLOWANCE)
         self.next_due = None     # the earliest OpenFile.due (or a retry time); None: nothing pending
         self._retry_at = 0.0
         self._error_logged = 0.0
@@ -280,7 +283,7 @@ class Writer:
             else:
                 f.ids[1] = ids[-1]
         if f.due is None:
-            f.due = time.monotonic() + self.hold
+            f.due = time.monotonic() + (self.gap_hold if stream == "gaps" else self.hold)
             if self.next_due is None or f.due < self.next_due:
                 self.next_due = f.due
         if f.batch is None:
@@ -364,6 +367,8 @@ class Writer:
                 self.write_errors += 1
                 self._write_failed(f, exc)
                 return False
+        if f.key[1] == "gaps" and len(f.lines) > 1:
+            f.lines = in_time_order(f.lines)     # rows of several producers, each row once
         data = f.tail + "".join(f.lines).encode()
         size, rows = len(data), f.rows
         t0 = time.perf_counter()
@@ -592,6 +597,13 @@ def ledger_key(row):
     last good id)."""
     first = row["first_id_after"]
     return int(row["local_time_us"]), row["stream"], row["reason"], "" if first is None else str(first)
+
+
+def in_time_order(lines):
+    """Ledger lines sorted by ``local_time_us`` (their first cell); a header
+    stays first, rows of one time keep their order."""
+    head = 0 if lines[0][:1].isdigit() else 1
+    return lines[:head] + sorted(lines[head:], key=lambda line: int(line.split(",", 1)[0]))
 
 
 def _csv_field(value):

@@ -169,6 +169,34 @@ def test_spot_bookticker_rows_are_timed_by_their_receipt_the_others_by_the_excha
     assert csvfiles.row_time("spot", "trade", "x\n") == "" and csvfiles.row_time("spot", "trade", None) == ""
 
 
+def test_ledger_rows_are_written_in_time_order_and_a_late_one_is_still_written(tmp_path):
+    cfg = _cfg(tmp_path)
+    w = Writer(cfg)
+    w.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 300, "orderbook", "depth gap", 10, 12, "resync"))], "orderbook")
+    w.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 100, "trade", "reconnect", 1, 5, "lost")),
+            Gap("BTCUSDT", gap_row(T0 * 1000 + 200, "depth", "reconnect", 3, 9, "lost"))], "worker-0")
+    w.flush(force=True)
+    w.take([Gap("BTCUSDT", gap_row(T0 * 1000 + 50, "bookTicker", "reconnect", 4, 8, "lost"))], "worker-0")
+    w.close()
+    assert [int(g["local_time_us"]) - T0 * 1000 for g in _ledger(tmp_path)] == [100, 200, 300, 50]
+    assert w.gap_hold >= cfg.batch_interval + cfg.read_interval        # they wait a batch's journey, at least
+
+
+def test_the_loaded_ledger_is_in_time_order(tmp_path):
+    from binance_streamer import analysis
+    folder = tmp_path / "data" / "spot" / "BTCUSDT"
+    folder.mkdir(parents=True)
+    rows = [gap_row(T0 * 1000 + t, "trade", "reconnect", 1, 5, "lost", last_time=T0 + 1, first_time=T0 + 9)
+            for t in (300, 100, 200)]
+    with open(folder / f"BTCUSDT-gaps-{DAY}.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, csvfiles.SCHEMAS["gaps"])
+        out.writeheader()
+        out.writerows(rows)
+    df = analysis.gaps(str(tmp_path / "data"), "BTCUSDT")
+    assert list(df["local_time_us"] - T0 * 1000) == [100, 200, 300]
+    assert df["last_good_time"].iloc[0].value // 10**6 == T0 + 1          # ms, as written
+
+
 # -- the worker ------------------------------------------------------------------------------
 
 
