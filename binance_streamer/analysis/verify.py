@@ -2,7 +2,8 @@
 
 Per symbol, stream and day: rows, time covered, id continuity (aggTrade ``a``
 and ``f == previous l + 1``, trade ``t``, kline open times, depth ``U``/``u``
-or ``pu``), every discontinuity matched to a gap-ledger row, duplicates, and
+or ``pu``), every discontinuity matched to a gap-ledger row, every
+backfilled row inside a hole the ledger names (none filled silently), duplicates, and
 the book rebuilt from snapshots plus diffs compared with the recorded
 orderbook rows and bookTickers. A problem no ledger row explains fails it.
 """
@@ -24,7 +25,7 @@ from .replay import read_snapshots, walk
 CONTINUOUS = tuple(name for name, k in KINDS.items() if k.rule != INCREASING)
 SHOWN = 5                 # problems of one kind listed one by one
 # what each check reads (big depth files are never read whole into memory)
-_COLUMNS = {name: [k.id_column, *k.link_columns] for name, k in KINDS.items()}
+_COLUMNS = {name: [k.id_column, *k.link_columns] + (["backfilled"] if k.backfill else []) for name, k in KINDS.items()}
 
 
 @dataclass
@@ -69,17 +70,24 @@ class Ledger:
     """Gap-ledger rows of one symbol, by stream."""
 
     def __init__(self, frame):
-        self.rows = {}
+        self.rows = {}          # stream -> [(last good id, first id after)] of holes still missing
+        self.holes = {}         # stream -> the same of every hole (filled ones too)
         for stream, last, first, action in zip(frame["stream"], frame["last_good_id"], frame["first_id_after"],
                                                frame["action"]):
-            if action == "backfilled" or first is pd.NA:
-                continue        # a filled hole explains nothing that is still missing
+            if first is pd.NA:
+                continue
             low = -np.inf if last is pd.NA else int(last)
-            self.rows.setdefault(str(stream), []).append((low, int(first)))
+            self.holes.setdefault(str(stream), []).append((low, int(first)))
+            if action != "backfilled":      # a filled hole explains nothing that is still missing
+                self.rows.setdefault(str(stream), []).append((low, int(first)))
 
     def explains(self, stream, before, after):
         """Is the hole between ids ``before`` and ``after`` in the ledger?"""
         return any(low <= before and first >= after for low, first in self.rows.get(stream, ()))
+
+    def fills(self, stream, lo, hi):
+        """Do backfilled ids ``lo..hi`` lie in a hole the ledger names?"""
+        return any(low < lo and hi < first for low, first in self.holes.get(stream, ()))
 
 
 def _parse(name):
@@ -159,7 +167,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                     continue
                 tick(f"{symbol} {stream} {day}")
                 try:
-                    df = load_file(path, market, stream, exact=True, columns=_COLUMNS.get(kind, []))
+                    df = load_file(path, market, stream, exact=True, columns=_wanted(path, kind))
                     bad = _bad_values(path)
                 except (LoadError, OSError, ValueError) as exc:
                     report.problems.append(Problem(symbol, stream, day, f"cannot be read: {_located(path, exc)}"))
@@ -188,6 +196,14 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                 report.problems.append(Problem(symbol, "orderbook", "-", f"book rebuild stopped: "
                                                                           f"{type(exc).__name__}: {exc}"))
     return report
+
+
+def _wanted(path, kind):
+    """The columns the checks read; ``backfilled`` only where the file has it."""
+    wanted = _COLUMNS.get(kind, [])
+    if "backfilled" in wanted and "backfilled" not in pd.read_csv(path, nrows=0).columns:
+        wanted = [c for c in wanted if c != "backfilled"]
+    return wanted
 
 
 def _bad_values(path, chunk=1_000_000):
@@ -311,6 +327,8 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
             holes.insert(0, (previous, int(ids[0])))
         if kind.name == "aggTrade":       # its rows also cover consecutive trade ids
             _agg_trade_ids(report, fr, df)
+        if "backfilled" in df.columns:
+            _backfills(report, fr, df, ledger, step)
     if len(ids):
         fr.first_id, fr.last_id = int(ids[0]), int(ids[-1])
     fr.breaks = len(holes)
@@ -320,6 +338,19 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
         else:
             report.problems.append(Problem(fr.symbol, stream, fr.day,
                                            f"hole between ids {before} and {after} not in the gap ledger"))
+
+
+def _backfills(report, fr, df, ledger, step):
+    """Backfilled rows fill a hole the ledger names: none was filled silently."""
+    column = lookup(fr.stream).id_column
+    ids = np.unique(df.loc[(df["backfilled"] == 1).fillna(False).to_numpy(), column].astype("int64").to_numpy())
+    if not len(ids):
+        return
+    starts = np.concatenate(([0], np.nonzero(np.diff(ids) != step)[0] + 1))
+    ends = np.concatenate((starts[1:] - 1, [len(ids) - 1]))
+    silent = [(fr.day, f"backfilled rows {ids[a]}..{ids[b]} ({b - a + 1}) are in no hole of the gap ledger")
+              for a, b in zip(starts, ends) if not ledger.fills(fr.stream, int(ids[a]), int(ids[b]))]
+    _some(report, fr.symbol, fr.stream, silent, "runs of backfilled rows not in the ledger")
 
 
 def _some(report, symbol, stream, found, more):

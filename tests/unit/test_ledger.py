@@ -197,6 +197,28 @@ def test_the_loaded_ledger_is_in_time_order(tmp_path):
     assert df["last_good_time"].iloc[0].value // 10**6 == T0 + 1          # ms, as written
 
 
+def test_verify_finds_rows_backfilled_in_no_hole_of_the_ledger(tmp_path):
+    from binance_streamer.analysis import verify
+    folder = tmp_path / "data" / "spot" / "BTCUSDT"
+    folder.mkdir(parents=True)
+    with open(folder / f"BTCUSDT-aggTrade-{DAY}.csv", "w") as f:
+        f.write(csvfiles.header("spot", "aggTrade").decode())
+        f.writelines(_agg(a, backfilled=int(3 <= a <= 5)) for a in (1, 2, 6, 7, 3, 4, 5))
+
+    def ledger(*rows):
+        with open(folder / f"BTCUSDT-gaps-{DAY}.csv", "w", newline="") as f:
+            out = csv.DictWriter(f, csvfiles.SCHEMAS["gaps"])
+            out.writeheader()
+            out.writerows(rows)
+        return verify.verify(str(tmp_path / "data"), "spot")
+
+    filled = gap_row(T0 * 1000, "aggTrade", "reconnect", 2, 6, "backfilled", 3, "", _t(2), _t(6))
+    assert ledger(filled).ok
+    report = ledger(gap_row(T0 * 1000, "trade", "reconnect", 2, 6, "lost"))         # filled silently
+    assert [str(p) for p in report.problems] == [
+        f"BTCUSDT aggTrade {DAY}: backfilled rows 3..5 (3) are in no hole of the gap ledger"]
+
+
 # -- the worker ------------------------------------------------------------------------------
 
 
