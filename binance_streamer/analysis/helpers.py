@@ -48,7 +48,8 @@ def spread(tickers):
 
 def gaps(data_dir, symbol, start=None, end=None, market="spot"):
     """The gap ledger of a symbol over a time range, indexed by when each row
-    was written, with ``first_time_after`` and ``last_good_time`` as UTC times."""
+    was made (``local_time_us``) and sorted by it, with ``last_good_time`` and
+    ``first_time_after`` (ms since the epoch in the file) as UTC times."""
     df = load(data_dir, symbol, "gaps", start, end, market, exact=True)
     for column in ("last_good_time", "first_time_after"):
         df[column] = pd.to_datetime(df[column], unit="ms", utc=True)
