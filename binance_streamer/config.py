@@ -7,6 +7,7 @@ names the key or path and says what to do.
 """
 
 import difflib
+import ipaddress
 import os
 import re
 import ssl
@@ -20,6 +21,8 @@ MARKET_URLS = {
 SNAPSHOT_DEPTH = {"spot": 5000, "usdm": 1000}
 USDM_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 
 
 class ConfigError(ValueError):
@@ -173,6 +176,7 @@ def resolve(values, where, base_dir):
         raise ConfigError(f"proxy in {where['proxy']} must start with http://, https://, socks5:// or socks5h://")
     if v["restart_max_delay"] < v["restart_min_delay"] or v["reconnect_max_delay"] < v["reconnect_min_delay"]:
         raise ConfigError("a *_max_delay setting is smaller than its *_min_delay; raise the maximum")
+    v["metrics_host"] = check_host(v["metrics_host"], where["metrics_host"])
     for key in ("data_dir", "log_dir", "run_dir"):
         v[key] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v[key])))
     if v["ca_file"]:
@@ -193,6 +197,19 @@ def check_ca_file(path, where):
     if not loaded:
         raise ConfigError(f"ca_file '{path}' in {where} holds no CA certificate; give a PEM file of CA certificates")
     return path
+
+
+def check_host(host, where):
+    """An IP address or a host name to listen on (the metrics endpoint)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOST.match(host):
+        raise ConfigError(f"metrics_host in {where} must be an IP address or a host name, e.g. 127.0.0.1, "
+                          f"not {host!r}")
+    return host
 
 
 def check_streams(market, streams, where):

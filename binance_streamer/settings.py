@@ -137,6 +137,13 @@ SETTINGS = [
     _s("orderbook_interval", "float", 1.0, "seconds between orderbook rows", "orderbook", minimum=0.05),
     _s("book_refresh_interval", "float", 3600.0,
        "seconds between snapshot refreshes of a book in sync (0: never)", "orderbook", minimum=0.0),
+    # -- monitoring
+    _s("metrics_port", "int", 0,
+       "port of the Prometheus metrics (/metrics) and health (/health) HTTP endpoint the manager serves "
+       "(0: off)", "monitoring", minimum=0, flag=True, metavar="PORT"),
+    _s("metrics_host", "str", "127.0.0.1",
+       "address the metrics endpoint listens on (127.0.0.1: this machine only; 0.0.0.0 or :: every interface, "
+       "readable by anyone who reaches the port)", "monitoring", metavar="ADDR"),
     # -- logging
     _s("log_level", "choice", "INFO", "DEBUG, INFO, WARNING or ERROR", "logging",
        choices=("DEBUG", "INFO", "WARNING", "ERROR"), flag=True),
@@ -155,7 +162,8 @@ MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 360
           "connection_max_age": 86_400.0, "handover_timeout": 600.0, "rest_timeout": 300.0,
           "rest_weight_limit": 1_000_000, "rest_weight_margin": 0.9, "snapshot_depth": 5000,
           "orderbook_levels": 5000, "orderbook_interval": 3600.0, "book_refresh_interval": 2_592_000.0,
-          "log_max_bytes": 10**12, "log_backups": 1000}
+          "log_max_bytes": 10**12, "log_backups": 1000,
+          "metrics_port": 65535}
 SETTINGS = [replace(s, maximum=MAXIMA[s.name]) if s.name in MAXIMA else s for s in SETTINGS]
 BY_NAME = {s.name: s for s in SETTINGS}
 

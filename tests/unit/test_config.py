@@ -45,6 +45,11 @@ def test_config_is_frozen_and_picklable():
     ("proxy: ftp://x", "must be a URL"),
     ("ws_url: stream.binance.com", "must be a URL"),
     ("validate_symbols: maybe", "true or false"),
+    ("metrics_port: 65536", "metrics_port in"),
+    ("metrics_port: -1", "must be at least 0"),
+    ("metrics_host: 'http://0.0.0.0'", "metrics_host in"),
+    ("metrics_host: ''", "must be an IP address or a host name"),
+    ("metrics_host: 9410", "must be text"),
     ("- a list", "must be a mapping"),
     ("market: [", "not valid YAML"),
 ])
@@ -88,3 +93,10 @@ def test_ca_file_must_be_a_pem_file_of_certificate_authorities(tmp_path):
     trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     (tmp_path / "c.yaml").write_text("ca_file: ca.pem\n")
     assert config.load(str(tmp_path / "c.yaml")).ca_file == str(tmp_path / "ca.pem")     # relative to the file
+
+
+def test_metrics_endpoint_is_off_unless_a_port_is_given():
+    cfg = config.load(None, {})
+    assert cfg.metrics_port == 0 and cfg.metrics_host == "127.0.0.1"
+    for host in ("::1", "0.0.0.0", "localhost", "recorder-1.example.com"):
+        assert config.load(None, {"metrics_host": host, "metrics_port": "9410"}).metrics_host == host
