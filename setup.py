@@ -27,6 +27,8 @@ setup(
         "aiohttp>=3.9",
         # The simulator's throw-away certificate authority (it serves wss:// and https://).
         "trustme>=1.0",
+        # The manager's /metrics and /health endpoint (metrics_port).
+        "prometheus-client>=0.16",
     ],
     extras_require={
         # --plot draws with matplotlib; nothing else needs it.

@@ -25,7 +25,8 @@ import time
 URGENT, ROUTINE = 0, 1
 # Share of the usable weight each priority may fill within a minute.
 _PRIORITY_SHARE = {URGENT: 1.0, ROUTINE: 0.5}
-_MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT = range(5)
+_MINUTE, _USED, _PAUSED_UNTIL, _LIMIT, _SPENT, _TOO_MANY, _BANNED = range(7)
+_LIMITED = {429: _TOO_MANY, 418: _BANNED}
 
 
 class _FileLock:
@@ -76,10 +77,10 @@ def _shared(ctx, values, lock_dir, name):
 
 class RestBudget:
     """Request weight per minute for the whole daemon; ``array`` holds
-    minute, used, paused-until, limit, spent."""
+    minute, used, paused-until, limit, spent, 429s, 418s."""
 
     def __init__(self, ctx, limit, margin=0.2, clock=time.time, lock_dir=None):
-        values = [0.0, 0.0, 0.0, float(limit), 0.0]
+        values = [0.0, 0.0, 0.0, float(limit), 0.0, 0.0, 0.0]
         self.array, self.lock = _shared(ctx, values, lock_dir, "rest-budget")
         self.margin = margin
         self.clock = clock
@@ -94,6 +95,14 @@ class RestBudget:
     @property
     def spent(self):
         return int(self.array[_SPENT])
+
+    def usage(self):
+        """For the metrics: ``{"spent", "used_minute", "limit", "429", "418"}``,
+        read without the lock (each value is one aligned double)."""
+        a = self.array
+        used = a[_USED] if a[_MINUTE] == math.floor(self.clock() / 60) else 0.0
+        return {"spent": a[_SPENT], "used_minute": used, "limit": a[_LIMIT], "429": a[_TOO_MANY],
+                "418": a[_BANNED]}
 
     def try_acquire(self, weight, priority=URGENT):
         """Take ``weight`` now if the budget allows; else seconds to wait."""
@@ -137,11 +146,13 @@ class RestBudget:
         """Seconds until REST calls may go again after a 429 or 418 (0: not paused)."""
         return max(0.0, self.array[_PAUSED_UNTIL] - self.clock())
 
-    def pause(self, seconds):
-        """Nobody sends until ``seconds`` from now (after a 429 or 418)."""
+    def pause(self, seconds, status=None):
+        """Nobody sends until ``seconds`` from now (after a 429 or 418: ``status``, counted)."""
         a = self.array
         with self.lock:
             a[_PAUSED_UNTIL] = max(a[_PAUSED_UNTIL], self.clock() + seconds)
+            if status in _LIMITED:
+                a[_LIMITED[status]] += 1
 
 
 

@@ -78,7 +78,7 @@ class RestClient:
                     retry = _retry_after(resp)
                     log.warning("%s: HTTP %d; pausing all REST calls for %.0f s", endpoint,
                                 resp.status_code, retry)
-                    self.budget.pause(retry)
+                    self.budget.pause(retry, resp.status_code)
                     continue
                 if 200 < resp.status_code < 500 and resp.status_code not in (403, 408):
                     raise RestError(f"{endpoint} {params}: {problem}", resp.status_code, _error_code(resp), problem)

@@ -28,10 +28,15 @@ def test_the_exchanges_count_and_retry_after_win():
     b.observe(95)                                               # another client on the same IP
     assert b.try_acquire(10) > 0
     clock.t = 130.0
-    b.pause(7)
+    b.pause(7, 429)
     assert 6.9 < b.try_acquire(1) <= 7.0                        # nobody sends before Retry-After
     clock.t = 137.5
     assert b.try_acquire(1) == 0.0
+    b.pause(1, 418)
+    b.pause(1, 418)
+    assert b.usage() == {"spent": 1.0, "used_minute": 1.0, "limit": 100.0, "429": 1.0, "418": 2.0}
+    clock.t = 181.0                                             # a new minute: nothing used in it yet
+    assert b.usage()["used_minute"] == 0.0 and b.usage()["spent"] == 1.0
 
 
 def test_connection_attempts_stay_under_the_limit():
