@@ -154,10 +154,28 @@ def _record(cfg, to_stderr, duration):
         manager.build(log_queue)
         log.info("recording %s %s: %s into %s", cfg.market, ",".join(cfg.streams), ",".join(cfg.symbols),
                  cfg.data_dir)
-        sig = manager.run(duration=duration)
+        endpoint = _metrics(cfg, manager)
+        try:
+            sig = manager.run(duration=duration)
+        finally:
+            if endpoint is not None:
+                endpoint.stop()
     finally:
         listener.stop()
     return EXIT_INTERRUPTED if sig == 2 else EXIT_OK
+
+
+def _metrics(cfg, manager):
+    """The /metrics and /health endpoint when metrics_port is set; a port it
+    cannot have is logged, and the recorder runs without it."""
+    if not cfg.metrics_port:
+        return None
+    from .metrics import Endpoint
+    endpoint = Endpoint(cfg, manager.budget)
+    if not endpoint.start():
+        return None
+    manager.metrics = endpoint
+    return endpoint
 
 
 def record_foreground(cfg):

@@ -101,6 +101,7 @@ class ProcessManager:
         self.status_writer = None
         self.summary_base = None      # (time, messages, rows) at the last summary
         self.stream_first = {}        # "SYMBOL/stream" -> (time, messages) when first reported, for its usual gap
+        self.metrics = None           # metrics.Endpoint (metrics_port): gets every snapshot too
 
     # -- wiring ---------------------------------------------------------------------
     def groups(self):
@@ -332,7 +333,10 @@ class ProcessManager:
     def write_status(self, state):
         if self.status_writer is None:
             self.status_writer = status.StatusWriter(self.cfg.run_dir, self.cfg.data_dir)
-        self.status_writer.submit(self.snapshot(state))
+        snapshot = self.snapshot(state)
+        self.status_writer.submit(snapshot)
+        if self.metrics is not None:
+            self.metrics.update(snapshot)
 
     def run(self, install_signals=True, duration=None):
         """Run until SIGTERM or SIGINT (or for ``duration`` seconds); returns the

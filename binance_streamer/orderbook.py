@@ -330,6 +330,8 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
              f", restart {restarts}" if restarts else "")
     handlers = {Diff: books.on_diff, Ticker: books.on_ticker, Snapshot: books.on_snapshot,
                 SnapshotFailed: books.on_snapshot_failed}
+    status = lambda: {**books.status(), "link": {"unacked_bytes": writer.outbox.bytes,      # noqa: E731
+                                                 "unacked_batches": len(writer.outbox.frames)}}
     next_flush = 0.0
     while True:
         open_links = [lk for lk in workers.values() if not lk.closed]
@@ -355,14 +357,14 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         if out and (now >= next_flush or len(out) > 1000):
             _hand_on(writer, out, dropped, books.clock)
             next_flush = now + cfg.batch_interval
-        manager.beat(books.status, cfg.status_interval, now)
+        manager.beat(status, cfg.status_interval, now)
         if (manager.stopping or stop.is_set()) and not got:
             break
     if out:
         _hand_on(writer, out, dropped, books.clock)
     if writer.link is not None:
         writer.link.drain(time.monotonic() + 5.0, time.monotonic)
-    manager.report(books.status())
+    manager.report(status())
     log.info("orderbook: stopped")
 
 

@@ -458,7 +458,8 @@ def _serve(worker, writer, book, manager, wake, timeout):
 def _link_status(writer, book):
     return {"unacked_bytes": writer.outbox.bytes, "unacked_batches": len(writer.outbox.frames),
             "resent_batches": writer.resent, "writer_connected": writer.link is not None and not writer.link.closed,
-            "book_events_dropped": book.dropped}
+            "book_events_dropped": book.dropped,
+            "book_pending_bytes": book.link.pending if book.link is not None and not book.link.closed else 0}
 
 
 def _sender(writer, book):

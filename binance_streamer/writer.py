@@ -21,6 +21,7 @@ import time
 from . import csvfiles, links, messages, proc, streams
 from .messages import Gap, Rows
 from .daycounts import DayCounts
+from .metrics import WriteCounts
 from .recovery import last_row, recent_keys, repair_torn_line
 from .sequence import Sequencer, gap_row
 from .streams import id_step
@@ -121,6 +122,7 @@ class Writer:
         self.next_due = None     # the earliest OpenFile.due (or a retry time); None: nothing pending
         self._retry_at = 0.0
         self._error_logged = 0.0
+        self.metrics = WriteCounts(cfg.market)      # rows, bytes, gaps, latency: for metrics.py
 
     # -- start-up -------------------------------------------------------------
     def recover(self):
@@ -290,6 +292,7 @@ class Writer:
             f.batch = {}
         f.batch.setdefault(self.producer, self.batch)
         f.lines.extend(lines)
+        self.metrics.arrived(f.key, lines)
         f.rows += len(lines)
         self.pending_rows += len(lines)
         if f.rows >= self.cfg.batch_size:
@@ -316,6 +319,7 @@ class Writer:
         day = csvfiles.DayOf()(gap["local_time_us"] // 1000)
         cols = csvfiles.SCHEMAS["gaps"]
         line = ",".join(_csv_field(gap.get(c, "")) for c in cols) + "\n"
+        self.metrics.gap(symbol, gap)
         log.warning("%s %s: gap (%s): last good %s, next %s; %s", symbol, gap["stream"], gap["reason"],
                     gap["last_good_id"], gap["first_id_after"], gap["action"])
         self.add_rows(symbol, "gaps", day, None, [line])
@@ -383,6 +387,7 @@ class Writer:
             self._write_failed(f, exc)
             return False
         f.lines, f.rows, f.tail, f.due, f.batch = [], 0, b"", None, None
+        self.metrics.written(f.key, rows, size, time.time())
         self.pending_rows -= rows
         f.size += size
         if f.ids is not None:
@@ -573,7 +578,7 @@ class Writer:
                 "flush_seconds_max": round(self.flush_seconds_max, 4), "write_errors": self.write_errors,
                 "duplicates_dropped": self.seq.duplicates, "torn_lines_repaired": self.torn_repaired,
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
-                "streams": streams, "gaps": gaps}
+                "streams": streams, "gaps": gaps, **self.metrics.report()}
 
 
 def _event_column(stream):
