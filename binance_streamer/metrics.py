@@ -80,7 +80,7 @@ METRICS = {
     "process_restarts_total": (C, PROC, "Restarts of the process by the manager"),
     "process_running": (G, PROC, "1 while the process is RUNNING, else 0"),
     "process_heartbeat_age_seconds": (G, PROC, "Seconds since the process's last heartbeat"),
-    "health": (G, ("state",), "1 for the recorder's health state, 0 for the others"),
+    "health": (G, ("state",), "1 for the health state /health answers with, 0 for the others"),
     "health_problems": (G, (), "Problems behind the health state"),
     "recorder_state": (G, ("state",), "1 for the recorder's state (STARTING, RUNNING, STOPPING, STOPPED)"),
     "status_age_seconds": (G, (), "Seconds since the manager made the status these metrics come from"),
@@ -92,6 +92,14 @@ HEALTHY = ("OK", "DEGRADED")                    # /health answers 200; anything 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 DROPPED = ("malformed", "unknown", "duplicates", "errors")      # worker counts shown as events_dropped_total
 ALIVE = ("STARTING", "RUNNING", "STOPPING")
+
+
+def render_markdown():
+    """The README's list of metrics, one row per metric."""
+    rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for name, (kind, labels, doc) in METRICS.items():
+        rows.append(f"| `{PREFIX}{name}` | {kind} | {', '.join(labels)} | {doc} |")
+    return "\n".join(rows) + "\n"
 
 
 # -- the writer's counts --------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """The metrics: the collector on a hand-built snapshot, /health's verdict,
 and what the writer counts for them (metrics.py)."""
 
+import json
+import os
+import re
+
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -231,3 +236,37 @@ def test_the_writer_reports_what_reached_its_files(tmp_path):
     assert r["gaps_total"] == [["BTCUSDT", "orderbook", "depth gap", "resync", 1]]
     assert sum(r["disk_latency"]["streams"]["aggTrade"]["counts"]) == 3
     assert "gaps" not in r["disk_latency"]["streams"]
+
+
+# -- the docs name only metrics that exist ------------------------------------------------------
+def _doc(*parts):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+def _names_in(text):
+    names = set(re.findall(rf"{PREFIX}([a-z0-9_]+)", text))
+    return {re.sub(r"_(bucket|count|sum)$", "", n) if n.startswith("receive_to_disk_seconds") else n for n in names}
+
+
+def dashboard_queries():
+    dash = json.loads(_doc("docs", "grafana-dashboard.json"))
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", ())]
+
+
+def alert_rules():
+    return [r for g in yaml.safe_load(_doc("docs", "prometheus-alerts.yml"))["groups"] for r in g["rules"]]
+
+
+def test_the_dashboard_and_the_alert_rules_use_declared_metrics():
+    queries = dashboard_queries()
+    rules = alert_rules()
+    assert len(queries) > 20 and len(rules) > 10
+    for text in queries + [r["expr"] for r in rules]:
+        assert _names_in(text) <= set(metrics.METRICS), text
+    used = _names_in(" ".join(queries + [r["expr"] for r in rules]))
+    assert {"rows_written_total", "gaps_total", "receive_to_disk_seconds", "book_in_sync", "health"} <= used
+
+
+def test_the_readme_lists_every_metric():
+    assert metrics.render_markdown() in _doc("README.md")
