@@ -91,7 +91,6 @@ HEALTH_STATES = ("OK", "DEGRADED", "DOWN")      # always shown; any other state 
 HEALTHY = ("OK", "DEGRADED")                    # /health answers 200; anything else 503
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 DROPPED = ("malformed", "unknown", "duplicates", "errors")      # worker counts shown as events_dropped_total
-ALIVE = ("STARTING", "RUNNING", "STOPPING")
 
 
 def render_markdown():
@@ -292,12 +291,13 @@ class Collector:
 
 
 def _processes(fam, snapshot, usage):
-    """Per process; returns ``{name: (role, alive)}``."""
+    """Per process; returns ``{name: (role, alive)}`` (the manager names a
+    pid only while the process lives: STARTING, RUNNING or STOPPING)."""
     alive = {}
     everyone = [{"name": "manager", "role": "manager", "pid": snapshot.get("pid")}]
     for p in snapshot.get("processes", ()):
         name, role = p["name"], p.get("role", "")
-        alive[name] = (role, p.get("state") in ALIVE)
+        alive[name] = (role, p.get("pid") is not None)
         fam.add("process_restarts_total", p.get("restarts"), name, role)
         fam.add("process_running", int(p.get("state") == "RUNNING"), name, role)
         fam.add("process_heartbeat_age_seconds", p.get("heartbeat_age_s"), name, role)
