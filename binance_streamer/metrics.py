@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 
-from . import csvfiles
+from . import csvfiles, status
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ METRICS = {
     "rest_weight_used_minute": (G, (), "REST request weight used in the current minute"),
     "rest_weight_limit": (G, (), "REST request weight allowed per minute"),
     "rest_limited_total": (C, ("code",), "REST answers HTTP 429 (too many requests) and 418 (banned)"),
+    "rest_paused_seconds": (G, (), "Seconds every REST call still waits after a 429 or 418 (Retry-After)"),
     "rest_requests_total": (C, ("process",), "REST requests sent by a worker"),
     "rest_failures_total": (C, ("process",), "REST requests of a worker that failed"),
     "process_cpu_seconds_total": (C, PROC, "CPU time (user and system) of the recorder's process"),
@@ -87,8 +88,8 @@ METRICS = {
     "logs_dropped_total": (C, (), "Log records of the children the manager could not queue"),
     "disk_free_bytes": (G, (), "Free bytes on the data directory's file system"),
 }
-HEALTH_STATES = ("OK", "DEGRADED", "DOWN")      # always shown; any other state the status names too
-HEALTHY = ("OK", "DEGRADED")                    # /health answers 200; anything else 503
+HEALTH_STATES = (status.OK, status.DEGRADED, status.DOWN)     # always shown; any other state named too
+HEALTHY = (status.OK, status.DEGRADED)                        # /health answers 200; anything else 503
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 DROPPED = ("malformed", "unknown", "duplicates", "errors")      # worker counts shown as events_dropped_total
 
@@ -183,23 +184,23 @@ def receive_time(line, where):
 
 
 # -- the manager's side: snapshot -> metric families -------------------------------------------
-def verdict(snapshot, now, max_age):
+def verdict(snapshot, now, status_interval):
     """The health to answer with: the snapshot's own, or DOWN when there is
-    no snapshot yet or the newest is older than ``max_age`` seconds (the
-    manager's loop is not turning)."""
+    no snapshot yet or the newest is too old to be believed (status.stale,
+    as ``--daemon status`` judges the status file)."""
     if snapshot is None:
-        return {"state": "DOWN", "problems": ["no status yet: the recorder is starting"]}
+        return {"state": status.DOWN, "problems": ["no status yet: the recorder is starting"]}
     health = snapshot.get("health") or {}
-    state, problems = health.get("state", "DOWN"), list(health.get("problems", ()))
-    age = now - snapshot.get("updated", now)
-    if age > max_age:
-        return {"state": "DOWN", "problems": [f"the manager has made no status for {age:.0f} s"] + problems}
+    state, problems = health.get("state", status.DOWN), list(health.get("problems", ()))
+    old = status.stale(snapshot, now, snapshot.get("status_interval") or status_interval)
+    if old is not None:
+        return {"state": status.DOWN, "problems": [old] + problems}
     return {"state": state, "problems": problems}
 
 
-def health_answer(snapshot, now, max_age):
+def health_answer(snapshot, now, status_interval):
     """``(HTTP status, JSON body)`` of ``/health``."""
-    v = verdict(snapshot, now, max_age)
+    v = verdict(snapshot, now, status_interval)
     body = {**v, "recorder": snapshot.get("state") if snapshot else None,
             "status_age_s": round(now - snapshot.get("updated", now), 2) if snapshot else None}
     return (200 if v["state"] in HEALTHY else 503), body
@@ -262,8 +263,8 @@ class Collector:
     """A prometheus_client collector: ``latest()`` gives the newest snapshot
     (or None), turned into families at each scrape."""
 
-    def __init__(self, latest, budget=None, max_age=10.0, usage=None, clock=time.time):
-        self.latest, self.budget, self.max_age, self.clock = latest, budget, max_age, clock
+    def __init__(self, latest, budget=None, status_interval=2.0, usage=None, clock=time.time):
+        self.latest, self.budget, self.status_interval, self.clock = latest, budget, status_interval, clock
         self.usage = usage or ProcessUsage()
         self.lock = threading.Lock()      # scrapes may come in parallel; ProcessUsage is not shared
 
@@ -286,7 +287,7 @@ class Collector:
                 elif role == "orderbook":
                     _books(fam, report, up)
             _rest(fam, snapshot, self.budget)
-            _recorder(fam, snapshot, now, self.max_age)
+            _recorder(fam, snapshot, now, self.status_interval)
             return list(fam.made.values())
 
 
@@ -379,10 +380,11 @@ def _rest(fam, snapshot, budget):
     fam.add("rest_weight_limit", u["limit"])
     for code in ("429", "418"):
         fam.add("rest_limited_total", u[code], code)
+    fam.add("rest_paused_seconds", round(budget.paused_for(), 1))
 
 
-def _recorder(fam, snapshot, now, max_age):
-    v = verdict(snapshot, now, max_age)
+def _recorder(fam, snapshot, now, status_interval):
+    v = verdict(snapshot, now, status_interval)
     for state in sorted({*HEALTH_STATES, v["state"]}):
         fam.add("health", int(state == v["state"]), state)
     fam.add("health_problems", len(v["problems"]))
@@ -400,29 +402,24 @@ class Endpoint:
     def __init__(self, cfg, budget=None, clock=time.time):
         from prometheus_client import CollectorRegistry, make_wsgi_app
         self.cfg, self.clock = cfg, clock
-        self.max_age = max(10.0, 5 * cfg.status_interval)
         self.lock = threading.Lock()
         self.snapshot = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(self.latest, budget, self.max_age, clock=clock))
+        self.registry.register(Collector(self.latest, budget, cfg.status_interval, clock=clock))
         self.metrics_app = make_wsgi_app(self.registry)
         self.httpd = self.thread = None
 
     def update(self, snapshot):
         """The manager's newest snapshot (its loop calls this; a scrape reads
         it). The children's reports are copied now: the manager's loop
-        changes that dict. The snapshot itself is kept, not copied: the
-        status writer's thread adds the free disk space to it."""
-        children = dict(snapshot.get("children") or {})
+        changes that dict in place."""
+        snapshot = {**snapshot, "children": dict(snapshot.get("children") or {})}
         with self.lock:
-            self.snapshot = (snapshot, children)
+            self.snapshot = snapshot
 
     def latest(self):
         with self.lock:
-            if self.snapshot is None:
-                return None
-            snapshot, children = self.snapshot
-        return {**snapshot, "children": children}
+            return self.snapshot
 
     def start(self):
         """Listen and serve in a thread; False (after one ERROR line) if the
@@ -455,7 +452,7 @@ class Endpoint:
     def app(self, environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/health":
-            code, body = health_answer(self.latest(), self.clock(), self.max_age)
+            code, body = health_answer(self.latest(), self.clock(), self.cfg.status_interval)
             data = json.dumps(body).encode()
             start_response("200 OK" if code == 200 else "503 Service Unavailable",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

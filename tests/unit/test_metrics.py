@@ -22,6 +22,9 @@ class Budget:
     def usage(self):
         return {"spent": 1200.0, "used_minute": 40.0, "limit": 6000.0, "429": 2.0, "418": 1.0}
 
+    def paused_for(self):
+        return 12.5
+
 
 def snapshot(**changes):
     """What ProcessManager.snapshot makes, small: a writer, a book manager,
@@ -58,7 +61,7 @@ def snapshot(**changes):
     book = {"books": {"BTCUSDT": {"state": "synced", "resyncs": 2, "snapshots": 3},
                       "ETHUSDT": {"state": "requested", "resyncs": 0, "snapshots": 1}},
             "link": {"unacked_bytes": 300, "unacked_batches": 1}}
-    snap = {"state": "RUNNING", "pid": 100, "updated": NOW - 1.0, "processes": procs,
+    snap = {"state": "RUNNING", "pid": 100, "updated": NOW - 1.0, "status_interval": 2.0, "processes": procs,
             "children": {"worker-0": worker, "worker-1": stale, "writer": writer, "orderbook": book},
             "health": {"state": "DEGRADED", "problems": ["worker-1 is BACKOFF"]},
             "restarts": 4, "logs_dropped": 0, "rest_weight_spent": 1200, "disk_free_bytes": 5e9}
@@ -71,7 +74,7 @@ def scrape(snap, budget=Budget()):
     ``{(sample name, sorted labels): value}``."""
     usage = {100: (1.5, 70e6), 101: (2.0, 30e6), 102: (0.5, 40e6), 103: (9.25, 45e6)}.get
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(lambda: snap, budget, max_age=10.0, usage=usage, clock=lambda: NOW))
+    registry.register(Collector(lambda: snap, budget, usage=usage, clock=lambda: NOW))
     text = generate_latest(registry).decode()
     out = {}
     for family in text_string_to_metric_families(text):
@@ -112,6 +115,7 @@ def test_the_collector_turns_a_snapshot_into_metric_families():
     assert v(m, "book_resyncs_total", symbol="BTCUSDT") == 2
     assert v(m, "rest_weight_used_total") == 1200 and v(m, "rest_weight_used_minute") == 40
     assert v(m, "rest_limited_total", code="429") == 2 and v(m, "rest_limited_total", code="418") == 1
+    assert v(m, "rest_paused_seconds") == 12.5
     assert v(m, "rest_requests_total", process="worker-0") == 12
 
 
@@ -169,19 +173,20 @@ def test_no_snapshot_yet_means_no_metrics():
     ("DEGRADED", ["worker-1 is BACKOFF"], NOW - 1, 200),
     ("DOWN", ["writer is FATAL"], NOW - 1, 503),
     ("SOMETHING_NEW", [], NOW - 1, 503),
-    ("OK", [], NOW - 60, 503),             # the manager has made no status for a minute
+    ("OK", [], NOW - 60, 503),             # no status for a minute (status_interval 2 s): the manager is hung
 ])
 def test_health_answer(state, problems, updated, code):
-    got, body = health_answer(snapshot(health={"state": state, "problems": problems}, updated=updated), NOW, 10.0)
+    got, body = health_answer(snapshot(health={"state": state, "problems": problems}, updated=updated), NOW, 2.0)
+    stale = updated < NOW - 16
     assert got == code
-    assert body["state"] == (state if updated > NOW - 10 else "DOWN") and body["recorder"] == "RUNNING"
+    assert body["state"] == ("DOWN" if stale else state) and body["recorder"] == "RUNNING"
     assert problems[0] in body["problems"] if problems else True
-    if updated < NOW - 10:
-        assert body["problems"][0] == "the manager has made no status for 60 s"
+    if stale:
+        assert body["problems"][0].startswith("the status file was last updated 60 s ago")
 
 
 def test_health_answer_before_the_first_snapshot():
-    code, body = health_answer(None, NOW, 10.0)
+    code, body = health_answer(None, NOW, 2.0)
     assert code == 503 and body["state"] == "DOWN" and body["recorder"] is None
 
 
