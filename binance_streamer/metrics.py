@@ -19,6 +19,7 @@ restarts starts again from zero, which Prometheus's ``rate()`` and
 """
 
 import bisect
+import errno
 import json
 import logging
 import socket
@@ -430,8 +431,8 @@ class Endpoint:
             self.httpd = make_server(host, port, self.app, _server_class(host, port),
                                      handler_class=_quiet_handler())
         except OSError as exc:
-            log.error("metrics: cannot listen on %s:%d (%s); recording goes on without /metrics and /health; "
-                      "free the port or set another metrics_port", host, port, exc.strerror or exc)
+            log.error("metrics: cannot listen on %s:%d (%s); recording goes on without /metrics and /health; %s",
+                      host, port, exc.strerror or exc, _what_to_do(exc))
             return False
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
         self.thread.start()
@@ -468,6 +469,14 @@ def _server_class(host, port):
     from prometheus_client.exposition import ThreadingWSGIServer
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     return type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+
+
+def _what_to_do(exc):
+    if exc.errno == errno.EADDRINUSE:
+        return "free the port or set another metrics_port"
+    if exc.errno == errno.EACCES:
+        return "set a metrics_port above 1023 (or run with the right to bind it)"
+    return "set metrics_host to an address of this machine, e.g. 127.0.0.1"
 
 
 def _url_host(host):
