@@ -28,7 +28,8 @@ def _agg(a, backfilled=0):
 
 
 def _cfg(tmp_path, **kw):
-    return config.load(None, {"data_dir": str(tmp_path / "data"), "symbols": "BTCUSDT", **kw})
+    return config.load(None, {"data_dir": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"),
+                              "log_dir": str(tmp_path / "logs"), "symbols": "BTCUSDT", **kw})
 
 
 def _ledger(tmp_path, symbol="BTCUSDT"):

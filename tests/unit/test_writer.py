@@ -12,7 +12,8 @@ from binance_streamer.writer import Writer
 
 
 def _cfg(tmp_path, **kw):
-    return config.load(None, {"data_dir": str(tmp_path / "data"), "symbols": "BTCUSDT", **kw})
+    return config.load(None, {"data_dir": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"),
+                              "log_dir": str(tmp_path / "logs"), "symbols": "BTCUSDT", **kw})
 
 
 def _agg(a, backfilled=0):
