@@ -170,6 +170,7 @@ class Connection(threading.Thread):
         self.pending = []            # successors, oldest first, buffering until one takes over
         self.handover_started = None
         self.connects = self.reconnects = self.failures = self.handovers = 0
+        self.last_error = None       # why the last attempt to connect failed (None: it did not)
         self.connected_since = None
         self.behind = False          # the active socket's lag is beyond max_lag (warned once per episode)
         self.lag_max_before = None   # the worst lag of the previous status interval
@@ -234,9 +235,11 @@ class Connection(threading.Thread):
                                              enable_multithread=False, sslopt=tls_options(self.cfg),
                                              **proxy_options(self.cfg.proxy))
         except Exception as exc:   # any failure to connect is retried
+            self.last_error = connect_error(exc)
             if self.worker.throttle_connect.allow():
-                log.warning("%s: cannot connect to %s (%s)", self.name, self.url.split("?")[0], exc)
+                log.warning("%s: cannot connect to %s (%s)", self.name, self.url.split("?")[0], self.last_error)
             return None
+        self.last_error = None
         return Socket(self, ws)
 
     def _supervise(self):
@@ -357,6 +360,20 @@ class Connection(threading.Thread):
         lag_max = max((v for v in (worst, self.lag_max_before) if v is not None), default=None)
         return {"group": self.group, "connected": self.connected_since is not None,
                 "reconnects": self.reconnects, "failures": self.failures, "handovers": self.handovers,
+                "last_error": self.last_error,
                 "lag_s": None if lag is None else round(lag / 1e6, 3),
                 "lag_max_s": None if lag_max is None else round(lag_max / 1e6, 3),
                 "unread_bytes": unread, "behind": self.behind, "name": self.name}
+
+
+def connect_error(exc):
+    """What a failed connection attempt means, in a line: a refused
+    handshake names its HTTP status and the setting to check."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, websocket.WebSocketBadStatusException) and status is not None:
+        hint = "check ws_url (and ws_public_url / ws_market_url on usdm)" if status == 404 else "the exchange refused it"
+        return f"the WebSocket handshake was answered with HTTP {status}: {hint}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens at that address (check ws_url)"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

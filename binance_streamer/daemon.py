@@ -288,12 +288,34 @@ def start(cfg, record, timeout=60.0):
     while time.monotonic() < deadline:
         st = statusmod.read_status(cfg.run_dir)
         if st is not None and st.get("state") == "RUNNING":
-            return 0, f"started (pid {st['pid']}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
+            return _connected(cfg, st["pid"], min(CONNECT_WAIT, max(1.0, deadline - time.monotonic())))
         if st is not None and st.get("state") in ("FAILED", "STOPPED"):
             return 1, f"failed to start: {st.get('error', 'it stopped at once')}; see {cfg.log_dir}"
         time.sleep(0.1)
     return 1, (f"did not report RUNNING within {timeout:.0f} s; see {cfg.log_dir} and run "
                "--daemon status")
+
+
+CONNECT_WAIT = 20.0      # seconds `start` waits for a first connection to the exchange
+
+
+def _connected(cfg, pid, timeout):
+    """``start``'s answer once the recorder runs: success when a connection
+    to the exchange is up; else what stops it connecting (it keeps trying)."""
+    deadline = time.monotonic() + timeout
+    conns = []
+    while True:
+        st = statusmod.read_status(cfg.run_dir) or {}
+        conns = [c for child in st.get("children", {}).values() for c in child.get("connections", ())]
+        if any(c.get("connected") for c in conns):
+            return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    errors = sorted({c["last_error"] for c in conns if c.get("last_error")})
+    why = f" ({'; '.join(errors)})" if errors else ""
+    return 1, (f"started (pid {pid}), but no connection to the exchange is up after {timeout:.0f} s{why}; it "
+               f"keeps trying: see --daemon status and {cfg.log_dir}, or stop it with --daemon stop")
 
 
 def stop(cfg, force=False, timeout=None, run_dir=None, where=None):

@@ -216,3 +216,16 @@ def test_check_status_and_stop_from_another_directory_and_down_while_unreachable
     assert code == 2 and line.startswith("DOWN: the recorder is not running (looked in ") and "registry" in line
     code, _, err = run(elsewhere, "--daemon", "stop")
     assert code == 0 and "not running (looked in" in err and str(elsewhere / "run") in err
+
+
+def test_start_that_cannot_connect_says_why_and_exits_1(simulator, tmp_path, daemon_cleanup):
+    """A wrong ws_url (the handshake answered 404) is not a successful start."""
+    sim = simulator(symbols=("BTCUSDT",), seed=39, rate=50)
+    config = config_for(tmp_path, sim, symbols=["BTCUSDT"], ws_url=sim.ws_base + "/wrong/path")
+    daemon_cleanup.append(config)
+    code, _, err = run(tmp_path, "--config", config, "--daemon", "start")
+    assert code == 1, err
+    assert "no connection to the exchange is up" in err and "HTTP 404: check ws_url" in err, err
+    assert "keeps trying" in err and err.count("\n") == 1, err
+    code, _, err = run(tmp_path, "--config", config, "--daemon", "stop")
+    assert code == 0 and "stopped" in err, err
