@@ -264,6 +264,9 @@ def _offline(args, cfg):
                                f"pass --market {others[0]}")
         raise RuntimeError(f"no {cfg.market} recordings in {cfg.data_dir}; pass --data-dir or --config "
                            f"with the data_dir the recorder used")
+    if symbol is not None:
+        from .analysis.catalog import symbol_streams
+        symbol_streams(cfg.data_dir, symbol, cfg.market)     # NotRecorded names the symbols there are
     if args.verify:
         report = verify.verify(cfg.data_dir, cfg.market, [symbol] if symbol else None, date,
                                verify.expected_streams(cfg.streams, cfg.orderbook), verify.Progress())
@@ -278,8 +281,8 @@ def _offline(args, cfg):
         for path, rows in written:
             print(f"{path}  {rows} rows")
         if not written:
-            print(f"{PROG}: nothing to export: no aggTrade, trade or kline files of {date} in "
-                  f"{cfg.data_dir}/{cfg.market}", file=sys.stderr)
+            print(f"{PROG}: error: nothing to export: no aggTrade, trade or kline files of {date} in "
+                  f"{cfg.data_dir}/{cfg.market}{' for ' + symbol if symbol else ''}", file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
     if symbol is None:
@@ -325,6 +328,12 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:             # the reader went away (| head): nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
     except (RuntimeError, OSError) as exc:
         if debug:
             raise

@@ -217,7 +217,10 @@ def check_streams(market, streams, where):
     out, depth = [], []
     for s in streams:
         if s.startswith("kline_"):
-            if s[6:] not in KLINE_INTERVALS or (market == "usdm" and s == "kline_1s"):
+            if market == "usdm" and s == "kline_1s":
+                raise ConfigError(f"stream 'kline_1s' in {where}: USD-M futures has no 1 s klines; use kline_1m "
+                                  "or longer")
+            if s[6:] not in KLINE_INTERVALS:
                 raise ConfigError(f"stream {s!r} in {where} has an unknown kline interval; "
                                   f"use one of {', '.join(KLINE_INTERVALS)}")
         elif s.startswith("depth"):

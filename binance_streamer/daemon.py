@@ -34,9 +34,10 @@ class AlreadyRunning(Exception):
 
 class LockFile:
     """A file held under an exclusive ``flock`` while the recorder lives,
-    naming its holder: ``pid start-time`` (the start time proves, later, that
-    a pid still belongs to this recorder and not to a process that reused
-    the number). Never followed through a symlink."""
+    naming its holder: its pid on the first line (as tools that read
+    pidfiles expect), its start time on the second (which proves, later,
+    that the pid still belongs to this recorder and not to a process that
+    reused the number). Never followed through a symlink."""
 
     def __init__(self, path):
         self.path = path
@@ -58,7 +59,7 @@ class LockFile:
                 raise AlreadyRunning(read_pid(self.path)) from None
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {_start_time(os.getpid())}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{_start_time(os.getpid())}\n".encode())     # the pid alone on line 1
         os.fsync(fd)
         self.fd = fd
         return self
@@ -162,9 +163,13 @@ def locate(cfg, explicit):
     the config or run_dir (``explicit``); else the one recorder running
     anywhere, from the registry. ``note`` says how it was found, or where
     was looked when nothing was; RuntimeError when several recorders run."""
-    if probe(cfg.run_dir)[0] != "stopped" or explicit:
+    if probe(cfg.run_dir)[0] != "stopped":
         return cfg.run_dir, f"looked in {cfg.run_dir}"
     running = registered()
+    if explicit:
+        elsewhere = "".join(f"; a recorder runs with run_dir {e['run_dir']} (pid {e['pid']}): pass --run-dir "
+                            f"{e['run_dir']} for it" for e in running)
+        return cfg.run_dir, f"looked in {cfg.run_dir}{elsewhere}"
     if len(running) == 1:
         return running[0]["run_dir"], f"found in the registry ({registry_dir()})"
     if len(running) > 1:

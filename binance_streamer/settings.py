@@ -45,7 +45,8 @@ SETTINGS = [
     _s("symbols", "list", ["BTCUSDT", "ETHUSDT"], "symbols to record, e.g. BTCUSDT,ETHUSDT", "recording",
        flag=True, metavar="SYM,SYM"),
     _s("streams", "list", None,
-       "streams per symbol: aggTrade, trade, depth or depth@100ms, kline_<interval>, bookTicker "
+       "streams per symbol: aggTrade, trade, depth or depth@100ms (usdm also depth@250ms, depth@500ms), "
+       "kline_<interval>, bookTicker "
        "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm the same without trade)",
        "recording", flag=True, metavar="S,S"),
     _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),

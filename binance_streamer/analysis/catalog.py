@@ -62,6 +62,8 @@ def day_name(name):
 
 def folders(data_dir, market, symbol):
     """Where a symbol's files may be, in the order they are looked at."""
+    if market not in MARKETS:
+        raise ValueError(f"market must be one of {', '.join(MARKETS)}, not {market!r}")
     return os.path.join(data_dir, market, symbol), os.path.join(data_dir, symbol), data_dir
 
 

@@ -83,7 +83,12 @@ def main(argv=None):
     except (FaultError, ValueError, OSError) as exc:
         print(f"simulator: error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(app, cfg))
+    try:
+        asyncio.run(_serve(app, cfg))
+    except OSError as exc:          # the port is taken, or the address is not this machine's
+        print(f"simulator: error: cannot listen on {cfg.host}:{cfg.port} ({exc.strerror or exc}); "
+              "choose another --port (0: any free port)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -243,3 +243,19 @@ def test_plot_command_says_in_one_line_what_is_not_there(dirs, tmp_path, monkeyp
     code, out, err = _main(capsys, "--plot", "--date", DAY, "--symbol", "BTCUSDT", "--data-dir", usdm)
     assert code == 1 and err == (f"binance-streamer: error: no spot recordings in {usdm}, only usdm; "
                                  f"pass --market usdm\n")
+
+
+def test_verify_and_export_name_the_symbols_there_are(dirs, tmp_path, monkeypatch, capsys):
+    both, _ = dirs
+    monkeypatch.chdir(tmp_path)             # no config.yaml
+    for command in (["--verify"], ["--export", "binance-vision", "--out", str(tmp_path / "v")]):
+        code, out, err = _main(capsys, *command, "--date", DAY, "--symbol", "BTCUSDX", "--market", "usdm",
+                               "--data-dir", both)
+        assert code == 1 and out == "" and err.count("\n") == 1, (command, out, err)
+        assert err.startswith("binance-streamer: error: no usdm BTCUSDX files") and "did you mean 'BTCUSDT'?" in err
+
+
+def test_a_market_that_does_not_exist_is_named(dirs):
+    both, _ = dirs
+    with pytest.raises(ValueError, match="market must be one of spot, usdm, not 'futures'"):
+        analysis.load(both, "BTCUSDT", "aggTrade", market="futures")

@@ -39,6 +39,7 @@ def test_config_is_frozen_and_picklable():
     ("streams: [aggTrades]", "did you mean 'aggTrade'"),
     ("streams: [depth, depth@100ms]", "lists 2 depth streams"),
     ("streams: [kline_2m]", "unknown kline interval"),
+    ("market: usdm\nstreams: [kline_1s]", "USD-M futures has no 1 s klines"),
     ("market: usdm\nstreams: [trade]", "no trade stream"),
     ("snapshot_depth: 6000", "at most 5000"),
     ("market: usdm\nsnapshot_depth: 300", "must be one of"),

@@ -22,8 +22,11 @@ def test_one_recorder_anywhere_is_found_and_gone_ones_are_forgotten(tmp_path):
     try:
         run_dir, note = daemon.locate(here, explicit=False)
         assert run_dir == running.run_dir and "registry" in note
-        # a config or run_dir named by the user is where it looks, and only there
-        assert daemon.locate(here, explicit=True)[0] == here.run_dir
+        # a config or run_dir named by the user is where it looks, and only there, naming the other
+        run_dir, note = daemon.locate(here, explicit=True)
+        assert run_dir == here.run_dir
+        assert note == (f"looked in {here.run_dir}; a recorder runs with run_dir {running.run_dir} "
+                        f"(pid {os.getpid()}): pass --run-dir {running.run_dir} for it")
     finally:
         pidfile.release()
     assert daemon.locate(here, explicit=False)[0] == here.run_dir
