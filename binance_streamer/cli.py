@@ -226,6 +226,11 @@ def dispatch(args, cfg):
     if args.verify or args.export or args.plot:
         return offline(args, cfg)
     prepare_dirs(cfg)
+    if cfg.metrics_port and not args.demo:
+        from .metrics import check_address
+        problem = check_address(cfg)
+        if problem:
+            raise ConfigError(problem)
     if args.demo:
         code, found = commands.demo(cfg, record, args.demo_seconds,
                                     data_dir=cfg.data_dir if args.data_dir else None)

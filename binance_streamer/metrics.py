@@ -471,6 +471,27 @@ def _server_class(host, port):
     return type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
 
 
+def check_address(cfg):
+    """At start, before anything runs: can the endpoint listen where it is
+    asked to? A one-line reason (for a ConfigError) when it cannot, else None.
+    (A port taken later, between this check and the listen, is logged and the
+    recorder runs without the endpoint.)"""
+    host, port = cfg.metrics_host, cfg.metrics_port
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"metrics_host {host!r} cannot be used ({exc.strerror or exc}); {_what_to_do(exc)}"
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        return f"metrics: cannot listen on {_url_host(host)}:{port} ({exc.strerror or exc}); {_what_to_do(exc)}"
+    finally:
+        probe.close()
+    return None
+
+
 def _what_to_do(exc):
     if exc.errno == errno.EADDRINUSE:
         return "free the port or set another metrics_port"

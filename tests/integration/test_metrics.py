@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -131,24 +132,23 @@ def _settled(rec, port, timeout=20):
         raise AssertionError(f"{exc}; (metric, on disk) that differ: {last.get('diff')}") from None
 
 
-def test_a_port_in_use_is_one_error_line_and_the_recorder_records(simulator, tmp_path):
+def test_a_port_in_use_is_refused_at_start_in_one_line(simulator, tmp_path):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
+    sim = simulator(symbols=tuple(SYMBOLS), seed=7, rate=50)
+    rec = Recorder(tmp_path, sim, SYMBOLS, metrics_port=port)
     try:
-        sim, rec = _start(simulator, tmp_path, port)
-        try:
-            rec.wait_status(lambda s: s["children"].get("writer", {}).get("streams"), 30, "rows written")
-        finally:
-            code = rec.stop()
+        for command in ([], ["--daemon", "start"]):
+            out = subprocess.run([sys.executable, "-m", "binance_streamer", "--config", rec.config, *command],
+                                 cwd=rec.dir, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 2, out.stderr
+            assert out.stderr == (f"binance-streamer: error: metrics: cannot listen on 127.0.0.1:{port} (Address "
+                                  "already in use); free the port or set another metrics_port\n"), out.stderr
     finally:
         taken.close()
-    assert code == 0, rec.log_tail()
-    with open(os.path.join(rec.dir, "logs", "binance-streamer.log")) as f:
-        lines = [line for line in f if "metrics:" in line]
-    assert len(lines) == 1 and "ERROR" in lines[0], lines
-    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "set another metrics_port" in lines[0]
+    assert rec.files() == []
 
 
 def test_the_endpoint_before_and_after_the_first_snapshot(caplog):
