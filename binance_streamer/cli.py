@@ -196,7 +196,7 @@ def record_foreground(cfg):
 
 
 def dispatch(args, cfg):
-    from . import commands, daemon
+    from . import commands, daemon, statusreport
     if args.list_symbols:
         n = commands.list_symbols(cfg, args.quote)
         print(f"{n} symbols", file=sys.stderr)
@@ -214,10 +214,10 @@ def dispatch(args, cfg):
     if args.daemon == "status":
         code, report = daemon.status(cfg, run_dir, where)
         if args.check:
-            code, line = daemon.check_line(report)
+            code, line = statusreport.check_line(report)
             print(json.dumps(report, indent=1, sort_keys=True) if args.json else line)
             return code
-        print(json.dumps(report, indent=1, sort_keys=True) if args.json else daemon.format_status(code, report))
+        print(json.dumps(report, indent=1, sort_keys=True) if args.json else statusreport.format_status(code, report))
         return code
     if args.daemon == "stop":
         code, message = daemon.stop(cfg, force=args.force, run_dir=run_dir, where=where)

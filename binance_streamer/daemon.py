@@ -21,6 +21,7 @@ import time
 
 from . import proc
 from . import status as statusmod
+from . import statusreport
 
 EXIT_RUNNING, EXIT_DEAD, EXIT_STOPPED, EXIT_UNKNOWN = 0, 1, 3, 4     # LSB status codes
 
@@ -399,138 +400,8 @@ def status(cfg, run_dir=None, where=None):
         why = "not running" if state == "stopped" else f"dead: pid {pid} is gone but its pidfile remains"
         report["health"] = {"state": statusmod.DOWN, "problems": [f"the recorder is {why} ({report['looked']})"]}
         return (EXIT_DEAD if state == "dead" else EXIT_STOPPED), report
-    report.update(summarize(st))
+    report.update(statusreport.summarize(st))
     old = statusmod.stale(st, time.time(), st.get("status_interval") or cfg.status_interval)
     if old is not None:
         report["health"] = {"state": statusmod.DOWN, "problems": [old]}
     return EXIT_RUNNING, report
-
-
-def check_line(report):
-    """``(exit code, one line)`` for ``--daemon status --check``: 0 OK,
-    1 DEGRADED, 2 DOWN, 3 when the verdict is unknown."""
-    health = report.get("health") or {}
-    state = health.get("state")
-    problems = health.get("problems") or []
-    code = statusmod.CHECK_CODES.get(state, 3)
-    detail = "; ".join(problems) if problems else "recording"
-    return code, f"{state or 'UNKNOWN'}: {detail}"
-
-
-def summarize(st):
-    """What ``--daemon status`` shows, from the manager's status file and psutil."""
-    import psutil
-    now = time.time()
-    procs, handles = [], []
-    for p in st.get("processes", []):
-        row = {k: p.get(k) for k in ("name", "state", "pid", "restarts", "heartbeat_age_s")}
-        try:
-            ps = psutil.Process(p["pid"]) if p.get("pid") else None
-            if ps is not None:
-                ps.cpu_percent(None)
-                row["rss_mb"] = round(ps.memory_info().rss / 2**20, 1)
-                handles.append((row, ps))
-        except psutil.Error:
-            pass
-        procs.append(row)
-    time.sleep(0.5)                  # CPU use over half a second, all processes at once
-    for row, ps in handles:
-        try:
-            row["cpu_percent"] = ps.cpu_percent(None)
-        except psutil.Error:
-            pass
-    children = st.get("children", {})
-    return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
-            "health": st.get("health"), "connections": _connections(children),
-            "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
-            "processes": procs, "streams": _streams(children, now),
-            "unacked_bytes": {name: child.get("link", {}).get("unacked_bytes") for name, child in sorted(children.items())
-                              if name.startswith("worker")},
-            "disk_free_bytes": st.get("disk_free_bytes"),
-            "books_in_sync": children.get("orderbook", {}).get("in_sync"),
-            "writer": {k: v for k, v in children.get("writer", {}).items() if k not in ("streams", "gaps")}}
-
-
-def _streams(children, now):
-    """Per ``SYMBOL/stream``: what its worker receives, and what today's
-    files hold (rows, bytes and ledger rows by action, counted by the writer
-    from the files): the figures of the status table."""
-    writer = children.get("writer", {})
-    files, ledgers = writer.get("streams", {}), writer.get("gaps", {})
-    books = children.get("orderbook", {}).get("books", {})
-    received = {key: (s, child) for name, child in children.items() if name.startswith("worker")
-                for key, s in child.get("streams", {}).items()}
-    streams = {}
-    for key in sorted(set(received) | {k for k in files if not k.endswith("/gaps")}):
-        symbol, stream = key.split("/", 1)
-        s, child = received.get(key, ({}, {}))
-        f = files.get(key, {})
-        gaps = ledgers.get(symbol, {}).get("by_stream", {}).get(stream, {})
-        streams[key] = {"messages": s.get("messages"), "messages_per_s": s.get("rate"),
-                        "last_message_age_s": _age(s, child, now),
-                        "gaps": sum(gaps.values()), "gaps_by_action": gaps,
-                        "reconnects": sum(c["reconnects"] for c in child.get("connections", [])) if child else None,
-                        "resyncs": books.get(symbol, {}).get("resyncs") if stream == "depth" else None,
-                        "day": f.get("day"), "rows_today": f.get("rows", 0), "bytes_today": f.get("bytes", 0)}
-    return streams
-
-
-def _age(stream, child, now):
-    """Seconds from a stream's last message to its worker's last report (not
-    to now: reports come every status_interval, and a busy stream's age
-    would be mostly that)."""
-    last = stream.get("last_recv_us")
-    if not last:
-        return None
-    return round(max(0.0, (child.get("time") or now) - last / 1e6), 2)
-
-
-def _connections(children):
-    return [{"process": name, **{k: c.get(k) for k in ("name", "connected", "reconnects", "failures", "handovers",
-                                                      "lag_s", "lag_max_s", "unread_bytes")}}
-            for name, child in sorted(children.items()) if name.startswith("worker")
-            for c in child.get("connections", [])]
-
-
-def _dash(value):
-    return "-" if value is None else value
-
-
-def _num(value):
-    return "-" if value is None else f"{value:.2f}"
-
-
-def format_status(code, report):
-    if report["state"] != "running":
-        return {"stopped": f"binance-streamer is not running ({report['looked']})",
-                "dead": f"binance-streamer is dead but its pidfile remains (pid {report['pid']}, "
-                        f"{report['looked']})"}[report["state"]]
-    health = report.get("health") or {"state": "unknown", "problems": []}
-    lines = [f"binance-streamer is running (pid {report['pid']}, up {report['uptime_s']} s, "
-             f"{report['market']}, data in {report['data_dir']})",
-             f"health: {health['state']}" + "".join(f"\n  - {p}" for p in health["problems"]), "",
-             f"{'process':<12} {'state':<9} {'pid':>7} {'restarts':>8} {'cpu%':>6} {'rss MB':>7} {'beat s':>6}"]
-    for p in report["processes"]:
-        beat = p.get("heartbeat_age_s")
-        lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
-                     f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7} {'-' if beat is None else beat:>6}")
-    lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6} {'gaps':>5} {'resyncs':>7} "
-                  f"{'rows today':>10} {'MB today':>8}"]
-    for key, s in sorted(report["streams"].items()):
-        age = "-" if s["last_message_age_s"] is None else f"{s['last_message_age_s']}s"
-        rate = "-" if s["messages_per_s"] is None else s["messages_per_s"]
-        lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6} {s['gaps']:>5} "
-                     f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
-                     f"{s['bytes_today'] / 2**20:>8.2f}")
-    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
-                  f"{'unread KB':>9}"]
-    for c in report.get("connections", []):
-        lines.append(f"{c['name'] or c['process']:<28} {'yes' if c['connected'] else 'no':>3} {c['reconnects']:>6} "
-                     f"{_dash(c.get('failures')):>6} "
-                     f"{_num(c['lag_s']):>7} {_num(c['lag_max_s']):>7} "
-                     f"{'-' if c['unread_bytes'] is None else round(c['unread_bytes'] / 1024, 1):>9}")
-    free = report.get("disk_free_bytes")
-    lines += ["", f"not yet written (bytes per worker): {json.dumps(report.get('unacked_bytes'))}; "
-                  f"books in sync: {report.get('books_in_sync')}; "
-                  f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
-    return "\n".join(lines)

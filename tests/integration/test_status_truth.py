@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from binance_streamer import csvfiles, daemon
+from binance_streamer import csvfiles, statusreport
 from tests.support import Recorder
 
 pytestmark = pytest.mark.timeout(150)
@@ -32,7 +32,7 @@ def _on_disk(rec):
 
 def _differences(rec):
     st = rec.status()
-    shown = daemon._streams(st["children"], st["updated"])
+    shown = statusreport.streams(st["children"], st["updated"])
     files, gaps = _on_disk(rec)
     out = [(key, (s["rows_today"], s["bytes_today"]), files.get(key)) for key, s in shown.items()
            if (s["rows_today"], s["bytes_today"]) != files.get(key)]

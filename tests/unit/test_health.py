@@ -4,7 +4,7 @@ and the one line and exit code of ``--daemon status --check`` (pure)."""
 import orjson
 import pytest
 
-from binance_streamer import daemon
+from binance_streamer import statusreport
 from binance_streamer.status import health, stale, usual_gap
 
 NOW = 1_800_000_000.0
@@ -94,6 +94,6 @@ def test_an_old_status_file_is_not_believed():
 @pytest.mark.parametrize("state, code", [("OK", 0), ("DEGRADED", 1), ("DOWN", 2), (None, 3)])
 def test_check_exit_codes_follow_monitoring_plugins(state, code):
     report = {"health": {"state": state, "problems": ["x is y"] if state != "OK" else []}} if state else {}
-    got, line = daemon.check_line(report)
+    got, line = statusreport.check_line(report)
     assert got == code
     assert line.startswith(state or "UNKNOWN") and "\n" not in line

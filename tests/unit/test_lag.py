@@ -1,7 +1,5 @@
-"""How far behind a connection is: the event time of a read's oldest frame,
-and the health verdict built from it (pure)."""
-
-import orjson
+"""How far behind a connection is: the event time of a read's oldest frame
+(pure; the health verdict built from it is in test_health.py)."""
 
 from binance_streamer.binance.parse import first_event_time
 
