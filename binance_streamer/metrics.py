@@ -289,6 +289,8 @@ class Collector:
                     _books(fam, report, up)
             _rest(fam, snapshot, self.budget)
             _recorder(fam, snapshot, now, self.status_interval)
+            for name in METRICS:        # every family, even before its first sample (a gap, a 429)
+                fam._family(name)
             return list(fam.made.values())
 
 

@@ -275,3 +275,16 @@ def test_the_dashboard_and_the_alert_rules_use_declared_metrics():
 
 def test_the_readme_lists_every_metric():
     assert metrics.render_markdown() in _doc("README.md")
+
+
+def test_every_declared_family_is_served_before_its_first_sample():
+    """A rule on gaps_total or rest_limited_total works before the first gap
+    or 429: the family (HELP and TYPE) is there from the first scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(lambda: {"state": "RUNNING", "updated": NOW}, Budget(), usage=lambda pid: None,
+                                clock=lambda: NOW))
+    text = generate_latest(registry).decode()
+    served = {f.name[len(PREFIX):] for f in text_string_to_metric_families(text)}
+    # (the parser names a counter family without its _total)
+    assert served >= {"gaps", "rest_limited", "receive_to_disk_seconds"}
+    assert served == {n[:-len("_total")] if n.endswith("_total") else n for n in metrics.METRICS}
