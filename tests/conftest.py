@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from binance_streamer.simulator import SimConfig, Simulator
@@ -18,8 +20,15 @@ def simulator():
         sim.stop()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_registry(tmp_path_factory):
+    """Recorders started by module-wide fixtures (before any test's own
+    registry) are named in the session's registry, never the user's."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("session-state"))
+
+
 @pytest.fixture(autouse=True)
-def own_registry(tmp_path_factory, monkeypatch):
+def own_registry(session_registry, tmp_path_factory, monkeypatch):
     """Each test names its recorders in a registry of its own (the daemon
     registry lives in the user's state directory)."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
