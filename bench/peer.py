@@ -4,7 +4,10 @@
 
 The simulator replays real captured spot traffic (../shared/realdata/
 cryptofeed: BINANCE-b38f7c.0 and BINANCE-ee25be.0) as fast as each client
-reads, one TLS record per frame, to three clients in turn (alternating
+reads, one TLS record per frame, looped ``--loops`` times (each pass
+continuing the last: every id and time shifted, each book bridged back to
+the capture's first snapshot, so id chains, books and bookTicker
+checkpoints stay valid), to three clients in turn (alternating
 order each run), each subscribed to aggTrade, bookTicker, depth@100ms and
 kline_1m of every symbol in the captures:
 
@@ -40,7 +43,7 @@ import time
 import psutil
 
 from common import recorder_processes, start_simulator
-from replay import CAPTURES, connected, cpu_seconds, expected_events, high_water_mark, on_disk, read_status, wait
+from replay import CAPTURES, connected, cpu_seconds, high_water_mark, on_disk, read_status, wait
 
 SPOT = ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"]
 CHANNELS = ["aggTrade", "bookTicker", "depth@100ms", "kline_1m"]
@@ -92,9 +95,27 @@ def measure(procs, sim, done, idle_seconds=2.0):
     return idle_rate, cpu0, start, sampler
 
 
-def run_ours(paths, expected):
-    sim = start_simulator(extra=["--replay", ",".join(paths), "--replay-speed", "0",
-                                 "--replay-connections", "1000000", "--write-each-frame"])
+def replay_args(paths, loops):
+    return ["--replay", ",".join(paths), "--replay-speed", "0", "--replay-loops", str(loops),
+            "--replay-connections", "1000000", "--write-each-frame"]
+
+
+def expected_frames(paths, loops):
+    """{stream kind: frames} the looped replay sends (played here, at once)."""
+    from binance_streamer.simulator.replay import load_replay
+    replay = load_replay(",".join(paths), 0, None, loops)
+    replay.start(0.0)
+    counts = {}
+    for stream, _, _ in replay.due(1.0):
+        kind = stream.split("@")[1]
+        kind = "depth" if kind.startswith("depth") else kind
+        if kind in ("aggTrade", "bookTicker", "depth"):
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def run_ours(paths, expected, loops):
+    sim = start_simulator(extra=replay_args(paths, loops))
     work = tempfile.mkdtemp(prefix="bench-peer-")
     cfg = {"market": "spot", "symbols": sim.symbols, "streams": CHANNELS, **sim.endpoints(),
            "symbols_per_worker": len(sim.symbols), "data_dir": "data", "log_dir": "logs", "run_dir": "run"}
@@ -118,17 +139,19 @@ def run_ours(paths, expected):
         idle_rate, cpu0, start, sampler = measure(procs, sim, done)
         cpu = cpu_seconds(procs) - cpu0 - idle_rate * (time.time() - start)
         found, _, last_us = on_disk(data_dir)
+        books = read_status(run_dir).get("children", {}).get("orderbook", {})
     finally:
         rec.terminate()
         rec.wait(60)
         sim.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return result("binance_streamer", expected, found, cpu, last_us / 1e6 - start, sampler, len(procs))
+    out = result("binance_streamer", expected, found, cpu, last_us / 1e6 - start, sampler, len(procs))
+    out["ticker_checks"] = [books.get("ticker_compared"), books.get("ticker_mismatches")]
+    return out
 
 
-def run_peer(name, python, paths, expected):
-    sim = start_simulator(extra=["--replay", ",".join(paths), "--replay-speed", "0",
-                                 "--replay-connections", "1000000", "--write-each-frame"])
+def run_peer(name, python, paths, expected, loops):
+    sim = start_simulator(extra=replay_args(paths, loops))
     work = tempfile.mkdtemp(prefix=f"bench-peer-{name}-")
     cfg = {"ws": sim.ws, "rest": sim.rest, "symbols": sim.symbols, "channels": CHANNELS, "out": work,
            "expected": {k: v for k, v in expected.items()}, "timeout": 240, "quiet": 5.0}
@@ -176,6 +199,8 @@ def available(python, name):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--loops", type=int, default=10,
+                   help="passes of the captures, each continuing the last (default 10: about 160,000 messages)")
     p.add_argument("--peer-python", default=os.environ.get("PEER_PYTHON"),
                    help="a Python with cryptofeed and unicorn-binance-websocket-api (env PEER_PYTHON)")
     p.add_argument("--json", action="store_true", help="print every run as JSON")
@@ -183,7 +208,7 @@ def main(argv=None):
     paths = [os.path.join(CAPTURES, name) for name in SPOT]
     if not all(os.path.exists(path) for path in paths):
         raise SystemExit(f"the captures are not here: {CAPTURES}")
-    expected = {k: v for k, v in expected_events(paths).items() if k != "kline"}
+    expected = expected_frames(paths, args.loops)
     systems = ["binance_streamer"]
     for name in PEERS:
         why = available(args.peer_python, name)
@@ -194,8 +219,8 @@ def main(argv=None):
     runs = []
     for i in range(args.runs):
         for system in systems[i % len(systems):] + systems[:i % len(systems)]:
-            one = (run_ours(paths, expected) if system == "binance_streamer"
-                   else run_peer(system, args.peer_python, paths, expected))
+            one = (run_ours(paths, expected, args.loops) if system == "binance_streamer"
+                   else run_peer(system, args.peer_python, paths, expected, args.loops))
             runs.append(one)
             print(json.dumps(one), file=sys.stderr)
     if args.json:

@@ -47,6 +47,9 @@ def parser():
     p.add_argument("--replay", help="serve a captured session (cryptofeed capture file) instead of a simulated market")
     p.add_argument("--replay-speed", type=float, default=1.0, help="replay pace: 1 original, 2 twice as fast, 0 at once")
     p.add_argument("--replay-seconds", type=float, help="replay only the capture's first SECONDS")
+    p.add_argument("--replay-loops", type=int, default=1,
+                   help="play the capture this many times, each pass continuing the last: ids and times shifted, "
+                        "the book bridged back to the capture's first snapshot (for longer benchmarks)")
     p.add_argument("--replay-connections", type=int, default=1,
                    help="start the replay once this many connections are open (default 1)")
     p.add_argument("--pregenerate", type=float, default=0.0, metavar="SECONDS",
@@ -76,7 +79,7 @@ def main(argv=None):
                         ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
                         weight_limit=args.weight_limit, journal=args.journal, replay=args.replay,
                         replay_speed=args.replay_speed, replay_seconds=args.replay_seconds,
-                        replay_connections=args.replay_connections, pregenerate=args.pregenerate, faults=faults,
+                        replay_connections=args.replay_connections, replay_loops=args.replay_loops, pregenerate=args.pregenerate, faults=faults,
                         tls=not args.plain, certfile=args.cert, keyfile=args.key, ca_dir=args.ca_dir,
                         write_each_frame=args.write_each_frame).resolved()
         app = build_app(cfg)

@@ -34,6 +34,7 @@ class SimConfig:
     replay_speed: float = 1.0          # 2.0 = twice as fast; 0 = as fast as possible
     replay_seconds: float = None       # replay only the capture's first seconds (None: all of it)
     replay_connections: int = 1        # the replay starts once this many connections are open
+    replay_loops: int = 1              # passes of the capture, each continuing the last (ids and times shifted)
     pregenerate: float = 0.0           # > 0: generate this many seconds of market first (tape.Tape)
     max_pending: int = 200_000         # frames queued for a slow client before it is dropped
     tls: bool = True                   # wss:// and https:// (as Binance); False: ws:// and http://

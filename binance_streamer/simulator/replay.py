@@ -114,8 +114,110 @@ class ReplaySymbol:
         return rows[:limit]
 
 
+class Loops:
+    """What makes pass ``k`` of a capture continue pass ``k - 1``: every id
+    and time shifted by ``k`` spans, and per symbol a bridging diff that
+    turns the book the last pass left into the capture's first snapshot, so
+    the first diff after that snapshot applies again. Diffs and bookTickers
+    from before the snapshot are left out of later passes (no book state is
+    known for them)."""
+
+    def __init__(self, market, frames, symbols):
+        self.market = market
+        times = [t for _, _, payload, _ in frames for t in _times(orjson.loads(payload))]
+        self.period = 60_000 * (-(-(max(times) - min(times)) // 60_000) + 1)     # whole minutes: klines align
+        self.spans = {}             # symbol -> {"a": .., "t": .., "u": ..}
+        self.first = {}             # symbol -> (first diff after the snapshot: stream, data), snapshot id
+        seen = {}
+        for _, stream, payload, _ in frames:
+            sym, _, key = stream.partition("@")
+            d = orjson.loads(payload)
+            b = seen.setdefault(sym.upper(), {"a": [], "t": [], "u": [], "depth": []})
+            if key == "aggTrade":
+                b["a"].append(d["a"])
+                b["t"] += [d["f"], d["l"]]
+            elif key == "trade":
+                b["t"].append(d["t"])
+            elif key.startswith("depth"):
+                b["u"] += [d["U"], d["u"]]
+                b["depth"].append((stream, d))
+            elif key == "bookTicker":
+                b["u"].append(d["u"])
+        for sym, b in seen.items():
+            span = {k: max(v) - min(v) + 1 for k, v in b.items() if k in ("a", "t") and v}
+            snaps = symbols[sym].snapshots
+            after = [(st, d) for st, d in b["depth"] if snaps and d["u"] > snaps[0][0]]
+            if after:
+                stream, d1 = after[0]
+                self.first[sym] = (stream, d1, snaps[0])
+                span["u"] = max(b["u"]) - self._bridge_top(d1) + 3
+            self.spans[sym] = span
+
+    def _bridge_top(self, d1):
+        """The update id the bridging diff ends at, before shifting."""
+        return d1["pu"] if self.market == "usdm" else d1["U"] - 1
+
+    def shifted(self, k, stream, payload):
+        """Pass ``k``'s payload of a frame, or None when it is left out."""
+        sym, _, key = stream.partition("@")
+        span, d = self.spans.get(sym.upper(), {}), orjson.loads(payload)
+        first = self.first.get(sym.upper())
+        if key.startswith("depth") or key == "bookTicker":
+            if first is None or d["u"] <= first[2][0]:
+                return None
+            for f in ("U", "u", "pu"):
+                if f in d:
+                    d[f] += k * span["u"]
+        if key == "aggTrade":
+            d["a"] += k * span["a"]
+            d["f"] += k * span.get("t", 0)
+            d["l"] += k * span.get("t", 0)
+        elif key == "trade":
+            d["t"] += k * span.get("t", 0)
+        elif key.startswith("kline"):
+            kl = d["k"]
+            kl["t"] += k * self.period
+            kl["T"] += k * self.period
+            for f in ("f", "L"):
+                if kl.get(f, -1) >= 0:
+                    kl[f] += k * span.get("t", 0)
+        for f in ("E", "T"):
+            if f in d:
+                d[f] += k * self.period
+        return orjson.dumps(d)
+
+    def bridges(self, k, books):
+        """Pass ``k``'s bridging diffs: ``[(stream, payload)]``; ``books``:
+        symbol -> the replayed book as the last pass left it."""
+        out = []
+        for sym, (stream, d1, (_, bids, asks)) in self.first.items():
+            book = books[sym]
+            top = self._bridge_top(d1) + k * self.spans[sym]["u"]
+            d = {"e": "depthUpdate", "E": d1["E"] + k * self.period - 1, "s": sym, "U": book.update_id + 1, "u": top}
+            if self.market == "usdm":
+                d["T"] = d["E"]
+                d["pu"] = book.update_id
+            now_bids, now_asks = book.top(len(book.bids) + len(book.asks))
+            d["b"] = _levels(now_bids, bids)
+            d["a"] = _levels(now_asks, asks)
+            out.append((stream, orjson.dumps(d)))
+        return out
+
+
+def _levels(now, target):
+    """The levels that turn ``now`` into ``target``: each target level, and a
+    zero for each level that target lacks."""
+    keep = {p for p, _ in target}
+    return [[p, "0"] for p, _ in now if p not in keep] + [[p, q] for p, q in target]
+
+
+def _times(d):
+    out = [d[f] for f in ("E", "T") if isinstance(d.get(f), int)]
+    return out or [0]
+
+
 class Replay:
-    def __init__(self, paths, speed=1.0, seconds=None):
+    def __init__(self, paths, speed=1.0, seconds=None, loops=1):
         urls, frames, http = parse_capture(paths)
         if not frames:
             raise ValueError(f"no WebSocket frames found in {paths[0]}")
@@ -143,6 +245,9 @@ class Replay:
         self._symbols = {s: ReplaySymbol(self.market, s, snaps.get(s, [])) for s in symbols}
         self.started = None
         self.next = 0
+        self.loops, self.loop = loops, 0
+        self.duration = self.frames[-1][0] + 0.001
+        self.shift = Loops(self.market, self.frames, self._symbols) if loops > 1 else None
 
     def symbol(self, name):
         return self._symbols.get(name)
@@ -153,7 +258,7 @@ class Replay:
 
     @property
     def finished(self):
-        return self.next >= len(self.frames)
+        return self.loop >= self.loops
 
     def due(self, now):
         """Frames whose captured time has come: ``[(stream, payload, combined frame)]``."""
@@ -161,16 +266,33 @@ class Replay:
             return []
         elapsed = float("inf") if self.speed == 0 else (now - self.started) * self.speed
         out = []
-        while self.next < len(self.frames) and self.frames[self.next][0] <= elapsed:
-            _, stream, payload, frame = self.frames[self.next]
+        while not self.finished:
+            if self.next >= len(self.frames):
+                self.loop, self.next = self.loop + 1, 0
+                if not self.finished:
+                    books = {s: r.sync.book for s, r in self._symbols.items()}
+                    for stream, payload in self.shift.bridges(self.loop, books):
+                        self._send(stream, payload, out)
+                continue
+            ts, stream, payload, frame = self.frames[self.next]
+            if ts + self.loop * self.duration > elapsed:
+                break
             self.next += 1
-            symbol, _, key = stream.partition("@")
-            self._symbols[symbol.upper()].feed(key, orjson.loads(payload))
-            out.append((stream, payload, frame))
+            if self.loop:
+                payload = self.shift.shifted(self.loop, stream, payload)
+                if payload is None:
+                    continue
+                frame = None
+            self._send(stream, payload, out, frame)
         return out
 
+    def _send(self, stream, payload, out, frame=None):
+        symbol, _, key = stream.partition("@")
+        self._symbols[symbol.upper()].feed(key, orjson.loads(payload))
+        out.append((stream, payload, frame or b'{"stream":"%s","data":%s}' % (stream.encode(), payload)))
 
-def load_replay(path, speed=1.0, seconds=None):
+
+def load_replay(path, speed=1.0, seconds=None, loops=1):
     """``path``: a capture, or several of one market separated by commas
     (their frames are merged by receive time; their symbols must differ)."""
     paths = []
@@ -178,4 +300,4 @@ def load_replay(path, speed=1.0, seconds=None):
         if not os.path.exists(one):
             raise FileNotFoundError(f"replay capture {one} does not exist")
         paths += capture_files(one)
-    return Replay(paths, speed, seconds)
+    return Replay(paths, speed, seconds, loops)

@@ -29,7 +29,7 @@ def build_app(cfg):
     if cfg.pregenerate:
         replay = Tape(cfg, cfg.pregenerate)
     else:
-        replay = load_replay(cfg.replay, cfg.replay_speed, cfg.replay_seconds) if cfg.replay else None
+        replay = load_replay(cfg.replay, cfg.replay_speed, cfg.replay_seconds, cfg.replay_loops) if cfg.replay else None
     if replay is not None and replay.market != cfg.market:
         cfg.market = replay.market
         cfg = SimConfig(**{**cfg.__dict__, "ping_interval": None, "pong_timeout": None,
