@@ -19,7 +19,7 @@ import resource
 import signal
 import time
 
-from . import csvfiles, disk, links, messages, proc, streams
+from . import csvfiles, disk, links, messages, proc, retention, streams
 from .messages import Gap, Rows
 from .daycounts import DayCounts
 from .metrics import WriteCounts
@@ -747,6 +747,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
                     stop_recorder=_stop_recorder)
     writer.recover()
     writer.check_disk(time.monotonic())
+    keeper = retention.Keeper(cfg, busy=lambda: set(writer.files)).start()
     log.info("writer: started (pid %d)%s", os.getpid(), f", restart {restarts}" if restarts else "")
     next_housekeeping = time.monotonic() + cfg.flush_interval
     stopping_since = None
@@ -780,6 +781,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
                 stopping_since = now
             if not producers.open() or now - stopping_since >= 1.0:
                 break
+    keeper.stop()
     writer.close()          # rows it could not write stay unacknowledged (and are noted in run_dir)
     producers.acknowledge(lambda: writer.unwritten, time.monotonic(), force=True)
     manager.report(writer.status())
