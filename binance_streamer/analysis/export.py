@@ -14,6 +14,7 @@ same stem, beside a ``.zip.CHECKSUM`` that ``sha256sum -c`` accepts.
 
 import hashlib
 import os
+import shutil
 import zipfile
 
 import pandas as pd
@@ -88,12 +89,14 @@ def zip_day_file(csv_path):
     member = zipfile.ZipInfo(name, date_time=(year, month, mday, 0, 0, 0))
     member.compress_type = zipfile.ZIP_DEFLATED
     member.external_attr = 0o644 << 16
-    with open(csv_path, "rb") as f:
-        data = f.read()
-    with zipfile.ZipFile(zip_path + ".part", "w") as z:
-        z.writestr(member, data)
+    with open(csv_path, "rb") as src, zipfile.ZipFile(zip_path + ".part", "w") as z, \
+            z.open(member, "w", force_zip64=os.path.getsize(csv_path) >= 2**31) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)       # a day of trades can be gigabytes: never whole in memory
+    digest = hashlib.sha256()
     with open(zip_path + ".part", "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    digest = digest.hexdigest()
     os.replace(zip_path + ".part", zip_path)
     with open(zip_path + ".CHECKSUM.part", "w") as f:
         f.write(f"{digest}  {os.path.basename(zip_path)}\n")
