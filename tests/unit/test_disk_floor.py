@@ -188,3 +188,26 @@ def test_without_a_free_function_there_is_no_floor(tmp_path):
 def test_shed_kinds():
     assert [s for s in ("depth", "depthSnapshot", "orderbook", "aggTrade", "trade", "bookTicker", "kline_1m",
                         "gaps") if disk.sheds(s)] == ["depth", "depthSnapshot", "orderbook"]
+
+
+def test_a_writer_restarted_while_below_the_floor_names_the_whole_hole(tmp_path):
+    """The spans of a killed writer are gone with it; its successor starts
+    its own from the last id on disk, so the ledger row still spans the hole."""
+    fake = FakeDisk(5 * GiB)
+    first, _ = _writer(tmp_path, fake)
+    first.take([_depth_rows(1, 2, 1767225600100)])
+    first.flush()
+    fake.free = 0
+    first.flush()
+    first.take([_depth_rows(3, 4, 1767225601100)])          # shed; then the writer is killed (no close)
+    second, _ = _writer(tmp_path, fake)
+    second.recover()
+    second.flush()
+    second.take([_depth_rows(5, 6, 1767225602100)])
+    fake.free = 5 * GiB
+    second.flush()
+    second.take([_depth_rows(7, 8, 1767225603100)])
+    second.close()
+    (gap,) = _rows(tmp_path, "gaps")
+    assert (gap["last_good_id"], gap["first_id_after"], gap["rows"]) == ("2", "8", "2")
+    assert [r["final_update_id"] for r in _rows(tmp_path, "depth")] == ["2", "2", "8", "8"]
