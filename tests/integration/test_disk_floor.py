@@ -144,3 +144,29 @@ def test_stop_action_stops_the_recorder_in_order(simulator, tmp_path, small_data
     assert rec.status()["state"] == "STOPPED"
     for stream, r in compare(sim, rec, {SYMBOL}).items():
         assert r["unexplained"] == [] and r["duplicates"] == 0, (stream, r)
+
+
+def test_retention_at_start_moves_the_old_days_to_the_archive(simulator, tmp_path):
+    """The running writer sweeps at start: days before today - retention_days
+    go to archive_dir, the kept days and today's files stay."""
+    import time
+    sim = simulator(symbols=(SYMBOL,), seed=83, rate=50)
+    folder = tmp_path / "data" / "spot" / SYMBOL
+    folder.mkdir(parents=True)
+    today = time.time()
+    old, kept = (time.strftime("%Y-%m-%d", time.gmtime(today - d * 86_400)) for d in (3, 1))
+    for name in (f"{SYMBOL}-aggTrade-{old}.csv", f"{SYMBOL}-depth-{old}.csv.gz", f"{SYMBOL}-aggTrade-{kept}.csv"):
+        (folder / name).write_text("x\n")
+    rec = Recorder(tmp_path, sim, [SYMBOL], streams=["aggTrade"], orderbook=False, retention_days=1,
+                   archive_dir="archive").start()
+    archived = tmp_path / "archive" / "spot" / SYMBOL
+    try:
+        wait_for(lambda: archived.is_dir() and sorted(os.listdir(archived)) == [
+            f"{SYMBOL}-aggTrade-{old}.csv", f"{SYMBOL}-depth-{old}.csv.gz"], 30, "the old day in the archive")
+        rec.wait_status(lambda s: _size(rec, "aggTrade") > 0, 30, "today's rows")
+    finally:
+        assert rec.stop(signal.SIGTERM) == 0, rec.log_tail()
+    assert sorted(os.listdir(folder))[0] == f"{SYMBOL}-aggTrade-{kept}.csv"
+    assert not any(old in name for name in os.listdir(folder))
+    log = open(tmp_path / "logs" / "binance-streamer.log").read()
+    assert f"retention: {old} moved to {tmp_path / 'archive'}: 2 files" in log
