@@ -230,6 +230,8 @@ def dispatch(args, cfg):
     if args.verify or args.export or args.plot:
         return offline(args, cfg)
     prepare_dirs(cfg)
+    if not args.demo:
+        _check_disk_floor(cfg)
     if cfg.metrics_port and not args.demo:
         from .metrics import check_address
         problem = check_address(cfg)
@@ -247,6 +249,13 @@ def dispatch(args, cfg):
         print(f"{PROG}: {message}", file=sys.stderr)
         return code
     return record_foreground(cfg)
+
+
+def _check_disk_floor(cfg):
+    from .disk import refuse_start, statvfs_free
+    problem = refuse_start(cfg, statvfs_free(cfg.data_dir))
+    if problem:
+        raise RuntimeError(problem)
 
 
 def offline(args, cfg):

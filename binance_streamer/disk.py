@@ -34,6 +34,15 @@ def statvfs_free(path):
     return st.f_bavail * st.f_frsize
 
 
+def refuse_start(cfg, free):
+    """With ``disk_floor_action: stop``, a disk already below the floor
+    would stop the recorder as it starts: the reason, or None."""
+    if cfg.disk_floor_action != "stop" or not cfg.min_free_disk or free >= cfg.min_free_disk * 2**30:
+        return None
+    return (f"data_dir's disk has {free / 2**30:.2f} GiB free, below min_free_disk ({cfg.min_free_disk:g} GiB), "
+            f"and disk_floor_action is stop; free some space, lower min_free_disk or use disk_floor_action: shed")
+
+
 def sheds(stream):
     return kind_of(stream) in SHED
 

@@ -211,3 +211,15 @@ def test_a_writer_restarted_while_below_the_floor_names_the_whole_hole(tmp_path)
     (gap,) = _rows(tmp_path, "gaps")
     assert (gap["last_good_id"], gap["first_id_after"], gap["rows"]) == ("2", "8", "2")
     assert [r["final_update_id"] for r in _rows(tmp_path, "depth")] == ["2", "2", "8", "8"]
+
+
+def test_a_start_below_the_floor_with_the_stop_action_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from binance_streamer import cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("min_free_disk: 1000000\ndisk_floor_action: stop\nvalidate_symbols: false\n")
+    assert cli.main(["--config", "c.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "below min_free_disk (1e+06 GiB), and disk_floor_action is stop" in err
+    cfg = _cfg(tmp_path, disk_floor_action="stop")
+    assert disk.refuse_start(cfg, 2 * GiB) is None and disk.refuse_start(cfg, GiB // 2)
+    assert disk.refuse_start(_cfg(tmp_path), 0) is None                  # shed starts and sheds
