@@ -134,8 +134,6 @@ def test_zip_export_is_the_archive_form_with_checksums(tmp_path, monkeypatch, ca
     inside named as Binance names it, equal to the plain export's CSV, and a
     .zip.CHECKSUM that sha256sum -c accepts."""
     import hashlib
-    import shutil
-    import subprocess
     import zipfile
     data = _recorded_day(tmp_path)
     plain = dict(export.export(data, "spot", "2026-11-25", str(tmp_path / "plain")))
@@ -161,11 +159,7 @@ def test_zip_export_is_the_archive_form_with_checksums(tmp_path, monkeypatch, ca
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         with open(path + ".CHECKSUM") as f:
-            assert f.read() == f"{digest}  {name}\n"
-        if shutil.which("sha256sum"):
-            done = subprocess.run(["sha256sum", "-c", name + ".CHECKSUM"], cwd=folder, capture_output=True,
-                                  text=True)
-            assert done.returncode == 0 and done.stdout.strip() == f"{name}: OK", done.stderr
+            assert f.read() == f"{digest}  {name}\n"          # what sha256sum -c reads (the integration test runs it)
     again = export.export(data, "spot", "2026-11-25", str(tmp_path / "zip2"), zipped=True)
     for (a, _), (b, _) in zip(zipped, again):      # the same rows make the same bytes
         with open(a + ".CHECKSUM") as f, open(b + ".CHECKSUM") as g:
