@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   binance-streamer --symbols BTCUSDT,ETHUSDT --market usdm --data-dir /srv/binance
   binance-streamer --verify --date 2026-11-25           is every hole in the gap ledger? (exit 1 if not)
   binance-streamer --export binance-vision --date 2026-11-25 --out vision/
+  binance-streamer --export binance-vision --zip --date 2026-11-25 --out vision/   Binance's .zip + .CHECKSUM
   binance-streamer --plot --date 2026-11-25 --symbol BTCUSDT
 """
 
@@ -70,6 +71,9 @@ def build_parser():
     p.add_argument("--symbol", metavar="SYM", help="with --verify (default: all), --export (default: all), --plot")
     p.add_argument("--out", metavar="PATH",
                    help="with --export: output folder; with --plot: the PNG (default: SYMBOL-DATE.png)")
+    p.add_argument("--zip", action="store_true",
+                   help="with --export binance-vision: data.binance.vision's own files: each CSV in a .zip with a "
+                        ".zip.CHECKSUM (sha256), under OUT/data/")
     p.add_argument("--quote", metavar="ASSET", help="with --list-symbols: only symbols quoted in ASSET, e.g. USDT")
     p.add_argument("--json", action="store_true", help="with --daemon status or --status: print JSON")
     p.add_argument("--force", action="store_true", help="with --daemon stop: kill at once (unflushed rows are lost)")
@@ -226,6 +230,8 @@ def dispatch(args, cfg):
     if args.verify or args.export or args.plot:
         return offline(args, cfg)
     prepare_dirs(cfg)
+    if not args.demo:
+        _check_disk_floor(cfg)
     if cfg.metrics_port and not args.demo:
         from .metrics import check_address
         problem = check_address(cfg)
@@ -243,6 +249,13 @@ def dispatch(args, cfg):
         print(f"{PROG}: {message}", file=sys.stderr)
         return code
     return record_foreground(cfg)
+
+
+def _check_disk_floor(cfg):
+    from .disk import refuse_start, statvfs_free
+    problem = refuse_start(cfg, statvfs_free(cfg.data_dir))
+    if problem:
+        raise RuntimeError(problem)
 
 
 def offline(args, cfg):
@@ -282,7 +295,8 @@ def _offline(args, cfg):
     if args.export:
         if not args.out:
             raise UsageError("--export needs --out DIR")
-        written = export.export(cfg.data_dir, cfg.market, date, args.out, [symbol] if symbol else None)
+        written = export.export(cfg.data_dir, cfg.market, date, args.out, [symbol] if symbol else None,
+                                zipped=args.zip)
         for path, rows in written:
             print(f"{path}  {rows} rows")
         if not written:
@@ -309,9 +323,9 @@ def main(argv=None):
         return exc.code
     debug = args.debug
     if ((args.quote and not args.list_symbols) or (args.force and args.daemon != "stop")
-            or (args.check and args.daemon != "status")):
-        print(f"{PROG}: error: --quote goes with --list-symbols, --force with --daemon stop and --check with "
-              "--daemon status; "
+            or (args.check and args.daemon != "status") or (args.zip and not args.export)):
+        print(f"{PROG}: error: --quote goes with --list-symbols, --force with --daemon stop, --check with "
+              "--daemon status and --zip with --export; "
               f"see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
     if (args.date or args.symbol or args.out) and not (args.verify or args.export or args.plot):

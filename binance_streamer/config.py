@@ -179,10 +179,23 @@ def resolve(values, where, base_dir):
     v["metrics_host"] = check_host(v["metrics_host"], where["metrics_host"])
     for key in ("data_dir", "log_dir", "run_dir"):
         v[key] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v[key])))
+    if v["archive_dir"]:
+        v["archive_dir"] = check_archive_dir(v, base_dir, where["archive_dir"])
     if v["ca_file"]:
         v["ca_file"] = check_ca_file(os.path.abspath(os.path.join(base_dir, os.path.expanduser(v["ca_file"]))),
                                      where["ca_file"])
     return v
+
+
+def check_archive_dir(v, base_dir, where):
+    """archive_dir made absolute: a folder other than data_dir, used only with retention_days."""
+    path = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v["archive_dir"])))
+    if not v["retention_days"]:
+        raise ConfigError(f"archive_dir in {where} is set but retention_days is 0 (keep every day); "
+                          "set retention_days to the days to keep on data_dir")
+    if path == v["data_dir"]:
+        raise ConfigError(f"archive_dir in {where} is data_dir itself; choose another directory")
+    return path
 
 
 def check_ca_file(path, where):

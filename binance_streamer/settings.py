@@ -73,8 +73,18 @@ SETTINGS = [
     _s("run_dir", "path", "run", "directory for the pidfile and the status file", "files", flag=True,
        metavar="DIR"),
     _s("min_free_disk", "float", 2.0,
-       "gigabytes that must stay free on data_dir's disk; below this the health is DEGRADED", "files",
+       "gigabytes (GiB) that must stay free on data_dir's disk; below this the health is DEGRADED and the writer "
+       "does what disk_floor_action says until 10% more than this is free again (0: no floor)", "files",
        minimum=0.0, maximum=1e6),
+    _s("disk_floor_action", "choice", "shed",
+       "below min_free_disk: shed (stop writing depth, depthSnapshot and orderbook rows, with a gap-ledger row; "
+       "the other streams go on) or stop (stop the recorder cleanly)", "files", choices=("shed", "stop")),
+    _s("retention_days", "int", 0,
+       "remove (or move to archive_dir) the day files older than this many days before today (UTC), at start and "
+       "hourly (0: keep every day)", "files", minimum=0, maximum=36500),
+    _s("archive_dir", "path", None,
+       "with retention_days: move expired day files here, under the same <market>/<SYMBOL>/ folders, instead of "
+       "removing them", "files", metavar="DIR"),
     _s("batch_size", "int", 5000, "rows buffered per file before a flush", "files", minimum=1),
     _s("flush_interval", "float", 1.0, "seconds from a row's arrival to its write: the writer holds rows this long less the time they "
        "spent in the worker", "files",

@@ -116,8 +116,8 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     running, the disk full). DEGRADED: something is recorded, but not all of
     it as it should be: a process restarting or hung, a connection down or
     behind, a stream silent for much longer than its usual gap, a book out
-    of sync, REST paused by a 429/418, the disk below ``min_free_disk``, the
-    writer behind."""
+    of sync, REST paused by a 429/418, the disk below ``min_free_disk`` (or
+    the writer still shedding rows after it), the writer behind."""
     down, degraded = [], []
     processes, children = snap.get("processes", []), snap.get("children", {})
     for p in processes:
@@ -155,6 +155,9 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     elif free is not None and free < min_free_disk:
         degraded.append(f"the disk of data_dir has {free / 2**30:.2f} GB free, below min_free_disk "
                         f"({min_free_disk / 2**30:g} GB)")
+    if children.get("writer", {}).get("disk_floor") == "below":
+        degraded.append("depth, depthSnapshot and orderbook rows are not written since the disk went below "
+                        "min_free_disk (disk_floor_action shed; written again at 10% above it)")
     state = DOWN if down else DEGRADED if degraded else OK
     return {"state": state, "problems": down + degraded}
 

@@ -16,9 +16,10 @@ import json
 import logging
 import os
 import resource
+import signal
 import time
 
-from . import csvfiles, links, messages, proc, streams
+from . import csvfiles, disk, links, messages, proc, retention, streams
 from .messages import Gap, Rows
 from .daycounts import DayCounts
 from .metrics import WriteCounts
@@ -93,9 +94,14 @@ class RecentKeys:
 
 
 class Writer:
-    def __init__(self, cfg, request_backfill=None, clock=time.time):
+    def __init__(self, cfg, request_backfill=None, clock=time.time, free=None, stop_recorder=None):
+        """``free``: () -> bytes free on data_dir's disk (None: no disk floor);
+        ``stop_recorder``: asks the whole recorder to stop (disk_floor_action stop)."""
         self.cfg = cfg
         self.clock = clock
+        self.floor = disk.Floor(cfg.min_free_disk, free)
+        self.shed = disk.Shedding(cfg.market)
+        self.stop_recorder = stop_recorder or (lambda: None)
         self.request_backfill = request_backfill or (lambda *req: None)
         self.files = {}
         self.batch = 0           # input batches taken so far: numbers what each file has pending
@@ -257,6 +263,9 @@ class Writer:
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
         if not lines:
             return              # (a snapshot of an empty book): nothing to write, nothing to wait for
+        if self.shed.active and disk.sheds(stream):
+            self.shed.drop(symbol, stream, lines, self.seq.last.get((symbol, stream)))
+            return
         if ids and stream in csvfiles.KEY_COLUMN:       # keys, not exchange ids: only repeats are dropped
             keys = self._keys(symbol, stream)
             if keys.seen(ids):
@@ -277,6 +286,8 @@ class Writer:
                 lines = [lines[i] for i in keep]
                 if not lines:
                     return
+        if self.shed.ended:
+            self._written_again(symbol, stream, ids[keep[0]] if ids and keep else ids[0] if ids else None, lines[0])
         f = self._file(symbol, stream, day)
         if ids:
             first = ids[keep[0]] if keep else ids[0]
@@ -490,6 +501,7 @@ class Writer:
 
     def housekeeping(self, force=False):
         now = time.monotonic()
+        self.check_disk(now)
         self.check_files()
         if self.cfg.fsync == "periodic" and (force or now - self._last_fsync >= self.cfg.fsync_interval):
             self._fsync_all()
@@ -518,6 +530,8 @@ class Writer:
             os.close(f.fd)
 
     def close(self):
+        for symbol, gap in self.shed.unfinished(int(self.clock() * 1e6)):
+            self._write_gap(symbol, gap)
         self.flush(force=True)
         for _ in range(3):
             if not any(f.tail or f.lines for f in self.files.values()):
@@ -572,13 +586,48 @@ class Writer:
                                                      detail="the disk refused them until the recorder stopped"))
             os.unlink(path)
 
+    # -- the disk floor (disk.py) ------------------------------------------------------
+    def check_disk(self, now):
+        """Below min_free_disk: shed the bulky streams or stop the recorder;
+        above it again (with a margin): write them again."""
+        change = self.floor.check(now)
+        if change is None:
+            return
+        free, floor = self.floor.free / 2**30, self.cfg.min_free_disk
+        if change == "above":
+            log.warning("writer: data_dir's disk has %.3f GiB free again (min_free_disk %g GiB); writing %s again",
+                        free, floor, ", ".join(sorted(disk.SHED)))
+            self.shed.stop()
+        elif self.cfg.disk_floor_action == "stop":
+            log.critical("writer: data_dir's disk has %.3f GiB free, below min_free_disk (%g GiB); stopping the "
+                         "recorder (disk_floor_action: stop)", free, floor)
+            self.stop_recorder()
+        else:
+            log.critical("writer: data_dir's disk has %.3f GiB free, below min_free_disk (%g GiB); %s rows are not "
+                         "written until %.3f GiB are free (disk_floor_action: shed)", free, floor,
+                         ", ".join(sorted(disk.SHED)), self.floor.resume / 2**30)
+            self.shed.start()
+
+    def _written_again(self, symbol, stream, first_id, first_line):
+        """The first rows of a shed stream after the floor: the ledger says what is missing before them."""
+        gap = self.shed.written_again(symbol, stream, first_id, first_line, int(self.clock() * 1e6))
+        if gap is not None:
+            self._write_gap(symbol, gap)
+
     def status(self):
         streams, gaps = self.today.report()
-        return {"pending_rows": self.pending_rows, "open_files": len(self.files), "flushes": self.flushes,
+        return {"pending_rows": self.pending_rows, "disk_floor": "below" if self.floor.below else "ok",
+                "rows_not_recorded": self.shed.total, "open_files": len(self.files), "flushes": self.flushes,
                 "flush_seconds_max": round(self.flush_seconds_max, 4), "write_errors": self.write_errors,
                 "duplicates_dropped": self.seq.duplicates, "torn_lines_repaired": self.torn_repaired,
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
                 "streams": streams, "gaps": gaps, **self.metrics.report()}
+
+
+def _stop_recorder():
+    """disk_floor_action stop: SIGTERM to the manager, which stops every
+    process in order (the writer last, writing what the others send)."""
+    os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _event_column(stream):
@@ -694,8 +743,11 @@ def writer_main(cfg, control, peers, groups, restarts=0):
     producers), once every producer's link has ended."""
     stop, manager = proc.child_setup("writer", control, cfg.log_level)
     producers = Producers(peers, groups, manager.read)
-    writer = Writer(cfg, producers.request_backfill)
+    writer = Writer(cfg, producers.request_backfill, free=lambda: disk.statvfs_free(cfg.data_dir),
+                    stop_recorder=_stop_recorder)
     writer.recover()
+    writer.check_disk(time.monotonic())
+    keeper = retention.Keeper(cfg, busy=lambda: set(writer.files)).start()
     log.info("writer: started (pid %d)%s", os.getpid(), f", restart {restarts}" if restarts else "")
     next_housekeeping = time.monotonic() + cfg.flush_interval
     stopping_since = None
@@ -729,6 +781,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
                 stopping_since = now
             if not producers.open() or now - stopping_since >= 1.0:
                 break
+    keeper.stop()
     writer.close()          # rows it could not write stay unacknowledged (and are noted in run_dir)
     producers.acknowledge(lambda: writer.unwritten, time.monotonic(), force=True)
     manager.report(writer.status())

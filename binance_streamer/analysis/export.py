@@ -6,9 +6,16 @@ the archive's columns in its order, its file names and folder layout
 Spot files have no header, ``True``/``False`` booleans and microsecond
 timestamps (Binance's spot archives since 2025-01-01); USD-M files have
 Binance's header line, ``true``/``false`` and milliseconds.
+
+With ``zipped``, the files are the archive's own form: under ``data/`` (where
+Binance's download scripts put them), each CSV alone in a ``.zip`` of the
+same stem, beside a ``.zip.CHECKSUM`` that ``sha256sum -c`` accepts.
 """
 
+import hashlib
 import os
+import shutil
+import zipfile
 
 import pandas as pd
 
@@ -72,8 +79,37 @@ def export_file(path, market, stream, out_path):
     return len(out)
 
 
-def export(data_dir, market, day, out_dir, symbols=None):
-    """Every aggTrade, trade and kline file of ``day`` -> ``[(path, rows)]``."""
+def zip_day_file(csv_path):
+    """``X.csv`` -> ``X.zip`` (the CSV alone in it, dated its day at 00:00,
+    so the same rows always make the same bytes) and ``X.zip.CHECKSUM``
+    (``<sha256 hex>  X.zip``); the CSV is removed. Returns the zip's path."""
+    stem = csv_path[:-len(".csv")]
+    name, zip_path = os.path.basename(csv_path), stem + ".zip"
+    year, month, mday = (int(x) for x in name[-len("YYYY-MM-DD.csv"):-len(".csv")].split("-"))
+    member = zipfile.ZipInfo(name, date_time=(year, month, mday, 0, 0, 0))
+    member.compress_type = zipfile.ZIP_DEFLATED
+    member.external_attr = 0o644 << 16
+    with open(csv_path, "rb") as src, zipfile.ZipFile(zip_path + ".part", "w") as z, \
+            z.open(member, "w", force_zip64=os.path.getsize(csv_path) >= 2**31) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)       # a day of trades can be gigabytes: never whole in memory
+    digest = hashlib.sha256()
+    with open(zip_path + ".part", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    digest = digest.hexdigest()
+    os.replace(zip_path + ".part", zip_path)
+    with open(zip_path + ".CHECKSUM.part", "w") as f:
+        f.write(f"{digest}  {os.path.basename(zip_path)}\n")
+    os.replace(zip_path + ".CHECKSUM.part", zip_path + ".CHECKSUM")
+    os.unlink(csv_path)
+    return zip_path
+
+
+def export(data_dir, market, day, out_dir, symbols=None, zipped=False):
+    """Every aggTrade, trade and kline file of ``day`` -> ``[(path, rows)]``;
+    ``zipped``: Binance's zip files under ``out_dir/data/``."""
+    if zipped:
+        out_dir = os.path.join(out_dir, "data")
     written = []
     root = os.path.join(data_dir, market)
     if not symbols:
@@ -87,5 +123,6 @@ def export(data_dir, market, day, out_dir, symbols=None):
             if not parsed or parsed[2] != day or not exportable(parsed[1]):
                 continue
             target = vision_path(out_dir, market, symbol, parsed[1], day)
-            written.append((target, export_file(os.path.join(folder, name), market, parsed[1], target)))
+            rows = export_file(os.path.join(folder, name), market, parsed[1], target)
+            written.append((zip_day_file(target) if zipped else target, rows))
     return written

@@ -3,6 +3,7 @@ loaders, book replay, bars, --verify (clean and with injected faults),
 --export binance-vision and --plot."""
 
 import csv
+import glob
 import os
 import shutil
 import subprocess
@@ -257,6 +258,35 @@ def test_export_binance_vision(recording, tmp_path):
     back = analysis.load(str(tmp_path / "spot" / "daily" / "aggTrades" / "BTCUSDT"), "BTCUSDT", "aggTrades",
                          exact=True)
     assert len(back) == len(ours) and (back.index == ours.sort_values("agg_trade_id").index).all()
+
+
+def test_export_binance_vision_zip_passes_sha256sum(recording, tmp_path):
+    """--zip on a real recording: the archive's layout, one CSV per zip equal
+    to the plain export's, and sha256sum -c accepts every CHECKSUM file."""
+    import zipfile
+    if not shutil.which("sha256sum"):
+        pytest.skip("sha256sum (coreutils) is not installed")
+    rec, _ = recording
+    day = analysis.load(_data(rec), "BTCUSDT", "aggTrade").index[0].strftime("%Y-%m-%d")
+    plain, zipped = tmp_path / "plain", tmp_path / "zipped"
+    for out, extra in ((plain, ()), (zipped, ("--zip",))):
+        done = _cli(rec, _data(rec), "--export", "binance-vision", "--date", day, "--symbol", "BTCUSDT",
+                    "--out", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+    zips = sorted(os.path.relpath(p, zipped) for p in glob.glob(str(zipped / "**" / "*.zip"), recursive=True))
+    assert zips == [f"data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-{day}.zip",
+                    f"data/spot/daily/klines/BTCUSDT/1s/BTCUSDT-1s-{day}.zip",
+                    f"data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-{day}.zip"]
+    for rel in zips:
+        folder, name = os.path.split(zipped / rel)
+        check = subprocess.run(["sha256sum", "-c", name + ".CHECKSUM"], cwd=folder, capture_output=True, text=True,
+                               timeout=60)
+        assert check.returncode == 0 and check.stdout == f"{name}: OK\n", (check.stdout, check.stderr)
+        with zipfile.ZipFile(zipped / rel) as z:
+            (member,) = z.namelist()
+            assert member == name[:-len(".zip")] + ".csv"
+            with open(plain / os.path.dirname(rel)[len("data/"):] / member, "rb") as f:
+                assert z.read(member) == f.read()
 
 
 def test_plot_draws_price_rates_and_gaps(recording, tmp_path):

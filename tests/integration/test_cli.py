@@ -173,7 +173,7 @@ def test_version_is_the_package_version(tmp_path, capsys):
 def test_usage_errors_exit_2_with_one_line(tmp_path):
     for args in (["--daemon", "restart"], ["--quote", "USDT"], ["--force"], ["--list-symbols", "--status"],
                  ["--date", "2026-11-25"], ["--verify", "--date", "25/11/2026"], ["--export", "csv"],
-                 ["--verify", "--plot"]):
+                 ["--verify", "--plot"], ["--zip"], ["--verify", "--zip"]):
         code, out, err = run(tmp_path, *args)
         assert code == 2 and err.count("\n") == 1 and err.startswith("binance-streamer: error:"), (args, err)
 

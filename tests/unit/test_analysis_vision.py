@@ -104,3 +104,63 @@ def test_our_aggtrade_export_has_the_archive_format(tmp_path):
         assert len(mine) == len(theirs) == 8
         assert [_shape(v) for v in mine] == [_shape(v) for v in theirs]
     assert ours[1][6] == "True" and ours[0][5] == "1795636887401000"
+
+
+def _recorded_day(tmp_path):
+    """A recorded aggTrade and kline_1m day, written as the recorder writes them."""
+    from binance_streamer import csvfiles
+    from binance_streamer.binance import parse
+    folder = tmp_path / "data" / "spot" / "BTCUSDT"
+    folder.mkdir(parents=True)
+    lines = [csvfiles.header("spot", "aggTrade").decode()]
+    for i in (2, 0, 1):                           # out of order: the export sorts by id
+        event = {"e": "aggTrade", "E": 1795636887402 + i, "s": "BTCUSDT", "a": 100 + i, "p": "87648.21000000",
+                 "q": "0.08185000", "f": 200 + 2 * i, "l": 201 + 2 * i, "T": 1795636887401 + i, "m": i == 1,
+                 "M": True}
+        lines.append(parse.agg_trade("spot", event, 1795636887500000 + i)[1])
+    (folder / "BTCUSDT-aggTrade-2026-11-25.csv").write_text("".join(lines))
+    kline = {"e": "kline", "E": 1795636860001, "s": "BTCUSDT",
+             "k": {"t": 1795636800000, "T": 1795636859999, "s": "BTCUSDT", "i": "1m", "f": 200, "L": 205,
+                   "o": "87648.21000000", "c": "87650.00000000", "h": "87651.00000000", "l": "87640.00000000",
+                   "v": "1.50000000", "n": 6, "x": True, "q": "131472.31500000", "V": "0.50000000",
+                   "Q": "43824.10500000", "B": "0"}}
+    (folder / "BTCUSDT-kline_1m-2026-11-25.csv").write_text(
+        csvfiles.header("spot", "kline_1m").decode() + parse.kline("spot", kline, 1795636860100000)[1])
+    return str(tmp_path / "data")
+
+
+def test_zip_export_is_the_archive_form_with_checksums(tmp_path, monkeypatch, capsys):
+    """--zip: data/spot/daily/<type>/<SYMBOL>/[<interval>/]<name>.zip, one CSV
+    inside named as Binance names it, equal to the plain export's CSV, and a
+    .zip.CHECKSUM that sha256sum -c accepts."""
+    import hashlib
+    import zipfile
+    data = _recorded_day(tmp_path)
+    plain = dict(export.export(data, "spot", "2026-11-25", str(tmp_path / "plain")))
+    from binance_streamer import cli
+    monkeypatch.chdir(tmp_path)                   # no config.yaml
+    out = str(tmp_path / "zip")
+    assert cli.main(["--export", "binance-vision", "--zip", "--date", "2026-11-25", "--data-dir", data,
+                     "--out", out]) == 0
+    zipped = [(p, int(r.split()[0])) for p, r in (line.split("  ") for line in capsys.readouterr().out.splitlines())]
+    assert sorted(os.path.relpath(p, out) for p, _ in zipped) == [
+        "data/spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2026-11-25.zip",
+        "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2026-11-25.zip"]
+    assert sorted(r for _, r in zipped) == [1, 3]
+    for path, rows in zipped:
+        folder, name = os.path.split(path)
+        assert sorted(os.listdir(folder)) == [name, name + ".CHECKSUM"]      # no CSV or .part left
+        with zipfile.ZipFile(path) as z:
+            assert z.namelist() == [name[:-len(".zip")] + ".csv"]
+            inside = z.read(z.namelist()[0])
+        twin = next(p for p in plain if os.path.basename(p) == z.namelist()[0])
+        with open(twin, "rb") as f:
+            assert inside == f.read() and inside.count(b"\n") == rows
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        with open(path + ".CHECKSUM") as f:
+            assert f.read() == f"{digest}  {name}\n"          # what sha256sum -c reads (the integration test runs it)
+    again = export.export(data, "spot", "2026-11-25", str(tmp_path / "zip2"), zipped=True)
+    for (a, _), (b, _) in zip(zipped, again):      # the same rows make the same bytes
+        with open(a + ".CHECKSUM") as f, open(b + ".CHECKSUM") as g:
+            assert f.read() == g.read()
