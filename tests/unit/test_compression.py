@@ -132,7 +132,7 @@ def test_recovery_reads_the_last_ids_of_a_compressed_yesterday(tmp_path):
 def test_a_late_row_goes_to_a_new_plain_file_then_joins_the_compressed_one(tmp_path):
     w, before, now = _midnight(tmp_path)
     w.add_rows("BTCUSDT", "aggTrade", DAY1, [1000], [_agg(1000, MS1 + 86_000_000)])
-    w.flush(force=True)
+    w.flush_due(float("inf"))                                             # written, not yet quiet
     assert os.path.exists(_path(tmp_path, "aggTrade", DAY1))              # the late row's own plain file
     late = load(str(tmp_path / "data"), "BTCUSDT", "aggTrade", exact=True, end=DAY2)
     assert len(late) == 201 and late["agg_trade_id"].iloc[-1] == 1000     # both read, each row once
