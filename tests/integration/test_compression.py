@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -13,8 +14,9 @@ import pytest
 from binance_streamer import compression, compressor, config, csvfiles
 from binance_streamer.analysis import load
 from binance_streamer.analysis.verify import verify
+from binance_streamer.analysis.load import load_file
 from binance_streamer.writer import Writer
-from tests.support import wait_for
+from tests.support import Recorder, wait_for
 
 DAY1 = "2026-01-01"
 MS1 = 1767225600000
@@ -108,3 +110,45 @@ def test_a_run_of_a_dead_writer_holds_the_lock_and_the_next_waits(tmp_path):
     assert second.wait(30) == compressor.DONE
     os.unlink(plain + ".step")
     assert _files(os.path.dirname(plain)) == [os.path.basename(plain) + ".gz"]
+
+
+def test_the_recorder_compresses_a_past_day_and_every_reader_gets_it_back(simulator, tmp_path):
+    """A day recorded from the simulator becomes yesterday's (its files are
+    renamed); the recorder started again compresses it by itself while it
+    records today, and the day reads back value for value and verifies."""
+    sim = simulator(market="spot", symbols=("BTCUSDT",), seed=7, rate=200)
+    streams = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+    first = Recorder(tmp_path, sim, ["BTCUSDT"], streams=streams, compression="none").start()
+    first.wait_status(lambda st: all(st.get("children", {}).get("writer", {}).get("streams", {})
+                                     .get(f"BTCUSDT/{k}", {}).get("rows", 0) > least
+                                     for k, least in (("aggTrade", 100), ("trade", 100), ("depth", 100),
+                                                      ("bookTicker", 100), ("orderbook", 2))),
+                      60, "rows of every stream (orderbook: one a second)")
+    assert first.stop() == 0
+    folder = tmp_path / "data" / "spot" / "BTCUSDT"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    before = {}
+    for name in os.listdir(folder):
+        if name.endswith(f"-{today}.csv"):
+            old = str(folder / name.replace(today, yesterday))
+            os.rename(folder / name, old)
+            stream = csvfiles.parse_name(name)[1]
+            before[stream] = (old, load_file(old, "spot", stream, exact=True))
+    assert {"aggTrade", "trade", "depth", "depthSnapshot", "orderbook", "bookTicker"} <= set(before)
+
+    second = Recorder(tmp_path, sim, ["BTCUSDT"], streams=streams, compression="zstd", compress_after=0).start()
+    try:
+        second.wait_status(lambda st: not any(os.path.exists(p) for p, _ in before.values())
+                           and st.get("children", {}).get("writer", {}).get("streams", {})
+                           .get("BTCUSDT/aggTrade", {}).get("rows", 0) > 100, 60,
+                           "yesterday compressed while today is recorded")
+    finally:
+        assert second.stop() == 0
+    for stream, (old, frame) in before.items():
+        assert not os.path.exists(old) and os.path.exists(old + ".zst")
+        pd.testing.assert_frame_equal(frame, load_file(old + ".zst", "spot", stream, exact=True))
+    assert os.path.exists(folder / f"BTCUSDT-aggTrade-{today}.csv")          # today's stays plain
+    report = verify(str(tmp_path / "data"), "spot")
+    assert report.ok, [str(p) for p in report.problems]
+    assert {f.day for f in report.files} == {yesterday, today}
