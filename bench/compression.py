@@ -8,11 +8,12 @@
 2. Writes a ``--depth-mb`` synthetic depth file of a past day and times one
    compressor run on it per codec (a process at nice 19, as the writer starts
    it): MB/s of plain input and the CPU seconds it used.
-3. Records again, once without and once with that file waiting to be
-   compressed (compress_after 0: the writer hands it over at start), and
-   compares the receive-to-disk latency of live aggTrade rows (the time a
-   row is readable in its file less its exchange event time, as bench/run.py
-   measures it) over the time the run lasts.
+3. Records again (compression gzip, then zstd, compress_after 0), puts that
+   file in place as a past day's once the measurement runs (the writer's
+   next scan hands it to the compressor) and compares the receive-to-disk
+   latency of live aggTrade rows (the time a row is readable in its file less
+   its exchange event time, as bench/run.py measures it) while the
+   compressor runs with the rest of the recording.
 """
 
 import glob
@@ -25,18 +26,24 @@ import sys
 import tempfile
 import time
 
+import psutil
 import yaml
 
-from common import SYMBOLS, load_parser, read_status, report, start_simulator  # noqa: E402
+from common import SYMBOLS, load_parser, recorder_processes, report, start_simulator  # noqa: E402
 from run import Tail, percentile  # noqa: E402
 from binance_streamer import compressor, csvfiles  # noqa: E402
 
 PAST = "2026-01-01"
 
 
-def record(args, work, compression, until=None):
-    """Run the recorder; returns (latencies ms, messages sent, seconds)."""
+def record(args, work, compression, big=None, target=None):
+    """Run the recorder for ``--seconds``; with ``big``, that file is put in
+    place as a past day's plain file once the measurement runs (the writer's
+    next scan, within 60 s, hands it to the compressor), and the run lasts
+    until it is compressed. Returns (latencies ms while no compression
+    runs, latencies while it runs, messages/s)."""
     symbols = SYMBOLS[:args.symbols]
+    os.makedirs(work, exist_ok=True)
     sim = start_simulator(symbols, args.rate, tls=False)
     cfg = {"symbols": symbols, **sim.endpoints(), "data_dir": os.path.join(work, "data"),
            "log_dir": os.path.join(work, "logs"), "run_dir": os.path.join(work, "run"), "snapshot_depth": 1000,
@@ -45,6 +52,7 @@ def record(args, work, compression, until=None):
         yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}, f)
     rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", os.path.join(work, "config.yaml")],
                            cwd=work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    quiet, busy = [], []
     try:
         deadline = time.monotonic() + 120
         while not glob.glob(os.path.join(cfg["data_dir"], "spot", "*", "*-aggTrade-*.csv")):
@@ -52,20 +60,37 @@ def record(args, work, compression, until=None):
                 raise SystemExit("no aggTrade file within 120 s")
             time.sleep(0.2)
         time.sleep(1)
-        tail = Tail(sorted(glob.glob(os.path.join(cfg["data_dir"], "spot", "*", f"*-aggTrade-{time.strftime('%Y-%m-%d', time.gmtime())}.csv"))))
+        today = time.strftime('%Y-%m-%d', time.gmtime())
+        tail = Tail(sorted(glob.glob(os.path.join(cfg["data_dir"], "spot", "*", f"*-aggTrade-{today}.csv"))))
+        if big is not None:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy(big, target + ".part")
+            os.replace(target + ".part", target)
         sent0, t0 = sim.stats()["frames_sent"], time.monotonic()
-        while time.monotonic() - t0 < args.seconds or (until is not None and not until()):
+        while time.monotonic() - t0 < args.seconds or (big is not None and os.path.exists(target)):
             time.sleep(0.02)
+            running = big is not None and os.path.exists(target) and _compressor_running(rec.pid)
+            n = len(tail.latencies)
             tail.poll()
-            if time.monotonic() - t0 > 600:
-                break
+            (busy if running else quiet).extend(tail.latencies[n:])
+            if time.monotonic() - t0 > 900:
+                raise SystemExit("the big file was not compressed within 900 s")
         elapsed, sent = time.monotonic() - t0, sim.stats()["frames_sent"] - sent0
-        status = read_status(cfg["run_dir"])
     finally:
         rec.terminate()
         rec.wait(120)
         sim.stop()
-    return tail.latencies, sent, elapsed, status
+    return quiet, busy, sent / elapsed
+
+
+def _compressor_running(pid):
+    for p in recorder_processes(pid):
+        try:
+            if "binance_streamer.compressor" in " ".join(p.cmdline()):
+                return True
+        except psutil.Error:
+            pass
+    return False
 
 
 def messages_in(path, stream):
@@ -138,6 +163,12 @@ def time_run(path, codec, work):
     return result, packed
 
 
+def _pct(values):
+    if not values:
+        return "no rows"
+    return f"{percentile(values, 50):.0f} / {percentile(values, 99):.0f} ({len(values)} rows)"
+
+
 def main(argv=None):
     p = load_parser(__doc__, 30)
     p.add_argument("--depth-mb", type=int, default=300)
@@ -148,10 +179,8 @@ def main(argv=None):
     try:
         base = os.path.join(work, "sizes")
         os.makedirs(base)
-        lat, sent, elapsed, _ = record(args, base, "none")
+        quiet, _, rate = record(args, base, "none")
         out["disk per million messages (plain, gzip, zstd)"] = sizes_per_million(base)
-        out["baseline p50/p99 receive-to-disk ms"] = f"{percentile(lat, 50):.0f} / {percentile(lat, 99):.0f} " \
-                                                     f"({len(lat)} rows, {sent / elapsed:.0f} msg/s)"
         big = os.path.join(work, "big", "BTCUSDT-depth-" + PAST + ".csv")
         write_depth(big, args.depth_mb)
         size = os.path.getsize(big)
@@ -164,12 +193,11 @@ def main(argv=None):
         for codec in ("gzip", "zstd"):
             rec = os.path.join(work, f"while-{codec}")
             target = os.path.join(rec, "data", "spot", SYMBOLS[0], os.path.basename(big))
-            os.makedirs(os.path.dirname(target))
-            shutil.copy(big, target)
-            lat, sent, elapsed, status = record(args, rec, codec, until=lambda: not os.path.exists(target))
-            out[f"p50/p99 receive-to-disk ms while {codec} runs"] = \
-                f"{percentile(lat, 50):.0f} / {percentile(lat, 99):.0f} ({len(lat)} rows over {elapsed:.0f} s, " \
-                f"{sent / elapsed:.0f} msg/s; big file compressed: {not os.path.exists(target)})"
+            quiet, busy, rate = record(args, rec, codec, big, target)
+            out[f"receive-to-disk ms p50/p99, {codec}"] = \
+                f"no run: {_pct(quiet)}; while the {size / 2**20:.0f} MB file is compressed: {_pct(busy)} " \
+                f"({rate:.0f} msg/s)"
+            shutil.rmtree(rec, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(out, args.json)

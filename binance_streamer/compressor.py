@@ -22,9 +22,10 @@ the plain file's rows, the plain file is removed; if it does not decompress,
 it is set aside as ``.damaged`` (CRITICAL) and the plain file compressed
 afresh. The writer gives every plain file of a past day to a run at start.
 
-Tests stop a run at a named step with ``BINANCE_STREAMER_COMPRESS_STOP``
-(``compressed``, ``renamed``, ``unlinking``): the run writes the step's name
-to ``<plain>.step`` and waits to be killed.
+Tests stop a run at a named step with ``--stop-at`` (``compressed``: before
+the rename, ``renamed``: before the directory's fsync, ``unlinking``: before
+the plain file's removal): the run writes the step's name to
+``<plain>.step`` and waits to be killed.
 """
 
 import argparse
@@ -40,7 +41,7 @@ from . import compression, csvfiles
 
 log = logging.getLogger(__name__)
 
-STOP_ENV = "BINANCE_STREAMER_COMPRESS_STOP"
+STEPS = ("compressed", "renamed", "unlinking")
 NOTHING, DONE, FAILED = 3, 0, 1          # exit codes of a run
 LOCK = "compress.lock"                   # in run_dir: one run at a time, even across writers
 
@@ -49,9 +50,9 @@ class VerifyError(OSError):
     pass
 
 
-def _step(plain, name):
+def _step(plain, name, stop_at):
     """A test's stop point: note the step reached, then wait to be killed."""
-    if os.environ.get(STOP_ENV) != name:
+    if stop_at != name:
         return
     with open(plain + ".step", "w") as f:
         f.write(name)
@@ -131,7 +132,7 @@ def resolve(plain):
     return packed, False
 
 
-def compress(plain, codec, level=None):
+def compress(plain, codec, level=None, stop_at=None):
     """One plain day file -> compressed, as the module's doc says. Returns
     the compressed path, or None when there was nothing to do."""
     packed, gone = resolve(plain)
@@ -168,11 +169,11 @@ def compress(plain, codec, level=None):
         os.unlink(tmp)
         raise VerifyError(f"{tmp}: does not decompress to {os.path.basename(plain)} "
                           f"({got[0]} bytes, {length} expected, or the plain file changed); not used")
-    _step(plain, "compressed")
+    _step(plain, "compressed", stop_at)
     os.replace(tmp, target)
-    _step(plain, "renamed")
+    _step(plain, "renamed", stop_at)
     _fsync_dir(folder)
-    _step(plain, "unlinking")
+    _step(plain, "unlinking", stop_at)
     os.unlink(plain)
     _fsync_dir(folder)
     return target
@@ -189,6 +190,7 @@ def main(argv=None):
     p.add_argument("--codec", choices=sorted(csvfiles.COMPRESSED), required=True)
     p.add_argument("--lock", help="file to hold an flock on while working (one run at a time)")
     p.add_argument("--level", type=int)
+    p.add_argument("--stop-at", choices=STEPS, help="tests: stop at this step and wait to be killed")
     p.add_argument("plain")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -203,7 +205,7 @@ def main(argv=None):
         return NOTHING
     try:
         t0, size = time.monotonic(), os.path.getsize(args.plain)
-        target = compress(args.plain, args.codec, args.level)
+        target = compress(args.plain, args.codec, args.level, args.stop_at)
     except OSError as exc:
         log.error("%s: not compressed: %s", args.plain, exc)
         return FAILED

@@ -58,8 +58,8 @@ def test_kill_9_at_each_step_loses_nothing_and_doubles_nothing(tmp_path, step, c
     before = load(str(tmp_path / "data"), "BTCUSDT", "aggTrade", exact=True)
     os.makedirs(tmp_path / "run", exist_ok=True)
     run = subprocess.Popen([sys.executable, "-m", "binance_streamer.compressor", "--codec", codec,
-                            "--lock", str(tmp_path / "run" / compressor.LOCK), plain],
-                           env={**os.environ, compressor.STOP_ENV: step}, stderr=subprocess.PIPE)
+                            "--lock", str(tmp_path / "run" / compressor.LOCK), "--stop-at", step, plain],
+                           stderr=subprocess.PIPE)
     try:
         wait_for(lambda: os.path.exists(plain + ".step") or run.poll() is not None, 30, f"step {step}")
         assert run.poll() is None, run.stderr.read().decode()
@@ -97,7 +97,7 @@ def test_a_run_of_a_dead_writer_holds_the_lock_and_the_next_waits(tmp_path):
     os.makedirs(tmp_path / "run", exist_ok=True)
     cmd = [sys.executable, "-m", "binance_streamer.compressor", "--codec", "gzip",
            "--lock", str(tmp_path / "run" / compressor.LOCK), plain]
-    first = subprocess.Popen(cmd, env={**os.environ, compressor.STOP_ENV: "renamed"})
+    first = subprocess.Popen(cmd[:-1] + ["--stop-at", "renamed", plain])
     second = None
     try:
         wait_for(lambda: os.path.exists(plain + ".step"), 30, "the first run at its rename")
