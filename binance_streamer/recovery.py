@@ -66,14 +66,9 @@ def last_row(path, column, backfilled_column=None):
                 start = max(0, size - span)
                 f.seek(start)
                 lines = f.read(size - start).split(b"\n")
-                body = lines[1:]            # the first piece is partial, or the header
-                for line in reversed(body):
-                    cells = line.split(b",")
-                    if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
-                        continue
-                    if backfilled_column is not None and cells[backfilled_column] == b"1":
-                        continue
-                    return int(cells[column]), line.decode(errors="replace")
+                found = _qualifying(lines[1:], column, backfilled_column)   # [0]: partial, or the header
+                if found is not None:
+                    return found
                 if start == 0:
                     return None
                 span *= 16
@@ -82,6 +77,7 @@ def last_row(path, column, backfilled_column=None):
 
 
 def _qualifying(lines, column, backfilled_column):
+    """``(id, line)`` of the last of ``lines`` with an id that was not backfilled."""
     for line in reversed(lines):
         cells = line.split(b",")
         if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
