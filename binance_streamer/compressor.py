@@ -179,6 +179,19 @@ def compress(plain, codec, level=None, stop_at=None):
     return target
 
 
+def _said(run):
+    """What an ended run wrote on stderr (a few lines), for the writer's log."""
+    pipe = getattr(run, "stderr", None)
+    if pipe is None:
+        return ""
+    try:
+        return pipe.read(65536).decode(errors="replace").strip().replace("\n", "; ")
+    except OSError:
+        return ""
+    finally:
+        pipe.close()
+
+
 class _Null:
     def write(self, data):
         return len(data)
@@ -193,8 +206,8 @@ def main(argv=None):
     p.add_argument("--stop-at", choices=STEPS, help="tests: stop at this step and wait to be killed")
     p.add_argument("plain")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s compressor[%(process)d] %(name)s: %(message)s")
+    # to the writer, which logs these lines when the run ends
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     os.nice(19)        # lowest CPU priority; the I/O priority of the best-effort class follows it
     lock = None
     if args.lock:
@@ -270,12 +283,16 @@ class Compressions:
             code = self.run.poll()
             if code is None:
                 return None
+            said = _said(self.run)
             ended, self.run, self.busy = self.busy, None, None
             if code in (DONE, NOTHING):
                 self.done += code == DONE
+                if said:
+                    log.info("compressor: %s", said)
             else:
                 self.failed += 1
-                log.warning("%s: compression failed (exit %s); tried again in %.0f s", ended, code, self.RETRY)
+                log.warning("%s: compression failed (exit %s: %s); tried again in %.0f s", ended, code,
+                            said or "no message", self.RETRY)
                 self.queue[ended] = self.clock() + self.RETRY
         now = self.clock()
         if now >= self.next_scan:
@@ -295,7 +312,8 @@ class Compressions:
         lock = os.path.join(self.cfg.run_dir, LOCK)
         return subprocess.Popen([sys.executable, "-m", "binance_streamer.compressor", "--codec",
                                  self.cfg.compression, "--lock", lock, path],
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
 
     def stop(self, timeout=5.0):
         """At the writer's stop: end a run (it is safe anywhere) and reap it."""
@@ -308,6 +326,7 @@ class Compressions:
         except subprocess.TimeoutExpired:
             self.run.kill()
             self.run.wait()
+        _said(self.run)
         self.run = self.busy = None
 
     def status(self):

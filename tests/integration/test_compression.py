@@ -149,6 +149,8 @@ def test_the_recorder_compresses_a_past_day_and_every_reader_gets_it_back(simula
         assert not os.path.exists(old) and os.path.exists(old + ".zst")
         pd.testing.assert_frame_equal(frame, load_file(old + ".zst", "spot", stream, exact=True))
     assert os.path.exists(folder / f"BTCUSDT-aggTrade-{today}.csv")          # today's stays plain
+    log = "".join(open(p, errors="replace").read() for p in (tmp_path / "logs").glob("*.log"))
+    assert f"compressor: INFO BTCUSDT-aggTrade-{yesterday}.csv.zst:" in log     # the runs' lines in the log
     report = verify(str(tmp_path / "data"), "spot")
     assert report.ok, [str(p) for p in report.problems]
     assert {f.day for f in report.files} == {yesterday, today}
