@@ -179,6 +179,12 @@ def compress(plain, codec, level=None, stop_at=None):
     return target
 
 
+def _stopped_run(plain):
+    """Did a run on ``plain`` stop before its end (a temporary or compressed file beside it)?"""
+    return any(os.path.exists(plain + s) or os.path.exists(plain + s + ".tmp")
+               for s in csvfiles.COMPRESSED.values())
+
+
 def _said(run):
     """What an ended run wrote on stderr (a few lines), for the writer's log."""
     pipe = getattr(run, "stderr", None)
@@ -248,6 +254,7 @@ class Compressions:
         self.done = self.failed = 0
         self.next_scan = 0.0
         self.stopped = False
+        self.scanned = False            # the first scan (at start) resolves stopped runs at once
 
     def closed(self, path, at=None):
         self.queue.setdefault(path, at if at is not None else self.clock())
@@ -271,7 +278,10 @@ class Compressions:
                     quiet = os.stat(path).st_mtime + self.cfg.compress_after
                 except OSError:
                     continue
+                if not self.scanned and _stopped_run(path):
+                    quiet = now                 # at start: what a stopped run left is resolved at once
                 self.closed(path, max(quiet, self.queue.get(path, 0.0)))
+        self.scanned = True
 
     def tick(self, today, open_paths):
         """Reap a finished run; start the next due one. Returns the path of a

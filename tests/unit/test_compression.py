@@ -222,3 +222,20 @@ def test_compression_none_starts_nothing(tmp_path):
     _tick(w)
     w.close()
     assert w.compressions is None and os.path.exists(_path(tmp_path, "aggTrade", DAY1))
+
+
+def test_at_start_what_a_stopped_run_left_is_resolved_at_once_and_the_rest_waits(tmp_path):
+    path, data = _plain(tmp_path)                     # a past day, written just now
+    with open(path + ".gz.tmp", "wb") as f:
+        f.write(b"part of a run")
+    other = _path(tmp_path, "trade", DAY1)
+    with open(other, "wb") as f:
+        f.write(csvfiles.header("spot", "trade") + _trade(1, MS1).encode())
+    w = Writer(_cfg(tmp_path, compress_after=600))
+    in_process(w)
+    w.recover()
+    _tick(w)
+    assert compression.read_all(path + ".gz") == data and not os.path.exists(path + ".gz.tmp")
+    assert not os.path.exists(path)
+    assert os.path.exists(other) and not os.path.exists(other + ".gz")   # quiet for less than compress_after
+    w.close()
