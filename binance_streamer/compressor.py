@@ -314,7 +314,13 @@ class Compressions:
             del self.queue[path]
             if path in open_paths:
                 continue
-            self.busy, self.run = path, self.start(path)
+            try:
+                self.busy, self.run = path, self.start(path)
+            except OSError as exc:          # no process to be had now (memory, process limit)
+                self.busy = None
+                self.failed += 1
+                self.queue[path] = now + self.RETRY
+                log.warning("%s: cannot start the compressor (%s); tried again in %.0f s", path, exc, self.RETRY)
             break
         return ended
 

@@ -239,3 +239,17 @@ def test_at_start_what_a_stopped_run_left_is_resolved_at_once_and_the_rest_waits
     assert not os.path.exists(path)
     assert os.path.exists(other) and not os.path.exists(other + ".gz")   # quiet for less than compress_after
     w.close()
+
+
+def test_a_compressor_that_cannot_start_is_tried_again_later(tmp_path):
+    w, _, now = _midnight(tmp_path)
+
+    def refuse(path):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    w.compressions.start = refuse
+    w.compressions.closed(_path(tmp_path, "trade", DAY2), 0.0)
+    w.compressions.tick(DAY2, set())                  # logged, not raised into the writer's loop
+    assert w.compressions.busy is None and w.compressions.failed == 1
+    assert w.compressions.queue[_path(tmp_path, "trade", DAY2)] == now[0] + w.compressions.RETRY
+    w.close()
