@@ -29,6 +29,8 @@ setup(
         "trustme>=1.0",
         # The manager's /metrics and /health endpoint (metrics_port).
         "prometheus-client>=0.16",
+        # compression: zstd (compression: zstd) of closed day files.
+        "zstandard>=0.21",
     ],
     extras_require={
         # --plot draws with matplotlib; nothing else needs it.

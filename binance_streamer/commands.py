@@ -5,7 +5,7 @@ import sys
 import tempfile
 import time
 
-from . import csvfiles
+from . import compression, csvfiles
 from .config import ConfigError
 
 
@@ -47,9 +47,12 @@ def inventory(cfg):
             if parsed is None:
                 continue
             _, stream, day = parsed
-            entry = found.setdefault(f"{symbol}/{stream}", {"days": [], "files": 0, "bytes": 0, "last": None})
-            entry["days"].append(day)
+            entry = found.setdefault(f"{symbol}/{stream}", {"days": [], "files": 0, "bytes": 0, "last": None,
+                                                           "compressed": 0})
+            if day not in entry["days"][-1:]:
+                entry["days"].append(day)       # a compressed day with late rows beside it is one day
             entry["files"] += 1
+            entry["compressed"] += csvfiles.codec_of(name) is not None
             entry["bytes"] += os.path.getsize(os.path.join(folder, name))
             entry["last"] = os.path.join(folder, name)
     for entry in found.values():
@@ -62,12 +65,20 @@ def inventory(cfg):
 def _last_row_time(path):
     """UTC time of the last row's local receive time, or None."""
     try:
-        with open(path, "rb") as f:
-            header = f.readline().decode().strip().split(",")
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 65536))
-            lines = [line for line in f.read().split(b"\n") if line]
-    except OSError:
+        if csvfiles.codec_of(path) is None and compression.siblings(path)[1] is None:
+            with open(path, "rb") as f:
+                header = f.readline().decode().strip().split(",")
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 65536))
+                lines = [line for line in f.read().split(b"\n") if line]
+        else:               # compressed: read through (a past day's file, once per --status)
+            with compression.open_day(path) as f:
+                header = f.readline().decode().strip().split(",")
+                tail = b""
+                for chunk in iter(lambda: f.read(compression.CHUNK), b""):
+                    tail = (tail + chunk)[-65536:]
+            lines = [b"header"] + [line for line in tail.split(b"\n") if line]
+    except (OSError, EOFError):
         return None
     for col in ("local_time_us", "response_time_us"):
         if col in header and len(lines) > 1:

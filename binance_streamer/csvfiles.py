@@ -3,7 +3,8 @@ column holds its sequence id. The README's data-format section is checked
 against :data:`SCHEMAS` by a test.
 
 Layout: ``<data_dir>/<market>/<SYMBOL>/<SYMBOL>-<stream>-<YYYY-MM-DD>.csv``,
-one file per stream per UTC day of the event time.
+one file per stream per UTC day of the event time; once closed, the same
+name with ``.gz`` or ``.zst`` (compression.py).
 """
 
 import functools
@@ -97,11 +98,34 @@ def path(data_dir, market, symbol, stream, day):
     return os.path.join(data_dir, market, symbol, f"{symbol}-{stream}-{day}.csv")
 
 
+# A closed day file compressed (compression.py): its name is the plain one plus the codec's suffix.
+COMPRESSED = {"gzip": ".gz", "zstd": ".zst"}
+
+
+def compressed_name(plain, codec):
+    """``X.csv`` -> ``X.csv.gz`` (gzip) or ``X.csv.zst`` (zstd)."""
+    return plain + COMPRESSED[codec]
+
+
+def plain_name(name):
+    """``X.csv.gz`` / ``X.csv.zst`` / ``X.csv`` -> ``X.csv``; None for other names."""
+    for suffix in COMPRESSED.values():
+        if name.endswith(".csv" + suffix):
+            return name[:-len(suffix)]
+    return name if name.endswith(".csv") else None
+
+
+def codec_of(name):
+    """The codec of a compressed day file's name; None for a plain one."""
+    return next((codec for codec, suffix in COMPRESSED.items() if name.endswith(".csv" + suffix)), None)
+
+
 def parse_name(filename):
-    """``BTCUSDT-kline_1m-2026-11-25.csv`` -> (symbol, stream, day) or None."""
-    if not filename.endswith(".csv"):
+    """``BTCUSDT-kline_1m-2026-11-25.csv`` (or ``.csv.gz``, ``.csv.zst``) -> (symbol, stream, day) or None."""
+    plain = plain_name(filename)
+    if plain is None:
         return None
-    stem = filename[:-4]
+    stem = plain[:-4]
     parts = stem.rsplit("-", 3)
     if len(parts) != 4:
         return None

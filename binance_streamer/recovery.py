@@ -5,6 +5,8 @@ work, no process state."""
 import logging
 import os
 
+from . import compression
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,10 @@ def _line_start(fd, end):
 def last_row(path, column, backfilled_column=None):
     """``(id, line)`` of the row with the largest id in ``column``: the last
     row that was not backfilled (backfilled rows can follow later rows); its
-    line's time begins the ledger row of a hole after it. None: no row."""
+    line's time begins the ledger row of a hole after it. None: no row.
+    ``path``: the day's plain name; a compressed day is read through."""
+    if compression.siblings(path)[1] is not None:
+        return _last_row_streamed(path, column, backfilled_column)
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -61,14 +66,9 @@ def last_row(path, column, backfilled_column=None):
                 start = max(0, size - span)
                 f.seek(start)
                 lines = f.read(size - start).split(b"\n")
-                body = lines[1:]            # the first piece is partial, or the header
-                for line in reversed(body):
-                    cells = line.split(b",")
-                    if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
-                        continue
-                    if backfilled_column is not None and cells[backfilled_column] == b"1":
-                        continue
-                    return int(cells[column]), line.decode(errors="replace")
+                found = _qualifying(lines[1:], column, backfilled_column)   # [0]: partial, or the header
+                if found is not None:
+                    return found
                 if start == 0:
                     return None
                 span *= 16
@@ -76,15 +76,61 @@ def last_row(path, column, backfilled_column=None):
         return None
 
 
-def recent_keys(path, column, span=65536):
-    """The keys in ``column`` of the rows in the last ``span`` bytes of the
-    file (what a batch sent again could repeat), oldest first."""
+def _qualifying(lines, column, backfilled_column):
+    """``(id, line)`` of the last of ``lines`` with an id that was not backfilled."""
+    for line in reversed(lines):
+        cells = line.split(b",")
+        if len(cells) <= column or not cells[column].lstrip(b"-").isdigit():
+            continue
+        if backfilled_column is not None and cells[backfilled_column] == b"1":
+            continue
+        return int(cells[column]), line.decode(errors="replace")
+    return None
+
+
+def _last_row_streamed(path, column, backfilled_column):
+    """last_row of a compressed day: one pass, a chunk of whole lines at a time."""
+    found, carry = None, b""
     try:
+        with compression.open_day(path) as f:
+            while True:
+                chunk = f.read(compression.CHUNK)
+                if not chunk:
+                    break
+                data = carry + chunk
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                found = _qualifying(data[:cut].split(b"\n"), column, backfilled_column) or found
+    except OSError as exc:
+        log.critical("%s: cannot read the compressed day to recover the last id (%s)", path, exc)
+    return found
+
+
+def _tail(path, span):
+    """``(start, bytes)``: the last ``span`` bytes of the day (compressed or not)."""
+    if compression.siblings(path)[1] is None:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             start = max(0, size - span)
             f.seek(start)
-            lines = f.read(size - start).split(b"\n")
+            return start, f.read(size - start)
+    tail, total = b"", 0
+    with compression.open_day(path) as f:
+        while True:
+            chunk = f.read(compression.CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            tail = (tail + chunk)[-span:]
+    return total - len(tail), tail
+
+
+def recent_keys(path, column, span=65536):
+    """The keys in ``column`` of the rows in the last ``span`` bytes of the
+    file (what a batch sent again could repeat), oldest first."""
+    try:
+        start, data = _tail(path, span)
+        lines = data.split(b"\n")
     except OSError:
         return []
     keys = []

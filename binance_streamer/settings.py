@@ -93,6 +93,12 @@ SETTINGS = [
        "fsync data files: never, periodic (every fsync_interval) or always (after every flush)", "files",
        choices=("never", "periodic", "always")),
     _s("fsync_interval", "float", 10.0, "seconds between fsyncs when fsync is periodic", "files", minimum=0.1),
+    _s("compression", "choice", "gzip",
+       "compress a day's file once it is closed: gzip (.csv.gz), zstd (.csv.zst) or none; every reader "
+       "reads the compressed files", "files", choices=("gzip", "zstd", "none")),
+    _s("compress_after", "float", 600.0,
+       "seconds a file of a past day must go without a row before it is compressed (late rows: a backfill "
+       "across midnight may take 120 s, a restarted writer gets batches sent again)", "files", minimum=0.0),
     # -- processes
     _s("symbols_per_worker", "int", 1, "symbols that share one worker process", "processes", minimum=1),
     _s("link_buffer_bytes", "int", 16_000_000,
@@ -166,7 +172,7 @@ SETTINGS = [
 # The largest value each number may take: beyond it a value is a mistake
 # (seconds written as milliseconds, a setting pasted into the wrong key) that
 # would overflow a timer or a buffer, or defeat the setting's purpose.
-MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "symbols_per_worker": 1024,
+MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "compress_after": 86_400.0, "symbols_per_worker": 1024,
           "link_buffer_bytes": 4_000_000_000, "hang_timeout": 3600.0, "batch_interval": 5.0, "restart_min_delay": 600.0, "restart_max_delay": 3600.0,
           "stop_timeout": 600.0, "status_interval": 3600.0, "reconnect_min_delay": 600.0,
           "reconnect_max_delay": 3600.0, "read_interval": 1.0, "max_lag": 86_400.0, "silence_timeout": 3600.0,

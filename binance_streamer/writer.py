@@ -12,6 +12,7 @@ memory and nothing already written is touched.
 import collections
 import csv
 import errno
+import io
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ import resource
 import signal
 import time
 
-from . import csvfiles, disk, links, messages, proc, retention, streams
+from . import compression, csvfiles, disk, links, messages, proc, retention, streams
+from .compressor import Compressions
 from .messages import Gap, Rows
 from .daycounts import DayCounts
 from .metrics import WriteCounts
@@ -129,6 +131,7 @@ class Writer:
         self._retry_at = 0.0
         self._error_logged = 0.0
         self.metrics = WriteCounts(cfg.market)      # rows, bytes, gaps, latency: for metrics.py
+        self.compressions = None if cfg.compression == "none" else Compressions(cfg, clock)
 
     # -- start-up -------------------------------------------------------------
     def recover(self):
@@ -145,8 +148,8 @@ class Writer:
                 parsed = csvfiles.parse_name(name)
                 if parsed and parsed[0] == symbol:
                     key = (symbol, parsed[1])
-                    if key not in newest or parsed[2] > newest[key][0]:
-                        newest[key] = (parsed[2], os.path.join(folder, name))
+                    if key not in newest or parsed[2] > newest[key][0]:      # the plain name: either may exist
+                        newest[key] = (parsed[2], os.path.join(folder, csvfiles.plain_name(name)))
         for (symbol, stream), (day, path) in newest.items():
             column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
             key_column = csvfiles.KEY_COLUMN.get(stream)
@@ -154,14 +157,17 @@ class Writer:
                 continue
             try:
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                fd = None                   # compressed (a closed file has no torn line)
             except OSError as exc:
                 log.critical("%s: cannot open it to recover the last id (%s); its stream starts afresh",
                              path, exc.strerror)
                 continue
-            try:       # first the repair: a torn row's key or id must not count as written
-                self._repaired(symbol, stream, repair_torn_line(fd, path, _event_column(stream)))
-            finally:
-                os.close(fd)
+            if fd is not None:
+                try:       # first the repair: a torn row's key or id must not count as written
+                    self._repaired(symbol, stream, repair_torn_line(fd, path, _event_column(stream)))
+                finally:
+                    os.close(fd)
             if key_column is not None:
                 self._keys(symbol, stream).extend(recent_keys(path, key_column))
                 continue
@@ -193,7 +199,7 @@ class Writer:
         sending its batches again already has on disk."""
         pending = {}
         written = self._ledgered(symbol)
-        with open(path, newline="") as f:
+        with io.TextIOWrapper(compression.open_day(path), encoding="utf-8", newline="") as f:
             for g in csv.DictReader(f):
                 if g["local_time_us"].isdigit():
                     written.extend([ledger_key(g)])
@@ -345,7 +351,8 @@ class Writer:
             path = csvfiles.path(self.cfg.data_dir, self.cfg.market, symbol, stream, day)
             f = self.files[key] = OpenFile(path, key)
             try:
-                self._open(f)
+                if not self._being_compressed(f):
+                    self._open(f)
             except OSError as exc:      # kept in memory; the flush tries again
                 self._write_failed(f, exc)
         f.used = time.monotonic()
@@ -375,6 +382,8 @@ class Writer:
         if not f.lines and not f.tail:
             f.due = f.batch = None
             return True
+        if self._being_compressed(f):
+            return False
         if f.fd is None:
             try:
                 self._open(f)
@@ -507,6 +516,7 @@ class Writer:
             self._fsync_all()
         for symbol, gap in self.seq.expire(self.clock()):
             self._write_gap(symbol, gap)
+        self._compress_closed()
         self._close_idle(0)
 
     def _fsync_all(self):
@@ -529,9 +539,40 @@ class Writer:
                 os.fsync(f.fd)
             os.close(f.fd)
 
+    # -- compression of closed files (compressor.py) ---------------------------------
+    def _compress_closed(self):
+        """Close the files of past days that no row has come for in
+        ``compress_after`` and let the compressor have them, one at a time."""
+        if self.compressions is None:
+            return
+        today = csvfiles.DayOf()(int(self.clock() * 1000))
+        quiet = time.monotonic() - self.cfg.compress_after
+        for key, f in list(self.files.items()):
+            if key[2] < today and f.used <= quiet and not f.lines and not f.tail:
+                self.files.pop(key)
+                if f.fd is not None:
+                    if f.dirty and self.cfg.fsync != "never":
+                        os.fsync(f.fd)
+                    os.close(f.fd)
+                self.compressions.closed(f.path)
+        self.compressions.tick(today, {f.path for f in self.files.values()})
+
+    def _being_compressed(self, f):
+        """A row for the file the compressor works on waits for the end of
+        the run, then goes to a new plain file (late rows, folded in later)."""
+        if self.compressions is None or self.compressions.busy != f.path:
+            return False
+        now = time.monotonic()
+        f.due = now + 0.5
+        if self.next_due is None or f.due < self.next_due:
+            self.next_due = f.due
+        return True
+
     def close(self):
         for symbol, gap in self.shed.unfinished(int(self.clock() * 1e6)):
             self._write_gap(symbol, gap)
+        if self.compressions is not None:
+            self.compressions.stop()
         self.flush(force=True)
         for _ in range(3):
             if not any(f.tail or f.lines for f in self.files.values()):
@@ -621,7 +662,8 @@ class Writer:
                 "flush_seconds_max": round(self.flush_seconds_max, 4), "write_errors": self.write_errors,
                 "duplicates_dropped": self.seq.duplicates, "torn_lines_repaired": self.torn_repaired,
                 "open_holes": sum(len(h) for h in self.seq.holes.values()),
-                "streams": streams, "gaps": gaps, **self.metrics.report()}
+                "streams": streams, "gaps": gaps, **self.metrics.report(),
+                **(self.compressions.status() if self.compressions else {})}
 
 
 def _stop_recorder():

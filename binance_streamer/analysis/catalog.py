@@ -20,7 +20,7 @@ from ..streams import file_stream
 # data.binance.vision file names -> our stream names (klines are named by interval)
 VISION_STREAMS = {"aggTrades": "aggTrade", "trades": "trade", "bookTicker": "bookTicker"}
 _INTERVAL = re.compile(r"^\d+[smhdwM]$")
-_SUFFIX = re.compile(r"\.(csv\.gz|csv|zip)$")
+_SUFFIX = re.compile(r"\.(csv\.gz|csv\.zst|csv|zip)$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]+$")
 # Files written only when there is something to say: a clean recording has no gap ledger.
@@ -77,7 +77,11 @@ def scan(folder, symbol):
     for name in names:
         parsed = day_name(name)
         if parsed is not None and parsed[0] == symbol:
-            found.setdefault(parsed[1], {}).setdefault(parsed[2], os.path.join(folder, name))
+            days = found.setdefault(parsed[1], {})
+            # one entry per day: a compressed day file over its plain name (compression.open_day
+            # reads late rows in a plain file beside it too)
+            if parsed[2] not in days or name.endswith((".csv.gz", ".csv.zst")):
+                days[parsed[2]] = os.path.join(folder, name)
     return found
 
 
@@ -98,7 +102,8 @@ def day_files(data_dir, symbol, stream, start=None, end=None, market="spot"):
     range. :class:`NotRecorded` when the stream has no file at all (the
     gap ledger excepted: no ledger file means no hole).
 
-    ``.csv``, ``.csv.gz`` and data.binance.vision's ``.zip`` are read."""
+    ``.csv``, ``.csv.gz``, ``.csv.zst`` and data.binance.vision's ``.zip`` are
+    read; a day compressed with late rows beside it is one entry."""
     symbol, stream = symbol.upper(), our_stream(stream)
     for folder in folders(data_dir, market, symbol):
         days = scan(folder, symbol).get(stream)

@@ -6,7 +6,6 @@ columns of our schema, which follows data.binance.vision's column order.
 """
 
 import datetime as dt
-import gzip
 import os
 import re
 import zipfile
@@ -14,7 +13,7 @@ from decimal import Decimal
 
 import pandas as pd
 
-from .. import csvfiles
+from .. import compression, csvfiles
 from ..streams import KINDS, lookup
 from .catalog import day_files, file_stem, our_stream
 from .catalog import timestamp as _timestamp
@@ -93,9 +92,10 @@ def load_file(path, market="spot", stream=None, exact=False, columns=None):
         usecols = None
     dtypes = {c: csvfiles.pandas_dtype(c, exact=bool(exact)) for c in names}
     try:
-        df = pd.read_csv(path, header=0 if has_header else None, names=names, dtype=dtypes, usecols=usecols,
-                         true_values=_TRUE, false_values=_FALSE, keep_default_na=False,
-                         na_values=[""])
+        with open_source(path) as source:
+            df = pd.read_csv(source, header=0 if has_header else None, names=names, dtype=dtypes,
+                             usecols=usecols, true_values=_TRUE, false_values=_FALSE, keep_default_na=False,
+                             na_values=[""])
     except (ValueError, pd.errors.ParserError) as exc:
         raise LoadError(f"{path}: not a valid {stream} file: {exc}") from None
     if exact == "decimal":
@@ -166,16 +166,18 @@ def _stream_of(path):
     return our_stream(m.group(1))
 
 
-def _first_line(path):
-    if path.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return f.readline()
+def open_source(path):
+    """A binary reader of a file's CSV bytes: a vision zip's one member, or a
+    day file in whatever state it is (compression.open_day)."""
     if path.endswith(".zip"):
-        with zipfile.ZipFile(path) as z:
-            with z.open(z.namelist()[0]) as f:
-                return f.readline().decode()
-    with open(path, encoding="utf-8") as f:
-        return f.readline()
+        z = zipfile.ZipFile(path)
+        return z.open(z.namelist()[0])
+    return compression.open_day(path)
+
+
+def _first_line(path):
+    with open_source(path) as f:
+        return f.readline().decode()
 
 
 def parse_date(text):

@@ -9,11 +9,12 @@ strings Binance sent; levels are ordered by their Decimal value.
 
 import bisect
 import csv
-import gzip
+import io
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .. import compression
 from ..book import APPLIED, GAP, Book, classify_next, drop_before_snapshot, first_event_fits
 from .catalog import NotRecorded, day_files, days_text
 from .catalog import timestamp as _timestamp
@@ -111,9 +112,7 @@ class Replayer:
 
 
 def _open(path):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    return io.TextIOWrapper(compression.open_day(path), encoding="utf-8", newline="")
 
 
 def read_snapshots(paths):

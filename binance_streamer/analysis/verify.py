@@ -19,7 +19,7 @@ import pandas as pd
 from .. import csvfiles
 from ..binance.parse import MALFORMED
 from ..streams import CHAINED, INCREASING, KINDS, file_stream, id_step, lookup
-from .load import LoadError, file_stem, load_file
+from .load import LoadError, file_stem, load_file, open_source
 from .replay import read_snapshots, walk
 
 CONTINUOUS = tuple(name for name, k in KINDS.items() if k.rule != INCREASING)
@@ -103,8 +103,16 @@ def _files(data_dir, market, symbol):
     for name in sorted(os.listdir(folder)):
         parsed = _parse(name)
         if parsed and parsed[0] == symbol:
-            out.setdefault(parsed[1], {})[parsed[2]] = os.path.join(folder, name)
+            days = out.setdefault(parsed[1], {})
+            if parsed[2] not in days or csvfiles.codec_of(name):    # a compressed day over its plain name
+                days[parsed[2]] = os.path.join(folder, name)
     return out
+
+
+def _read_csv(path, **kw):
+    """pandas.read_csv of a day file, compressed or not (late rows beside it included)."""
+    with open_source(path) as f:
+        return pd.read_csv(f, **kw)
 
 
 def symbols_in(data_dir, market):
@@ -201,7 +209,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
 def _wanted(path, kind):
     """The columns the checks read; ``backfilled`` only where the file has it."""
     wanted = _COLUMNS.get(kind, [])
-    if "backfilled" in wanted and "backfilled" not in pd.read_csv(path, nrows=0).columns:
+    if "backfilled" in wanted and "backfilled" not in _read_csv(path, nrows=0).columns:
         wanted = [c for c in wanted if c != "backfilled"]
     return wanted
 
@@ -209,18 +217,19 @@ def _wanted(path, kind):
 def _bad_values(path, chunk=1_000_000):
     """``line N, column C: 'value'`` of price and quantity cells that are not
     decimal numbers as Binance writes them (the first few)."""
-    header = pd.read_csv(path, nrows=0).columns
+    header = _read_csv(path, nrows=0).columns
     wanted = [c for c in header if csvfiles.is_decimal_column(c)]
     if not wanted:
         return []
     out = []
-    for part in pd.read_csv(path, usecols=wanted, dtype=str, keep_default_na=False, chunksize=chunk):
-        for column in wanted:
-            cells = part[column]
-            bad = cells[(cells != "") & ~cells.str.fullmatch(r"\d{1,40}(\.\d{1,40})?")]
-            out += [f"line {i + 2}, column {column}: {v[:40]!r}" for i, v in bad.head(SHOWN).items()]
-        if len(out) >= SHOWN:
-            break
+    with open_source(path) as source:
+        for part in pd.read_csv(source, usecols=wanted, dtype=str, keep_default_na=False, chunksize=chunk):
+            for column in wanted:
+                cells = part[column]
+                bad = cells[(cells != "") & ~cells.str.fullmatch(r"\d{1,40}(\.\d{1,40})?")]
+                out += [f"line {i + 2}, column {column}: {v[:40]!r}" for i, v in bad.head(SHOWN).items()]
+            if len(out) >= SHOWN:
+                break
     return out[:SHOWN]
 
 
@@ -241,10 +250,9 @@ def _located(path, exc):
 
 def _rows(path):
     import csv
-    import gzip
-    opener = gzip.open if path.endswith(".gz") else open
+    import io
     try:
-        with opener(path, "rt", newline="", errors="replace") as f:
+        with io.TextIOWrapper(open_source(path), newline="", errors="replace") as f:
             yield from csv.reader(f)
     except (OSError, csv.Error):
         return
@@ -276,7 +284,7 @@ def _spans_a_candle(files, day, stream):
     for s in (s for s in KINDS if s != csvfiles.stream_kind(stream)):      # every other stream's file
         path = files.get(s, {}).get(day)
         if path:
-            local = pd.read_csv(path, usecols=["local_time_us"])["local_time_us"]
+            local = _read_csv(path, usecols=["local_time_us"])["local_time_us"]
             if len(local):
                 return step is None or (local.iloc[-1] - local.iloc[0]) / 1000 > 2 * step
     return True
@@ -289,7 +297,7 @@ def _previous_last_id(by_day, day, market, stream):
     if not earlier:
         return None
     column = lookup(stream).id_column
-    ids = pd.read_csv(by_day[max(earlier)], usecols=[column])[column]
+    ids = _read_csv(by_day[max(earlier)], usecols=[column])[column]
     return int(ids.max()) if len(ids) else None
 
 
@@ -388,7 +396,7 @@ def _books(report, symbol, market, files, days):
     expected_rows, levels = _orderbook_rows(paths("orderbook"))
     tickers = {}
     for path in paths("bookTicker"):
-        t = pd.read_csv(path, usecols=[0, 1, 2, 3, 4], dtype=str, keep_default_na=False)
+        t = _read_csv(path, usecols=[0, 1, 2, 3, 4], dtype=str, keep_default_na=False)
         tickers.update(zip(t["update_id"].astype("int64"), zip(t["best_bid_price"], t["best_bid_qty"],
                                                                t["best_ask_price"], t["best_ask_qty"])))
     checked = collections.Counter()          # orderbook rows compared, by day
@@ -431,7 +439,7 @@ def _orderbook_rows(paths):
     """{update_id: (day, [bid_price_1, bid_qty_1, ..., ask_qty_n])} of in-sync rows."""
     rows, levels = {}, 0
     for path in paths:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = _read_csv(path, dtype=str, keep_default_na=False)
         levels = (len(df.columns) - 3) // 4
         day = _parse(os.path.basename(path))[2]
         values = df.to_numpy()
