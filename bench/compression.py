@@ -169,10 +169,29 @@ def _pct(values):
     return f"{percentile(values, 50):.0f} / {percentile(values, 99):.0f} ({len(values)} rows)"
 
 
+def real(args):
+    """Disk per million messages of real traffic, plain and compressed."""
+    from peer import CAPTURES, SPOT, expected_frames, run_ours
+    paths = [os.path.join(CAPTURES, name) for name in SPOT]
+    work = tempfile.mkdtemp(prefix="bench-compress-real-")
+    try:
+        run = run_ours(paths, expected_frames(paths, args.real), args.real, keep=work)
+        out = {"messages recorded": run["messages"], "every message on disk": run["every_message"],
+               "disk per million messages (plain, gzip, zstd)": sizes_per_million(work)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(out, args.json)
+
+
 def main(argv=None):
     p = load_parser(__doc__, 30)
     p.add_argument("--depth-mb", type=int, default=300)
+    p.add_argument("--real", type=int, metavar="LOOPS", default=0,
+                   help="instead: disk per million messages of real captured spot traffic (the captures of "
+                        "bench/peer.py, played LOOPS times) recorded by the recorder, then compressed")
     args = p.parse_args(argv)
+    if args.real:
+        return real(args)
     args.symbols = min(args.symbols, len(SYMBOLS))
     work = tempfile.mkdtemp(prefix="bench-compress-")
     out = {}

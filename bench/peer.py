@@ -114,9 +114,10 @@ def expected_frames(paths, loops):
     return counts
 
 
-def run_ours(paths, expected, loops):
+def run_ours(paths, expected, loops, keep=None):
+    """One run of the recorder; ``keep``: record into this folder and leave it."""
     sim = start_simulator(extra=replay_args(paths, loops))
-    work = tempfile.mkdtemp(prefix="bench-peer-")
+    work = keep or tempfile.mkdtemp(prefix="bench-peer-")
     cfg = {"market": "spot", "symbols": sim.symbols, "streams": CHANNELS, **sim.endpoints(),
            "symbols_per_worker": len(sim.symbols), "data_dir": "data", "log_dir": "logs", "run_dir": "run"}
     with open(os.path.join(work, "config.yaml"), "w") as f:
@@ -144,7 +145,8 @@ def run_ours(paths, expected, loops):
         rec.terminate()
         rec.wait(60)
         sim.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
     out = result("binance_streamer", expected, found, cpu, last_us / 1e6 - start, sampler, len(procs))
     out["ticker_checks"] = [books.get("ticker_compared"), books.get("ticker_mismatches")]
     return out
