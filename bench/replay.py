@@ -81,6 +81,8 @@ def on_disk(data_dir):
         col = header.index(ID_COLUMN[kind].encode()) if kind in ID_COLUMN else None
         for line in lines:
             cells = line.split(b",")
+            if len(cells) <= recv:
+                continue                # a line still being written
             last = max(last, int(cells[recv]))
             if col is not None:
                 ids.setdefault(kind, set()).add(cells[col])

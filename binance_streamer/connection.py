@@ -19,6 +19,7 @@ is handed to the worker at once.
 import fcntl
 import logging
 import socket
+import ssl
 import struct
 import termios
 import threading
@@ -375,5 +376,8 @@ def connect_error(exc):
         return f"the WebSocket handshake was answered with HTTP {status}: {hint}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused: nothing listens at that address (check ws_url)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the server's certificate is not trusted ({exc.verify_message}): set ca_file to the PEM file of "
+                "its certificate authority")
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."

@@ -153,8 +153,8 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     if free is not None and free < 2**20:
         down.append(f"the disk of data_dir is full ({free} bytes free)")
     elif free is not None and free < min_free_disk:
-        degraded.append(f"the disk of data_dir has {free / 2**30:.2f} GB free, below min_free_disk "
-                        f"({min_free_disk / 2**30:g} GB)")
+        degraded.append(f"the disk of data_dir has {free / 2**30:.2f} GiB free, below min_free_disk "
+                        f"({min_free_disk / 2**30:g} GiB)")
     if children.get("writer", {}).get("disk_floor") == "below":
         degraded.append("depth, depthSnapshot and orderbook rows are not written since the disk went below "
                         "min_free_disk (disk_floor_action shed; written again at 10% above it)")

@@ -174,6 +174,10 @@ class Writer:
             found = last_row(path, column, _backfilled_column(self.cfg.market, stream))
             if found is not None:
                 self.seq.last[(symbol, stream)], self.seq.tail[(symbol, stream)] = found
+        today = csvfiles.DayOf()(int(self.clock() * 1000))
+        for (symbol, stream), (day, path) in newest.items():
+            if day == today:            # after the repairs: what the files hold now
+                self._count_today(symbol, stream, day, path)
         reopened = 0
         for (symbol, stream), (day, path) in newest.items():
             if stream == "gaps":
@@ -181,6 +185,18 @@ class Writer:
         self.ledger_unwritten()
         log.info("writer: recovered the last ids of %d streams; %d unfinished backfills asked for again",
                  len(self.seq.last), reopened)
+
+    def _count_today(self, symbol, stream, day, path):
+        """Today's rows on disk count in the status from the start, before
+        the stream's first new row opens its file."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            self.today.opened(symbol, stream, day, fd)
+        finally:
+            os.close(fd)
 
     def _repaired(self, symbol, stream, cut):
         """A torn line (and its unfinished event) cut at start: in the ledger."""

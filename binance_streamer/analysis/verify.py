@@ -72,8 +72,11 @@ class Ledger:
     def __init__(self, frame):
         self.rows = {}          # stream -> [(last good id, first id after)] of holes still missing
         self.holes = {}         # stream -> the same of every hole (filled ones too)
+        self.not_recorded = set()   # streams the recorder chose not to write for a while (the disk floor)
         for stream, last, first, action in zip(frame["stream"], frame["last_good_id"], frame["first_id_after"],
                                                frame["action"]):
+            if action == "not recorded":
+                self.not_recorded.add(str(stream))
             if first is pd.NA:
                 continue
             low = -np.inf if last is pd.NA else int(last)
@@ -165,7 +168,7 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
             report.problems.append(Problem(symbol, "gaps", "-", f"the gap ledger cannot be read: {exc}"))
             ledger = Ledger(pd.DataFrame({"stream": [], "last_good_id": [], "first_id_after": [], "action": []}))
         for day in days:
-            _missing_files(report, symbol, day, files, expected)
+            _missing_files(report, symbol, day, files, expected, ledger)
         for stream in sorted(files):
             kind = csvfiles.stream_kind(stream)
             previous = _previous_last_id(files[stream], days[0], market, stream) if days else None
@@ -269,10 +272,10 @@ def _load_ledger(by_day, days):
     return pd.concat(frames)
 
 
-def _missing_files(report, symbol, day, files, expected):
+def _missing_files(report, symbol, day, files, expected, ledger):
     present = {s for s, by_day in files.items() if day in by_day}
     wanted = set(expected or ()) | {s for s in files if s not in ("gaps",) and not s.startswith("kline_")}
-    for stream in sorted(wanted - present):
+    for stream in sorted(wanted - present - ledger.not_recorded):
         if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
             continue
         report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
@@ -294,9 +297,10 @@ def _previous_last_id(by_day, day, market, stream):
     """The last id of the stream's file before ``day`` (outside the days
     verified), to check the first day's boundary."""
     earlier = [d for d in by_day if d < day]
-    if not earlier:
+    kind = lookup(stream)
+    if not earlier or kind is None or kind.id_column is None:      # orderbook, snapshots: no exchange ids
         return None
-    column = lookup(stream).id_column
+    column = kind.id_column
     ids = _read_csv(by_day[max(earlier)], usecols=[column])[column]
     return int(ids.max()) if len(ids) else None
 

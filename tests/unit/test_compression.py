@@ -253,3 +253,36 @@ def test_a_compressor_that_cannot_start_is_tried_again_later(tmp_path):
     assert w.compressions.busy is None and w.compressions.failed == 1
     assert w.compressions.queue[_path(tmp_path, "trade", DAY2)] == now[0] + w.compressions.RETRY
     w.close()
+
+
+def test_verify_of_the_second_day_reads_the_first_days_ids_and_skips_files_without_ids(tmp_path):
+    """--verify --date DAY2 checks the boundary with DAY1's last id; an
+    orderbook file (no exchange ids) the day before is no reason to fail."""
+    now = [MS1 / 1000 + 3600]
+    w = Writer(_cfg(tmp_path, compression="none"), clock=lambda: now[0])
+    _record(w, 1, MS1 + 3_600_000, 20, DAY1)
+    w.add_rows("BTCUSDT", "orderbook", DAY1, [MS1 * 1000 + 5], [f"{MS1 * 1000 + 5},11,true\n"])
+    now[0] = MS2 / 1000 + 60
+    _record(w, 21, MS2 + 1000, 20, DAY2)
+    w.add_rows("BTCUSDT", "orderbook", DAY2, [MS2 * 1000 + 5], [f"{MS2 * 1000 + 5},12,true\n"])
+    w.close()
+    report = verify(str(tmp_path / "data"), "spot", None, DAY2)
+    assert report.ok, [str(p) for p in report.problems]
+    assert {(f.stream, f.day) for f in report.files} >= {("aggTrade", DAY2), ("orderbook", DAY2)}
+
+
+def test_a_stream_the_disk_floor_kept_off_disk_all_day_is_not_a_missing_file(tmp_path):
+    from binance_streamer.sequence import gap_row
+    now = [MS1 / 1000 + 3600]
+    w = Writer(_cfg(tmp_path, compression="none"), clock=lambda: now[0])
+    _record(w, 1, MS1 + 3_600_000, 20, DAY1)
+    w._write_gap("BTCUSDT", gap_row(int(now[0] * 1e6), "depthSnapshot", "disk below min_free_disk", "", "",
+                                    "not recorded", rows=10000))
+    w.close()
+    report = verify(str(tmp_path / "data"), "spot", None, DAY1, expected=["aggTrade", "depthSnapshot"])
+    assert report.ok, [str(p) for p in report.problems]
+    w2 = Writer(_cfg(tmp_path / "other", compression="none"), clock=lambda: now[0])
+    _record(w2, 1, MS1 + 3_600_000, 20, DAY1)                  # no ledger row: the missing file is a problem
+    w2.close()
+    report = verify(str(tmp_path / "other" / "data"), "spot", None, DAY1, expected=["aggTrade", "depthSnapshot"])
+    assert [p.what for p in report.problems] == ["file missing (other streams were recorded that day)"]

@@ -41,7 +41,7 @@ def test_ok_when_every_process_runs_and_everything_flows():
     (_snap(books={"BTCUSDT": {"state": "requested"}}), "book BTCUSDT is not in sync (requested)"),
     (_snap(rest_paused_s=42.0), "worker-0: REST paused for 42 s more by the exchange (HTTP 429/418)"),
     (_snap(link={"unacked_bytes": 12_000_000}), "writer behind: worker-0 holds 11.4 MB"),
-    (_snap(disk=GB), "the disk of data_dir has 1.00 GB free, below min_free_disk (2 GB)"),
+    (_snap(disk=GB), "the disk of data_dir has 1.00 GiB free, below min_free_disk (2 GiB)"),
     ({**_snap(), "children": {**_snap()["children"], "writer": {"disk_floor": "below"}}},
      "depth, depthSnapshot and orderbook rows are not written since the disk went below min_free_disk"),
     (_snap(streams={"BTCUSDT/aggTrade": {"last_recv_us": (NOW - 61) * 1e6, "usual_gap_s": 0.5}}),

@@ -343,3 +343,16 @@ def test_a_file_that_cannot_be_opened_is_tried_again_on_time_and_counts_for_its_
     w.housekeeping()                                              # the writer's own rows: nobody's batch
     assert w.written_below() == {"worker-0": number}
     w.close()
+
+
+def test_todays_rows_count_from_the_start_before_any_new_row(tmp_path):
+    now = 1767225600.0 + 3600          # 2026-01-01 01:00 UTC
+    day = "2026-01-01"
+    w = Writer(_cfg(tmp_path), clock=lambda: now)
+    w.add_rows("BTCUSDT", "aggTrade", day, [1, 2, 3], [_agg(1), _agg(2), _agg(3)])
+    w.close()
+    w2 = Writer(_cfg(tmp_path), clock=lambda: now)
+    w2.recover()
+    path = csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "aggTrade", day)
+    assert w2.status()["streams"]["BTCUSDT/aggTrade"] == {"day": day, "rows": 3, "bytes": os.path.getsize(path)}
+    w2.close()
