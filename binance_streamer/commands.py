@@ -38,23 +38,16 @@ def list_symbols(cfg, quote=None, out=sys.stdout):
 
 def inventory(cfg):
     """Per symbol and stream: days recorded, files, bytes, time of the last row."""
-    root = os.path.join(cfg.data_dir, cfg.market)
     found = {}
-    for symbol in sorted(os.listdir(root)) if os.path.isdir(root) else ():
-        folder = os.path.join(root, symbol)
-        for name in sorted(os.listdir(folder)):
-            parsed = csvfiles.parse_name(name)
-            if parsed is None:
-                continue
-            _, stream, day = parsed
-            entry = found.setdefault(f"{symbol}/{stream}", {"days": [], "files": 0, "bytes": 0, "last": None,
-                                                           "compressed": 0})
-            if day not in entry["days"][-1:]:
-                entry["days"].append(day)       # a compressed day with late rows beside it is one day
-            entry["files"] += 1
-            entry["compressed"] += csvfiles.codec_of(name) is not None
-            entry["bytes"] += os.path.getsize(os.path.join(folder, name))
-            entry["last"] = os.path.join(folder, name)
+    for symbol, stream, day, path in csvfiles.day_files(cfg.data_dir, cfg.market):
+        entry = found.setdefault(f"{symbol}/{stream}", {"days": [], "files": 0, "bytes": 0, "last": None,
+                                                       "compressed": 0})
+        if day not in entry["days"][-1:]:
+            entry["days"].append(day)       # a compressed day with late rows beside it is one day
+        entry["files"] += 1
+        entry["compressed"] += csvfiles.codec_of(path) is not None
+        entry["bytes"] += os.path.getsize(path)
+        entry["last"] = path
     for entry in found.values():
         entry["last_row_time"] = _last_row_time(entry.pop("last"))
         entry["first_day"], entry["last_day"] = entry["days"][0], entry["days"][-1]

@@ -261,26 +261,17 @@ class Compressions:
 
     def scan(self, today, open_paths):
         """Plain files of days before ``today`` not written for ``compress_after``."""
-        root = os.path.join(self.cfg.data_dir, self.cfg.market)
         now = self.clock()
-        for symbol in self.cfg.symbols:
-            folder = os.path.join(root, symbol)
+        for _, _, day, path in csvfiles.day_files(self.cfg.data_dir, self.cfg.market, self.cfg.symbols):
+            if csvfiles.codec_of(path) is not None or day >= today or path in open_paths:
+                continue
             try:
-                names = os.listdir(folder)
+                quiet = os.stat(path).st_mtime + self.cfg.compress_after
             except OSError:
                 continue
-            for name in names:
-                parsed = csvfiles.parse_name(name)
-                path = os.path.join(folder, name)
-                if not name.endswith(".csv") or parsed is None or parsed[2] >= today or path in open_paths:
-                    continue
-                try:
-                    quiet = os.stat(path).st_mtime + self.cfg.compress_after
-                except OSError:
-                    continue
-                if not self.scanned and _stopped_run(path):
-                    quiet = now                 # at start: what a stopped run left is resolved at once
-                self.closed(path, max(quiet, self.queue.get(path, 0.0)))
+            if not self.scanned and _stopped_run(path):
+                quiet = now                 # at start: what a stopped run left is resolved at once
+            self.closed(path, max(quiet, self.queue.get(path, 0.0)))
         self.scanned = True
 
     def tick(self, today, open_paths):

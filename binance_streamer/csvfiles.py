@@ -120,6 +120,26 @@ def codec_of(name):
     return next((codec for codec, suffix in COMPRESSED.items() if name.endswith(".csv" + suffix)), None)
 
 
+def day_files(data_dir, market, symbols=None):
+    """``(symbol, stream, day, path)`` of every day file, plain or
+    compressed, in ``<data_dir>/<market>/<SYMBOL>/`` (``symbols``: only
+    theirs; else every symbol folder), in name order; other files are left
+    out."""
+    root = os.path.join(data_dir, market)
+    if symbols is None:
+        symbols = sorted(os.listdir(root)) if os.path.isdir(root) else ()
+    for symbol in symbols:
+        folder = os.path.join(root, symbol)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:          # absent, or not a folder
+            continue
+        for name in names:
+            parsed = parse_name(name)
+            if parsed is not None and parsed[0] == symbol:
+                yield (*parsed, os.path.join(folder, name))
+
+
 def parse_name(filename):
     """``BTCUSDT-kline_1m-2026-11-25.csv`` (or ``.csv.gz``, ``.csv.zst``) -> (symbol, stream, day) or None."""
     plain = plain_name(filename)

@@ -25,17 +25,7 @@ from . import csvfiles
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".csv", ".csv.gz", ".csv.zst")
 INTERVAL = 3600.0          # seconds between two sweeps
-
-
-def day_file(name):
-    """``(symbol, stream, day)`` of a day file, plain or compressed; None for
-    anything else (a ``.part`` being written, a foreign file)."""
-    for suffix in SUFFIXES:
-        if name.endswith(suffix):
-            return csvfiles.parse_name(name[:-len(suffix)] + ".csv")
-    return None
 
 
 def first_kept_day(now, retention_days):
@@ -47,18 +37,10 @@ def first_kept_day(now, retention_days):
 def expired(data_dir, market, keep_from):
     """``{day: [(key, path)]}`` of the day files before ``keep_from``, where
     ``key`` is ``(symbol, stream, day)``."""
-    root = os.path.join(data_dir, market)
     found = {}
-    for symbol in sorted(os.listdir(root)) if os.path.isdir(root) else ():
-        folder = os.path.join(root, symbol)
-        try:
-            names = os.listdir(folder)
-        except (NotADirectoryError, FileNotFoundError):
-            continue
-        for name in sorted(names):
-            parsed = day_file(name)
-            if parsed and parsed[0] == symbol and parsed[2] < keep_from:
-                found.setdefault(parsed[2], []).append((parsed, os.path.join(folder, name)))
+    for symbol, stream, day, path in csvfiles.day_files(data_dir, market):
+        if day < keep_from:
+            found.setdefault(day, []).append(((symbol, stream, day), path))
     return found
 
 

@@ -136,20 +136,11 @@ class Writer:
     # -- start-up -------------------------------------------------------------
     def recover(self):
         """Learn the last id of every stream from the newest file on disk."""
-        root = os.path.join(self.cfg.data_dir, self.cfg.market)
         newest = {}
-        for symbol in self.cfg.symbols:
-            folder = os.path.join(root, symbol)
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                parsed = csvfiles.parse_name(name)
-                if parsed and parsed[0] == symbol:
-                    key = (symbol, parsed[1])
-                    if key not in newest or parsed[2] > newest[key][0]:      # the plain name: either may exist
-                        newest[key] = (parsed[2], os.path.join(folder, csvfiles.plain_name(name)))
+        for symbol, stream, day, path in csvfiles.day_files(self.cfg.data_dir, self.cfg.market, self.cfg.symbols):
+            if (symbol, stream) not in newest or day > newest[(symbol, stream)][0]:    # the plain name: either may exist
+                folder, name = os.path.split(path)
+                newest[(symbol, stream)] = (day, os.path.join(folder, csvfiles.plain_name(name)))
         for (symbol, stream), (day, path) in newest.items():
             column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
             key_column = csvfiles.KEY_COLUMN.get(stream)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from binance_streamer import config, retention
+from binance_streamer import config, csvfiles, retention
 from binance_streamer.config import ConfigError
 
 NOW = 1796342400.0 + 3600        # 2026-12-04 01:00 UTC
@@ -42,11 +42,11 @@ def test_first_kept_day():
 
 
 def test_day_file_names_plain_and_compressed():
-    assert retention.day_file("BTCUSDT-kline_1m-2026-11-25.csv") == ("BTCUSDT", "kline_1m", "2026-11-25")
-    assert retention.day_file("BTCUSDT-depth-2026-11-25.csv.gz") == ("BTCUSDT", "depth", "2026-11-25")
-    assert retention.day_file("BTCUSDT-gaps-2026-11-25.csv.zst") == ("BTCUSDT", "gaps", "2026-11-25")
+    assert csvfiles.parse_name("BTCUSDT-kline_1m-2026-11-25.csv") == ("BTCUSDT", "kline_1m", "2026-11-25")
+    assert csvfiles.parse_name("BTCUSDT-depth-2026-11-25.csv.gz") == ("BTCUSDT", "depth", "2026-11-25")
+    assert csvfiles.parse_name("BTCUSDT-gaps-2026-11-25.csv.zst") == ("BTCUSDT", "gaps", "2026-11-25")
     for other in ("BTCUSDT-depth-2026-11-25.csv.gz.part", "BTCUSDT-depth-2026-11-25.zip", "notes.txt"):
-        assert retention.day_file(other) is None
+        assert csvfiles.parse_name(other) is None
 
 
 def test_sweep_removes_exactly_the_expired_days_oldest_first(tmp_path, caplog):
