@@ -304,7 +304,8 @@ class ProcessManager:
                 "status_interval": cfg.status_interval, "processes": processes, "children": self.child_status,
                 "disk_free_bytes": self.status_writer.disk_free if self.status_writer is not None else None,
                 "restarts": sum(c.restarts for c in self.children), "logs_dropped": self.logs_dropped,
-                "rest_weight_spent": self.budget.spent if self.budget is not None else None}
+                "rest_weight_spent": self.budget.spent if self.budget is not None else None,
+                "rest_paused_s": round(self.budget.paused_for(), 1) if self.budget is not None else 0}
         snap["health"] = status.health(snap, snap["updated"], cfg.max_lag, cfg.min_free_disk * 2**30,
                                        cfg.link_buffer_bytes)
         return snap

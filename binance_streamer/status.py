@@ -142,10 +142,9 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     for symbol, b in sorted(book.get("books", {}).items()):
         if b.get("state") != "synced":
             degraded.append(f"book {symbol} is not in sync ({b.get('state')})")
+    if snap.get("rest_paused_s"):       # the budget is daemon-wide: one pause for every process
+        degraded.append(f"REST paused for {snap['rest_paused_s']:.0f} s more by the exchange (HTTP 429/418)")
     for name, child in sorted(children.items()):
-        paused = child.get("rest_paused_s")
-        if paused:
-            degraded.append(f"{name}: REST paused for {paused:.0f} s more by the exchange (HTTP 429/418)")
         unacked = child.get("link", {}).get("unacked_bytes") or 0
         if unacked > WRITER_BEHIND_SHARE * link_buffer_bytes:
             degraded.append(f"writer behind: {name} holds {unacked / 2**20:.1f} MB it has not acknowledged")

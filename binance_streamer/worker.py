@@ -335,9 +335,7 @@ class Worker:
                 "connections": [c.info() for c in conns],
                 "rest_requests": self.rest.requests if self.rest else 0,
                 "rest_failures": self.rest.failures if self.rest else 0,
-                "rest_malformed": self.rest.malformed if self.rest else 0,
-                "rest_limited": self.rest.limited if self.rest else 0,
-                "rest_paused_s": round(self.rest.budget.paused_for(), 1) if self.rest else 0}
+                "rest_malformed": self.rest.malformed if self.rest else 0}
 
 
 def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget):

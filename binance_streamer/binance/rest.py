@@ -42,7 +42,6 @@ class RestClient:
         self.requests = 0
         self.failures = 0
         self.malformed = 0           # answers with HTTP 200 that were not the JSON expected
-        self.limited = 0             # answers 429 or 418: the exchange asked us to back off
 
     def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False, check=None):
         """GET with the budget, 429/418 pauses and retries of transient faults.
@@ -74,7 +73,6 @@ class RestClient:
                     self.failures += 1
                     problem = f"HTTP {resp.status_code} {_error_text(resp)}"
                 if resp.status_code in (418, 429):
-                    self.limited += 1
                     retry = _retry_after(resp)
                     log.warning("%s: HTTP %d; pausing all REST calls for %.0f s", endpoint,
                                 resp.status_code, retry)

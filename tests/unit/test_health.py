@@ -39,7 +39,7 @@ def test_ok_when_every_process_runs_and_everything_flows():
                   {"name": "worker-0", "role": "worker", "state": "RUNNING"}]),
      "writer has not shown a heartbeat for 12 s"),
     (_snap(books={"BTCUSDT": {"state": "requested"}}), "book BTCUSDT is not in sync (requested)"),
-    (_snap(rest_paused_s=42.0), "worker-0: REST paused for 42 s more by the exchange (HTTP 429/418)"),
+    ({**_snap(), "rest_paused_s": 42.0}, "REST paused for 42 s more by the exchange (HTTP 429/418)"),
     (_snap(link={"unacked_bytes": 12_000_000}), "writer behind: worker-0 holds 11.4 MB"),
     (_snap(disk=GB), "the disk of data_dir has 1.00 GiB free, below min_free_disk (2 GiB)"),
     ({**_snap(), "children": {**_snap()["children"], "writer": {"disk_floor": "below"}}},
