@@ -539,12 +539,16 @@ class Writer:
         for n, (used, key) in enumerate(idle):
             if n >= at_least and now - used < 600:
                 break
-            f = self.files.pop(key)
-            if f.fd is None:
-                continue
+            self._close(key)
+
+    def _close(self, key):
+        """Stop keeping the file ``key`` open (fsynced first, unless fsync: never); returns it."""
+        f = self.files.pop(key)
+        if f.fd is not None:
             if f.dirty and self.cfg.fsync != "never":
                 os.fsync(f.fd)
             os.close(f.fd)
+        return f
 
     # -- compression of closed files (compressor.py) ---------------------------------
     def _compress_closed(self):
@@ -556,12 +560,7 @@ class Writer:
         quiet = time.monotonic() - self.cfg.compress_after
         for key, f in list(self.files.items()):
             if key[2] < today and f.used <= quiet and not f.lines and not f.tail:
-                self.files.pop(key)
-                if f.fd is not None:
-                    if f.dirty and self.cfg.fsync != "never":
-                        os.fsync(f.fd)
-                    os.close(f.fd)
-                self.compressions.closed(f.path)
+                self.compressions.closed(self._close(key).path)
         self.compressions.tick(today, {f.path for f in self.files.values()})
 
     def _being_compressed(self, f):
