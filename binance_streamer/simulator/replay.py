@@ -124,15 +124,14 @@ class Loops:
 
     def __init__(self, market, frames, symbols):
         self.market = market
-        times = [t for _, _, payload, _ in frames for t in _times(orjson.loads(payload))]
-        self.period = 60_000 * (-(-(max(times) - min(times)) // 60_000) + 1)     # whole minutes: klines align
-        self.spans = {}             # symbol -> {"a": .., "t": .., "u": ..}
+        self.spans = {}             # symbol -> {"a": .., "t": .., "u": .., "ms": ..}
         self.first = {}             # symbol -> (first diff after the snapshot: stream, data), snapshot id
         seen = {}
         for _, stream, payload, _ in frames:
             sym, _, key = stream.partition("@")
             d = orjson.loads(payload)
-            b = seen.setdefault(sym.upper(), {"a": [], "t": [], "u": [], "depth": []})
+            b = seen.setdefault(sym.upper(), {"a": [], "t": [], "u": [], "depth": [], "ms": [], "k": []})
+            b["ms"] += _times(d)
             if key == "aggTrade":
                 b["a"].append(d["a"])
                 b["t"] += [d["f"], d["l"]]
@@ -143,8 +142,17 @@ class Loops:
                 b["depth"].append((stream, d))
             elif key == "bookTicker":
                 b["u"].append(d["u"])
+            elif key.startswith("kline") and d["k"].get("x"):
+                b["k"].append(d["k"]["t"])
         for sym, b in seen.items():
             span = {k: max(v) - min(v) + 1 for k, v in b.items() if k in ("a", "t") and v}
+            # Per symbol (captures of one run may be days apart), in whole
+            # minutes so that klines keep opening on the minute.
+            ms = b["ms"] or [0]
+            span["ms"] = 60_000 * (-(-(max(ms) - min(ms)) // 60_000) + 1)
+            # Candles: the next pass's first closed candle follows this
+            # pass's last one (a capture of 91 s closes one or two).
+            span["k"] = max(b["k"]) - min(b["k"]) + 60_000 if b["k"] else span["ms"]
             snaps = symbols[sym].snapshots
             after = [(st, d) for st, d in b["depth"] if snaps and d["u"] > snaps[0][0]]
             if after:
@@ -176,14 +184,14 @@ class Loops:
             d["t"] += k * span.get("t", 0)
         elif key.startswith("kline"):
             kl = d["k"]
-            kl["t"] += k * self.period
-            kl["T"] += k * self.period
+            kl["t"] += k * span["k"]
+            kl["T"] += k * span["k"]
             for f in ("f", "L"):
                 if kl.get(f, -1) >= 0:
                     kl[f] += k * span.get("t", 0)
         for f in ("E", "T"):
             if f in d:
-                d[f] += k * self.period
+                d[f] += k * span["ms"]
         return orjson.dumps(d)
 
     def bridges(self, k, books):
@@ -193,7 +201,7 @@ class Loops:
         for sym, (stream, d1, (_, bids, asks)) in self.first.items():
             book = books[sym]
             top = self._bridge_top(d1) + k * self.spans[sym]["u"]
-            d = {"e": "depthUpdate", "E": d1["E"] + k * self.period - 1, "s": sym, "U": book.update_id + 1, "u": top}
+            d = {"e": "depthUpdate", "E": d1["E"] + k * self.spans[sym]["ms"] - 1, "s": sym, "U": book.update_id + 1, "u": top}
             if self.market == "usdm":
                 d["T"] = d["E"]
                 d["pu"] = book.update_id
@@ -212,8 +220,8 @@ def _levels(now, target):
 
 
 def _times(d):
-    out = [d[f] for f in ("E", "T") if isinstance(d.get(f), int)]
-    return out or [0]
+    """The exchange's times in an event (none in a spot bookTicker)."""
+    return [d[f] for f in ("E", "T") if isinstance(d.get(f), int)]
 
 
 class Replay:

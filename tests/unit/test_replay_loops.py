@@ -32,7 +32,7 @@ def test_every_pass_continues_the_last_and_books_meet_every_ticker(market):
         if stream.endswith("@bookTicker"):
             d = orjson.loads(payload)
             tickers[(stream.split("@")[0].upper(), d["u"])] = d
-    syncs, last_agg, tickers_met, kline_times = {}, {}, {}, set()
+    syncs, last_agg, tickers_met, kline_times, kline_opens = {}, {}, {}, set(), {}
     for stream, payload, frame in frames:
         assert frame == b'{"stream":"%s","data":%s}' % (stream.encode(), payload)
         symbol, _, key = stream.partition("@")
@@ -42,6 +42,8 @@ def test_every_pass_continues_the_last_and_books_meet_every_ticker(market):
             last_agg[sym] = d["a"]
         elif key.startswith("kline"):
             kline_times.add(d["k"]["t"] % 60_000)
+            if d["k"]["x"]:
+                kline_opens.setdefault(sym, []).append(d["k"]["t"])
         elif key.startswith("depth") and sym in first_snapshots:
             sync = syncs.get(sym)
             if sync is None:
@@ -60,3 +62,8 @@ def test_every_pass_continues_the_last_and_books_meet_every_ticker(market):
     assert all(s.synced for s in syncs.values())
     assert sum(tickers_met.values()) > 30, tickers_met
     assert kline_times <= {0}                  # klines open on whole minutes in every pass
+    # Each pass's closed candles continue the last pass's minute by minute
+    # (1m klines in these captures): no hole at a pass boundary.
+    for sym, opens in kline_opens.items():
+        steps = {b - a for a, b in zip(opens, opens[1:])}
+        assert steps == {60_000}, (sym, sorted(steps))
