@@ -319,6 +319,10 @@ def test_coinm_recording_loads_verifies_and_exports_to_futures_cm(tmp_path):
                      and len(rec.rows("BTCUSD_PERP", "aggTrade")) >= 200, 60, "orderbook and aggTrade rows")
         finally:
             assert rec.stop() == 0, rec.log_tail()
+        _check_coinm_offline(rec, tmp_path)      # the simulator's CA file lives as long as it does
+
+
+def _check_coinm_offline(rec, tmp_path):
     data = _data(rec)
     folder = os.path.join(data, "coinm", "BTCUSD_PERP")
     name = next(n for n in sorted(os.listdir(folder)) if "-aggTrade-" in n)
