@@ -331,6 +331,10 @@ def _check_coinm_offline(rec, tmp_path):
     assert len(ours) == len(rows) > 0 and "is_best_match" not in ours.columns
     assert sorted(ours["quantity"].astype(str)) == sorted(r[header.index("quantity")] for r in rows)
     assert all(q.isdigit() for q in ours["quantity"].astype(str))          # contracts
+    bars = analysis.ohlcv(analysis.load(data, "BTCUSD_PERP", "aggTrade", market="coinm"), "1s", contract_size=100)
+    floats = ours.astype({"price": "float64", "quantity": "float64"})
+    assert "quote_volume" not in bars.columns and bars["volume"].sum() == floats["quantity"].sum()
+    assert abs(bars["base_volume"].sum() - (floats["quantity"] * 100 / floats["price"]).sum()) < 1e-9
     out = _cli(rec, data, "--verify", "--market", "coinm")
     assert out.returncode == 0 and "ok:" in out.stdout, out.stdout + out.stderr
     report = verify.verify(data, "coinm")
