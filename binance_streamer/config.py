@@ -149,9 +149,7 @@ def resolve(values, where, base_dir):
     if market not in MARKETS:
         raise ConfigError(f"market must be one of {', '.join(MARKETS)}, not {market!r}")
     example = markets.EXAMPLE_SYMBOL[market]
-    symbols = [s.upper() for s in v["symbols"]]
-    if where["symbols"] == "the defaults":
-        symbols = list(markets.DEFAULT_SYMBOLS.get(market, symbols))
+    symbols = [s.upper() for s in (markets.DEFAULT_SYMBOLS[market] if v["symbols"] is None else v["symbols"])]
     if not symbols:
         raise ConfigError(f"symbols in {where['symbols']} is empty; name at least one symbol, e.g. {example}")
     for s in symbols:

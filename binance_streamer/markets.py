@@ -52,9 +52,9 @@ LISTED_CONTRACTS = {SPOT: None, USDM: ("PERPETUAL",),
 VISION_FOLDER = {SPOT: "spot", USDM: "futures/um", COINM: "futures/cm"}
 
 # A symbol name each market accepts, for messages; the symbols recorded when
-# none are configured where they differ from the ``symbols`` setting's default.
+# none are configured.
 EXAMPLE_SYMBOL = {SPOT: "BTCUSDT", USDM: "BTCUSDT", COINM: "BTCUSD_PERP"}
-DEFAULT_SYMBOLS = {COINM: ("BTCUSD_PERP", "ETHUSD_PERP")}
+DEFAULT_SYMBOLS = {SPOT: ("BTCUSDT", "ETHUSDT"), USDM: ("BTCUSDT", "ETHUSDT"), COINM: ("BTCUSD_PERP", "ETHUSD_PERP")}
 
 
 def futures(market):

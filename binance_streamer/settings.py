@@ -43,8 +43,8 @@ SETTINGS = [
     _s("market", "choice", "spot", "Binance market: spot, usdm (USD-M futures) or coinm (COIN-M futures)",
        "recording",
        choices=MARKETS, flag=True),
-    _s("symbols", "list", ["BTCUSDT", "ETHUSDT"], "symbols to record, e.g. BTCUSDT,ETHUSDT", "recording",
-       flag=True, metavar="SYM,SYM"),
+    _s("symbols", "list", None, "symbols to record, e.g. BTCUSDT,ETHUSDT (default: BTCUSDT,ETHUSDT; "
+       "coinm BTCUSD_PERP,ETHUSD_PERP)", "recording", flag=True, metavar="SYM,SYM"),
     _s("streams", "list", None,
        "streams per symbol: aggTrade, trade, depth or depth@100ms (futures also depth@250ms, depth@500ms), "
        "kline_<interval>, bookTicker "

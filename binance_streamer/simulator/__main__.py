@@ -75,7 +75,7 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s simulator %(name)s: %(message)s")
     try:
         faults = parse_cli(args.fault)
-        names = args.symbols or ",".join(DEFAULT_SYMBOLS.get(args.market, ("BTCUSDT", "ETHUSDT")))
+        names = args.symbols or ",".join(DEFAULT_SYMBOLS[args.market])
         cfg = SimConfig(market=args.market, symbols=tuple(s for s in names.split(",") if s),
                         extra_symbols=tuple(s for s in args.extra_symbols.split(",") if s),
                         seed=args.seed, rate=args.rate, host=args.host, port=args.port,
