@@ -4,7 +4,8 @@
 
 The simulator replays real captures (../shared/realdata/cryptofeed: spot
 BINANCE-b38f7c.0 + BINANCE-ee25be.0, 13 symbols; USD-M
-BINANCE_FUTURES-1125a2.0, 5 symbols) as fast as the recorder reads, each
+BINANCE_FUTURES-1125a2.0, 5 symbols; with --market coinm the COIN-M
+BINANCE_DELIVERY.ws.1.0, 10 contracts) as fast as the recorder reads, each
 frame in its own write (so over TLS its own record, as a server writing
 message by message sends it). The recorder runs with its defaults, all
 symbols in one worker. Per run:
@@ -45,7 +46,8 @@ import yaml
 from common import ROOT, read_status, recorder_processes, start_simulator
 
 CAPTURES = os.path.join(os.path.dirname(ROOT), "shared", "realdata", "cryptofeed")
-MARKETS = {"spot": ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"], "usdm": ["BINANCE_FUTURES-1125a2.0"]}
+MARKETS = {"spot": ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"], "usdm": ["BINANCE_FUTURES-1125a2.0"],
+           "coinm": ["BINANCE_DELIVERY.ws.1.0"]}      # with its BINANCE_DELIVERY.http.0.0 snapshots
 STREAMS = ["aggTrade", "depth@100ms", "bookTicker", "kline_1m"]
 ID_COLUMN = {"aggTrade": "agg_trade_id", "bookTicker": "update_id", "depth": "final_update_id"}
 
@@ -208,7 +210,7 @@ def wait(predicate, timeout, what):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--market", default="spot,usdm", help="spot, usdm or both (default)")
+    p.add_argument("--market", default="spot,usdm", help="spot, usdm, coinm, or a list (default: spot,usdm)")
     p.add_argument("--transport", default="tls,plain", help="tls, plain or both (default)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set in the recorder's environment (its children inherit it), e.g. MALLOC_ARENA_MAX=2")

@@ -1,3 +1,3 @@
-"""Records Binance spot and USD-M market data to CSV; see README.md."""
+"""Records Binance spot, USD-M and COIN-M futures market data to CSV; see README.md."""
 
 __version__ = "0.1.0"

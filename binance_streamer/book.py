@@ -13,7 +13,7 @@ The rules, from PROTOCOL.md section 4 (``L`` = snapshot ``lastUpdateId``,
 spot
     drop buffered events with ``u <= L``; the first applied event has
     ``U <= L + 1 <= u``; afterwards ignore ``u <= id``, a gap is ``U > id + 1``.
-usdm
+usdm, coinm (futures)
     drop buffered events with ``u < L``; the first applied event has
     ``U <= L <= u``; afterwards an event continues the chain when
     ``pu == id``; ``u <= id`` is a stale repeat; anything else is a gap.
@@ -22,9 +22,9 @@ usdm
 from bisect import bisect_left, insort
 from decimal import Decimal
 
-SPOT = "spot"
-USDM = "usdm"
-MARKETS = (SPOT, USDM)
+from . import markets
+
+SPOT, USDM, COINM, MARKETS = markets.SPOT, markets.USDM, markets.COINM, markets.MARKETS
 
 # Outcomes of DepthSync.on_diff / on_snapshot.
 BUFFERED = "buffered"      # no book yet; kept for when the snapshot arrives
@@ -118,7 +118,7 @@ def drop_before_snapshot(market, last_update_id, final_id):
 def classify_next(market, book_id, first_id, final_id, prev_final_id):
     """Steady-state decision for one event: APPLIED, STALE or GAP.
 
-    ``prev_final_id`` is the event's ``pu`` (usdm only; ignored on spot).
+    ``prev_final_id`` is the event's ``pu`` (futures only; ignored on spot).
     """
     if final_id <= book_id:
         return STALE

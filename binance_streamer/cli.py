@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   binance-streamer --list-symbols --quote USDT          TRADING symbols, one per line
   binance-streamer --status                             the configuration and what is on disk
   binance-streamer --symbols BTCUSDT,ETHUSDT --market usdm --data-dir /srv/binance
+  binance-streamer --symbols BTCUSD_PERP,BTCUSD_261225 --market coinm --data-dir /srv/binance
   binance-streamer --verify --date 2026-11-25           is every hole in the gap ledger? (exit 1 if not)
   binance-streamer --export binance-vision --date 2026-11-25 --out vision/
   binance-streamer --export binance-vision --zip --date 2026-11-25 --out vision/   Binance's .zip + .CHECKSUM
@@ -47,7 +48,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = Parser(prog=PROG, description="Record Binance spot and USD-M market data to CSV files, "
+    p = Parser(prog=PROG, description="Record Binance spot, USD-M and COIN-M futures market data to CSV files, "
                                       "with exact local order books.",
                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="PATH",

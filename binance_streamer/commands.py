@@ -6,6 +6,7 @@ import tempfile
 import time
 
 from . import compression, csvfiles
+from .binance.endpoints import SPLIT_WS
 from .config import ConfigError
 
 
@@ -84,7 +85,7 @@ def _last_row_time(path):
 def format_inventory(cfg, found):
     lines = [f"market {cfg.market}; symbols {','.join(cfg.symbols)}; streams {','.join(cfg.streams)}",
              f"data_dir {cfg.data_dir}; log_dir {cfg.log_dir}; run_dir {cfg.run_dir}",
-             f"endpoints: ws {cfg.ws_url if cfg.market == 'spot' else cfg.ws_public_url + ' and ' + cfg.ws_market_url}"
+             f"endpoints: ws {cfg.ws_public_url + ' and ' + cfg.ws_market_url if cfg.market in SPLIT_WS else cfg.ws_url}"
              f"; rest {cfg.rest_url}", ""]
     if not found:
         return "\n".join(lines + ["nothing recorded yet"])

@@ -12,15 +12,12 @@ import os
 import re
 import ssl
 
+from . import markets
+from .binance.endpoints import BASE_URLS
 from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
 
-MARKET_URLS = {
-    "spot": {"ws_url": "wss://stream.binance.com:9443", "rest_url": "https://api.binance.com"},
-    "usdm": {"ws_url": "wss://fstream.binance.com", "rest_url": "https://fapi.binance.com"},
-}
-SNAPSHOT_DEPTH = {"spot": 5000, "usdm": 1000}
-USDM_SNAPSHOT_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_CONTRACT = re.compile(r"^[A-Z0-9]{2,30}_[A-Z0-9]{2,12}$")     # COIN-M: BTCUSD_PERP, BTCUSD_261225
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 
@@ -150,28 +147,24 @@ def resolve(values, where, base_dir):
     v = dict(values)
     market = v["market"]
     if market not in MARKETS:
-        raise ConfigError(f"market must be spot or usdm, not {market!r}")
-    symbols = [s.upper() for s in v["symbols"]]
+        raise ConfigError(f"market must be one of {', '.join(MARKETS)}, not {market!r}")
+    example = markets.EXAMPLE_SYMBOL[market]
+    symbols = [s.upper() for s in (markets.DEFAULT_SYMBOLS[market] if v["symbols"] is None else v["symbols"])]
     if not symbols:
-        raise ConfigError(f"symbols in {where['symbols']} is empty; name at least one symbol, e.g. BTCUSDT")
+        raise ConfigError(f"symbols in {where['symbols']} is empty; name at least one symbol, e.g. {example}")
     for s in symbols:
-        if not _SYMBOL.match(s):
-            raise ConfigError(f"symbol {s!r} in {where['symbols']} is not a Binance symbol name (e.g. BTCUSDT)")
+        if not (_CONTRACT if market == markets.COINM else _SYMBOL).match(s):
+            raise ConfigError(f"symbol {s!r} in {where['symbols']} is not a Binance symbol name on {market} "
+                              f"(e.g. {example})")
     if len(set(symbols)) != len(symbols):
         raise ConfigError(f"symbols in {where['symbols']} lists a symbol twice")
     v["symbols"] = symbols
     v["streams"] = check_streams(market, v["streams"] or DEFAULT_STREAMS[market], where["streams"])
     for key in ("ws_url", "rest_url"):
-        v[key] = (v[key] or MARKET_URLS[market][key]).rstrip("/")
+        v[key] = (v[key] or BASE_URLS[market][key]).rstrip("/")
     v["ws_public_url"] = (v["ws_public_url"] or v["ws_url"] + "/public").rstrip("/")
     v["ws_market_url"] = (v["ws_market_url"] or v["ws_url"] + "/market").rstrip("/")
-    depth = v["snapshot_depth"] or SNAPSHOT_DEPTH[market]
-    if market == "spot" and depth > 5000:
-        raise ConfigError(f"snapshot_depth in {where['snapshot_depth']} is at most 5000 on spot, not {depth}")
-    if market == "usdm" and depth not in USDM_SNAPSHOT_LIMITS:
-        raise ConfigError(f"snapshot_depth in {where['snapshot_depth']} must be one of "
-                          f"{', '.join(map(str, USDM_SNAPSHOT_LIMITS))} on usdm, not {depth}")
-    v["snapshot_depth"] = depth
+    v["snapshot_depth"] = check_snapshot_depth(market, v["snapshot_depth"], where["snapshot_depth"])
     if v["proxy"] and not re.match(r"^(https?|socks5h?)://", v["proxy"]):
         raise ConfigError(f"proxy in {where['proxy']} must start with http://, https://, socks5:// or socks5h://")
     if v["restart_max_delay"] < v["restart_min_delay"] or v["reconnect_max_delay"] < v["reconnect_min_delay"]:
@@ -185,6 +178,18 @@ def resolve(values, where, base_dir):
         v["ca_file"] = check_ca_file(os.path.abspath(os.path.join(base_dir, os.path.expanduser(v["ca_file"]))),
                                      where["ca_file"])
     return v
+
+
+def check_snapshot_depth(market, depth, where):
+    """The snapshot size: the market's default, or one Binance accepts."""
+    depth = depth or markets.SNAPSHOT_DEPTH[market]
+    limits, top = markets.SNAPSHOT_LIMITS[market], markets.SNAPSHOT_MAX[market]
+    if limits is None and depth > top:
+        raise ConfigError(f"snapshot_depth in {where} is at most {top} on {market}, not {depth}")
+    if limits is not None and depth not in limits:
+        raise ConfigError(f"snapshot_depth in {where} must be one of "
+                          f"{', '.join(map(str, limits))} on {market}, not {depth}")
+    return depth
 
 
 def check_archive_dir(v, base_dir, where):
@@ -230,9 +235,9 @@ def check_streams(market, streams, where):
     out, depth = [], []
     for s in streams:
         if s.startswith("kline_"):
-            if market == "usdm" and s == "kline_1s":
-                raise ConfigError(f"stream 'kline_1s' in {where}: USD-M futures has no 1 s klines; use kline_1m "
-                                  "or longer")
+            if markets.futures(market) and s == "kline_1s":
+                raise ConfigError(f"stream 'kline_1s' in {where}: {markets.title(market)} has no 1 s klines; "
+                                  "use kline_1m or longer")
             if s[6:] not in KLINE_INTERVALS:
                 raise ConfigError(f"stream {s!r} in {where} has an unknown kline interval; "
                                   f"use one of {', '.join(KLINE_INTERVALS)}")
@@ -241,8 +246,9 @@ def check_streams(market, streams, where):
                 raise ConfigError(f"stream {s!r} in {where} is not a {market} diff-depth stream; "
                                   f"use one of {', '.join(DEPTH_SPEEDS[market])}")
             depth.append(s)
-        elif s == "trade" and market == "usdm":
-            raise ConfigError(f"stream 'trade' in {where}: USD-M futures has no trade stream; record aggTrade")
+        elif s == "trade" and markets.futures(market):
+            raise ConfigError(f"stream 'trade' in {where}: {markets.title(market)} has no trade stream; "
+                              "record aggTrade")
         elif s not in ("aggTrade", "trade", "bookTicker"):
             close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m"], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -14,6 +14,8 @@ connection) and the ids of a new event, each rule answers with a verdict:
 The event is kept in every case but ``DUPLICATE``.
 """
 
+from .markets import futures
+
 DUPLICATE, CONTINUES, FIRST, LOST, BACKFILL = "duplicate", "continues", "first", "lost", "backfill"
 
 
@@ -30,9 +32,9 @@ def consecutive(last, state, ident, step, can_backfill):
 
 def linked(market, last, first, prev):
     """Does a depth event (first id ``U``, previous final id ``pu``) follow
-    the event whose final id was ``last``? USD-M names it in ``pu``; spot's
+    the event whose final id was ``last``? Futures name it in ``pu``; spot's
     ids run on, ``U`` being the last ``u`` + 1."""
-    return prev == last if market == "usdm" else first == (last or 0) + 1
+    return prev == last if futures(market) else first == (last or 0) + 1
 
 
 def chained(market, last, state, first, final, prev):

@@ -22,10 +22,16 @@ _AGG_USDM = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_
 _KLINE = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
           "taker_buy_volume", "taker_buy_quote_volume", "ignore", "first_trade_id", "last_trade_id",
           "event_time", "local_time_us", "backfilled"]
+# COIN-M klines: volume in contracts, column 8 the base asset volume (the
+# kline's q), column 11 the taker buy base asset volume (Q); PROTOCOL.md 5.2.
+_KLINE_COINM = [{"quote_volume": "base_volume", "taker_buy_quote_volume": "taker_buy_base_volume"}.get(c, c)
+                for c in _KLINE]
 
 SCHEMAS = {
     ("spot", "aggTrade"): _AGG_SPOT,
     ("usdm", "aggTrade"): _AGG_USDM,
+    ("coinm", "aggTrade"): _AGG_USDM,
+    ("coinm", "kline"): _KLINE_COINM,
     ("spot", "trade"): ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match",
                         "event_time", "local_time_us"],
     "kline": _KLINE,
@@ -176,7 +182,7 @@ class DayOf:
 
 _DECIMAL = {"price", "quantity", "qty", "quote_qty", "open", "high", "low", "close", "volume", "quote_volume",
             "taker_buy_volume", "taker_buy_quote_volume", "best_bid_price", "best_bid_qty", "best_ask_price",
-            "best_ask_qty"}
+            "best_ask_qty", "base_volume", "taker_buy_base_volume"}
 _BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
 TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore"}
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")

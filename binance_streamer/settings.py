@@ -7,13 +7,13 @@ row here; nothing else reads the YAML or the environment.
 
 from dataclasses import dataclass, replace
 
-MARKETS = ("spot", "usdm")
+from . import markets
+
+# The market facts settings and config check against (their home: markets.py).
+MARKETS, DEPTH_SPEEDS, DEFAULT_STREAMS = markets.MARKETS, markets.DEPTH_SPEEDS, markets.DEFAULT_STREAMS
+
 KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h",
                    "12h", "1d", "3d", "1w", "1M")
-DEPTH_SPEEDS = {"spot": ("depth", "depth@100ms"),
-                "usdm": ("depth", "depth@100ms", "depth@250ms", "depth@500ms")}
-DEFAULT_STREAMS = {"spot": ["aggTrade", "trade", "depth@100ms", "kline_1m", "bookTicker"],
-                   "usdm": ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]}
 
 
 @dataclass(frozen=True)
@@ -40,26 +40,29 @@ def _s(name, type_, default, help_, section, **kw):
 
 SETTINGS = [
     # -- what to record
-    _s("market", "choice", "spot", "Binance market: spot or usdm (USD-M futures)", "recording",
+    _s("market", "choice", "spot", "Binance market: spot, usdm (USD-M futures) or coinm (COIN-M futures)",
+       "recording",
        choices=MARKETS, flag=True),
-    _s("symbols", "list", ["BTCUSDT", "ETHUSDT"], "symbols to record, e.g. BTCUSDT,ETHUSDT", "recording",
-       flag=True, metavar="SYM,SYM"),
+    _s("symbols", "list", None, "symbols to record, e.g. BTCUSDT,ETHUSDT (default: BTCUSDT,ETHUSDT; "
+       "coinm BTCUSD_PERP,ETHUSD_PERP)", "recording", flag=True, metavar="SYM,SYM"),
     _s("streams", "list", None,
-       "streams per symbol: aggTrade, trade, depth or depth@100ms (usdm also depth@250ms, depth@500ms), "
+       "streams per symbol: aggTrade, trade, depth or depth@100ms (futures also depth@250ms, depth@500ms), "
        "kline_<interval>, bookTicker "
-       "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm the same without trade)",
+       "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm and coinm the same without trade)",
        "recording", flag=True, metavar="S,S"),
     _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),
     # -- where from
     _s("ws_url", "url", None,
-       "WebSocket base URL (default: wss://stream.binance.com:9443 for spot, wss://fstream.binance.com for usdm)",
+       "WebSocket base URL (default: wss://stream.binance.com:9443 for spot, wss://fstream.binance.com for usdm, "
+       "wss://dstream.binance.com for coinm)",
        "endpoints", flag=True, metavar="URL"),
     _s("ws_public_url", "url", None,
        "usdm: WebSocket root for depth and bookTicker (default: <ws_url>/public)", "endpoints", metavar="URL"),
     _s("ws_market_url", "url", None,
        "usdm: WebSocket root for aggTrade and klines (default: <ws_url>/market)", "endpoints", metavar="URL"),
     _s("rest_url", "url", None,
-       "REST base URL (default: https://api.binance.com for spot, https://fapi.binance.com for usdm)",
+       "REST base URL (default: https://api.binance.com for spot, https://fapi.binance.com for usdm, "
+       "https://dapi.binance.com for coinm)",
        "endpoints", flag=True, metavar="URL"),
     _s("proxy", "url", None,
        "proxy for WebSocket and REST: http://host:port, socks5://host:port or socks5h://host:port",
@@ -148,7 +151,7 @@ SETTINGS = [
     # -- order books
     _s("orderbook", "bool", True, "keep local order books and write snapshot and top-of-book files",
        "orderbook"),
-    _s("snapshot_depth", "int", None, "levels per side of REST snapshots (default: spot 5000, usdm 1000)",
+    _s("snapshot_depth", "int", None, "levels per side of REST snapshots (default: spot 5000, usdm and coinm 1000)",
        "orderbook", minimum=5),
     _s("orderbook_levels", "int", 20, "levels per side in the orderbook files", "orderbook", minimum=1),
     _s("orderbook_interval", "float", 1.0, "seconds between orderbook rows", "orderbook", minimum=0.05),

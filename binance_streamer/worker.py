@@ -28,6 +28,7 @@ from .binance.rest import RestClient
 from .connection import Connection
 from .continuity import BACKFILL, DUPLICATE, FIRST, LOST
 from .csvfiles import DayOf, row_time
+from .markets import futures
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
 from .sequence import gap_row
@@ -220,7 +221,7 @@ class Worker:
         spec = route.spec
         uid, lines = spec.parse(self.market, d, recv_us)
         first, final = d["U"], d["u"]
-        prev = d["pu"] if self.market == "usdm" else None
+        prev = d["pu"] if futures(self.market) else None
         verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)
         if verdict == DUPLICATE:
             self.counts["duplicates"] += 1

@@ -22,7 +22,7 @@ VISION_STREAMS = {"aggTrades": "aggTrade", "trades": "trade", "bookTicker": "boo
 _INTERVAL = re.compile(r"^\d+[smhdwM]$")
 _SUFFIX = re.compile(r"\.(csv\.gz|csv\.zst|csv|zip)$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_SYMBOL = re.compile(r"^[A-Z0-9]+$")
+_SYMBOL = re.compile(r"^[A-Z0-9]+(_[A-Z0-9]+)?$")      # BTCUSDT; COIN-M BTCUSD_PERP
 # Files written only when there is something to say: a clean recording has no gap ledger.
 ONLY_WHEN_NEEDED = {"gaps"}
 _LISTED = 12                  # names shown in a message before "... (N in all)"
@@ -159,7 +159,8 @@ def explain(data_dir, symbol, stream, market):
     here = _symbols(data_dir) | {p[0] for p in map(day_name, os.listdir(data_dir)) if p is not None}
     if here:
         return f"{want}: it has {listing(here)}{did_you_mean(symbol, here, _SYMBOL_CUTOFF)}"
-    return f"{want}: no recordings there (no {' or '.join(m + '/' for m in MARKETS)} folder, no day files)"
+    names = ", ".join(m + "/" for m in MARKETS[:-1]) + f" or {MARKETS[-1]}/"
+    return f"{want}: no recordings there (no {names} folder, no day files)"
 
 
 def _symbols(folder):

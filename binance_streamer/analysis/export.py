@@ -4,8 +4,10 @@ Tools written for Binance's public archives read the result unchanged:
 the archive's columns in its order, its file names and folder layout
 (``spot/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2026-11-25.csv``).
 Spot files have no header, ``True``/``False`` booleans and microsecond
-timestamps (Binance's spot archives since 2025-01-01); USD-M files have
-Binance's header line, ``true``/``false`` and milliseconds.
+timestamps (Binance's spot archives since 2025-01-01); USD-M files (under
+``futures/um``) and COIN-M files (``futures/cm``, klines with COIN-M's
+``base_volume`` and ``taker_buy_base_volume``) have Binance's header line,
+``true``/``false`` and milliseconds.
 
 With ``zipped``, the files are the archive's own form: under ``data/`` (where
 Binance's download scripts put them), each CSV alone in a ``.zip`` of the
@@ -20,6 +22,7 @@ import zipfile
 import pandas as pd
 
 from .. import csvfiles
+from ..markets import BOOLEANS, VISION_FOLDER
 from .catalog import VISION_STREAMS
 from .load import load_file
 
@@ -29,10 +32,13 @@ VISION_COLUMNS = {
     ("usdm", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
                            "transact_time", "is_buyer_maker"],
     ("spot", "trade"): ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"],
+    ("coinm", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+                            "transact_time", "is_buyer_maker"],
+    ("coinm", "kline"): ["open_time", "open", "high", "low", "close", "volume", "close_time", "base_volume",
+                         "count", "taker_buy_volume", "taker_buy_base_volume", "ignore"],
     "kline": ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
               "taker_buy_volume", "taker_buy_quote_volume", "ignore"],
 }
-_FOLDER = {"spot": "spot", "usdm": os.path.join("futures", "um")}
 _TIMES = {"transact_time", "time", "open_time", "close_time"}
 
 
@@ -46,7 +52,7 @@ def vision_name(stream):
 def vision_path(out_dir, market, symbol, stream, day):
     kind = csvfiles.stream_kind(stream)
     folder = "klines" if kind == "kline" else vision_name(stream)
-    parts = [out_dir, _FOLDER[market], "daily", folder, symbol]
+    parts = [out_dir, *VISION_FOLDER[market].split("/"), "daily", folder, symbol]
     if kind == "kline":
         parts.append(vision_name(stream))
     return os.path.join(*parts, f"{symbol}-{vision_name(stream)}-{day}.csv")
@@ -64,7 +70,7 @@ def export_file(path, market, stream, out_path):
     ident = csvfiles.columns(market, stream)[csvfiles.ID_COLUMN[kind]]
     df = df.sort_values(ident, kind="stable").drop_duplicates(ident)
     out = pd.DataFrame(index=df.index)
-    true, false = ("True", "False") if market == "spot" else ("true", "false")
+    false, true = BOOLEANS[market]
     for c in columns:
         values = df[c]
         if c in _TIMES and market == "spot":

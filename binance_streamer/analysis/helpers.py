@@ -12,15 +12,21 @@ def _trade_columns(trades):
     return trades["price"].astype("float64"), trades[qty].astype("float64")
 
 
-def ohlcv(trades, interval="1min"):
+def ohlcv(trades, interval="1min", contract_size=None):
     """Trades (aggTrade or trade frames from :func:`load`) -> bars.
 
     One row per interval (left-labelled, left-closed, like Binance's klines):
     open, high, low, close, volume, quote_volume, count (trades), and
     taker_buy_volume (trades whose buyer was the taker). Intervals without
-    a trade have NaN prices and zero volume."""
+    a trade have NaN prices and zero volume.
+
+    COIN-M quantities are contracts of ``contract_size`` USD each (its
+    exchangeInfo ``contractSize``: 100 for BTCUSD, 10 for most others): pass
+    it and the bars have ``base_volume`` (contracts x contract_size / price,
+    in the base asset, as COIN-M's klines) in place of quote_volume."""
     price, qty = _trade_columns(trades)
-    frame = pd.DataFrame({"price": price, "qty": qty, "quote": price * qty})
+    quote = price * qty if contract_size is None else qty * float(contract_size) / price
+    frame = pd.DataFrame({"price": price, "qty": qty, "quote": quote})
     if "is_buyer_maker" in trades.columns:
         frame["taker_buy"] = qty.where(~trades["is_buyer_maker"].astype(bool), 0.0)
     if "first_trade_id" in trades.columns:      # an aggTrade row stands for several trades
@@ -30,7 +36,7 @@ def ohlcv(trades, interval="1min"):
     bars = frame.resample(interval, label="left", closed="left")
     out = bars["price"].ohlc()
     out["volume"] = bars["qty"].sum()
-    out["quote_volume"] = bars["quote"].sum()
+    out["quote_volume" if contract_size is None else "base_volume"] = bars["quote"].sum()
     out["count"] = bars["n"].sum().astype("int64")
     if "taker_buy" in frame.columns:
         out["taker_buy_volume"] = bars["taker_buy"].sum()

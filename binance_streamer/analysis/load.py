@@ -160,7 +160,7 @@ def _schema(market, stream):
 
 
 def _stream_of(path):
-    m = re.match(r"^[A-Z0-9]+-(.+?)-\d{4}-\d{2}(-\d{2})?", file_stem(os.path.basename(path)) or "")
+    m = re.match(r"^[A-Z0-9_]+-(.+?)-\d{4}-\d{2}(-\d{2})?", file_stem(os.path.basename(path)) or "")
     if not m:
         raise LoadError(f"{path}: cannot tell the stream from the file name; pass stream=")
     return our_stream(m.group(1))

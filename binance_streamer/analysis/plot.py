@@ -1,7 +1,7 @@
 """``--plot``: one PNG of a symbol's day: price, messages per second per
 stream, and the gap ledger's holes shaded across both panels.
 
-It draws the streams that were recorded (USD-M has no trade stream; a
+It draws the streams that were recorded (futures have no trade stream; a
 config may leave out any stream) and raises :class:`~.catalog.NotRecorded`
 when the day has none of them."""
 

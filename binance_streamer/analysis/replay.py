@@ -2,7 +2,7 @@
 
 The same sequencing rules as the live order-book manager (book.py): a
 snapshot is taken up by the first diff that bridges it, diffs then chain by
-``U``/``u`` (spot) or ``pu`` (usdm), and a break discards the book until the
+``U``/``u`` (spot) or ``pu`` (usdm, coinm), and a break discards the book until the
 next snapshot that a later diff bridges. Prices and quantities stay the
 strings Binance sent; levels are ordered by their Decimal value.
 """

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import csvfiles
 from ..binance.parse import MALFORMED
+from ..markets import futures
 from ..streams import CHAINED, INCREASING, KINDS, file_stream, id_step, lookup
 from .load import LoadError, file_stem, load_file, open_source
 from .replay import read_snapshots, walk
@@ -314,14 +315,14 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
         pu = events["prev_final_update_id"]
         if len(final) and np.any(np.diff(final) <= 0):
             report.problems.append(Problem(fr.symbol, stream, fr.day, "depth events out of order or repeated"))
-        if market == "usdm":
+        if futures(market):
             link = pu.astype("Int64").to_numpy(dtype="float64", na_value=np.nan)
             broken = np.nonzero(link[1:] != final[:-1])[0]
         else:
             broken = np.nonzero(first[1:] != final[:-1] + 1)[0]
         holes = [(int(final[i]), int(first[i + 1])) for i in broken]
         if previous is not None and len(first):
-            linked = (link[0] == previous) if market == "usdm" else first[0] == previous + 1
+            linked = (link[0] == previous) if futures(market) else first[0] == previous + 1
             if not linked and first[0] > previous:
                 holes.insert(0, (previous, int(first[0])))
         ids = final

@@ -4,19 +4,33 @@ Shared by the recorder and the simulator, so both charge the same weights."""
 
 from ..streams import usdm_group
 
-REST_PREFIX = {"spot": "/api/v3", "usdm": "/fapi/v1"}
-DEFAULT_WEIGHT_LIMIT = {"spot": 6000, "usdm": 2400}
+# Production roots; the ws_url and rest_url settings override them.
+BASE_URLS = {
+    "spot": {"ws_url": "wss://stream.binance.com:9443", "rest_url": "https://api.binance.com"},
+    "usdm": {"ws_url": "wss://fstream.binance.com", "rest_url": "https://fapi.binance.com"},
+    "coinm": {"ws_url": "wss://dstream.binance.com", "rest_url": "https://dapi.binance.com"},
+}
+# Markets whose WebSocket streams are split over two roots (PROTOCOL.md 4.3:
+# USD-M's /public for depth and bookTicker, /market for the rest, since
+# 2026-04-23). COIN-M is served from one root, <ws_url>/stream: Binance
+# documents no split for dstream, and the real COIN-M capture
+# (cryptofeed BINANCE_DELIVERY) reads wss://dstream.binance.com/stream. Should
+# dstream split too, add "coinm" here; ws_url already overrides the root.
+SPLIT_WS = ("usdm",)
+REST_PREFIX = {"spot": "/api/v3", "usdm": "/fapi/v1", "coinm": "/dapi/v1"}
+DEFAULT_WEIGHT_LIMIT = {"spot": 6000, "usdm": 2400, "coinm": 2400}
 WEIGHTS = {
     "spot": {"ping": 1, "time": 1, "exchangeInfo": 20, "aggTrades": 4},
     "usdm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
+    "coinm": {"ping": 1, "time": 1, "exchangeInfo": 1, "aggTrades": 20},
 }
-# Connection attempts per IP: 300 per 5 minutes (spot; applied to USD-M too).
+# Connection attempts per IP: 300 per 5 minutes (spot; applied to futures too).
 CONNECT_ATTEMPTS, CONNECT_WINDOW = 300, 300.0
 # Binance allows 1024 streams per connection; fewer keeps URLs short and a
 # reconnect cheap: a worker opens more connections when it needs them.
 STREAMS_PER_CONNECTION = 200
 AGG_TRADES_PAGE = 1000
-KLINES_PAGE = {"spot": 1000, "usdm": 1500}
+KLINES_PAGE = {"spot": 1000, "usdm": 1500, "coinm": 1500}
 
 
 def depth_weight(market, limit):
@@ -28,7 +42,7 @@ def depth_weight(market, limit):
             if limit <= top:
                 return weight
         return 250
-    return {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}.get(limit)
+    return {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}.get(limit)     # usdm and coinm
 
 
 def klines_weight(market, limit):
@@ -42,14 +56,15 @@ def klines_weight(market, limit):
 
 
 def stream_group(market, stream):
-    """The connection group serving a stream: spot has one; USD-M serves each
-    stream on the root streams.KINDS names (``public`` or ``market``)."""
-    return "spot" if market == "spot" else usdm_group(stream)
+    """The connection group serving a stream: on spot and COIN-M the market
+    itself (one root); USD-M serves each stream on the root streams.KINDS
+    names (``public`` or ``market``)."""
+    return usdm_group(stream) if market in SPLIT_WS else market
 
 
 def connection_plan(cfg, symbols):
     """``[(group, url, [stream names])]``: the connections one worker opens."""
-    roots = {"spot": cfg.ws_url, "public": cfg.ws_public_url, "market": cfg.ws_market_url}
+    roots = {cfg.market: cfg.ws_url, "public": cfg.ws_public_url, "market": cfg.ws_market_url}
     groups = {}
     for symbol in symbols:
         for stream in cfg.streams:

@@ -14,7 +14,7 @@ malformed and drops it before it changes any state.
 
 from decimal import Decimal
 
-_BOOL = {"spot": ("False", "True"), "usdm": ("false", "true")}
+from ..markets import BOOLEANS as _BOOL
 MAX_NUMBER = 40          # characters of a price or quantity; Binance's have about 20
 
 
@@ -42,7 +42,7 @@ def uint(x):
 
 
 def sint(x):
-    """``x`` if it is an integer that fits 63 bits (USD-M's ``pu`` may be -1)."""
+    """``x`` if it is an integer that fits 63 bits (a futures ``pu`` may be -1)."""
     if x.__class__ is int and -(1 << 63) < x < 1 << 63:
         return x
     raise BadValue(f"not an integer: {str(x)[:MAX_NUMBER]!r}")

@@ -8,6 +8,7 @@ import requests
 
 from . import parse
 from .budgets import URGENT
+from .. import markets
 from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
 
 log = logging.getLogger(__name__)
@@ -189,12 +190,15 @@ def _error_code(resp):
 
 
 def trading_symbols(info, market):
-    """TRADING symbols of an exchangeInfo answer (USD-M: perpetual contracts)."""
+    """TRADING symbols of an exchangeInfo answer (markets.LISTED_CONTRACTS:
+    USD-M its perpetual contracts, COIN-M perpetual and quarterly ones; COIN-M
+    names the status ``contractStatus``)."""
+    status, kinds = markets.STATUS_KEY[market], markets.LISTED_CONTRACTS[market]
     out = []
     for s in info.get("symbols", []):
-        if s.get("status") != "TRADING":
+        if s.get(status) != "TRADING":
             continue
-        if market == "usdm" and s.get("contractType", "PERPETUAL") != "PERPETUAL":
+        if kinds is not None and s.get("contractType", "PERPETUAL") not in kinds:
             continue
         out.append(s)
     return out

@@ -8,6 +8,7 @@ import sys
 
 from aiohttp import web
 
+from ..markets import DEFAULT_SYMBOLS, MARKETS
 from .config import SimConfig
 from .faults import FAULTS, FaultError, parse_cli
 from .server import EXCHANGE, build_app, make_site, urls
@@ -15,6 +16,7 @@ from .server import EXCHANGE, build_app, make_site, urls
 EPILOG = """examples:
   python -m binance_streamer.simulator --port 8765 --market spot --symbols BTCUSDT,ETHUSDT --seed 1 --rate 50
   python -m binance_streamer.simulator --market usdm --fault drop_every=5 --fault malformed_every=2
+  python -m binance_streamer.simulator --market coinm --symbols BTCUSD_PERP,ETHUSD_PERP,BTCUSD_261225
   python -m binance_streamer.simulator --replay ../shared/realdata/cryptofeed/BINANCE.ws.1.0
   python -m binance_streamer.simulator --ca-dir run/sim    # then: binance-streamer ... --ca-file run/sim/simulator-ca.pem
 
@@ -31,8 +33,9 @@ def parser():
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port for WebSocket and REST (0: any free port)")
-    p.add_argument("--market", choices=("spot", "usdm"), default="spot", help="which Binance market to imitate")
-    p.add_argument("--symbols", default="BTCUSDT,ETHUSDT", help="comma-separated symbols to trade")
+    p.add_argument("--market", choices=MARKETS, default="spot", help="which Binance market to imitate")
+    p.add_argument("--symbols", help="comma-separated symbols to trade (default: BTCUSDT,ETHUSDT; "
+                                     "coinm BTCUSD_PERP,ETHUSD_PERP)")
     p.add_argument("--extra-symbols", default="", help="symbols listed in exchangeInfo with status BREAK")
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same market")
     p.add_argument("--rate", type=float, default=50.0,
@@ -40,9 +43,9 @@ def parser():
     p.add_argument("--lifetime", type=float, default=86_400.0, help="maximum connection lifetime, seconds")
     p.add_argument("--shutdown-notice", type=float, default=1.0,
                    help="seconds between serverShutdown and a planned close")
-    p.add_argument("--ping-interval", type=float, help="seconds between server pings (Binance: spot 20, usdm 180)")
-    p.add_argument("--pong-timeout", type=float, help="seconds to wait for a pong (Binance: spot 60, usdm 600)")
-    p.add_argument("--weight-limit", type=int, help="REST weight per minute (Binance: spot 6000, usdm 2400)")
+    p.add_argument("--ping-interval", type=float, help="seconds between server pings (Binance: spot 20, futures 180)")
+    p.add_argument("--pong-timeout", type=float, help="seconds to wait for a pong (Binance: spot 60, futures 600)")
+    p.add_argument("--weight-limit", type=int, help="REST weight per minute (Binance: spot 6000, usdm and coinm 2400)")
     p.add_argument("--journal", default="off", help="record sent frames: off, memory, or a file path")
     p.add_argument("--replay", help="serve a captured session (cryptofeed capture file) instead of a simulated market")
     p.add_argument("--replay-speed", type=float, default=1.0, help="replay pace: 1 original, 2 twice as fast, 0 at once")
@@ -72,7 +75,8 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s simulator %(name)s: %(message)s")
     try:
         faults = parse_cli(args.fault)
-        cfg = SimConfig(market=args.market, symbols=tuple(s for s in args.symbols.split(",") if s),
+        names = args.symbols or ",".join(DEFAULT_SYMBOLS[args.market])
+        cfg = SimConfig(market=args.market, symbols=tuple(s for s in names.split(",") if s),
                         extra_symbols=tuple(s for s in args.extra_symbols.split(",") if s),
                         seed=args.seed, rate=args.rate, host=args.host, port=args.port,
                         lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,

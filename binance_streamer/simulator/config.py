@@ -8,6 +8,8 @@ MARKET_DEFAULTS = {
              "weight_limit": 6000},
     "usdm": {"ping_interval": 180.0, "pong_timeout": 600.0, "incoming_limit": 10,
              "weight_limit": 2400},
+    "coinm": {"ping_interval": 180.0, "pong_timeout": 600.0, "incoming_limit": 10,
+              "weight_limit": 2400},
 }
 
 
@@ -49,7 +51,7 @@ class SimConfig:
     def resolved(self):
         """A copy with the market's defaults filled in and values checked."""
         if self.market not in MARKET_DEFAULTS:
-            raise ValueError(f"market must be spot or usdm, not {self.market!r}")
+            raise ValueError(f"market must be one of {', '.join(MARKET_DEFAULTS)}, not {self.market!r}")
         if self.rate <= 0:
             raise ValueError("rate must be positive")
         defaults = MARKET_DEFAULTS[self.market]

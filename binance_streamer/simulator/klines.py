@@ -47,8 +47,9 @@ class Candle:
 class CandleSeries:
     """Per-second candles of one symbol, oldest first."""
 
-    def __init__(self, start_price=0, keep_seconds=2 * 86_400):
+    def __init__(self, start_price=0, keep_seconds=2 * 86_400, value=None):
         self.seconds = []      # second numbers (ms // 1000), ascending
+        self.value = value     # (tick, lots) -> a trade's quote amount; None: lots * tick
         self.candles = []
         self.keep = keep_seconds
         self.start_price = start_price
@@ -66,12 +67,13 @@ class CandleSeries:
             c.low = min(c.low, tick)
         c.close = tick
         c.last_id = last_id
+        worth = lots * tick if self.value is None else self.value(tick, lots)
         c.volume += lots
-        c.quote += lots * tick
+        c.quote += worth
         c.count += last_id - first_id + 1
         if taker_buys:
             c.taker_volume += lots
-            c.taker_quote += lots * tick
+            c.taker_quote += worth
 
     def roll(self, now_ms):
         excess = len(self.seconds) - self.keep

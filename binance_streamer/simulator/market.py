@@ -10,16 +10,23 @@ Prices and quantities are integers (ticks and lots) inside, formatted to
 Binance's strings on the way out, so every figure is exact:
 
 * spot sends 8 decimals for prices and quantities (``"0.35130000"``),
-* USD-M sends the symbol's own precision (``"7.6110"``).
+* USD-M sends the symbol's own precision (``"7.6110"``),
+* COIN-M too, with quantities in whole contracts (``"24"``) and the kline's
+  ``q``/``Q`` in the base asset (contracts x contractSize / price, 8 decimals);
+  its payloads carry ``ps`` (the pair) where Binance's dstream does and no
+  ``st``/``nq`` (as the real capture BINANCE_DELIVERY shows).
 
 Ids follow Binance: aggregate trade ids ``a`` are consecutive and each covers
 trade ids ``f..l``; every book change takes the next update id (USD-M skips
-ids now and then, as its hidden updates do, so only ``pu`` chains); a
+ids now and then, as its hidden updates do, so only ``pu`` chains; COIN-M
+the same); a
 bookTicker carries the update id of the change that moved the top.
 """
 
 import bisect
 from collections import deque
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 import heapq
 import random
 
@@ -27,12 +34,22 @@ import orjson
 
 from .klines import CandleSeries, interval_ms
 from .specs import symbol_spec
+from ..markets import COINM, USDM, futures
 
 DEPTH_SPEEDS = {"spot": {"depth": 1000, "depth@100ms": 100},
-                "usdm": {"depth": 250, "depth@100ms": 100, "depth@500ms": 500}}
+                "usdm": {"depth": 250, "depth@100ms": 100, "depth@500ms": 500},
+                "coinm": {"depth": 250, "depth@100ms": 100, "depth@500ms": 500}}
 PARTIAL_SPEEDS = {"spot": {"": 1000, "@100ms": 100},
-                  "usdm": {"": 250, "@100ms": 100, "@500ms": 500}}
-KLINE_PUSH_MS = {"spot": 2000, "usdm": 250}
+                  "usdm": {"": 250, "@100ms": 100, "@500ms": 500},
+                  "coinm": {"": 250, "@100ms": 100, "@500ms": 500}}
+KLINE_PUSH_MS = {"spot": 2000, "usdm": 250, "coinm": 250}
+_BASE_PLACES = Decimal("0.00000001")
+
+
+def base_amount(value):
+    """A COIN-M base-asset amount (a Fraction) as dapi writes it: 8 decimals."""
+    return str((Decimal(value.numerator) / Decimal(value.denominator)).quantize(_BASE_PLACES, ROUND_HALF_EVEN)) \
+        if value else "0"
 
 
 class Formatter:
@@ -84,7 +101,12 @@ class SymbolMarket:
         self.agg_trades = []                     # REST history, trimmed in blocks
         self.agg_trade_base = self.agg_id + 1     # id of agg_trades[0]
         self.trade_history = trade_history
-        self.candles = CandleSeries(self.spec.start_ticks)
+        if market == COINM:     # kline q and Q: the base asset, contracts x size / price
+            self.fmt_quote = base_amount
+            worth = Fraction(int(self.spec.contract_size) * 10 ** self.spec.price_decimals)
+            self.candles = CandleSeries(self.spec.start_ticks, value=lambda tick, lots: worth * lots / tick)
+        else:
+            self.candles = CandleSeries(self.spec.start_ticks)
         self._last_top = None
         self._depth_pending = {k: ({}, {}) for k in DEPTH_SPEEDS[market]}
         self._depth_first = {k: None for k in DEPTH_SPEEDS[market]}
@@ -269,6 +291,9 @@ class SymbolMarket:
                     "p": self.fmt_price(tick), "q": self.fmt_qty(lots),
                     "f": f, "l": l, "T": t, "m": m, "M": True}
         q = self.fmt_qty(lots)
+        if self.market == COINM:
+            return {"e": "aggTrade", "E": t, "a": a, "s": self.symbol, "p": self.fmt_price(tick), "q": q,
+                    "f": f, "l": l, "T": t, "m": m}
         return {"e": "aggTrade", "E": t, "s": self.symbol, "a": a,
                 "p": self.fmt_price(tick), "q": q, "nq": q,
                 "f": f, "l": l, "T": t, "m": m, "st": 1}
@@ -278,6 +303,8 @@ class SymbolMarket:
         q = self.fmt_qty(lots)
         if self.market == "spot":
             return {"a": a, "p": self.fmt_price(tick), "q": q, "f": f, "l": l, "T": t, "m": m, "M": True}
+        if self.market == COINM:
+            return {"a": a, "p": self.fmt_price(tick), "q": q, "f": f, "l": l, "T": t, "m": m}
         return {"a": a, "p": self.fmt_price(tick), "q": q, "nq": q, "f": f, "l": l, "T": t, "m": m}
 
     def _book_ticker(self, out, active):
@@ -292,6 +319,9 @@ class SymbolMarket:
         if self.market == "spot":
             msg = {"u": self.update_id, "s": self.symbol, "b": fp(bb), "B": fq(top[1]),
                    "a": fp(ba), "A": fq(top[3])}
+        elif self.market == COINM:
+            msg = {"u": self.update_id, "e": "bookTicker", "s": self.symbol, "ps": self.spec.base + "USD",
+                   "b": fp(bb), "B": fq(top[1]), "a": fp(ba), "A": fq(top[3]), "T": self.now_ms, "E": self.now_ms}
         else:
             msg = {"e": "bookTicker", "u": self.update_id, "E": self.now_ms, "T": self.now_ms,
                    "s": self.symbol, "ps": self.symbol, "b": fp(bb), "B": fq(top[1]),
@@ -309,14 +339,17 @@ class SymbolMarket:
         if first is None:
             return
         msg = {"e": "depthUpdate", "E": tick_ms}
-        if self.market == "usdm":
+        if futures(self.market):
             msg["T"] = self.now_ms
-        msg.update({"s": self.symbol, "U": first, "u": self.update_id})
-        if self.market == "usdm":
+        msg["s"] = self.symbol
+        if self.market == COINM:
+            msg["ps"] = self.spec.base + "USD"
+        msg.update({"U": first, "u": self.update_id})
+        if futures(self.market):
             msg["pu"] = self._depth_prev_u[key]
         msg["b"] = self._levels(pending_bids, True)
         msg["a"] = self._levels(pending_asks, False)
-        if self.market == "usdm":
+        if self.market == USDM:
             msg["ps"] = self.symbol
             msg["st"] = 1
         self._depth_prev_u[key] = self.update_id
@@ -344,6 +377,9 @@ class SymbolMarket:
                    "U": prev + 1 if prev < self.update_id else self.update_id,
                    "u": self.update_id, "pu": prev, "b": bids, "a": asks,
                    "ps": self.symbol, "st": 1}
+            if self.market == COINM:
+                msg["ps"] = self.spec.base + "USD"
+                del msg["st"]
             self._partial_prev_u[key] = self.update_id
         out.append((key, orjson.dumps(msg)))
 
@@ -353,7 +389,7 @@ class SymbolMarket:
             span = interval_ms(interval)
         except ValueError:
             return
-        if self.market == "usdm" and interval == "1s":
+        if futures(self.market) and interval == "1s":
             return
         open_ms = now_ms // span * span
         last_open = self._kline_last.get(key)

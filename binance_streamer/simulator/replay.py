@@ -14,7 +14,15 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 
 from ..book import APPLIED, GAP, DepthSync
+from ..markets import COINM, SPOT, USDM, futures
 from .klines import interval_ms
+
+
+def market_of(host):
+    """The market a captured WebSocket host served: fstream USD-M, dstream COIN-M."""
+    if host.startswith("dstream"):
+        return COINM
+    return USDM if host.startswith("fstream") else SPOT
 
 
 def capture_files(path):
@@ -163,7 +171,7 @@ class Loops:
 
     def _bridge_top(self, d1):
         """The update id the bridging diff ends at, before shifting."""
-        return d1["pu"] if self.market == "usdm" else d1["U"] - 1
+        return d1["pu"] if futures(self.market) else d1["U"] - 1
 
     def shifted(self, k, stream, payload):
         """Pass ``k``'s payload of a frame, or None when it is left out."""
@@ -202,7 +210,7 @@ class Loops:
             book = books[sym]
             top = self._bridge_top(d1) + k * self.spans[sym]["u"]
             d = {"e": "depthUpdate", "E": d1["E"] + k * self.spans[sym]["ms"] - 1, "s": sym, "U": book.update_id + 1, "u": top}
-            if self.market == "usdm":
+            if futures(self.market):
                 d["T"] = d["E"]
                 d["pu"] = book.update_id
             now_bids, now_asks = book.top(len(book.bids) + len(book.asks))
@@ -232,7 +240,7 @@ class Replay:
         if seconds is not None:           # only the capture's first ``seconds``
             frames = [f for f in frames if f[0] - frames[0][0] <= seconds]
         host = urlparse(urls[0]).hostname if urls else ""
-        self.market = "usdm" if host.startswith(("fstream", "dstream")) else "spot"
+        self.market = market_of(host)
         self.speed = speed
         self.origin = frames[0][0]
         self.frames = []

@@ -1,8 +1,9 @@
 """REST endpoints: Binance's public market data (``/api/v3`` on spot,
-``/fapi/v1`` on USD-M) with request weights, 429/418 and Binance-shaped
+``/fapi/v1`` on USD-M, ``/dapi/v1`` on COIN-M) with request weights, 429/418 and Binance-shaped
 errors; and the simulator's own ``/sim/*`` control endpoints (no weight)."""
 
 import asyncio
+import calendar
 import time
 
 import orjson
@@ -13,7 +14,8 @@ from .ws import cut
 from .klines import INTERVALS
 from .mutate import garbage
 from .replay import Replay
-from ..binance.endpoints import WEIGHTS, depth_weight, klines_weight
+from ..binance.endpoints import KLINES_PAGE, REST_PREFIX, WEIGHTS, depth_weight, klines_weight
+from ..markets import COINM, SNAPSHOT_MAX, futures
 from .specs import symbol_spec
 
 
@@ -45,7 +47,7 @@ class Rest:
         self.weights = WEIGHTS[self.market]
 
     def routes(self):
-        prefix = "/api/v3" if self.market == "spot" else "/fapi/v1"
+        prefix = REST_PREFIX[self.market]
         api = [("ping", self.ping), ("time", self.time), ("exchangeInfo", self.exchange_info),
                ("depth", self.depth), ("aggTrades", self.agg_trades), ("klines", self.klines)]
         out = [web.get(f"{prefix}/{name}", self._endpoint(name, fn)) for name, fn in api]
@@ -132,7 +134,7 @@ class Rest:
 
     async def depth(self, q):
         source = self._symbol(q)
-        limit = min(_int_param(q, "limit", 100 if self.market == "spot" else 500), 5000)
+        limit = min(_int_param(q, "limit", 100 if self.market == "spot" else 500), SNAPSHOT_MAX[self.market])
         faults = self.ex.faults
         if faults.depth_fail:
             faults.depth_fail -= 1
@@ -144,6 +146,9 @@ class Rest:
         if self.market == "spot":
             return {"lastUpdateId": last_id, "bids": bids, "asks": asks}
         now = int(time.time() * 1000)
+        if self.market == COINM:        # as dapi answers: the symbol and its pair too
+            return {"lastUpdateId": last_id, "E": now, "T": now, "symbol": source.symbol,
+                    "pair": source.symbol.partition("_")[0], "bids": bids, "asks": asks}
         return {"lastUpdateId": last_id, "E": now, "T": now, "bids": bids, "asks": asks}
 
     async def agg_trades(self, q):
@@ -153,7 +158,7 @@ class Rest:
             raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
         from_id = _int_param(q, "fromId")
         start, end = _int_param(q, "startTime"), _int_param(q, "endTime")
-        if self.market == "usdm" and start is not None and end is not None and end - start >= 3_600_000:
+        if futures(self.market) and start is not None and end is not None and end - start >= 3_600_000:
             raise ApiError(-1127, "More than 1 hours between startTime and endTime.")
         return source.agg_trades_rest(from_id, start, end, limit)
 
@@ -162,10 +167,10 @@ class Rest:
         interval = q.get("interval")
         if not interval:
             raise ApiError(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
-        if interval not in INTERVALS or (self.market == "usdm" and interval == "1s"):
+        if interval not in INTERVALS or (futures(self.market) and interval == "1s"):
             raise ApiError(-1120, "Invalid interval.")
         limit = _int_param(q, "limit", 500)
-        if not 1 <= limit <= (1000 if self.market == "spot" else 1500):
+        if not 1 <= limit <= KLINES_PAGE[self.market]:
             raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
         return source.klines(interval, _int_param(q, "startTime"), _int_param(q, "endTime"), limit,
                              int(time.time() * 1000))
@@ -236,6 +241,9 @@ def exchange_info(ex, now_ms):
         sors = [{"baseAsset": b, "symbols": syms} for b, syms in by_base.items() if len(syms) > 1]
         return {"timezone": "UTC", "serverTime": now_ms, "rateLimits": limits, "exchangeFilters": [],
                 "symbols": [_spot_symbol(s, status) for s, status in listed], "sors": sors}
+    if market == COINM:
+        return {"exchangeFilters": [], "rateLimits": limits, "serverTime": now_ms,
+                "symbols": [_coinm_symbol(s, status) for s, status in listed], "timezone": "UTC"}
     return {"exchangeFilters": [], "rateLimits": limits, "serverTime": now_ms,
             "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
             "symbols": [_usdm_symbol(s, status) for s, status in listed], "timezone": "UTC"}
@@ -274,3 +282,27 @@ def _usdm_symbol(symbol, status):
             "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
             "filters": _filters(spec), "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC"],
             "liquidationFee": "0.012500", "marketTakeBound": "0.05"}
+
+
+# COIN-M's contract types by the name's suffix, and its quarterly delivery time (08:00 UTC).
+def _coinm_contract(symbol):
+    pair, _, suffix = symbol.partition("_")
+    if suffix == "PERP" or not suffix.isdigit():
+        return pair, "PERPETUAL", 4133404800000
+    delivery = calendar.timegm(time.strptime("20" + suffix + " 08", "%Y%m%d %H")) * 1000
+    return pair, "CURRENT_QUARTER" if delivery - time.time() * 1000 < 92 * 86_400_000 else "NEXT_QUARTER", delivery
+
+
+def _coinm_symbol(symbol, status):
+    """A dapi exchangeInfo row: COIN-M names the status ``contractStatus`` and
+    has ``contractSize`` (USD per contract) where USD-M has none."""
+    spec = symbol_spec(symbol)
+    pair, contract_type, delivery = _coinm_contract(symbol)
+    return {"symbol": symbol, "pair": pair, "contractType": contract_type, "deliveryDate": delivery,
+            "onboardDate": 1597042800000, "contractStatus": status, "contractSize": spec.contract_size,
+            "marginAsset": spec.base, "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+            "baseAsset": spec.base, "quoteAsset": spec.quote, "pricePrecision": spec.price_decimals,
+            "quantityPrecision": 0, "baseAssetPrecision": 8, "quotePrecision": 8, "equalQtyPrecision": 4,
+            "maxMoveOrderLimit": 10000, "triggerProtect": "0.0500", "underlyingType": "COIN",
+            "underlyingSubType": [], "filters": _filters(spec), "orderTypes": ["LIMIT", "MARKET"],
+            "timeInForce": ["GTC"], "liquidationFee": "0.010000", "marketTakeBound": "0.05"}

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from . import ws
+from ..binance.endpoints import SPLIT_WS
 from .config import SimConfig
 from .exchange import Exchange
 from .replay import load_replay
@@ -69,9 +70,9 @@ def ws_root(cfg, port):
 def urls(cfg, port):
     """``(rest url, {root: ws url})`` of a simulator listening on ``port``."""
     rest, base = f"http{'s' if cfg.tls else ''}://{cfg.host}:{port}", ws_root(cfg, port)
-    if cfg.market == "usdm":
+    if cfg.market in SPLIT_WS:
         return rest, {"public": base + "/public", "market": base + "/market"}
-    return rest, {"spot": base}
+    return rest, {cfg.market: base}
 
 
 class Simulator:
@@ -148,7 +149,7 @@ class Simulator:
     @property
     def ws_url(self):
         """WebSocket base; on USD-M the ``/public`` root (see :attr:`ws_urls`)."""
-        return self.ws_urls["public" if self.cfg.market == "usdm" else "spot"]
+        return self.ws_urls["public" if self.cfg.market in SPLIT_WS else self.cfg.market]
 
     @property
     def ws_base(self):

@@ -16,6 +16,7 @@ class SymbolSpec:
     start_ticks: int
     mean_lots: int
     trade_share: float = 0.15
+    contract_size: str = None    # COIN-M: USD per contract (quantities are contracts)
 
     @property
     def tick_size(self):
@@ -41,6 +42,26 @@ _KNOWN = {
 }
 
 
+# COIN-M pairs: (price decimals, start ticks, mean contracts per level, USD per contract).
+_COINM = {
+    "BTCUSD": (1, 900_000, 300, "100"),
+    "ETHUSD": (2, 300_000, 2_000, "10"),
+    "BNBUSD": (3, 600_000, 500, "10"),
+}
+
+
+def coinm_spec(symbol):
+    """A COIN-M contract (``BTCUSD_PERP``, ``BTCUSD_261225``): integer
+    contracts of ``contract_size`` USD on the pair's price."""
+    pair = symbol.partition("_")[0]
+    if pair in _COINM:
+        pd, start, lots, size = _COINM[pair]
+    else:
+        h = zlib.crc32(pair.encode())
+        pd, start, lots, size = 3, 10_000 + h % 90_000, 200 + h % 2_000, "10"
+    return SymbolSpec(symbol, pair[:-3], pair[-3:], pd, 0, start, lots, contract_size=size)
+
+
 def split_symbol(symbol):
     for quote in QUOTES:
         if symbol.endswith(quote) and len(symbol) > len(quote):
@@ -50,6 +71,8 @@ def split_symbol(symbol):
 
 def symbol_spec(symbol):
     """The spec of a known symbol, or a stable made-up one for any other name."""
+    if "_" in symbol:
+        return coinm_spec(symbol)
     base, quote = split_symbol(symbol)
     if symbol in _KNOWN:
         pd, qd, start, lots = _KNOWN[symbol]

@@ -2,7 +2,8 @@
 SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY.
 
 On USD-M the same paths live under ``/public`` and ``/market``; the legacy
-root paths were retired by Binance in 2026 and answer 404 here too."""
+root paths were retired by Binance in 2026 and answer 404 here too. COIN-M
+serves them at the root, as dstream does (binance/endpoints.py SPLIT_WS)."""
 
 import asyncio
 import logging
@@ -12,6 +13,7 @@ import time
 import orjson
 from aiohttp import WSMsgType, web
 
+from ..binance.endpoints import SPLIT_WS
 from .exchange import STREAM_NAME
 
 log = logging.getLogger(__name__)
@@ -22,10 +24,10 @@ METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GE
 
 def routes(exchange):
     handler = _Handler(exchange)
-    if exchange.cfg.market == "usdm" and exchange.replay is None:
+    if exchange.cfg.market in SPLIT_WS and exchange.replay is None:
         prefixes = ["/public", "/market"]
     else:
-        prefixes = [""] if exchange.cfg.market == "spot" else ["", "/public", "/market"]
+        prefixes = [""] if exchange.cfg.market not in SPLIT_WS else ["", "/public", "/market"]
     out = []
     for prefix in prefixes:
         out += [web.get(prefix + "/ws", handler.raw), web.get(prefix + "/ws/{streams:.*}", handler.raw),
@@ -60,7 +62,7 @@ class _Handler:
                 status=400)
         ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 16)
         await ws.prepare(request)
-        category = request.path.split("/")[1] if ex.cfg.market == "usdm" else None
+        category = request.path.split("/")[1] if ex.cfg.market in SPLIT_WS else None
         if category not in ("public", "market"):
             category = None
         conn = ex.open_conn(ws, str(request.rel_url), category, combined, now)

@@ -122,6 +122,18 @@ def test_list_symbols_prints_exactly_the_usdt_symbols(simulator, tmp_path):
     assert out.split() == ["BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT"]
 
 
+def test_list_symbols_on_coinm_prints_its_trading_perpetual_and_dated_contracts(simulator, tmp_path):
+    sim = simulator(market="coinm", symbols=("BTCUSD_PERP", "ETHUSD_PERP", "BTCUSD_261225"),
+                    extra_symbols=("XRPUSD_PERP",), rate=5)
+    config = config_for(tmp_path, sim, market=None, symbols=["BTCUSD_PERP"])
+    code, out, err = run(tmp_path, "--config", config, "--list-symbols", "--market", "coinm")
+    assert code == 0 and out == "BTCUSD_261225\nBTCUSD_PERP\nETHUSD_PERP\n", err
+    code, out, _ = run(tmp_path, "--config", config, "--list-symbols", "--market", "coinm", "--quote", "USD")
+    assert code == 0 and out.split() == ["BTCUSD_261225", "BTCUSD_PERP", "ETHUSD_PERP"]
+    code, out, err = run(tmp_path, "--config", config, "--list-symbols", "--market", "usdm")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "BTCUSD_PERP" in err, err
+
+
 def test_a_certificate_nobody_trusts_is_one_line_that_names_ca_file(simulator, tmp_path):
     sim = simulator(symbols=("BTCUSDT",), rate=5)
     config = config_for(tmp_path, sim, ca_file=None)

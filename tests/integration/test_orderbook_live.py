@@ -19,14 +19,18 @@ def _levels(row, side, n):
     return [[row[f"{side}_price_{i}"], row[f"{side}_qty_{i}"]] for i in range(1, n + 1) if row[f"{side}_price_{i}"]]
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
+SYMBOLS = {"spot": ("BTCUSDT", "ETHUSDT"), "usdm": ("BTCUSDT", "ETHUSDT"), "coinm": ("BTCUSD_PERP", "ETHUSD_PERP")}
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm", "coinm"])
 def test_every_orderbook_row_equals_the_true_book(simulator, tmp_path, market):
-    sim = simulator(market=market, symbols=("BTCUSDT", "ETHUSDT"), seed=21, rate=300)
-    rec = Recorder(tmp_path, sim, ["BTCUSDT", "ETHUSDT"], orderbook_interval=0.25,
+    symbols = SYMBOLS[market]
+    sim = simulator(market=market, symbols=symbols, seed=21, rate=300)
+    rec = Recorder(tmp_path, sim, list(symbols), orderbook_interval=0.25,
                    streams=["aggTrade", "depth@100ms", "bookTicker"]).start()
     try:
-        rec.wait_status(_all_synced(["BTCUSDT", "ETHUSDT"]), 30, "books in sync")
-        wait_for(lambda: len([r for r in rec.rows("ETHUSDT", "orderbook") if r["in_sync"] == "true"]) >= 12,
+        rec.wait_status(_all_synced(list(symbols)), 30, "books in sync")
+        wait_for(lambda: len([r for r in rec.rows(symbols[1], "orderbook") if r["in_sync"] == "true"]) >= 12,
                  30, "orderbook rows")
         status = rec.status()
     finally:
@@ -34,14 +38,14 @@ def test_every_orderbook_row_equals_the_true_book(simulator, tmp_path, market):
     books = status["children"]["orderbook"]
     assert books["ticker_compared"] > 0 and books["ticker_mismatches"] == 0 and books["resyncs"] == 0
     checked = 0
-    for symbol in ("BTCUSDT", "ETHUSDT"):
+    for symbol in symbols:
         for row in [r for r in rec.rows(symbol, "orderbook") if r["in_sync"] == "true"]:
             uid, bids, asks = sim.true_book(symbol, int(row["update_id"]))
             assert _levels(row, "bid", 20) == bids[:20], (symbol, row["update_id"])
             assert _levels(row, "ask", 20) == asks[:20], (symbol, row["update_id"])
             checked += 1
     assert checked >= 20
-    snap = rec.rows("BTCUSDT", "depthSnapshot")
+    snap = rec.rows(symbols[0], "depthSnapshot")
     first = snap[0]["last_update_id"]
     sides = [r["side"] for r in snap if r["last_update_id"] == first]
     depth = 5000 if market == "spot" else 1000

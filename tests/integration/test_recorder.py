@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(150)
 
 SPOT_STREAMS = ["aggTrade", "trade", "depth@100ms", "kline_1s", "bookTicker"]
 USDM_STREAMS = ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]
+SYMBOLS = {"spot": ("BTCUSDT", "ETHUSDT"), "usdm": ("BTCUSDT", "ETHUSDT"), "coinm": ("BTCUSD_PERP", "ETHUSD_PERP")}
 
 
 def _rows_written(status):
@@ -49,21 +50,22 @@ def _gaps(rec, symbol):
     return rec.rows(symbol, "gaps")
 
 
-@pytest.mark.parametrize("market,tls", [("spot", True), ("usdm", True), ("spot", False)],
-                         ids=["spot", "usdm", "spot-plain-ws"])
+@pytest.mark.parametrize("market,tls", [("spot", True), ("usdm", True), ("coinm", True), ("spot", False)],
+                         ids=["spot", "usdm", "coinm", "spot-plain-ws"])
 def test_sigterm_mid_stream_every_message_on_disk_exactly_once(simulator, tmp_path, market, tls):
-    sim = simulator(market=market, symbols=("BTCUSDT", "ETHUSDT"), seed=11, rate=200, tls=tls)
+    symbols = SYMBOLS[market]
+    sim = simulator(market=market, symbols=symbols, seed=11, rate=200, tls=tls)
     streams = SPOT_STREAMS if market == "spot" else USDM_STREAMS
-    rec = Recorder(tmp_path, sim, ["BTCUSDT", "ETHUSDT"], streams=streams).start()
+    rec = Recorder(tmp_path, sim, list(symbols), streams=streams).start()
     try:
-        _record(rec, 4000, streams=[f"{s}/{k}" for s in ("BTCUSDT", "ETHUSDT") for k in streams
+        _record(rec, 4000, streams=[f"{s}/{k}" for s in symbols for k in streams
                                     if k != "kline_1m" and not k.startswith("depth")])
     finally:
         code = rec.stop(signal.SIGTERM)
     assert code == 0, rec.log_tail()
-    expected = [f"{s}@{k}" for s in ("btcusdt", "ethusdt") for k in streams if not k.startswith("kline_1m")]
-    _assert_exact(compare(sim, rec, {"BTCUSDT", "ETHUSDT"}), expected)
-    assert rec.rows("BTCUSDT", "gaps") == [] and rec.rows("ETHUSDT", "gaps") == []
+    expected = [f"{s.lower()}@{k}" for s in symbols for k in streams if not k.startswith("kline_1m")]
+    _assert_exact(compare(sim, rec, set(symbols)), expected)
+    assert rec.rows(symbols[0], "gaps") == [] and rec.rows(symbols[1], "gaps") == []
     assert rec.status()["state"] == "STOPPED"
 
 

@@ -8,8 +8,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from binance_streamer.binance.endpoints import REST_PREFIX
 from binance_streamer.book import APPLIED, DepthSync
-from tests.support import REALDATA, WsReader, http, need
+from tests.support import REALDATA, Recorder, WsReader, http, need, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -18,7 +19,12 @@ CAPTURES = {
     "usdm": "cryptofeed/BINANCE_FUTURES.ws.1.0",
     "spot-combined": "cryptofeed/BINANCE-b38f7c.0",
     "usdm-combined": "cryptofeed/BINANCE_FUTURES-1125a2.0",
+    "coinm": "cryptofeed/BINANCE_DELIVERY.ws.1.0",      # dstream, with BINANCE_DELIVERY.http.0.0
 }
+
+
+def _market(name):
+    return name.split("-")[0]
 
 
 def read_capture(path):
@@ -46,20 +52,20 @@ def test_replay_sends_exactly_the_captured_frames_in_order(simulator, name):
     path = need(os.path.join(REALDATA, CAPTURES[name]))
     url, expected = read_capture(path)
     sim = simulator(replay=path, replay_speed=0)
-    assert sim.cfg.market == ("usdm" if name.startswith("usdm") else "spot")
+    assert sim.cfg.market == _market(name)
     r = _connect(sim, url)
     r.wait(lambda r: len(r.frames) >= len(expected), 60, f"{len(expected)} frames")
     r.close()
     assert r.texts() == expected
 
 
-@pytest.mark.parametrize("name", ["spot", "usdm", "spot-combined", "usdm-combined"])
+@pytest.mark.parametrize("name", ["spot", "usdm", "spot-combined", "usdm-combined", "coinm"])
 def test_book_synced_through_simulator_matches_replayed_book_tickers(simulator, name):
     path = need(os.path.join(REALDATA, CAPTURES[name]))
     url, expected = read_capture(path)
-    market = "usdm" if name.startswith("usdm") else "spot"
+    market = _market(name)
     sim = simulator(replay=path, replay_speed=15)
-    prefix = "/api/v3" if market == "spot" else "/fapi/v1"
+    prefix = REST_PREFIX[market]
     r = _connect(sim, url)
     snapshots = {}          # symbol -> (frames seen when fetched, snapshot)
 
@@ -107,3 +113,39 @@ def test_book_synced_through_simulator_matches_replayed_book_tickers(simulator, 
     with_tickers = {s for s, _ in tickers}
     assert sum(compared.values()) > 0
     assert all(compared[s] > 0 for s in with_tickers if s in compared and syncs[s].synced), compared
+
+
+def _books(status):
+    return status.get("children", {}).get("orderbook", {})
+
+
+def test_coinm_capture_through_the_recorder_keeps_books_equal_to_every_book_ticker(simulator, tmp_path):
+    """The real COIN-M capture (dstream, 10 perpetual and dated contracts)
+    replayed at twice its pace as coinm, recorded with the defaults: every
+    book syncs from the simulator's dapi depth and equals every bookTicker
+    it meets; every frame is on disk."""
+    path = need(os.path.join(REALDATA, CAPTURES["coinm"]))
+    _, expected = read_capture(path)
+    sim = simulator(replay=path, replay_speed=2)
+    assert sim.cfg.market == "coinm"
+    symbols = list(sim.exchange.symbols)
+    assert "BTCUSD_211231" in symbols and "BCHUSD_PERP" in symbols
+    rec = Recorder(tmp_path, sim, symbols, streams=["aggTrade", "depth@100ms", "kline_1m", "bookTicker"],
+                   symbols_per_worker=len(symbols)).start()
+    frames = sum(1 for f in expected if '@aggTrade"' in f[:40] or '@bookTicker"' in f[:40])
+
+    def on_disk():
+        return sum(len(rec.rows(s, stream)) for s in symbols for stream in ("aggTrade", "bookTicker"))
+    try:
+        wait_for(lambda: sim.call(lambda: sim.exchange.replay.finished), 60, "the replay to end")
+        wait_for(lambda: on_disk() >= frames, 30, f"{frames} aggTrade and bookTicker rows on disk", interval=0.25)
+        status = rec.status()
+    finally:
+        assert rec.stop() == 0, rec.log_tail()
+    books = _books(status)
+    synced = [s for s, b in books["books"].items() if b["state"] == "synced"]
+    assert books["ticker_mismatches"] == 0 and books["ticker_compared"] > 100, books
+    assert len(synced) == len(symbols) and all(books["books"][s]["resyncs"] == 0 for s in symbols), books
+    assert on_disk() == frames
+    row = rec.rows("BCHUSD_PERP", "bookTicker")[0]
+    assert row["best_bid_qty"].isdigit()            # contracts

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support import PAYLOADS, WsReader, http, need
+from tests.support import PAYLOADS, WsReader, http, need, wait_for
 
 
 def shape(value):
@@ -145,3 +145,51 @@ def test_usdm_payload_shapes(simulator, examples):
     assert set(info["symbols"][0]) == set(official["symbols"][0])
     bad = http(sim).get(api + "/depth", params={"symbol": "BTCUSDT", "limit": 7}, timeout=10)
     assert bad.status_code == 400 and bad.json()["code"] == -1130
+
+
+@pytest.mark.timeout(90)
+def test_coinm_payload_shapes_weights_limits_and_faults(simulator):
+    """COIN-M as dstream and dapi serve it: the keys of the real capture
+    (cryptofeed BINANCE_DELIVERY: depth and bookTicker with ps, aggTrade
+    without nq), exchangeInfo's COIN-M fields, COIN-M's weights and limits;
+    and the faults apply."""
+    sim = simulator(market="coinm", symbols=("BTCUSD_PERP", "ETHUSD_261225"), seed=2, rate=300, weight_limit=100)
+    r = WsReader(f"{sim.ws_url}/stream?streams=btcusd_perp@bookTicker/btcusd_perp@depth@100ms/"
+                 "btcusd_perp@aggTrade/btcusd_perp@kline_1m", sim=sim)
+    assert set(_first(r, "@depth@100ms")) == {"e", "E", "T", "s", "ps", "U", "u", "pu", "b", "a"}
+    assert set(_first(r, "@bookTicker")) == {"u", "e", "s", "ps", "b", "B", "a", "A", "T", "E"}
+    assert set(_first(r, "@aggTrade")) == {"e", "E", "a", "s", "p", "q", "f", "l", "T", "m"}
+    assert set(_first(r, "@kline_1m")["k"]) == {"t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x",
+                                                "q", "V", "Q", "B"}
+    sim.faults(malformed=2)
+    r.wait(lambda r: r.messages().count(None) >= 2, 10, "malformed frames")
+    r.close()
+
+    api = sim.rest_url + "/dapi/v1"
+    assert http(sim).get(sim.rest_url + "/fapi/v1/ping", timeout=10).status_code == 404
+    wait_for(lambda: time.time() % 60 < 50, 15, "a fresh minute")      # keep the weights in one minute
+    info = http(sim).get(api + "/exchangeInfo", timeout=10)
+    assert info.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    body = info.json()
+    assert body["rateLimits"][0] == {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                     "limit": 100}
+    dated = next(s for s in body["symbols"] if s["symbol"] == "ETHUSD_261225")
+    assert {k: dated[k] for k in ("pair", "contractType", "contractStatus", "contractSize", "deliveryDate")} == {
+        "pair": "ETHUSD", "contractType": "CURRENT_QUARTER", "contractStatus": "TRADING", "contractSize": "10",
+        "deliveryDate": 1798185600000} and "status" not in dated
+    snap = http(sim).get(api + "/depth", params={"symbol": "BTCUSD_PERP", "limit": 1000}, timeout=10)
+    assert snap.headers["X-MBX-USED-WEIGHT-1M"] == "21" and len(snap.json()["bids"]) == 1000
+    assert set(snap.json()) == {"lastUpdateId", "E", "T", "symbol", "pair", "bids", "asks"}
+    aggs = http(sim).get(api + "/aggTrades", params={"symbol": "BTCUSD_PERP", "limit": 2}, timeout=10)
+    assert aggs.headers["X-MBX-USED-WEIGHT-1M"] == "41" and set(aggs.json()[0]) == {"a", "p", "q", "f", "l", "T", "m"}
+    for params, code in (({"limit": 5000}, -1130), ({"limit": 7}, -1130)):
+        bad = http(sim).get(api + "/depth", params={"symbol": "BTCUSD_PERP", **params}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["code"] == code
+    for params, code in (({"interval": "1s"}, -1120), ({"interval": "1m", "limit": 1501}, -1130)):
+        bad = http(sim).get(api + "/klines", params={"symbol": "BTCUSD_PERP", **params}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["code"] == code, params
+    assert http(sim).get(api + "/klines", params={"symbol": "BTCUSD_PERP", "interval": "1m", "limit": 1500},
+                         timeout=10).status_code == 200
+    used = [http(sim).get(api + "/depth", params={"symbol": "BTCUSD_PERP", "limit": 1000}, timeout=10).status_code
+            for _ in range(4)]
+    assert used[-1] == 429

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from binance_streamer.binance.endpoints import REST_PREFIX
 from binance_streamer.book import APPLIED, DepthSync
 from tests.support import WsReader, http
 
@@ -35,11 +36,13 @@ def _sync_and_compare(sim, market, symbol, limit, depth_stream):
     if market == "spot":
         readers = [WsReader(f"{sim.ws_url}/stream?streams={lower}@{depth_stream}/"
                             f"{lower}@bookTicker/{lower}@aggTrade/{lower}@trade", sim=sim)]
-        prefix = "/api/v3"
+    elif market == "coinm":         # one root, as dstream
+        readers = [WsReader(f"{sim.ws_url}/stream?streams={lower}@{depth_stream}/{lower}@bookTicker/"
+                            f"{lower}@aggTrade", sim=sim)]
     else:
         readers = [WsReader(f"{sim.ws_urls['public']}/stream?streams={lower}@{depth_stream}/{lower}@bookTicker", sim=sim),
                    WsReader(f"{sim.ws_urls['market']}/stream?streams={lower}@aggTrade", sim=sim)]
-    prefix = "/api/v3" if market == "spot" else "/fapi/v1"
+    prefix = REST_PREFIX[market]
     book_reader = readers[0]
     book_reader.wait(lambda r: len(r.data("@" + depth_stream)) >= 2, 10, "first depth events")
     resp = http(sim).get(f"{sim.rest_url}{prefix}/depth", params={"symbol": symbol, "limit": limit}, timeout=10)
@@ -95,16 +98,23 @@ def test_spot_book_sync_with_5000_level_snapshot(simulator):
     _sync_and_compare(sim, "spot", "BTCUSDT", 5000, "depth@100ms")
 
 
-@pytest.mark.timeout(60)
-def test_usdm_book_sync(simulator):
-    sim = simulator(market="usdm", symbols=("BTCUSDT", "ETHUSDT"), seed=7, rate=400)
-    _sync_and_compare(sim, "usdm", "ETHUSDT", 1000, "depth@100ms")
+FUTURES = {"usdm": ("BTCUSDT", "ETHUSDT"), "coinm": ("BTCUSD_PERP", "ETHUSD_PERP")}
 
 
 @pytest.mark.timeout(60)
-def test_usdm_update_ids_skip_so_only_pu_chains(simulator):
-    sim = simulator(market="usdm", symbols=("BTCUSDT",), seed=3, rate=400)
-    r = WsReader(f"{sim.ws_urls['public']}/stream?streams=btcusdt@depth@100ms", sim=sim)
+@pytest.mark.parametrize("market", ["usdm", "coinm"])
+def test_futures_book_sync(simulator, market):
+    sim = simulator(market=market, symbols=FUTURES[market], seed=7, rate=400)
+    _sync_and_compare(sim, market, FUTURES[market][1], 1000, "depth@100ms")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("market", ["usdm", "coinm"])
+def test_futures_update_ids_skip_so_only_pu_chains(simulator, market):
+    symbol = FUTURES[market][0]
+    sim = simulator(market=market, symbols=(symbol,), seed=3, rate=400)
+    root = sim.ws_urls["public"] if market == "usdm" else sim.ws_url
+    r = WsReader(f"{root}/stream?streams={symbol.lower()}@depth@100ms", sim=sim)
     r.wait(lambda r: len(r.data("@depth@100ms")) >= 20, 15, "depth events")
     r.close()
     depth = r.data("@depth@100ms")

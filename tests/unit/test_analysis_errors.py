@@ -155,7 +155,7 @@ def test_a_missing_or_empty_directory_is_named(dirs, tmp_path):
     assert _message(e) == f"no spot BTCUSDT aggTrade files in '{missing}': no such directory"
     with pytest.raises(analysis.NotRecorded) as e:
         analysis.load(str(tmp_path), "BTCUSDT", "aggTrade")
-    assert _message(e).endswith("no recordings there (no spot/ or usdm/ folder, no day files)")
+    assert _message(e).endswith("no recordings there (no spot/, usdm/ or coinm/ folder, no day files)")
 
 
 def test_a_recorded_stream_without_rows_in_the_range_is_an_empty_frame(dirs):
@@ -257,5 +257,5 @@ def test_verify_and_export_name_the_symbols_there_are(dirs, tmp_path, monkeypatc
 
 def test_a_market_that_does_not_exist_is_named(dirs):
     both, _ = dirs
-    with pytest.raises(ValueError, match="market must be one of spot, usdm, not 'futures'"):
+    with pytest.raises(ValueError, match="market must be one of spot, usdm, coinm, not 'futures'"):
         analysis.load(both, "BTCUSDT", "aggTrade", market="futures")

@@ -164,3 +164,32 @@ def test_zip_export_is_the_archive_form_with_checksums(tmp_path, monkeypatch, ca
     for (a, _), (b, _) in zip(zipped, again):      # the same rows make the same bytes
         with open(a + ".CHECKSUM") as f, open(b + ".CHECKSUM") as g:
             assert f.read() == g.read()
+
+
+def test_coinm_kline_recorded_and_exported_with_coin_m_columns(tmp_path):
+    """A COIN-M kline (the real capture's payload, closed): our file names its
+    8th and 11th columns base_volume and taker_buy_base_volume, and the
+    export is futures/cm with Binance's COIN-M header."""
+    from binance_streamer import csvfiles
+    from binance_streamer.binance import parse
+    event = {"e": "kline", "E": 1626916440054, "s": "ETHUSD_210924", "k": {
+        "t": 1626916380000, "T": 1626916439999, "s": "ETHUSD_210924", "i": "1m", "f": 11380855, "L": 11380895,
+        "o": "1992.70", "c": "1992.17", "h": "1993.71", "l": "1992.17", "v": "1893", "n": 41, "x": True,
+        "q": "9.49653573", "V": "1368", "Q": "6.86228695", "B": "0"}}
+    _, line = parse.kline("coinm", event, 1626916440100000)
+    day = "2021-07-22"
+    path = csvfiles.path(str(tmp_path / "data"), "coinm", "ETHUSD_210924", "kline_1m", day)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(csvfiles.header("coinm", "kline_1m") + line.encode())
+    df = analysis.load(str(tmp_path / "data"), "ETHUSD_210924", "kline_1m", market="coinm", exact=True)
+    assert df["base_volume"].tolist() == ["9.49653573"] and df["taker_buy_base_volume"].tolist() == ["6.86228695"]
+    assert df["volume"].tolist() == ["1893"] and "quote_volume" not in df.columns
+    written = export.export(str(tmp_path / "data"), "coinm", day, str(tmp_path / "out"))
+    out = tmp_path / "out" / "futures" / "cm" / "daily" / "klines" / "ETHUSD_210924" / "1m" / \
+        f"ETHUSD_210924-1m-{day}.csv"
+    assert [p for p, _ in written] == [str(out)]
+    assert _raw(out) == [["open_time", "open", "high", "low", "close", "volume", "close_time", "base_volume",
+                          "count", "taker_buy_volume", "taker_buy_base_volume", "ignore"],
+                         ["1626916380000", "1992.70", "1993.71", "1992.17", "1992.17", "1893", "1626916439999",
+                          "9.49653573", "41", "1368", "6.86228695", "0"]]

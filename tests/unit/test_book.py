@@ -1,6 +1,7 @@
 """Binance's documented depth sequencing (PROTOCOL.md section 4), case by case
 and as properties over random diff streams."""
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from binance_streamer.book import (APPLIED, BUFFERED, GAP, SNAPSHOT_TOO_OLD, STALE, SYNCED,
@@ -15,26 +16,29 @@ def test_spot_first_event_must_straddle_last_update_id_plus_one():
     assert not first_event_fits("spot", 100, 90, 100)
 
 
-def test_usdm_first_event_must_straddle_last_update_id():
-    assert first_event_fits("usdm", 100, 95, 100)
-    assert first_event_fits("usdm", 100, 100, 105)
-    assert not first_event_fits("usdm", 100, 101, 105)
-    assert not first_event_fits("usdm", 100, 90, 99)
+@pytest.mark.parametrize("market", ["usdm", "coinm"])
+def test_futures_first_event_must_straddle_last_update_id(market):
+    assert first_event_fits(market, 100, 95, 100)
+    assert first_event_fits(market, 100, 100, 105)
+    assert not first_event_fits(market, 100, 101, 105)
+    assert not first_event_fits(market, 100, 90, 99)
 
 
 def test_drop_rules_differ_at_equality():
     assert drop_before_snapshot("spot", 100, 100)
-    assert not drop_before_snapshot("usdm", 100, 100)
-    assert drop_before_snapshot("usdm", 100, 99)
+    for market in ("usdm", "coinm"):
+        assert not drop_before_snapshot(market, 100, 100)
+        assert drop_before_snapshot(market, 100, 99)
 
 
 def test_steady_state():
     assert classify_next("spot", 100, 101, 104, None) == APPLIED
     assert classify_next("spot", 100, 102, 104, None) == GAP
     assert classify_next("spot", 100, 90, 100, None) == STALE
-    assert classify_next("usdm", 100, 103, 110, 100) == APPLIED     # ids skip; pu chains
-    assert classify_next("usdm", 100, 101, 110, 99) == GAP
-    assert classify_next("usdm", 100, 95, 100, 94) == STALE
+    for market in ("usdm", "coinm"):
+        assert classify_next(market, 100, 103, 110, 100) == APPLIED     # ids skip; pu chains
+        assert classify_next(market, 100, 101, 110, 99) == GAP
+        assert classify_next(market, 100, 95, 100, 94) == STALE
 
 
 def test_book_levels_are_exact_strings_and_zero_deletes():
@@ -72,7 +76,7 @@ def _stream(draw, market):
     start = draw(st.integers(1, 1000))
     events, uid = [], start
     for _ in range(n):
-        skip = draw(st.integers(0, 2)) if market == "usdm" else 0
+        skip = draw(st.integers(0, 2)) if market != "spot" else 0
         first = uid + 1 + skip
         last = first + draw(st.integers(0, 4))
         events.append((first, last, uid))
@@ -114,7 +118,7 @@ def _reference(market, snap, seen):
             outcomes.append(APPLIED)
         elif last <= book:
             outcomes.append(STALE)
-        elif (market == "spot" and first > book + 1) or (market == "usdm" and prev != book):
+        elif (market == "spot" and first > book + 1) or (market != "spot" and prev != book):
             return outcomes + [GAP], None
         else:
             book = last
@@ -123,7 +127,7 @@ def _reference(market, snap, seen):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(scenarios("spot"), scenarios("usdm")))
+@given(st.one_of(scenarios("spot"), scenarios("usdm"), scenarios("coinm")))
 def test_sync_follows_the_documented_procedure(scenario):
     market, start, events, seen, snap, split = scenario
     s = DepthSync(market)

@@ -43,6 +43,11 @@ def test_config_is_frozen_and_picklable():
     ("market: usdm\nstreams: [trade]", "no trade stream"),
     ("snapshot_depth: 6000", "at most 5000"),
     ("market: usdm\nsnapshot_depth: 300", "must be one of"),
+    ("market: coinm\nstreams: [kline_1s]", "COIN-M futures has no 1 s klines"),
+    ("market: coinm\nstreams: [trade]", "COIN-M futures has no trade stream"),
+    ("market: coinm\nsnapshot_depth: 5000", "must be one of 5, 10, 20, 50, 100, 500, 1000 on coinm"),
+    ("market: coinm\nsymbols: [BTCUSDT]", "is not a Binance symbol name on coinm (e.g. BTCUSD_PERP)"),
+    ("market: coinm\nstreams: [depth@1s]", "is not a coinm diff-depth stream"),
     ("proxy: ftp://x", "must be a URL"),
     ("ws_url: stream.binance.com", "must be a URL"),
     ("validate_symbols: maybe", "true or false"),
@@ -101,3 +106,23 @@ def test_metrics_endpoint_is_off_unless_a_port_is_given():
     assert cfg.metrics_port == 0 and cfg.metrics_host == "127.0.0.1"
     for host in ("::1", "0.0.0.0", "localhost", "recorder-1.example.com"):
         assert config.load(None, {"metrics_host": host, "metrics_port": "9410"}).metrics_host == host
+
+
+def test_coinm_defaults_endpoints_and_one_websocket_root(tmp_path):
+    """COIN-M: dapi and dstream, its own default symbols, 1000-level
+    snapshots; every stream on one root (<ws_url>/stream), as dstream serves them."""
+    from binance_streamer.binance.endpoints import connection_plan
+    cfg = config.load(None, {"market": "coinm"}, base_dir=str(tmp_path))
+    assert (cfg.rest_url, cfg.ws_url) == ("https://dapi.binance.com", "wss://dstream.binance.com")
+    assert cfg.symbols == ["BTCUSD_PERP", "ETHUSD_PERP"] and cfg.snapshot_depth == 1000
+    assert cfg.streams == settings.DEFAULT_STREAMS["coinm"] and "trade" not in cfg.streams
+    plan = connection_plan(cfg.replace(symbols=["BTCUSD_PERP", "BTCUSD_261225"]), ["BTCUSD_PERP", "BTCUSD_261225"])
+    assert [(group, url.split("?")[0]) for group, url, _ in plan] == [("coinm", "wss://dstream.binance.com/stream")]
+    assert "btcusd_261225@depth@100ms" in plan[0][2]
+    mine = config.load(None, {"market": "coinm", "symbols": ["btcusd_261225"], "ws_url": "wss://example.org/x/"},
+                       base_dir=str(tmp_path))
+    assert mine.symbols == ["BTCUSD_261225"] and connection_plan(mine, mine.symbols)[0][1].startswith(
+        "wss://example.org/x/stream?streams=")
+    usdm = config.load(None, {"market": "usdm"}, base_dir=str(tmp_path))
+    assert usdm.symbols == ["BTCUSDT", "ETHUSDT"] and {g for g, _, _ in connection_plan(usdm, usdm.symbols)} == \
+        {"public", "market"}

@@ -1,5 +1,5 @@
-"""The order-book manager's core on real captured Binance traffic (spot and
-USD-M, from ../shared/realdata/cryptofeed) and on made-up faults.
+"""The order-book manager's core on real captured Binance traffic (spot,
+USD-M and COIN-M, from ../shared/realdata/cryptofeed) and on made-up faults.
 
 The captures are cryptofeed's sample data; this product includes software
 developed by Bryant Moscon (http://www.bryantmoscon.com/)."""
@@ -19,7 +19,8 @@ CAPTURES = [("cryptofeed/BINANCE.ws.1.0", "cryptofeed/BINANCE.http.0.0", "spot")
             ("cryptofeed/BINANCE_FUTURES.ws.1.0", "cryptofeed/BINANCE_FUTURES.http.0.0", "usdm"),
             ("cryptofeed/BINANCE-b38f7c.0", None, "spot"),
             ("cryptofeed/BINANCE-ee25be.0", None, "spot"),
-            ("cryptofeed/BINANCE_FUTURES-1125a2.0", None, "usdm")]
+            ("cryptofeed/BINANCE_FUTURES-1125a2.0", None, "usdm"),
+            ("cryptofeed/BINANCE_DELIVERY.ws.1.0", "cryptofeed/BINANCE_DELIVERY.http.0.0", "coinm")]
 
 
 def timeline(*paths):

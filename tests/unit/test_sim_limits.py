@@ -29,6 +29,8 @@ def test_depth_weights_as_binance_charges():
     assert [depth_weight("spot", n) for n in (1, 100, 101, 500, 1000, 1001, 5000)] == [5, 5, 25, 25, 50, 250, 250]
     assert [depth_weight("usdm", n) for n in (5, 50, 100, 500, 1000)] == [2, 2, 5, 10, 20]
     assert depth_weight("usdm", 7) is None
+    assert [depth_weight("coinm", n) for n in (5, 10, 20, 50, 100, 500, 1000)] == [2, 2, 2, 2, 5, 10, 20]
+    assert depth_weight("coinm", 5000) is None
 
 
 def test_sliding_counter():

@@ -11,7 +11,8 @@ T0 = 1_700_000_000_000_000
 ALL = {"aggTrade", "trade", "bookTicker", "depth@100ms", "depth", "kline_1s", "kline_1m", "depth5"}
 
 
-def run(market="spot", seed=1, rate=1000, seconds=2.0, symbol="BTCUSDT", active=ALL):
+def run(market="spot", seed=1, rate=1000, seconds=2.0, symbol=None, active=ALL):
+    symbol = symbol or ("BTCUSD_PERP" if market == "coinm" else "BTCUSDT")
     m = SymbolMarket(market, symbol, seed, rate, T0)
     return m, [(k, orjson.loads(p)) for k, p in m.advance(T0 + int(seconds * 1e6), active)]
 
@@ -37,7 +38,7 @@ def test_book_has_5000_levels_a_side_and_never_crosses():
     assert max(m.bids) == m.best_bid < m.best_ask == min(m.asks)
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
+@pytest.mark.parametrize("market", ["spot", "usdm", "coinm"])
 def test_ids_are_consistent(market):
     m, out = run(market=market)
     agg = [d for k, d in out if k == "aggTrade"]
@@ -97,3 +98,26 @@ def test_agg_trades_history_by_id_and_time():
     t = agg[20]["T"]
     by_time = m.agg_trades_rest(None, t, None, 3)
     assert by_time[0]["T"] >= t and by_time[0]["a"] <= agg[20]["a"]
+
+
+def test_coinm_speaks_contracts_with_dstream_shapes():
+    """COIN-M as the real capture (BINANCE_DELIVERY) shows it: whole contracts,
+    ``ps`` the pair on depth and bookTicker, no ``nq``/``st``; the kline's
+    ``q`` is the base asset: contracts x 100 USD / price."""
+    m, out = run(market="coinm", active={"aggTrade", "bookTicker", "depth@100ms", "kline_1m"}, seconds=61.0,
+                 rate=200)
+    by_key = {}
+    for k, d in out:
+        by_key.setdefault(k, []).append(d)
+    agg, ticker, depth = by_key["aggTrade"][0], by_key["bookTicker"][0], by_key["depth@100ms"][0]
+    assert list(agg) == ["e", "E", "a", "s", "p", "q", "f", "l", "T", "m"] and agg["q"].isdigit()
+    assert list(ticker) == ["u", "e", "s", "ps", "b", "B", "a", "A", "T", "E"] and ticker["ps"] == "BTCUSD"
+    assert list(depth) == ["e", "E", "T", "s", "ps", "U", "u", "pu", "b", "a"] and depth["ps"] == "BTCUSD"
+    assert all(q.isdigit() for _, q in depth["b"] + depth["a"])
+    closed = [d["k"] for d in by_key["kline_1m"] if d["k"]["x"]]
+    assert closed, "no closed candle in 61 s"
+    k = closed[0]
+    trades = [d for d in by_key["aggTrade"] if k["t"] <= d["T"] <= k["T"]]
+    base = sum(Decimal(d["q"]) * 100 / Decimal(d["p"]) for d in trades)
+    assert k["v"] == str(sum(int(d["q"]) for d in trades))
+    assert abs(Decimal(k["q"]) - base) <= Decimal("0.00000001") and len(k["q"].split(".")[1]) == 8
