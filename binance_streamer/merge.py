@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from . import compression, csvfiles, settings
 from .mergerows import MergeError, Rows, Chain, Unsorted, in_order, pairs, read_events, sorted_events
+from .analysis.verify import names_hole
 from .sequence import gap_row
 from .streams import CONSECUTIVE, CHAINED, lookup
 
@@ -249,8 +250,8 @@ def _read_ledger(by_day, src):
 
 
 def covers(row, before, after):
-    """Does a ledger row name the hole between ids ``before`` and ``after`` (``--verify``'s rule)?"""
-    return row["low"] <= before and row["first"] >= after
+    """Does an input's ledger row name the break between ids ``before`` and ``after``, as --verify reads it?"""
+    return names_hole(row["low"], row["first"], before, after)
 
 
 def _stream_ledger(market, stream, state, ledgers, names, summary):

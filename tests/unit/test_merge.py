@@ -241,3 +241,28 @@ def test_cli_summary(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"A = {a}" and lines[1] == f"B = {b}"
     assert lines[4].split() == ["BTCUSDT", "trade", "1", "1", "2", "2", "0", "1", "0"]
+
+
+def test_an_event_two_recorders_dated_on_either_side_of_midnight_is_written_once(tmp_path):
+    # spot bookTickers are dated by the receive time: one machine's clock put event 50 before midnight, the other's after
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "bookTicker", [ticker(u, 1) for u in (10, 50)])
+    write(b, "spot", "BTCUSDT", "bookTicker", [ticker(u, 2) for u in (10,)])
+    write(b, "spot", "BTCUSDT", "bookTicker", [ticker(u, 2) for u in (50, 60)], day="2026-11-26")
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "bookTicker")]
+    assert [int(r["update_id"]) for r in read(out, "spot", "BTCUSDT", "bookTicker")] == [10, 50]
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "bookTicker", "2026-11-26")) as f:
+        assert [int(r["update_id"]) for r in csv.DictReader(f)] == [60]
+    assert (s.days, s.repeated) == (2, 1)
+
+
+def test_a_break_at_midnight_is_found_across_day_files(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (5, 6)], day="2026-11-26")
+    write(a, "spot", "BTCUSDT", "gaps", [gap("trade", 2, 5, local=(T0 + 86_400_000) * 1000 + 1)], day="2026-11-26")
+    write(b, "spot", "BTCUSDT", "trade", [trade(i, 2) for i in (2, 3)])
+    merge(str(a), str(b), str(out))
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "gaps", "2026-11-26")) as f:
+        assert [(r["last_good_id"], r["first_id_after"]) for r in csv.DictReader(f)] == [("3", "5")]
+    assert verify.verify(str(out), "spot").ok
