@@ -136,25 +136,34 @@ def _target(folder, market, symbol, stream, day):
 
 
 def _header(path):
+    """The header line of a day file; a file with none (a crash left it empty) gets the schema's."""
     with compression.open_day(path) as f:
-        return f.readline()
+        line = f.readline()
+    if not line.strip():
+        name = csvfiles.parse_name(os.path.basename(path))
+        market = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        return csvfiles.header(market, name[1])
+    return line if line.endswith(b"\n") else line + b"\n"
 
 
 def _merge_stream(market, symbol, stream, by_src, folder, summary):
     kind = lookup(stream)
-    headers = {src: _header(p) for src in SOURCES for p in list(by_src[src].values())[:1]}
-    if len(set(headers.values())) > 1:
-        raise MergeError(f"{symbol} {stream}: the two recordings' files have different columns "
-                         f"({headers['A'].strip().decode()} and {headers['B'].strip().decode()}); "
-                         f"only recordings of the same market and version can be merged")
-    header = next(iter(headers.values()))
-    columns = header.decode().strip().split(",")
-    if kind.id_column not in columns:
-        raise MergeError(f"{symbol} {stream}: no {kind.id_column} column in {header.strip().decode()!r}")
-    rows = Rows(columns)
-    state = _State(Chain(market, stream, columns))
+    header = None
+    state = None
     for day in sorted(set(by_src["A"]) | set(by_src["B"])):
         paths = {src: by_src[src].get(day) for src in SOURCES}
+        for src, path in paths.items():
+            if path is not None and header is None:
+                header = _header(path)
+                columns = header.decode().strip().split(",")
+                if kind.id_column not in columns:
+                    raise MergeError(f"{path}: no {kind.id_column} column in its header; is it a {stream} file?")
+                rows = Rows(columns)
+                state = _State(Chain(market, stream, columns))
+            elif path is not None and _header(path) != header:
+                raise MergeError(f"{path}: its columns differ from the other {stream} files' "
+                                 f"({header.strip().decode()}); only recordings of the same market and version "
+                                 f"can be merged")
         unsorted = set()
         while True:
             saved = copy.deepcopy(state)
@@ -242,6 +251,9 @@ def _read_ledger(by_day, src):
     for day in sorted(by_day):
         with compression.open_day(by_day[day]) as f:
             for row in csv.DictReader(io.TextIOWrapper(f, newline="")):
+                row = {k: v or "" for k, v in row.items() if k is not None}   # a short row's cells are empty
+                row["stream"] = row.get("stream", "")
+                row["local_time_us"] = row.get("local_time_us", "")
                 row["src"] = src
                 row["low"] = int(row["last_good_id"]) if row.get("last_good_id", "").isdigit() else -math.inf
                 row["first"] = int(row["first_id_after"]) if row.get("first_id_after", "").isdigit() else None
@@ -269,9 +281,13 @@ def _stream_ledger(market, stream, state, ledgers, names, summary):
     summary.left = len(out)
     summary.filled = sum(1 for src in SOURCES for r in missing[src]
                          if not any(b < r["first"] and a > r["low"] for b, a, *_ in found))
-    for src in SOURCES:          # the holes whose backfilled rows are in the output
-        for r in holes[src]:
-            n = sum(k for lo, hi, k in state.runs[src] if r["low"] < hi and lo < r["first"])
+    for src in SOURCES:          # the holes whose backfilled rows are in the output: one row each
+        named = {}
+        for r in holes[src]:     # a hole's backfilled row over its backfill_requested one
+            if (r["low"], r["first"]) not in named or r["action"] == "backfilled":
+                named[(r["low"], r["first"])] = r
+        for (low, first), r in sorted(named.items()):
+            n = sum(k for lo, hi, k in state.runs[src] if low < hi and lo < first)
             if n:
                 out.append(_copied(r, names, action="backfilled", rows=n))
     return out

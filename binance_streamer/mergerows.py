@@ -173,7 +173,11 @@ class Chain:
             return key if self.step is not None and key != self.last_key + self.step else None
         if self.rule == CHAINED:
             cells = line.split(b",")
-            first, prev = int(cells[self.first_at]), cells[self.prev_at].strip()
+            first, prev = cells[self.first_at], cells[self.prev_at].strip()
+            if not first.isdigit():
+                raise MergeError(f"{self.stream}: depth event {key} has first_update_id {first[:40]!r}, not a "
+                                 f"whole number; run --verify on the recordings to see what is damaged")
+            first = int(first)
             linked = continuity.linked(self.market, self.last_key, first, int(prev) if prev.isdigit() else None)
             return None if linked else first
         return None

@@ -266,3 +266,41 @@ def test_a_break_at_midnight_is_found_across_day_files(tmp_path):
     with open(csvfiles.path(str(out), "spot", "BTCUSDT", "gaps", "2026-11-26")) as f:
         assert [(r["last_good_id"], r["first_id_after"]) for r in csv.DictReader(f)] == [("3", "5")]
     assert verify.verify(str(out), "spot").ok
+
+
+def test_ledger_rows_of_the_book_follow_its_file_and_rows_about_no_hole_are_copied(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    day2 = (T0 + 86_400_000) * 1000
+    book = [[T0 * 1000 + 9, 7, "false"] + [""] * 80]
+    write(a, "spot", "BTCUSDT", "orderbook", book)
+    write(b, "spot", "BTCUSDT", "orderbook", book)
+    write(b, "spot", "BTCUSDT", "orderbook", [[day2 + 9, 8, "false"] + [""] * 80], day="2026-11-26")
+    resync = lambda local: [local, "orderbook", "depth gap", 5, 9, "", "", "resync", 0, ""]     # noqa: E731
+    write(a, "spot", "BTCUSDT", "gaps", [resync(T0 * 1000 + 1), [T0 * 1000 + 2, "trade", "torn write", "", "", "",
+                                                                   "", "lost", 3, "cut back"]])
+    write(b, "spot", "BTCUSDT", "gaps", [resync(T0 * 1000 + 3)])
+    write(b, "spot", "BTCUSDT", "gaps", [resync(day2 + 4)], day="2026-11-26")
+    merge(str(a), str(b), str(out))
+    rows = read(out, "spot", "BTCUSDT", "gaps")
+    assert [(r["local_time_us"], r["reason"], r["detail"]) for r in rows] == \
+        [(str(T0 * 1000 + 1), "depth gap", f"A ({a})"), (str(T0 * 1000 + 2), "torn write", f"A ({a}): cut back")]
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "gaps", "2026-11-26")) as f:
+        assert [(r["local_time_us"], r["detail"]) for r in csv.DictReader(f)] == [(str(day2 + 4), f"B ({b})")]
+
+
+def test_files_of_other_columns_are_refused(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "aggTrade", [agg(1, 1)])
+    path = write(b, "spot", "BTCUSDT", "aggTrade", [])
+    with open(path, "w") as f:                    # a USD-M aggTrade file in a spot folder
+        f.write(csvfiles.header("usdm", "aggTrade").decode() + "2,1.0,2,2,2,5,true,5,9,0\n")
+    with pytest.raises(MergeError, match="its columns differ from the other aggTrade files"):
+        merge(str(a), str(b), str(out))
+
+
+def test_an_empty_day_file_is_a_day_without_rows(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    open(write(b, "spot", "BTCUSDT", "trade", []), "w").close()      # a crash left it empty
+    merge(str(a), str(b), str(out))
+    assert [r["id"] for r in read(out, "spot", "BTCUSDT", "trade")] == ["1", "2"]
