@@ -374,13 +374,16 @@ def merge(args):
         print(f"{PROG}: error: --merge needs --out DIR (and takes no --date or --symbol: whole recordings are "
               f"merged); see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
-    a, b = (os.path.abspath(d) for d in args.merge)
+    a, b, out = (os.path.abspath(d) for d in (*args.merge, args.out))
+    fresh = not os.path.exists(out) or (os.path.isdir(out) and not os.listdir(out))
     try:
-        summaries = merge_recordings(a, b, os.path.abspath(args.out))
+        summaries = merge_recordings(a, b, out)
     except (MergeError, OSError) as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: merge failed: {exc}", file=sys.stderr)
+        started = fresh and os.path.isdir(out) and os.listdir(out)
+        print(f"{PROG}: error: merge failed: {exc}"
+              f"{f' (remove the unfinished {out} before trying again)' if started else ''}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -304,3 +304,13 @@ def test_an_empty_day_file_is_a_day_without_rows(tmp_path):
     open(write(b, "spot", "BTCUSDT", "trade", []), "w").close()      # a crash left it empty
     merge(str(a), str(b), str(out))
     assert [r["id"] for r in read(out, "spot", "BTCUSDT", "trade")] == ["1", "2"]
+
+
+def test_a_merge_stopped_by_a_damaged_file_says_to_remove_its_output(tmp_path, capsys):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(1, 1), ["x"] + trade(2, 1)[1:]])
+    write(b, "spot", "BTCUSDT", "trade", [trade(1, 1)])
+    assert cli.main(["--merge", str(a), str(b), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3: id 'x' is not a whole number" in err
+    assert f"remove the unfinished {out} before trying again" in err
