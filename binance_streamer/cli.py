@@ -35,6 +35,7 @@ EXAMPLES = """examples:
   binance-streamer --export binance-vision --date 2026-11-25 --out vision/
   binance-streamer --export binance-vision --zip --date 2026-11-25 --out vision/   Binance's .zip + .CHECKSUM
   binance-streamer --plot --date 2026-11-25 --symbol BTCUSDT
+  binance-streamer --merge /data/eu /data/us --out /data/merged   two recorders' files into one, holes filled
 """
 
 
@@ -68,10 +69,14 @@ def build_parser():
                       help="write aggTrades, trades and klines of --date in data.binance.vision's format to --out")
     what.add_argument("--plot", action="store_true",
                       help="draw a PNG of --symbol's --date: price, messages per second, gaps shaded")
+    what.add_argument("--merge", nargs=2, metavar=("DIR_A", "DIR_B"),
+                      help="merge two recordings of the same symbols (each a recorder's data_dir) into --out DIR: "
+                           "the union of their rows, and a gap ledger of only the holes both have")
     p.add_argument("--date", metavar="YYYY-MM-DD", help="with --verify (default: every day), --export, --plot")
     p.add_argument("--symbol", metavar="SYM", help="with --verify (default: all), --export (default: all), --plot")
     p.add_argument("--out", metavar="PATH",
-                   help="with --export: output folder; with --plot: the PNG (default: SYMBOL-DATE.png)")
+                   help="with --export: output folder; with --merge: the new recording's folder (new or empty); "
+                        "with --plot: the PNG (default: SYMBOL-DATE.png)")
     p.add_argument("--zip", action="store_true",
                    help="with --export binance-vision: data.binance.vision's own files: each CSV in a .zip with a "
                         ".zip.CHECKSUM (sha256), under OUT/data/")
@@ -329,10 +334,12 @@ def main(argv=None):
               "--daemon status and --zip with --export; "
               f"see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
-    if (args.date or args.symbol or args.out) and not (args.verify or args.export or args.plot):
-        print(f"{PROG}: error: --date, --symbol and --out go with --verify, --export or --plot; "
+    if (args.date or args.symbol or args.out) and not (args.verify or args.export or args.plot or args.merge):
+        print(f"{PROG}: error: --date, --symbol and --out go with --verify, --export, --merge or --plot; "
               f"see {PROG} --help", file=sys.stderr)
         return EXIT_USAGE
+    if args.merge:
+        return merge(args)
     try:
         cfg = load_config(args)
         if args.demo:
@@ -359,6 +366,35 @@ def main(argv=None):
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return _status_unknown(args) if args.daemon == "status" else EXIT_ERROR
+
+
+def merge(args):
+    """--merge DIR_A DIR_B --out DIR: needs no configuration, reads only the two folders."""
+    from .merge import MergeError, format_summary, merge as merge_recordings
+    if not args.out or args.date or args.symbol:
+        print(f"{PROG}: error: --merge needs --out DIR (and takes no --date or --symbol: whole recordings are "
+              f"merged); see {PROG} --help", file=sys.stderr)
+        return EXIT_USAGE
+    a, b, out = (os.path.abspath(d) for d in (*args.merge, args.out))
+    fresh = not os.path.exists(out) or (os.path.isdir(out) and not os.listdir(out))
+    try:
+        summaries = merge_recordings(a, b, out)
+    except (MergeError, OSError) as exc:
+        if args.debug:
+            raise
+        started = fresh and os.path.isdir(out) and os.listdir(out)
+        print(f"{PROG}: error: merge failed: {exc}"
+              f"{f' (remove the unfinished {out} before trying again)' if started else ''}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print(format_summary(summaries, {"A": a, "B": b}))
+    differ = sum(len(s.differ) for s in summaries)
+    if differ:
+        print(f"{PROG}: error: {differ} events differ between the two recordings (A's rows were kept, listed "
+              f"above); check both recordings with --verify", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _status_unknown(args):

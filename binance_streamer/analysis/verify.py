@@ -67,6 +67,12 @@ class Report:
         return not self.problems
 
 
+def names_hole(low, first, before, after):
+    """Does a ledger row of ids ``low``, ``first`` (``last_good_id``,
+    ``first_id_after``) name the break between the rows of ids ``before`` and ``after``?"""
+    return low <= before and first >= after
+
+
 class Ledger:
     """Gap-ledger rows of one symbol, by stream."""
 
@@ -87,7 +93,7 @@ class Ledger:
 
     def explains(self, stream, before, after):
         """Is the hole between ids ``before`` and ``after`` in the ledger?"""
-        return any(low <= before and first >= after for low, first in self.rows.get(stream, ()))
+        return any(names_hole(low, first, before, after) for low, first in self.rows.get(stream, ()))
 
     def fills(self, stream, lo, hi):
         """Do backfilled ids ``lo..hi`` lie in a hole the ledger names?"""
