@@ -13,6 +13,7 @@ import re
 import ssl
 
 from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
+from .streams import FUTURES_STREAMS, file_stream
 
 MARKET_URLS = {
     "spot": {"ws_url": "wss://stream.binance.com:9443", "rest_url": "https://api.binance.com"},
@@ -243,8 +244,13 @@ def check_streams(market, streams, where):
             depth.append(s)
         elif s == "trade" and market == "usdm":
             raise ConfigError(f"stream 'trade' in {where}: USD-M futures has no trade stream; record aggTrade")
+        elif s in FUTURES_STREAMS:
+            if market == "spot":
+                raise ConfigError(f"stream {s!r} in {where}: spot has no {file_stream(s)} stream (futures only); "
+                                  "remove it or record market usdm")
         elif s not in ("aggTrade", "trade", "bookTicker"):
-            close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m"], n=1)
+            close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m",
+                                                  *FUTURES_STREAMS], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown stream {s!r} in {where}{hint}")
         if s in out:

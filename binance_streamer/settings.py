@@ -46,7 +46,8 @@ SETTINGS = [
        flag=True, metavar="SYM,SYM"),
     _s("streams", "list", None,
        "streams per symbol: aggTrade, trade, depth or depth@100ms (usdm also depth@250ms, depth@500ms), "
-       "kline_<interval>, bookTicker "
+       "kline_<interval>, bookTicker; futures only: markPrice (every 3 s) or markPrice@1s, and forceOrder "
+       "(liquidations), both recorded from the /market root "
        "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm the same without trade)",
        "recording", flag=True, metavar="S,S"),
     _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),

@@ -31,8 +31,8 @@ from .csvfiles import DayOf, row_time
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
 from .sequence import gap_row
-from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_getter, event_id, file_stream, id_step,
-                      kind_of, ledger_time, unexpected_fields)
+from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, PERIODIC, day_getter, event_id, file_stream,
+                      id_step, kind_of, ledger_time, period_ms, unexpected_fields)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class Worker:
         self.throttle = proc.Throttle()
         self.throttle_connect = proc.Throttle()
         # one handler per continuity rule (streams.KINDS): the chained stream
-        # is depth and the increasing one bookTicker; both also feed the book
-        self.handlers = {CONSECUTIVE: self._consecutive, CHAINED: self._depth, INCREASING: self._book_ticker}
+        # is depth, which feeds the book, as the increasing kinds with feeds_book do
+        self.handlers = {CONSECUTIVE: self._consecutive, CHAINED: self._depth, INCREASING: self._increasing,
+                         PERIODIC: self._periodic}
 
     # -- frames ------------------------------------------------------------------
     def on_connected(self, names):
@@ -232,7 +233,7 @@ class Worker:
             self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"], d["E"])
         self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
 
-    def _book_ticker(self, route, d, recv_us):
+    def _increasing(self, route, d, recv_us):
         spec = route.spec
         u, line = spec.parse(self.market, d, recv_us)
         verdict = continuity.increasing(route.last, route.state, u)
@@ -242,9 +243,21 @@ class Worker:
         if verdict == LOST:
             self._report(route, route.last, u, "lost", ledger_time(spec, d, recv_us))
         route.last, route.state, route.last_event, route.last_event_us = u, "live", d, recv_us
-        if self.book is not None:
+        if self.book is not None and spec.feeds_book:
             self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
         self.outbox.add(route, route.day_of(d, recv_us), u, line)
+
+    def _periodic(self, route, d, recv_us):
+        spec = route.spec
+        e, line = spec.parse(self.market, d, recv_us)
+        verdict = continuity.periodic(route.last, route.state, e, period_ms(route.stream))
+        if verdict == DUPLICATE:
+            self.counts["duplicates"] += 1
+            return
+        if verdict == LOST:
+            self._report(route, route.last, e, "lost", ledger_time(spec, d, recv_us))
+        route.last, route.state, route.last_event, route.last_event_us = e, "live", d, recv_us
+        self.outbox.add(route, route.day_of(d, recv_us), e, line)
 
     def _reason(self, route):
         """Why a gap happened, from the route's state (call before it changes)."""

@@ -18,7 +18,8 @@ import pandas as pd
 
 from .. import csvfiles
 from ..binance.parse import MALFORMED
-from ..streams import CHAINED, INCREASING, KINDS, file_stream, id_step, lookup
+from ..continuity import hole_after
+from ..streams import CHAINED, INCREASING, KINDS, PERIODIC, file_stream, id_step, lookup, periods_of
 from .load import LoadError, file_stem, load_file, open_source
 from .replay import read_snapshots, walk
 
@@ -229,7 +230,8 @@ def _bad_values(path, chunk=1_000_000):
         for part in pd.read_csv(source, usecols=wanted, dtype=str, keep_default_na=False, chunksize=chunk):
             for column in wanted:
                 cells = part[column]
-                bad = cells[(cells != "") & ~cells.str.fullmatch(r"\d{1,40}(\.\d{1,40})?")]
+                sign = "-?" if column in csvfiles.SIGNED_DECIMAL else ""
+                bad = cells[(cells != "") & ~cells.str.fullmatch(sign + r"\d{1,40}(\.\d{1,40})?")]
                 out += [f"line {i + 2}, column {column}: {v[:40]!r}" for i, v in bad.head(SHOWN).items()]
             if len(out) >= SHOWN:
                 break
@@ -278,6 +280,8 @@ def _missing_files(report, symbol, day, files, expected, ledger):
     for stream in sorted(wanted - present - ledger.not_recorded):
         if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
             continue
+        if lookup(stream) is not None and lookup(stream).quiet:      # forceOrder: a day without liquidation
+            continue
         report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
 
 
@@ -325,6 +329,8 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
             if not linked and first[0] > previous:
                 holes.insert(0, (previous, int(first[0])))
         ids = final
+    elif kind.rule == PERIODIC:
+        ids, holes = _periodic_holes(report, fr, df[kind.id_column], previous)
     else:
         column = kind.id_column
         ids = np.sort(df[column].astype("int64").to_numpy())
@@ -350,6 +356,25 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
         else:
             report.problems.append(Problem(fr.symbol, stream, fr.day,
                                            f"hole between ids {before} and {after} not in the gap ledger"))
+
+
+def _periodic_holes(report, fr, column, previous):
+    """A PERIODIC stream's ids (event times) and holes: steps longer than
+    continuity.hole_after its period. The file does not say which
+    subscription filled it (markPrice every 3 s or @1s): the period is the
+    one of its subscriptions nearest the median step."""
+    ids = np.sort(column.astype("int64").to_numpy())
+    repeats = int(np.sum(np.diff(ids) == 0))
+    if repeats:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} duplicate event times"))
+        ids = np.unique(ids)
+    periods = periods_of(fr.stream)
+    period = max(periods) if len(ids) < 2 else min(periods, key=lambda p: abs(p - np.median(np.diff(ids))))
+    limit = hole_after(period)
+    holes = [(int(ids[i]), int(ids[i + 1])) for i in np.nonzero(np.diff(ids) > limit)[0]]
+    if previous is not None and len(ids) and ids[0] - previous > limit:
+        holes.insert(0, (previous, int(ids[0])))
+    return ids, holes
 
 
 def _backfills(report, fr, df, ledger, step):
@@ -386,12 +411,17 @@ def _agg_trade_ids(report, fr, df):
 
 
 def _no_repeats(report, fr, ids):
+    """INCREASING streams: no id twice, and ids in file order (the writer
+    keeps only ids beyond the last it wrote)."""
     u = ids.astype("int64").to_numpy()
     if len(u):
         fr.first_id, fr.last_id = int(u.min()), int(u.max())
     repeats = len(u) - len(np.unique(u))
     if repeats:
-        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} repeated update ids"))
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} repeated {ids.name} values"))
+    backwards = int(np.sum(np.diff(u) < 0))
+    if backwards:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{backwards} rows out of {ids.name} order"))
 
 
 def _books(report, symbol, market, files, days):

@@ -25,6 +25,7 @@ import random
 
 import orjson
 
+from .futures import FuturesFeeds
 from .klines import CandleSeries, interval_ms
 from .specs import symbol_spec
 
@@ -93,6 +94,8 @@ class SymbolMarket:
         self._timers = {}
         self._kline_last = {}
         self.now_ms = -1
+        # markPrice and forceOrder (futures only), from a generator of their own
+        self.futures = FuturesFeeds(market, symbol, seed, self.spec.price_decimals) if market != "spot" else None
 
     # -- initial state -------------------------------------------------------
     def _seed_book(self, levels):
@@ -152,6 +155,8 @@ class SymbolMarket:
                 self._partial(key, now_ms, out)
             elif key.startswith("kline_"):
                 self._kline(key, now_ms, out)
+        if self.futures is not None:
+            self.futures.timed(self, now_ms, out, active)
         self.candles.roll(now_ms)
 
     # -- book changes ----------------------------------------------------------
