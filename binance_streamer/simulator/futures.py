@@ -62,15 +62,14 @@ class FuturesFeeds:
         """Events due by ``now_ms`` for the keys in ``active``, appended to
         ``out`` as ``(key, payload)``; ``book`` is the SymbolMarket (its
         best prices, formatters and timers)."""
+        # an event is dated by the tick just passed (not by a tick due while
+        # nobody listened: a new subscriber's first event is a current one)
         for key, period in MARK_PERIODS.items():
-            if key in active:
-                tick = book._due(key, period, now_ms)
-                if tick is not None:
-                    out.append((key, orjson.dumps(self.mark_price(book, tick))))
-        if "forceOrder" in active:
-            tick = book._due("forceOrder", 1000, now_ms)
-            if tick is not None and self.rng.random() < FORCE_ORDER_SHARE:
-                out.append(("forceOrder", orjson.dumps(self.force_order(book, tick))))
+            if key in active and book._due(key, period, now_ms) is not None:
+                out.append((key, orjson.dumps(self.mark_price(book, now_ms // period * period))))
+        if "forceOrder" in active and book._due("forceOrder", 1000, now_ms) is not None \
+                and self.rng.random() < FORCE_ORDER_SHARE:
+            out.append(("forceOrder", orjson.dumps(self.force_order(book, now_ms // 1000 * 1000))))
 
     def mark_price(self, book, tick):
         """The markPriceUpdate of second ``tick``: the same for both speeds."""
