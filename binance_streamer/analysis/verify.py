@@ -2,7 +2,8 @@
 
 Per symbol, stream and day: rows, time covered, id continuity (aggTrade ``a``
 and ``f == previous l + 1``, trade ``t``, kline open times, depth ``U``/``u``
-or ``pu``), every discontinuity matched to a gap-ledger row, every
+or ``pu``, markPrice event times a period apart; bookTicker and forceOrder
+ids only repeat-free and growing), every discontinuity matched to a gap-ledger row, every
 backfilled row inside a hole the ledger names (none filled silently), duplicates, and
 the book rebuilt from snapshots plus diffs compared with the recorded
 orderbook rows and bookTickers. A problem no ledger row explains fails it.

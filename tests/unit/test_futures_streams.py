@@ -2,6 +2,8 @@
 parsers, continuity, the worker's handling, config errors, the simulator's
 events, and the offline loader and verifier on made-up files."""
 
+import random
+
 import orjson
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from binance_streamer.continuity import CONTINUES, DUPLICATE, LOST, handed_over,
 from binance_streamer.messages import Rows
 from binance_streamer.simulator.futures import FUNDING_MS, FuturesFeeds
 from binance_streamer.simulator.market import SymbolMarket
+from binance_streamer.simulator.mutate import mutate
 from binance_streamer.status import _silent_streams
 from binance_streamer.worker import Worker
 
@@ -264,6 +267,38 @@ def test_delivery_and_coinm_mark_prices():
     assert perp["r"] != "" and perp["T"] == 1_600_012_800_000
     order = feeds.force_order(book, 1_600_000_000_000)
     assert order["o"]["ps"] == "BTCUSD"
+
+
+def test_mutated_futures_frames_never_escape_the_worker_nor_reach_a_number_column():
+    rng = random.Random(5)
+    w = Worker(_cfg("usdm", "markPrice@1s,forceOrder"), ["BTCUSDT"])
+    sent = 0
+    for i, (key, payload) in enumerate(_events(seconds=300)):
+        if key in ("markPrice@1s", "forceOrder"):
+            if rng.random() < 0.3:
+                payload = mutate(payload, rng)
+            w.on_frames([b'{"stream":"btcusdt@%s","data":%s}' % (key.encode(), payload)], i)
+            sent += 1
+    assert w.counts["errors"] == 0 and 20 < w.counts["malformed"] < sent
+    rows = 0
+    for m in w.take_batch():
+        if not isinstance(m, Rows):
+            continue
+        names = csvfiles.columns("usdm", m.stream)
+        for line in m.lines:
+            rows += 1
+            cells = line.rstrip("\n").split(",")
+            assert len(cells) == len(names)
+            for name, value in zip(names, cells):
+                if name in csvfiles.TEXT_COLUMNS:
+                    assert parse.word(value)
+                elif name in csvfiles.SIGNED_DECIMAL:
+                    parse.rate(value)
+                elif csvfiles.is_decimal_column(name):
+                    parse.num(value)
+                else:
+                    assert value.isdigit(), (name, value)
+    assert rows + w.counts["malformed"] + w.counts["duplicates"] >= sent - 5 and rows > sent // 2
 
 
 # -- offline: load and verify -------------------------------------------------------------------------------
