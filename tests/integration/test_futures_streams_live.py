@@ -93,3 +93,35 @@ def test_mark_price_and_liquidations_exactly_once_through_a_handover_and_an_outa
     assert not [p for p in result.problems if p.stream in ("markPrice", "forceOrder")], result.problems
     checked = [f for f in result.files if f.stream == "markPrice"]
     assert checked and all(f.breaks == f.explained >= 1 for f in checked)
+
+
+def test_a_restart_keeps_mark_prices_once_and_ledgers_the_downtime(simulator, tmp_path):
+    symbol = "BTCUSDT"
+    sim = simulator(market="usdm", symbols=(symbol,), seed=22, rate=100)
+    rec = Recorder(tmp_path, sim, [symbol], streams=["aggTrade", "markPrice", "forceOrder"], flush_interval=0.5)
+    marks = lambda: [int(r["event_time"]) for r in rec.rows(symbol, "markPrice")]      # noqa: E731
+    rec.start()
+    try:
+        wait_for(lambda: len(marks()) >= 3, 30, "three 3 s markPrice rows", interval=0.2)
+    finally:
+        assert rec.stop() == 0, rec.log_tail()
+    last_before = marks()[-1]
+    rec.start()
+    try:
+        wait_for(lambda: len(marks()) >= 6, 30, "three more markPrice rows after the restart", interval=0.2)
+    finally:
+        assert rec.stop() == 0, rec.log_tail()
+
+    times = marks()
+    assert times == sorted(set(times)), "markPrice rows repeated or out of order across the restart"
+    first_after = times[times.index(last_before) + 1]
+    # the downtime is one ledger row naming the rows around it, whether or not an event fell in it
+    gaps = [g for g in rec.rows(symbol, "gaps") if g["stream"] == "markPrice"]
+    assert [(g["reason"], int(g["last_good_id"]), int(g["first_id_after"]), g["action"]) for g in gaps] == \
+        [("start", last_before, first_after, "lost")]
+    report = compare(sim, rec, {symbol})
+    assert report[f"{symbol.lower()}@markPrice"]["found"] == len(times)
+    for stream, r in report.items():
+        assert r["unexplained"] == [] and r["mismatched"] == [] and r["duplicates"] == 0, stream
+    result = verify(os.path.join(rec.dir, "data"), "usdm")
+    assert not [p for p in result.problems if p.stream in ("markPrice", "forceOrder")], result.problems
