@@ -31,7 +31,9 @@ forceOrder is ``INCREASING``: it is pushed only when something is
 liquidated, so a long pause means nothing and only a reconnect can lose an
 event (the first event after it gets the ledger row, as bookTicker's does);
 a handover cannot prove an overlap on it (the new socket may see no
-liquidation for hours), so it needs none (``overlap=None``, as klines).
+liquidation for hours), so it needs none (``overlap=None``, as klines): the
+other streams of its connection prove that the old socket has read up to
+the new one's start (one TCP stream carries them all in order).
 
 To add a stream: a row here, a parser in ``binance/parse.py``, its columns
 in ``csvfiles.SCHEMAS``, and tests (see CONTRIBUTING.md).
@@ -59,7 +61,7 @@ class Kind:
     name: str
     id_field: str            # where an event holds its id ("k.t": field t of the object k)
     id_column: str           # the CSV column holding that id
-    rule: str                # CONSECUTIVE, CHAINED or INCREASING (above)
+    rule: str                # CONSECUTIVE, CHAINED, INCREASING or PERIODIC (above)
     step: object             # CONSECUTIVE: ids between two events (1 or INTERVAL); else None
     backfill: object         # the REST endpoint that fetches the rows of a hole; None: none can
     usdm_group: str          # the USD-M connection serving it: "public" or "market"
