@@ -108,7 +108,8 @@ KINDS = {k.name: k for k in (
     Kind("forceOrder", id_field="E", id_column="event_time", rule=INCREASING, step=None, backfill=None,
          usdm_group="market", parse=parse.force_order, overlap=None, time_field="E", day_field="E",
          time_columns=("event_time", "trade_time"), quiet=True,
-         fields=frozenset({"e", "E", "o"})),
+         fields=frozenset({"e", "E", "o", "o.s", "o.S", "o.o", "o.f", "o.q", "o.p", "o.ap", "o.X", "o.l", "o.z",
+                           "o.T", "o.ps"})),
 )}
 
 
@@ -208,5 +209,13 @@ def day_getter(k, day_of):
 
 
 def unexpected_fields(k, d):
+    """Fields of ``d`` that ``k.fields`` does not name; a dotted entry
+    (``o.S``) names a field of an object in the event, whose other fields
+    are unexpected too (``o.zz``)."""
     known = k.fields
-    return [f for f in d if f not in known]
+    out = [f for f in d if f not in known]
+    for head in {f.partition(".")[0] for f in known if "." in f}:
+        inner = d.get(head)
+        if isinstance(inner, dict):
+            out += [f"{head}.{f}" for f in inner if f"{head}.{f}" not in known]
+    return out

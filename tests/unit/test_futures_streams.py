@@ -65,6 +65,8 @@ def test_unknown_fields_are_tolerated_and_found():
         extra = dict(d, zz=1)
         assert streams.unexpected_fields(kind, extra) == ["zz"]
         assert kind.parse("usdm", extra, 0) == kind.parse("usdm", d, 0)
+    inner = dict(FORCE, o=dict(FORCE["o"], ps="BTCUSD", new=1))
+    assert streams.unexpected_fields(streams.KINDS["forceOrder"], inner) == ["o.new"]
 
 
 @pytest.mark.parametrize("change", [
@@ -245,6 +247,7 @@ def test_simulated_liquidations_are_rare_plausible_and_seeded():
     for e in events:
         o = e["o"]
         parse.force_order("usdm", e, 0)
+        assert streams.unexpected_fields(streams.KINDS["forceOrder"], e) == []
         assert o["S"] in ("BUY", "SELL") and o["X"] == "FILLED" and o["q"] == o["l"] == o["z"] and o["T"] <= e["E"]
         assert (float(o["p"]) < float(o["ap"])) if o["S"] == "SELL" else (float(o["p"]) > float(o["ap"]))
     assert out == _events(seconds=300)
