@@ -64,11 +64,13 @@ def periodic(last, state, ident, period):
     """Events pushed every ``period`` ms, known by their event time: a step
     longer than :func:`hole_after` is a hole, after a reconnect or anywhere;
     a shorter one continues, even just after a reconnect (nothing missed).
-    The first event of a stream is a hole to the writer, which compares it
-    with the file on disk (as for INCREASING streams)."""
+    The first event of a stream is reported so the writer can compare it
+    with the file on disk, by the same limit."""
     if last is not None and ident <= last:
         return DUPLICATE
-    if state == "start" or last is None or ident - last > hole_after(period):
+    if state == "start" or last is None:
+        return FIRST
+    if ident - last > hole_after(period):
         return LOST
     return CONTINUES
 

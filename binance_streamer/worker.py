@@ -30,7 +30,7 @@ from .continuity import BACKFILL, DUPLICATE, FIRST, LOST
 from .csvfiles import DayOf, row_time
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
-from .sequence import gap_row
+from .sequence import WITHIN, gap_row
 from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, PERIODIC, day_getter, event_id, file_stream,
                       id_step, kind_of, ledger_time, period_ms, unexpected_fields)
 
@@ -250,11 +250,14 @@ class Worker:
     def _periodic(self, route, d, recv_us):
         spec = route.spec
         e, line = spec.parse(self.market, d, recv_us)
-        verdict = continuity.periodic(route.last, route.state, e, period_ms(route.stream))
+        period = period_ms(route.stream)
+        verdict = continuity.periodic(route.last, route.state, e, period)
         if verdict == DUPLICATE:
             self.counts["duplicates"] += 1
             return
-        if verdict == LOST:
+        if verdict == FIRST:          # the writer compares it with the last row on disk, by the same limit
+            self._report(route, None, e, "", ledger_time(spec, d, recv_us), within=continuity.hole_after(period))
+        elif verdict == LOST:
             self._report(route, route.last, e, "lost", ledger_time(spec, d, recv_us))
         route.last, route.state, route.last_event, route.last_event_us = e, "live", d, recv_us
         self.outbox.add(route, route.day_of(d, recv_us), e, line)
@@ -266,14 +269,18 @@ class Worker:
             return "start"
         return "malformed event" if bad else {"reconnected": "reconnect"}.get(route.state, "id jump")
 
-    def _report(self, route, last, first, action, first_time="", detail=""):
+    def _report(self, route, last, first, action, first_time="", detail="", within=None):
         """A ledger row of a hole between ids ``last`` (the route's last
-        event: its time goes with it) and ``first`` (of time ``first_time``)."""
+        event: its time goes with it) and ``first`` (of time ``first_time``);
+        ``within``: see sequence.WITHIN."""
         if route.state != "start":
             route.gaps += 1
         last_time = route.last_time() if last is not None else ""
-        self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
-                                       last, first, action, 0, detail, last_time, first_time))
+        row = gap_row(int(self.clock() * 1e6), route.file, self._reason(route), last, first, action, 0, detail,
+                      last_time, first_time)
+        if within is not None:
+            row[WITHIN] = within
+        self.outbox.gap(route, row)
 
     # -- hand-on ------------------------------------------------------------------------
     def hand_on(self, force=False):

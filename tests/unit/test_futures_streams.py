@@ -13,8 +13,9 @@ from binance_streamer.analysis.load import load
 from binance_streamer.analysis.verify import verify
 from binance_streamer.binance import parse
 from binance_streamer.config import ConfigError
-from binance_streamer.continuity import CONTINUES, DUPLICATE, LOST, handed_over, hole_after, periodic
+from binance_streamer.continuity import CONTINUES, DUPLICATE, FIRST, LOST, handed_over, hole_after, periodic
 from binance_streamer.messages import Rows
+from binance_streamer.sequence import WITHIN, Sequencer, gap_row
 from binance_streamer.simulator.futures import FUNDING_MS, FuturesFeeds
 from binance_streamer.simulator.market import SymbolMarket
 from binance_streamer.simulator.mutate import mutate
@@ -103,7 +104,7 @@ def test_names_periods_and_groups():
 
 def test_periodic_continuity():
     assert hole_after(1000) == 1500 and hole_after(3000) == 4500
-    assert periodic(None, "start", 5000, 1000) == LOST           # the writer compares it with the file
+    assert periodic(None, "start", 5000, 1000) == FIRST          # the writer compares it with the file
     assert periodic(5000, "live", 6000, 1000) == CONTINUES
     assert periodic(5000, "live", 6500, 1000) == CONTINUES       # late, not missing
     assert periodic(5000, "live", 7000, 1000) == LOST            # one event missing
@@ -178,10 +179,28 @@ def test_worker_mark_price_holes_reconnects_and_duplicates():
     assert [i for b in batch if b[0] == "rows" for i in b[2]] == [1000, 2000, 3000, 5000, 6000, 8000]
     gaps = [b[1] for b in batch if b[0] == "gap"]
     assert [(g["stream"], g["reason"], g["last_good_id"], g["first_id_after"], g["action"]) for g in gaps] == [
-        ("markPrice", "start", None, 1000, "lost"),
+        ("markPrice", "start", None, 1000, ""),
         ("markPrice", "id jump", 3000, 5000, "lost"),
         ("markPrice", "malformed event", 6000, 8000, "lost")]
     assert w.counts["duplicates"] == 1 and w.counts["malformed"] == 1
+    assert gaps[0][WITHIN] == 1500 and WITHIN not in gaps[1]     # the writer's limit for the first event
+
+
+@pytest.mark.parametrize("first, row", [(4000, None), (4500, None), (3000, None),
+                                        (4501, ("start", 3000, 4501, "lost"))])
+def test_the_writer_ledgers_a_restart_of_mark_prices_only_when_an_event_fell_in_it(first, row):
+    seq = Sequencer("usdm")
+    seq.accept("BTCUSDT", "markPrice", [1000, 2000, 3000], False, 0.0)
+    report = gap_row(1, "markPrice", "start", None, first, "", first_time=first)
+    report[WITHIN] = 1500
+    written, request = seq.reported("BTCUSDT", report, 1)
+    assert request is None
+    got = None if written is None else (written["reason"], written["last_good_id"], written["first_id_after"],
+                                        written["action"])
+    assert got == row and (written is None or WITHIN not in written)
+    # a forceOrder (no limit) restart is always a row: nothing says no liquidation fell in it
+    seq.accept("BTCUSDT", "forceOrder", [1000], False, 0.0)
+    assert seq.reported("BTCUSDT", gap_row(1, "forceOrder", "start", None, 1001, "lost"), 1)[0]["action"] == "lost"
 
 
 def test_worker_force_order_reconnect_is_a_ledger_row_and_no_book_is_fed():
