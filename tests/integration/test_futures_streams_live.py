@@ -125,3 +125,31 @@ def test_restarts_keep_mark_prices_once_and_ledger_only_a_downtime_that_lost_one
         assert r["unexplained"] == [] and r["mismatched"] == [] and r["duplicates"] == 0, stream
     result = verify(os.path.join(rec.dir, "data"), "usdm")
     assert not [p for p in result.problems if p.stream in ("markPrice", "forceOrder")], result.problems
+
+
+def test_mutated_mark_prices_and_liquidations_are_refused_and_ledgered_and_nothing_dies(simulator, tmp_path):
+    """Every 3rd frame sent gets a hostile value, loses a field or is cut
+    short (seeded): refused events are counted, a refused markPrice leaves
+    a hole the ledger explains, the rest is on disk exactly as sent."""
+    symbol = "BTCUSDT"
+    sim = simulator(market="usdm", symbols=(symbol,), seed=23, rate=20, faults={"mutate_every": 3})
+    rec = Recorder(tmp_path, sim, [symbol], streams=["markPrice@1s", "forceOrder"]).start()
+    try:
+        wait_for(lambda: len(rec.rows(symbol, "markPrice")) >= 25 and len(rec.rows(symbol, "forceOrder")) >= 3,
+                 90, "markPrice and forceOrder rows", interval=0.2)
+        status = rec.status()
+        assert all(p["state"] == "RUNNING" and p["restarts"] == 0 for p in status["processes"])
+    finally:
+        assert rec.stop() == 0, rec.log_tail()
+    report = compare(sim, rec, {symbol})
+    for stream, r in report.items():
+        assert r["unexplained"] == [] and r["mismatched"] == [] and r["duplicates"] == 0, (stream, r)
+    assert report[f"{symbol.lower()}@markPrice@1s"]["rejected"] > 0
+    counts = status["children"]["worker-0"]["counts"]
+    assert counts["malformed"] > 0 and counts["errors"] == 0
+    gaps = rec.rows(symbol, "gaps")
+    assert any(g["stream"] == "markPrice" and g["reason"] == "malformed event" for g in gaps)
+    result = verify(os.path.join(rec.dir, "data"), "usdm")
+    assert not [p for p in result.problems if p.stream in ("markPrice", "forceOrder")], result.problems
+    with open(os.path.join(rec.dir, "logs", "binance-streamer.log")) as f:
+        assert "Traceback" not in f.read()
