@@ -15,6 +15,7 @@ import ssl
 from . import markets
 from .binance.endpoints import BASE_URLS
 from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
+from .streams import FUTURES_STREAMS, file_stream
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 _CONTRACT = re.compile(r"^[A-Z0-9]{2,30}_[A-Z0-9]{2,12}$")     # COIN-M: BTCUSD_PERP, BTCUSD_261225
@@ -249,8 +250,13 @@ def check_streams(market, streams, where):
         elif s == "trade" and markets.futures(market):
             raise ConfigError(f"stream 'trade' in {where}: {markets.title(market)} has no trade stream; "
                               "record aggTrade")
+        elif s in FUTURES_STREAMS:
+            if not markets.futures(market):
+                raise ConfigError(f"stream {s!r} in {where}: spot has no {file_stream(s)} stream (futures only); "
+                                  "remove it or record market usdm or coinm")
         elif s not in ("aggTrade", "trade", "bookTicker"):
-            close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m"], n=1)
+            close = difflib.get_close_matches(s, ["aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m",
+                                                  *FUTURES_STREAMS], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown stream {s!r} in {where}{hint}")
         if s in out:

@@ -15,6 +15,7 @@ The event is kept in every case but ``DUPLICATE``.
 """
 
 from .markets import futures
+from .streams import PERIODIC_HOLE
 
 DUPLICATE, CONTINUES, FIRST, LOST, BACKFILL = "duplicate", "continues", "first", "lost", "backfill"
 
@@ -52,6 +53,27 @@ def increasing(last, state, ident):
     if last is not None and ident <= last:
         return DUPLICATE
     return CONTINUES if state == "live" else LOST
+
+
+def hole_after(period):
+    """The longest step (ms) between two events of a PERIODIC stream of
+    ``period`` ms that is not a hole (streams.PERIODIC_HOLE periods)."""
+    return int(period * PERIODIC_HOLE)
+
+
+def periodic(last, state, ident, period):
+    """Events pushed every ``period`` ms, known by their event time: a step
+    longer than :func:`hole_after` is a hole, after a reconnect or anywhere;
+    a shorter one continues, even just after a reconnect (nothing missed).
+    The first event of a stream is reported so the writer can compare it
+    with the file on disk, by the same limit."""
+    if last is not None and ident <= last:
+        return DUPLICATE
+    if state == "start" or last is None:
+        return FIRST
+    if ident - last > hole_after(period):
+        return LOST
+    return CONTINUES
 
 
 def backfill_range(last, ident, step):

@@ -39,6 +39,11 @@ SCHEMAS = {
                    "transaction_time", "event_time", "local_time_us"],
     "depth": ["event_time", "transaction_time", "first_update_id", "final_update_id",
               "prev_final_update_id", "side", "price", "quantity", "local_time_us"],
+    "markPrice": ["event_time", "mark_price", "index_price", "estimated_settle_price", "funding_rate",
+                  "next_funding_time", "local_time_us"],
+    "forceOrder": ["event_time", "side", "order_type", "time_in_force", "original_quantity", "price",
+                   "average_price", "order_status", "last_fill_quantity", "accumulated_fill_quantity",
+                   "trade_time", "local_time_us"],
     "depthSnapshot": ["last_update_id", "side", "price", "quantity", "request_time_us",
                       "response_time_us", "event_time", "transaction_time"],
     "gaps": ["local_time_us", "stream", "reason", "last_good_id", "first_id_after", "last_good_time",
@@ -182,22 +187,29 @@ class DayOf:
 
 _DECIMAL = {"price", "quantity", "qty", "quote_qty", "open", "high", "low", "close", "volume", "quote_volume",
             "taker_buy_volume", "taker_buy_quote_volume", "best_bid_price", "best_bid_qty", "best_ask_price",
-            "best_ask_qty", "base_volume", "taker_buy_base_volume"}
+            "best_ask_qty", "base_volume", "taker_buy_base_volume", "mark_price", "index_price",
+            "estimated_settle_price", "original_quantity", "average_price", "last_fill_quantity",
+            "accumulated_fill_quantity"}
+# Decimal columns whose numbers may be negative: the funding rate ("" on
+# delivery contracts, which have none)
+SIGNED_DECIMAL = {"funding_rate"}
 _BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
-TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore"}
+TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore", "order_type", "time_in_force",
+                "order_status"}
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 
 def is_decimal_column(column):
-    """A price or quantity column: the text must be a decimal number."""
-    return column in _DECIMAL or bool(_LEVEL.match(column))
+    """A price or quantity column: the text must be a decimal number (in
+    :data:`SIGNED_DECIMAL`, maybe with a minus sign)."""
+    return column in _DECIMAL or column in SIGNED_DECIMAL or bool(_LEVEL.match(column))
 
 
 def pandas_dtype(column, exact=True):
     """The documented pandas dtype of a column: prices and quantities are
     ``string`` (exact, as Binance sent them) or ``float64``; booleans
     ``boolean``; ids and times ``Int64`` (empty where a row has no value)."""
-    if column in _DECIMAL or _LEVEL.match(column):
+    if column in _DECIMAL or column in SIGNED_DECIMAL or _LEVEL.match(column):
         return "string" if exact else "float64"
     if column in _BOOL:
         return "boolean"

@@ -121,7 +121,9 @@ class Rows(NamedTuple):
 
 
 class Gap(NamedTuple):
-    """A gap-ledger row (``sequence.gap_row``) for ``symbol``."""
+    """A gap-ledger row (``sequence.gap_row``) for ``symbol``; a PERIODIC
+    stream's first-event report also carries ``sequence.WITHIN``, read by
+    the writer and not written."""
     symbol: str
     row: dict
 

@@ -25,6 +25,10 @@ from .csvfiles import row_time
 from .streams import backfillable, id_step
 
 HOLE_TIMEOUT = 120.0
+# A key a worker's report of a stream's first event may carry (not a ledger
+# column): the largest step from the last id on disk that is no hole (a
+# PERIODIC stream, whose ids are event times: continuity.hole_after).
+WITHIN = "within"
 # How far behind the last id written an incoming id may be and still be a
 # duplicate (a handover overlaps by seconds); further is an implausible id on disk.
 PLAUSIBLE_STEPS = 100_000
@@ -148,6 +152,10 @@ class Sequencer:
             if gap.get("last_good_time", "") == "":
                 gap["last_good_time"] = self.time_of(gap["stream"], self.tail.get(key))
         step = id_step(gap["stream"])
+        within = gap.pop(WITHIN, None)
+        if within is not None and gap["action"] == "" and isinstance(first, int) and last is not None \
+                and first - last <= within:
+            return None, None               # a periodic stream resumed within its period
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:
                 if gap["action"] == "":

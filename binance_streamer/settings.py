@@ -47,7 +47,8 @@ SETTINGS = [
        "coinm BTCUSD_PERP,ETHUSD_PERP)", "recording", flag=True, metavar="SYM,SYM"),
     _s("streams", "list", None,
        "streams per symbol: aggTrade, trade, depth or depth@100ms (futures also depth@250ms, depth@500ms), "
-       "kline_<interval>, bookTicker "
+       "kline_<interval>, bookTicker; futures only: markPrice (every 3 s) or markPrice@1s, and forceOrder "
+       "(liquidations), on USD-M from the /market root "
        "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm and coinm the same without trade)",
        "recording", flag=True, metavar="S,S"),
     _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),

@@ -9,6 +9,8 @@ import tempfile
 import threading
 import time
 
+from .streams import lookup
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
@@ -166,12 +168,18 @@ def _silent_streams(children, now):
     for name, child in sorted(children.items()):
         for key, s in sorted(child.get("streams", {}).items()):
             gap, last = s.get("usual_gap_s"), s.get("last_recv_us")
-            if gap is None or not last:
+            if gap is None or not last or _quiet(key):
                 continue
             silent = now - last / 1e6
             if silent > max(SILENT_FLOOR_S, SILENT_FACTOR * gap):
                 out.append(f"{key} silent for {silent:.0f} s (usually a message every {gap:.2g} s)")
     return out
+
+
+def _quiet(key):
+    """Is ``SYMBOL/stream`` a stream whose silence means nothing (forceOrder: no liquidation)?"""
+    kind = lookup(key.partition("/")[2])
+    return kind is not None and kind.quiet
 
 
 def usual_gap(first, latest):

@@ -16,6 +16,24 @@ Continuity rules, one per kind:
   the previous event's ``u``; spot: ``U`` is the previous ``u`` + 1).
 * ``INCREASING``: ids only grow, with holes in between that mean nothing;
   only a reconnect can lose an event.
+* ``PERIODIC``: the exchange pushes the stream on a clock (markPrice: every
+  3 s, or every 1 s for ``markPrice@1s``); events carry no update id, so
+  the event time ``E`` is the id. E only grows, and a step longer than
+  :data:`PERIODIC_HOLE` periods is a hole (continuity.periodic): the verifier
+  can find such a hole in the file alone, after a reconnect or anywhere.
+
+Streams without an update id (markPrice, forceOrder) use the event time
+``E`` as their id: Binance pushes at most one event per stream per
+millisecond (markPrice one per period, forceOrder at most the latest
+liquidation per symbol per 1000 ms), so E names an event, and a handover's
+overlap or a restart's first events are dropped by it like any duplicate.
+forceOrder is ``INCREASING``: it is pushed only when something is
+liquidated, so a long pause means nothing and only a reconnect can lose an
+event (the first event after it gets the ledger row, as bookTicker's does);
+a handover cannot prove an overlap on it (the new socket may see no
+liquidation for hours), so it needs none (``overlap=None``, as klines): the
+other streams of its connection prove that the old socket has read up to
+the new one's start (one TCP stream carries them all in order).
 
 To add a stream: a row here, a parser in ``binance/parse.py``, its columns
 in ``csvfiles.SCHEMAS``, and tests (see CONTRIBUTING.md).
@@ -27,6 +45,13 @@ from typing import Callable
 from .binance import parse
 
 CONSECUTIVE, CHAINED, INCREASING = "consecutive", "chained", "increasing"
+PERIODIC = "periodic"
+# A PERIODIC stream's subscriptions -> the period (ms) Binance pushes them at;
+# the file stream is the name before "@" (markPrice@1s -> markPrice).
+PERIODS_MS = {"markPrice": 3000, "markPrice@1s": 1000}
+PERIODIC_HOLE = 1.5      # a step of more than this many periods between two events is a hole
+# subscriptions only futures markets have (config.check_streams refuses them on spot)
+FUTURES_STREAMS = (*PERIODS_MS, "forceOrder")
 INTERVAL = "interval"     # a step: the candle's length in ms, from the stream name
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -36,7 +61,7 @@ class Kind:
     name: str
     id_field: str            # where an event holds its id ("k.t": field t of the object k)
     id_column: str           # the CSV column holding that id
-    rule: str                # CONSECUTIVE, CHAINED or INCREASING (above)
+    rule: str                # CONSECUTIVE, CHAINED, INCREASING or PERIODIC (above)
     step: object             # CONSECUTIVE: ids between two events (1 or INTERVAL); else None
     backfill: object         # the REST endpoint that fetches the rows of a hole; None: none can
     usdm_group: str          # the USD-M connection serving it: "public" or "market"
@@ -49,6 +74,8 @@ class Kind:
     per_level: bool = False  # one row per price level: the rows of an event share its id
     recorded_if: str = ""    # a flag an event needs to be recorded (klines: the candle is closed)
     fields: frozenset = frozenset()   # every field an event may carry; others are counted
+    feeds_book: bool = False  # an INCREASING kind whose events also go to the book manager (bookTicker)
+    quiet: bool = False      # pushed only when something happens: a silent hour or a day without a file is normal
 
 
 KINDS = {k.name: k for k in (
@@ -71,14 +98,30 @@ KINDS = {k.name: k for k in (
          fields=frozenset({"e", "E", "T", "s", "U", "u", "pu", "b", "a", "ps", "st"})),
     Kind("bookTicker", id_field="u", id_column="update_id", rule=INCREASING, step=None, backfill=None,
          usdm_group="public", parse=parse.book_ticker, overlap=0, time_field="E", day_field="E",
-         time_columns=("event_time", "transaction_time", "local_time_us"),
+         time_columns=("event_time", "transaction_time", "local_time_us"), feeds_book=True,
          fields=frozenset({"e", "E", "T", "s", "u", "b", "B", "a", "A", "ps", "st"})),
+    # futures only (config.check_streams); on USD-M's /market root (PROTOCOL.md 4.3)
+    Kind("markPrice", id_field="E", id_column="event_time", rule=PERIODIC, step=None, backfill=None,
+         usdm_group="market", parse=parse.mark_price, overlap=0, time_field="E", day_field="E",
+         time_columns=("event_time",),
+         fields=frozenset({"e", "E", "s", "p", "i", "P", "r", "T", "ps"})),
+    Kind("forceOrder", id_field="E", id_column="event_time", rule=INCREASING, step=None, backfill=None,
+         usdm_group="market", parse=parse.force_order, overlap=None, time_field="E", day_field="E",
+         time_columns=("event_time", "trade_time"), quiet=True,
+         fields=frozenset({"e", "E", "o", "o.s", "o.S", "o.o", "o.f", "o.q", "o.p", "o.ap", "o.X", "o.l", "o.z",
+                           "o.T", "o.ps"})),
 )}
 
 
 def file_stream(stream):
-    """The stream part of a file name: every diff-depth speed is recorded as ``depth``."""
-    return "depth" if stream == "depth" or stream.startswith("depth@") else stream
+    """The stream part of a file name: every speed of a stream is recorded
+    under its name (``depth@100ms`` as ``depth``, ``markPrice@1s`` as ``markPrice``)."""
+    return stream.partition("@")[0]
+
+
+def period_ms(stream):
+    """The period (ms) of a PERIODIC subscription (``markPrice@1s`` -> 1000), else None."""
+    return PERIODS_MS.get(stream)
 
 
 def kind_of(stream):
@@ -89,6 +132,11 @@ def kind_of(stream):
 def lookup(stream):
     """The :class:`Kind` of a stream or file stream, or None for files that are not streams."""
     return KINDS.get(kind_of(stream))
+
+
+def periods_of(file):
+    """The periods (ms) of the subscriptions recorded in a PERIODIC file stream (markPrice: 1000, 3000)."""
+    return sorted(p for name, p in PERIODS_MS.items() if file_stream(name) == file)
 
 
 def id_step(stream):
@@ -161,5 +209,13 @@ def day_getter(k, day_of):
 
 
 def unexpected_fields(k, d):
+    """Fields of ``d`` that ``k.fields`` does not name; a dotted entry
+    (``o.S``) names a field of an object in the event, whose other fields
+    are unexpected too (``o.zz``)."""
     known = k.fields
-    return [f for f in d if f not in known]
+    out = [f for f in d if f not in known]
+    for head in {f.partition(".")[0] for f in known if "." in f}:
+        inner = d.get(head)
+        if isinstance(inner, dict):
+            out += [f"{head}.{f}" for f in inner if f"{head}.{f}" not in known]
+    return out

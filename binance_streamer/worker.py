@@ -31,9 +31,9 @@ from .csvfiles import DayOf, row_time
 from .markets import futures
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
-from .sequence import gap_row
-from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, day_getter, event_id, file_stream, id_step,
-                      kind_of, ledger_time, unexpected_fields)
+from .sequence import WITHIN, gap_row
+from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, PERIODIC, day_getter, event_id, file_stream,
+                      id_step, kind_of, ledger_time, period_ms, unexpected_fields)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ class Worker:
         self.throttle = proc.Throttle()
         self.throttle_connect = proc.Throttle()
         # one handler per continuity rule (streams.KINDS): the chained stream
-        # is depth and the increasing one bookTicker; both also feed the book
-        self.handlers = {CONSECUTIVE: self._consecutive, CHAINED: self._depth, INCREASING: self._book_ticker}
+        # is depth, which feeds the book, as the increasing kinds with feeds_book do
+        self.handlers = {CONSECUTIVE: self._consecutive, CHAINED: self._depth, INCREASING: self._increasing,
+                         PERIODIC: self._periodic}
 
     # -- frames ------------------------------------------------------------------
     def on_connected(self, names):
@@ -233,7 +234,7 @@ class Worker:
             self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"], d["E"])
         self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
 
-    def _book_ticker(self, route, d, recv_us):
+    def _increasing(self, route, d, recv_us):
         spec = route.spec
         u, line = spec.parse(self.market, d, recv_us)
         verdict = continuity.increasing(route.last, route.state, u)
@@ -243,9 +244,24 @@ class Worker:
         if verdict == LOST:
             self._report(route, route.last, u, "lost", ledger_time(spec, d, recv_us))
         route.last, route.state, route.last_event, route.last_event_us = u, "live", d, recv_us
-        if self.book is not None:
+        if self.book is not None and spec.feeds_book:
             self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
         self.outbox.add(route, route.day_of(d, recv_us), u, line)
+
+    def _periodic(self, route, d, recv_us):
+        spec = route.spec
+        e, line = spec.parse(self.market, d, recv_us)
+        period = period_ms(route.stream)
+        verdict = continuity.periodic(route.last, route.state, e, period)
+        if verdict == DUPLICATE:
+            self.counts["duplicates"] += 1
+            return
+        if verdict == FIRST:          # the writer compares it with the last row on disk, by the same limit
+            self._report(route, None, e, "", ledger_time(spec, d, recv_us), within=continuity.hole_after(period))
+        elif verdict == LOST:
+            self._report(route, route.last, e, "lost", ledger_time(spec, d, recv_us))
+        route.last, route.state, route.last_event, route.last_event_us = e, "live", d, recv_us
+        self.outbox.add(route, route.day_of(d, recv_us), e, line)
 
     def _reason(self, route):
         """Why a gap happened, from the route's state (call before it changes)."""
@@ -254,14 +270,18 @@ class Worker:
             return "start"
         return "malformed event" if bad else {"reconnected": "reconnect"}.get(route.state, "id jump")
 
-    def _report(self, route, last, first, action, first_time="", detail=""):
+    def _report(self, route, last, first, action, first_time="", detail="", within=None):
         """A ledger row of a hole between ids ``last`` (the route's last
-        event: its time goes with it) and ``first`` (of time ``first_time``)."""
+        event: its time goes with it) and ``first`` (of time ``first_time``);
+        ``within``: see sequence.WITHIN."""
         if route.state != "start":
             route.gaps += 1
         last_time = route.last_time() if last is not None else ""
-        self.outbox.gap(route, gap_row(int(self.clock() * 1e6), route.file, self._reason(route),
-                                       last, first, action, 0, detail, last_time, first_time))
+        row = gap_row(int(self.clock() * 1e6), route.file, self._reason(route), last, first, action, 0, detail,
+                      last_time, first_time)
+        if within is not None:
+            row[WITHIN] = within
+        self.outbox.gap(route, row)
 
     # -- hand-on ------------------------------------------------------------------------
     def hand_on(self, force=False):

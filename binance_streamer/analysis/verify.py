@@ -2,7 +2,8 @@
 
 Per symbol, stream and day: rows, time covered, id continuity (aggTrade ``a``
 and ``f == previous l + 1``, trade ``t``, kline open times, depth ``U``/``u``
-or ``pu``), every discontinuity matched to a gap-ledger row, every
+or ``pu``, markPrice event times a period apart; bookTicker and forceOrder
+ids only repeat-free and growing), every discontinuity matched to a gap-ledger row, every
 backfilled row inside a hole the ledger names (none filled silently), duplicates, and
 the book rebuilt from snapshots plus diffs compared with the recorded
 orderbook rows and bookTickers. A problem no ledger row explains fails it.
@@ -18,8 +19,9 @@ import pandas as pd
 
 from .. import csvfiles
 from ..binance.parse import MALFORMED
+from ..continuity import hole_after
 from ..markets import futures
-from ..streams import CHAINED, INCREASING, KINDS, file_stream, id_step, lookup
+from ..streams import CHAINED, INCREASING, KINDS, PERIODIC, file_stream, id_step, lookup, periods_of
 from .load import LoadError, file_stem, load_file, open_source
 from .replay import read_snapshots, walk
 
@@ -236,7 +238,8 @@ def _bad_values(path, chunk=1_000_000):
         for part in pd.read_csv(source, usecols=wanted, dtype=str, keep_default_na=False, chunksize=chunk):
             for column in wanted:
                 cells = part[column]
-                bad = cells[(cells != "") & ~cells.str.fullmatch(r"\d{1,40}(\.\d{1,40})?")]
+                sign = "-?" if column in csvfiles.SIGNED_DECIMAL else ""
+                bad = cells[(cells != "") & ~cells.str.fullmatch(sign + r"\d{1,40}(\.\d{1,40})?")]
                 out += [f"line {i + 2}, column {column}: {v[:40]!r}" for i, v in bad.head(SHOWN).items()]
             if len(out) >= SHOWN:
                 break
@@ -285,6 +288,8 @@ def _missing_files(report, symbol, day, files, expected, ledger):
     for stream in sorted(wanted - present - ledger.not_recorded):
         if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
             continue
+        if lookup(stream) is not None and lookup(stream).quiet:      # forceOrder: a day without liquidation
+            continue
         report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
 
 
@@ -332,6 +337,8 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
             if not linked and first[0] > previous:
                 holes.insert(0, (previous, int(first[0])))
         ids = final
+    elif kind.rule == PERIODIC:
+        ids, holes = _periodic_holes(report, fr, df[kind.id_column], previous)
     else:
         column = kind.id_column
         ids = np.sort(df[column].astype("int64").to_numpy())
@@ -357,6 +364,25 @@ def _continuity(report, fr, df, market, stream, ledger, previous):
         else:
             report.problems.append(Problem(fr.symbol, stream, fr.day,
                                            f"hole between ids {before} and {after} not in the gap ledger"))
+
+
+def _periodic_holes(report, fr, column, previous):
+    """A PERIODIC stream's ids (event times) and holes: steps longer than
+    continuity.hole_after its period. The file does not say which
+    subscription filled it (markPrice every 3 s or @1s): the period is the
+    one of its subscriptions nearest the median step."""
+    ids = np.sort(column.astype("int64").to_numpy())
+    repeats = int(np.sum(np.diff(ids) == 0))
+    if repeats:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} duplicate event times"))
+        ids = np.unique(ids)
+    periods = periods_of(fr.stream)
+    period = max(periods) if len(ids) < 2 else min(periods, key=lambda p: abs(p - np.median(np.diff(ids))))
+    limit = hole_after(period)
+    holes = [(int(ids[i]), int(ids[i + 1])) for i in np.nonzero(np.diff(ids) > limit)[0]]
+    if previous is not None and len(ids) and ids[0] - previous > limit:
+        holes.insert(0, (previous, int(ids[0])))
+    return ids, holes
 
 
 def _backfills(report, fr, df, ledger, step):
@@ -393,12 +419,17 @@ def _agg_trade_ids(report, fr, df):
 
 
 def _no_repeats(report, fr, ids):
+    """INCREASING streams: no id twice, and ids in file order (the writer
+    keeps only ids beyond the last it wrote)."""
     u = ids.astype("int64").to_numpy()
     if len(u):
         fr.first_id, fr.last_id = int(u.min()), int(u.max())
     repeats = len(u) - len(np.unique(u))
     if repeats:
-        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} repeated update ids"))
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{repeats} repeated {ids.name} values"))
+    backwards = int(np.sum(np.diff(u) < 0))
+    if backwards:
+        report.problems.append(Problem(fr.symbol, fr.stream, fr.day, f"{backwards} rows out of {ids.name} order"))
 
 
 def _books(report, symbol, market, files, days):

@@ -48,6 +48,25 @@ def sint(x):
     raise BadValue(f"not an integer: {str(x)[:MAX_NUMBER]!r}")
 
 
+def rate(s):
+    """A funding rate: a decimal number that may be negative (``"-0.00010000"``),
+    or ``""`` as COIN-M's delivery contracts send (they have no funding)."""
+    if s == "":
+        return s
+    if s.__class__ is str and s[:1] == "-":
+        num(s[1:])
+        return s
+    return num(s)
+
+
+def word(s):
+    """A word Binance sends as a value (``"SELL"``, ``"LIMIT"``, ``"IOC"``,
+    ``"FILLED"``): ASCII letters and underscores, nothing a CSV cell must quote."""
+    if s.__class__ is str and 0 < len(s) <= MAX_NUMBER and s.isascii() and s.replace("_", "").isalpha():
+        return s
+    raise BadValue(f"not a word: {str(s)[:MAX_NUMBER]!r}")
+
+
 def flag(x):
     if x is True or x is False:
         return x
@@ -114,6 +133,21 @@ def book_ticker(market, d, recv_us):
     u = uint(d["u"])
     return u, (f'{u},{num(d["b"])},{num(d["B"])},{num(d["a"])},{num(d["A"])},{opt_uint(d, "T")},'
                f'{opt_uint(d, "E")},{recv_us}\n')
+
+
+def mark_price(market, d, recv_us):
+    """A ``markPriceUpdate`` (futures): its id is its event time ``E``.
+    Delivery contracts send ``r`` "" and ``T`` 0: kept as sent."""
+    e = uint(d["E"])
+    return e, (f'{e},{num(d["p"])},{num(d["i"])},{num(d["P"])},{rate(d["r"])},{uint(d["T"])},{recv_us}\n')
+
+
+def force_order(market, d, recv_us):
+    """A ``forceOrder`` (futures liquidation order, in ``o``): its id is its
+    event time ``E`` (at most one event per symbol per 1000 ms)."""
+    e, o = uint(d["E"]), d["o"]
+    return e, (f'{e},{word(o["S"])},{word(o["o"])},{word(o["f"])},{num(o["q"])},{num(o["p"])},{num(o["ap"])},'
+               f'{word(o["X"])},{num(o["l"])},{num(o["z"])},{uint(o["T"])},{recv_us}\n')
 
 
 def levels(side):

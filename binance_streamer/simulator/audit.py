@@ -79,6 +79,16 @@ def row_matches(stream, d, rows):
         want = [("bid", p, q) for p, q in d["b"]] + [("ask", p, q) for p, q in d["a"]]
         got = [(r["side"], r["price"], r["quantity"]) for r in rows if r["side"]]   # an empty event has one bare row
         return got == want and all(int(r["first_update_id"]) == d["U"] for r in rows)
+    if kind == "markPrice":
+        r = rows[0]
+        return len(rows) == 1 and (r["mark_price"], r["index_price"], r["estimated_settle_price"], r["funding_rate"],
+                                   int(r["next_funding_time"])) == (d["p"], d["i"], d["P"], d["r"], d["T"])
+    if kind == "forceOrder":
+        r, o = rows[0], d["o"]
+        return len(rows) == 1 and (r["side"], r["order_type"], r["time_in_force"], r["original_quantity"], r["price"],
+                                   r["average_price"], r["order_status"], r["last_fill_quantity"],
+                                   r["accumulated_fill_quantity"], int(r["trade_time"])) == \
+            (o["S"], o["o"], o["f"], o["q"], o["p"], o["ap"], o["X"], o["l"], o["z"], o["T"])
     if kind == "kline":
         k = d["k"]
         r = rows[0]

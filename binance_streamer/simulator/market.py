@@ -32,6 +32,7 @@ import random
 
 import orjson
 
+from .futures import FuturesFeeds
 from .klines import CandleSeries, interval_ms
 from .specs import symbol_spec
 from ..markets import COINM, USDM, futures
@@ -115,6 +116,8 @@ class SymbolMarket:
         self._timers = {}
         self._kline_last = {}
         self.now_ms = -1
+        # markPrice and forceOrder (futures only), from a generator of their own
+        self.futures = FuturesFeeds(market, symbol, seed, self.spec.price_decimals) if market != "spot" else None
 
     # -- initial state -------------------------------------------------------
     def _seed_book(self, levels):
@@ -174,6 +177,8 @@ class SymbolMarket:
                 self._partial(key, now_ms, out)
             elif key.startswith("kline_"):
                 self._kline(key, now_ms, out)
+        if self.futures is not None:
+            self.futures.timed(self, now_ms, out, active)
         self.candles.roll(now_ms)
 
     # -- book changes ----------------------------------------------------------

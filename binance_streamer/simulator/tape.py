@@ -24,7 +24,7 @@ from .replay import ReplaySymbol
 log = logging.getLogger(__name__)
 
 TICK_US = 2000          # the live clock's step (exchange.run sleeps 2 ms)
-KEYS = ("aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m")
+KEYS = ("aggTrade", "trade", "bookTicker", "depth@100ms", "kline_1m", "markPrice@1s", "forceOrder")   # the last two: futures
 
 
 def generate(job):

@@ -57,7 +57,7 @@ def test_book_tickers_only_increase_and_lose_events_on_a_reconnect_only():
 
 
 @pytest.mark.parametrize("stream, overlap_needed", [("aggTrade", 1), ("trade", 1), ("depth", 0),
-                                                    ("bookTicker", 0)])
+                                                    ("bookTicker", 0), ("markPrice@1s", 0)])
 def test_handover_overlap_per_stream(stream, overlap_needed):
     overlap = streams.lookup(stream).overlap
     assert overlap == overlap_needed

@@ -84,7 +84,7 @@ def _check_lines(market, batch):
                 if value == "" or name in csvfiles.TEXT_COLUMNS:
                     continue
                 if csvfiles.is_decimal_column(name):
-                    parse.num(value)
+                    (parse.rate if name in csvfiles.SIGNED_DECIMAL else parse.num)(value)
                 elif csvfiles.pandas_dtype(name) == "Int64":
                     assert value.lstrip("-").isdigit(), (name, value, line)
 

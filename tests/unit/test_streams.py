@@ -39,7 +39,7 @@ def test_the_columns_an_entry_names_are_in_its_files(name):
     assert kind.id_column in cols
     assert set(kind.link_columns) <= set(cols)
     assert set(kind.time_columns) <= set(cols)
-    assert kind.rule in (streams.CONSECUTIVE, streams.CHAINED, streams.INCREASING)
+    assert kind.rule in (streams.CONSECUTIVE, streams.CHAINED, streams.INCREASING, streams.PERIODIC)
     assert (kind.step is not None) == (kind.rule == streams.CONSECUTIVE)
 
 
@@ -78,11 +78,14 @@ def test_names():
         ["kline", "depth", "depth", "aggTrade", "orderbook"]
     assert streams.file_stream("depth@500ms") == "depth" and streams.lookup("gaps") is None
     assert [s for s in streams.KINDS if streams.backfillable(s)] == ["aggTrade", "kline"]
-    assert csvfiles.ID_COLUMN == {"aggTrade": 0, "trade": 0, "kline": 0, "depth": 3, "bookTicker": 0}
+    assert csvfiles.ID_COLUMN == {"aggTrade": 0, "trade": 0, "kline": 0, "depth": 3, "bookTicker": 0,
+                                  "markPrice": 0, "forceOrder": 0}
 
 
 def test_usdm_connection_groups():
-    groups = {s: stream_group("usdm", s) for s in ("aggTrade", "kline_1m", "depth@100ms", "depth", "bookTicker")}
+    groups = {s: stream_group("usdm", s) for s in ("aggTrade", "kline_1m", "depth@100ms", "depth", "bookTicker",
+                                                   "markPrice", "markPrice@1s", "forceOrder")}
     assert groups == {"aggTrade": "market", "kline_1m": "market", "depth@100ms": "public", "depth": "public",
-                      "bookTicker": "public"}
+                      "bookTicker": "public", "markPrice": "market", "markPrice@1s": "market",
+                      "forceOrder": "market"}
     assert stream_group("spot", "depth@100ms") == "spot"
