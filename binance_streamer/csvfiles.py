@@ -207,6 +207,7 @@ TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore"}
 _DECIMAL |= {"open_interest", "sum_open_interest", "sum_open_interest_value", "cmc_circulating_supply",
              "long_short_ratio", "long_account", "short_account", "buy_sell_ratio", "buy_vol", "sell_vol",
              "funding_rate", "mark_price"}
+SIGNED_COLUMNS = {"funding_rate"}        # decimal columns that may be negative
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 

@@ -6,7 +6,11 @@ ledger row per series."""
 
 import pytest
 
+import os
+
 from binance_streamer import csvfiles
+from binance_streamer.analysis import load
+from binance_streamer.analysis.verify import verify
 from binance_streamer.binance.endpoints import SERIES_ENDPOINTS
 from binance_streamer.series import SERIES, file_stream, step_ms
 from binance_streamer.simulator.series import values
@@ -82,6 +86,16 @@ def _assert_gapless(rec, name):
     assert all(b - a == step for a, b in zip(times, times[1:])), f"{name}: a hole in {times}"
 
 
+def _verified(tmp_path, breaks):
+    """--verify's report of the recording: no problem, and ``breaks`` series
+    breaks, each explained by a ledger row."""
+    report = verify(os.path.join(str(tmp_path), "data"), "usdm")
+    assert report.ok, [str(p) for p in report.problems]
+    found = [f for f in report.files if csvfiles.series_kind(f.stream)]
+    assert {f.stream for f in found} == set(STREAMS.values())
+    assert sum(f.breaks for f in found) == sum(f.explained for f in found) == breaks
+
+
 def _all_recorded(rec):
     status = _series_status(rec)
     return status if len(status) == len(SERIES) and all(v["rows"] for v in status.values()) else None
@@ -134,6 +148,7 @@ def test_restart_after_a_20_minute_outage_backfills_every_series(simulator, tmp_
         _assert_served(sim, rec, name)
         assert _times(rec, name)[:len(before[name])] == before[name]
     assert rec.rows(SYMBOL, "gaps") == []
+    _verified(tmp_path, 0)
 
 
 def test_a_hole_beyond_the_history_is_one_ledger_row_per_series(simulator, tmp_path):
@@ -168,3 +183,7 @@ def test_a_hole_beyond_the_history_is_one_ledger_row_per_series(simulator, tmp_p
         assert all(b - a == step_ms(name, "5m") for a, b in zip(after, after[1:])), name
         assert newest[name] - resumed <= 86_400_000          # resumed within the day the simulator keeps
         _assert_served(sim, rec, name, since=resumed)
+    _verified(tmp_path, len(HISTORY))
+    df = load(os.path.join(str(tmp_path), "data"), SYMBOL, STREAMS["fundingRate"], market="usdm", exact=True)
+    assert str(df["funding_rate"].dtype) == "string" and df.index.is_monotonic_increasing
+    assert list(df["funding_rate"]) == [r["funding_rate"] for r in rec.rows(SYMBOL, "fundingRate")]
