@@ -228,3 +228,28 @@ def test_request_budgets_keep_a_margin_under_each_limit():
     while pool.try_acquire() == 0.0:
         taken += 1
     assert taken == int(REQUEST_POOLS["futures_data"][0] * 0.9)
+
+
+def test_export_writes_the_months_funding_in_the_archives_format(tmp_path):
+    from binance_streamer.analysis.export import export
+    folder = tmp_path / "usdm" / "BTCUSDT"
+    folder.mkdir(parents=True)
+    head = csvfiles.header("usdm", "fundingRate")
+    day = 86_400_000
+    nov30, dec1 = 1764460800000, 1764460800000 + day          # 2025-11-30, 2025-12-01 (UTC midnight)
+    (folder / "BTCUSDT-fundingRate-2025-11-30.csv").write_bytes(
+        head + f"{nov30 + 16 * 3_600_000},-0.00010000,90000.1,1\n".encode())
+    with gzip.open(folder / "BTCUSDT-fundingRate-2025-12-01.csv.gz", "wb") as f:
+        f.write(head + f"{dec1},0.00005000,,1\n{dec1 + 8 * 3_600_000},-0.00002500,90001.2,1\n".encode())
+    (folder / "BTCUSDT-fundingRate-2025-12-02.csv").write_bytes(
+        head + f"{dec1 + day + 8 * 3_600_000},0.00010000,90002.3,1\n".encode())
+    written = export(str(tmp_path), "usdm", "2025-12-01", str(tmp_path / "out"))
+    path = str(tmp_path / "out" / "futures" / "um" / "monthly" / "fundingRate" / "BTCUSDT" /
+               "BTCUSDT-fundingRate-2025-12.csv")
+    assert written == [(path, 3)]
+    with open(path) as f:
+        assert f.read() == ("calc_time,funding_interval_hours,last_funding_rate\n"
+                            f"{dec1},8,0.00005000\n{dec1 + 8 * 3_600_000},8,-0.00002500\n"
+                            f"{dec1 + day + 8 * 3_600_000},24,0.00010000\n")
+    zipped = export(str(tmp_path), "usdm", "2025-12-02", str(tmp_path / "zipped"), zipped=True)
+    assert zipped[0][0].endswith("BTCUSDT-fundingRate-2025-12.zip") and zipped[0][1] == 3
