@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from . import compression, csvfiles
 from .binance import parse
-from .binance.endpoints import FUNDING_INTERVAL_MS, SERIES_ENDPOINTS, SERIES_PERIODS
+from .binance.endpoints import FUNDING_INTERVAL_MS, REQUEST_POOLS, SERIES_ENDPOINTS, SERIES_PERIODS
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +215,18 @@ class State:
         else:
             self.empty_before = True
             self.due = now + poll_interval
+
+
+def hourly_cost(plan, symbols):
+    """The steady REST cost per hour of polling ``plan`` (``[(name, period)]``)
+    for ``symbols`` symbols: ``{"weight": ..., pool: requests, ...}`` at one
+    request per row (per sample); a row that comes late costs one more
+    request per ``poll_interval`` it is waited for."""
+    cost = {"weight": 0.0, **dict.fromkeys(REQUEST_POOLS, 0.0)}
+    for name, period in plan:
+        per_hour = 3_600_000 / poll_every_ms(name, period) * symbols
+        endpoint = SERIES_ENDPOINTS[name]
+        cost["weight"] += endpoint.weight * per_hour
+        if endpoint.pool:
+            cost[endpoint.pool] += per_hour
+    return cost

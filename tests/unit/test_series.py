@@ -253,3 +253,10 @@ def test_export_writes_the_months_funding_in_the_archives_format(tmp_path):
                             f"{dec1 + day + 8 * 3_600_000},24,0.00010000\n")
     zipped = export(str(tmp_path), "usdm", "2025-12-02", str(tmp_path / "zipped"), zipped=True)
     assert zipped[0][0].endswith("BTCUSDT-fundingRate-2025-12.zip") and zipped[0][1] == 3
+
+
+def test_the_hourly_cost_is_one_request_per_row():
+    plan = [(name, "5m") for name in series.SERIES]
+    assert series.hourly_cost(plan, 10) == {"weight": 120.0, "futures_data": 600.0, "funding": 1.25}
+    assert series.hourly_cost([("takerlongshortRatio", "1h")], 1) == {"weight": 0.0, "futures_data": 1.0,
+                                                                     "funding": 0.0}
