@@ -105,7 +105,7 @@ class SeriesPoller:
             if fresh:
                 self._emit(st, fresh, refused > 0)
                 new += len(fresh)
-            if len(page) < limit or not fresh:
+            if len(page) < limit or not fresh or start is None:      # no startTime: the newest rows came
                 return new
             start = st.last + 1
             limit = st.endpoint.page_max

@@ -114,7 +114,7 @@ class RestBudget:
             if now < a[_PAUSED_UNTIL]:
                 return a[_PAUSED_UNTIL] - now
             usable = a[_LIMIT] * (1.0 - self.margin) * _PRIORITY_SHARE[priority]
-            if a[_USED] + weight > usable and a[_USED] > 0:
+            if weight and a[_USED] + weight > usable and a[_USED] > 0:     # no weight: only a pause waits
                 return (minute + 1) * 60 - now + 0.05
             a[_USED] += weight
             a[_SPENT] += weight

@@ -7,7 +7,7 @@ import time
 import requests
 
 from . import parse
-from .budgets import URGENT
+from .budgets import ROUTINE, URGENT
 from .endpoints import REST_PREFIX, SERIES_ENDPOINTS, WEIGHTS, depth_weight, klines_weight
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,11 @@ class RestClient:
 
     def series(self, name, params, pool=None):
         """A REST series (endpoints.SERIES_ENDPOINTS): an object (openInterest)
-        or a list of objects, as the exchange sent it."""
+        or a list of objects, as the exchange sent it. Routine: it may use
+        only part of a minute's weight, the rest stays for snapshots and
+        backfills."""
         spec = SERIES_ENDPOINTS[name]
-        return self.get(name, params, spec.weight, path=spec.path, pool=pool,
+        return self.get(name, params, spec.weight, ROUTINE, path=spec.path, pool=pool,
                         check=_list_of(dict) if spec.page_max else _object)
 
     def klines(self, symbol, interval, start_ms, end_ms, limit):

@@ -260,3 +260,14 @@ def test_the_hourly_cost_is_one_request_per_row():
     assert series.hourly_cost(plan, 10) == {"weight": 120.0, "futures_data": 600.0, "funding": 1.25}
     assert series.hourly_cost([("takerlongshortRatio", "1h")], 1) == {"weight": 0.0, "futures_data": 1.0,
                                                                      "funding": 0.0}
+
+
+def test_a_request_of_no_weight_waits_only_for_a_pause():
+    from binance_streamer.binance.budgets import ROUTINE, RestBudget
+    now = [120.0]
+    budget = RestBudget(None, 100, margin=0.2, clock=lambda: now[0])
+    assert budget.try_acquire(80, ROUTINE) == 0.0
+    assert budget.try_acquire(1, ROUTINE) > 0            # the routine share of the minute is used up
+    assert budget.try_acquire(0, ROUTINE) == 0.0         # a /futures/data request costs no weight
+    budget.pause(5, 429)
+    assert budget.try_acquire(0, ROUTINE) == 5.0
