@@ -29,7 +29,6 @@ one ``period`` after its newest row arrived, then every ``poll_interval``
 until the next row is there.
 """
 
-import io
 import logging
 from dataclasses import dataclass
 
@@ -168,7 +167,7 @@ def last_recorded(data_dir, market, symbol, stream):
 def last_time(data, ncols):
     """The first cell of the last complete row (``ncols`` cells, a newline at
     its end) in a day's bytes; None when there is none."""
-    for line in reversed(io.BytesIO(data).read().split(b"\n")[:-1]):   # after the last newline: unfinished
+    for line in reversed(data.split(b"\n")[:-1]):       # after the last newline: unfinished
         cells = line.split(b",")
         if len(cells) == ncols and cells[0].isdigit():
             return int(cells[0])

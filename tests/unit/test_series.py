@@ -271,3 +271,30 @@ def test_a_request_of_no_weight_waits_only_for_a_pause():
     assert budget.try_acquire(0, ROUTINE) == 0.0         # a /futures/data request costs no weight
     budget.pause(5, 429)
     assert budget.try_acquire(0, ROUTINE) == 5.0
+
+
+def test_verify_finds_an_unexplained_hole_and_funding_off_its_grid():
+    import pandas as pd
+    from binance_streamer.analysis import seriescheck
+    from binance_streamer.analysis.verify import FileReport, Ledger
+    no_ledger = Ledger(pd.DataFrame({"stream": [], "last_good_id": [], "first_id_after": [], "action": []}))
+    t0 = 1764460800000
+    fr = FileReport("BTCUSDT", "openInterestHist_5m", "2025-11-30")
+    df = pd.DataFrame({"timestamp": [t0, t0 + STEP, t0 + 3 * STEP, t0 + 3 * STEP]})
+    problems = seriescheck.check(fr, df, "openInterestHist_5m", no_ledger, previous=t0 - STEP)
+    assert problems == ["1 times recorded twice",
+                        f"hole between times {t0 + STEP} and {t0 + 3 * STEP} not in the gap ledger"]
+    assert (fr.breaks, fr.explained, fr.first_id, fr.last_id) == (1, 0, t0, t0 + 3 * STEP)
+    ledger = Ledger(pd.DataFrame({"stream": ["openInterestHist_5m"], "last_good_id": [t0 + STEP],
+                                  "first_id_after": [t0 + 3 * STEP], "action": ["lost"]}))
+    fr = FileReport("BTCUSDT", "openInterestHist_5m", "2025-11-30")
+    assert seriescheck.check(fr, df.iloc[:3], "openInterestHist_5m", ledger, previous=t0 - 2 * STEP) == [
+        f"hole between times {t0 - 2 * STEP} and {t0} not in the gap ledger"]
+    assert fr.explained == 1
+    funding = pd.DataFrame({"funding_time": [t0, t0 + 8 * 3_600_000 + 3, t0 + 16 * 3_600_000 + 600_000]})
+    fr = FileReport("BTCUSDT", "fundingRate", "2025-11-30")
+    assert seriescheck.check(fr, funding, "fundingRate", no_ledger, None) == [      # a few ms late is on the grid
+        f"1 funding times off the 8-hour grid, e.g. {t0 + 16 * 3_600_000 + 600_000}",
+        f"hole between times {t0 + 8 * 3_600_000 + 3} and {t0 + 16 * 3_600_000 + 600_000} not in the gap ledger"]
+    samples = pd.DataFrame({"time": [t0, t0 + 7, t0 + 9_999_999]})
+    assert seriescheck.check(FileReport("BTCUSDT", "openInterest", "d"), samples, "openInterest", no_ledger, None) == []
