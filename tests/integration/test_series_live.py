@@ -187,3 +187,18 @@ def test_a_hole_beyond_the_history_is_one_ledger_row_per_series(simulator, tmp_p
     df = load(os.path.join(str(tmp_path), "data"), SYMBOL, STREAMS["fundingRate"], market="usdm", exact=True)
     assert str(df["funding_rate"].dtype) == "string" and df.index.is_monotonic_increasing
     assert list(df["funding_rate"]) == [r["funding_rate"] for r in rec.rows(SYMBOL, "fundingRate")]
+
+
+def test_the_simulator_answers_429_past_a_series_request_limit(simulator):
+    sim = _sim(simulator)
+    session = http(sim)
+    url = sim.rest_url + SERIES_ENDPOINTS["fundingRate"].path
+    limit = 500                                          # endpoints.REQUEST_POOLS["funding"]
+    for _ in range(limit):
+        assert session.get(url, params={"symbol": SYMBOL, "limit": 1}, timeout=10).status_code == 200
+    refused = session.get(url, params={"symbol": SYMBOL, "limit": 1}, timeout=10)
+    assert refused.status_code == 429 and refused.json()["code"] == -1003
+    assert 0 < int(refused.headers["Retry-After"]) <= 300
+    other = session.get(sim.rest_url + SERIES_ENDPOINTS["openInterestHist"].path,
+                        params={"symbol": SYMBOL, "period": "5m"}, timeout=10)
+    assert other.status_code == 200 and len(other.json()) == 30     # another pool, another limit
