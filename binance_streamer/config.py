@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 
-from . import markets
+from . import markets, series
 from .binance.endpoints import BASE_URLS
 from .settings import BY_NAME, DEFAULT_STREAMS, DEPTH_SPEEDS, KLINE_INTERVALS, MARKETS, SETTINGS
 from .streams import FUTURES_STREAMS, file_stream
@@ -161,6 +161,7 @@ def resolve(values, where, base_dir):
         raise ConfigError(f"symbols in {where['symbols']} lists a symbol twice")
     v["symbols"] = symbols
     v["streams"] = check_streams(market, v["streams"] or DEFAULT_STREAMS[market], where["streams"])
+    v["series"] = check_series(market, v["series"], v["series_period"], where["series"])
     for key in ("ws_url", "rest_url"):
         v[key] = (v[key] or BASE_URLS[market][key]).rstrip("/")
     v["ws_public_url"] = (v["ws_public_url"] or v["ws_url"] + "/public").rstrip("/")
@@ -229,6 +230,20 @@ def check_host(host, where):
         raise ConfigError(f"metrics_host in {where} must be an IP address or a host name, e.g. 127.0.0.1, "
                           f"not {host!r}")
     return host
+
+
+def check_series(market, entries, period, where):
+    """The REST series as ``name:period`` (``fundingRate``: no period): all of
+    them by default on usdm, none on spot (where naming one is an error)."""
+    if entries is None:
+        entries = list(series.SERIES) if market == "usdm" else []
+    if entries and market == "spot":
+        raise ConfigError(f"series in {where}: the REST series are USD-M only; remove series or set market: usdm")
+    try:
+        plan = series.parse_setting(entries, period)
+    except ValueError as exc:
+        raise ConfigError(f"series in {where}: {exc}") from None
+    return [name if name == "fundingRate" else f"{name}:{p}" for name, p in plan]
 
 
 def check_streams(market, streams, where):

@@ -52,12 +52,36 @@ SCHEMAS = {
 
 stream_kind = kind_of       # ``kline_1m`` -> ``kline``; other file streams are their own kind
 
+# REST series (series.py): one row per exchange time, which leads the row and is its id
+# (the writer writes each time once); values exactly as the exchange sent them.
+_RATIO = ["timestamp", "long_short_ratio", "long_account", "short_account", "local_time_us"]
+SERIES_SCHEMAS = {
+    "openInterest": ["time", "open_interest", "request_time_us", "local_time_us"],
+    "openInterestHist": ["timestamp", "sum_open_interest", "sum_open_interest_value", "cmc_circulating_supply",
+                         "local_time_us"],
+    "topLongShortAccountRatio": _RATIO,
+    "topLongShortPositionRatio": _RATIO,
+    "globalLongShortAccountRatio": _RATIO,
+    "takerlongshortRatio": ["timestamp", "buy_sell_ratio", "buy_vol", "sell_vol", "local_time_us"],
+    "fundingRate": ["funding_time", "funding_rate", "mark_price", "local_time_us"],
+}
+SCHEMAS.update(SERIES_SCHEMAS)
+SERIES_ID_COLUMN = dict.fromkeys(SERIES_SCHEMAS, 0)
+
+
+def series_kind(stream):
+    """``openInterestHist_5m`` -> ``openInterestHist``: the series a file stream
+    records, or None for a file that is not a REST series."""
+    name = stream.partition("_")[0]
+    return name if name in SERIES_SCHEMAS else None
+
+
 
 def columns(market, stream):
     kind = stream_kind(stream)
     if kind == "orderbook":
         return orderbook_columns(20)
-    return SCHEMAS.get((market, kind)) or SCHEMAS[kind]
+    return SCHEMAS.get((market, kind)) or SCHEMAS.get(kind) or SCHEMAS[series_kind(stream)]
 
 
 # Index of the column holding the sequence id (streams.KINDS names it).
@@ -196,6 +220,10 @@ SIGNED_DECIMAL = {"funding_rate"}
 _BOOL = {"is_buyer_maker", "is_best_match", "in_sync"}
 TEXT_COLUMNS = {"side", "stream", "reason", "action", "detail", "ignore", "order_type", "time_in_force",
                 "order_status"}
+# REST series values (exact strings as sent)
+_DECIMAL |= {"open_interest", "sum_open_interest", "sum_open_interest_value", "cmc_circulating_supply",
+             "long_short_ratio", "long_account", "short_account", "buy_sell_ratio", "buy_vol", "sell_vol",
+             "funding_rate", "mark_price"}
 _LEVEL = re.compile(r"^(bid|ask)_(price|qty)_\d+$")
 
 

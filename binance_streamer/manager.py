@@ -26,7 +26,7 @@ import signal
 import time
 
 from . import links, messages, proc, status
-from .binance.budgets import ConnectBudget, RestBudget
+from .binance.budgets import ConnectBudget, RestBudget, request_budgets
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, backoff_delay
 
@@ -97,7 +97,7 @@ class ProcessManager:
         self.started_at = time.time()
         self.log_queue = None
         self.logs_dropped = 0
-        self.budget = self.connect_budget = None
+        self.budget = self.connect_budget = self.series_budgets = None
         self.status_writer = None
         self.summary_base = None      # (time, messages, rows) at the last summary
         self.stream_first = {}        # "SYMBOL/stream" -> (time, messages) when first reported, for its usual gap
@@ -122,6 +122,10 @@ class ProcessManager:
         self.budget = RestBudget(self.ctx, self.weight_limit or _default_limit(cfg), cfg.rest_weight_margin,
                                  lock_dir=lock_dir)
         self.connect_budget = ConnectBudget(self.ctx, CONNECT_ATTEMPTS, CONNECT_WINDOW, lock_dir=lock_dir)
+        self.series_budgets = request_budgets(self.ctx, lock_dir) if cfg.series and cfg.market == "usdm" else None
+        if cfg.series and cfg.market != "usdm":
+            log.info("series: the REST series are USD-M only for now; not polling %s on %s",
+                     ",".join(cfg.series), cfg.market)
         workers = [f"worker-{i}" for i in range(len(self.groups()))]
         book = ["orderbook"] if cfg.orderbook else []
         self.children = [Child("writer", "writer", writer_main, workers + book)]
@@ -139,7 +143,8 @@ class ProcessManager:
         if child.role == "orderbook":
             return (cfg, control, peers, groups, child.restarts)
         index = int(child.name.split("-")[1])
-        return (cfg, child.symbols, index, child.restarts, control, peers, self.budget, self.connect_budget)
+        return (cfg, child.symbols, index, child.restarts, control, peers, self.budget, self.connect_budget,
+                self.series_budgets)
 
     # -- running --------------------------------------------------------------------
     def start(self):

@@ -70,7 +70,8 @@ class Stop(NamedTuple):
 # -- rows links ---------------------------------------------------------------------------
 class Batch(NamedTuple):
     """producer -> writer: ``items`` (Rows and Gap) numbered ``seq`` (1, 2, ...
-    per producer process) for acknowledgement."""
+    per producer process) for acknowledgement. A worker's REST series rows
+    (seriesjobs.py) travel in its Batches too, their ids the exchange's times."""
     seq: int
     items: list
 

@@ -52,6 +52,18 @@ SETTINGS = [
        "(default: spot aggTrade,trade,depth@100ms,kline_1m,bookTicker; usdm and coinm the same without trade)",
        "recording", flag=True, metavar="S,S"),
     _s("validate_symbols", "bool", True, "check symbols against exchangeInfo before starting", "recording"),
+    _s("series", "list", None,
+       "USD-M REST series per symbol, each in its own file: openInterest, openInterestHist, "
+       "topLongShortAccountRatio, topLongShortPositionRatio, globalLongShortAccountRatio, takerlongshortRatio, "
+       "fundingRate; name:period sets one series' period (e.g. takerlongshortRatio:1h); [] for none "
+       "(default: all of them on usdm; spot has none)", "recording", flag=True, metavar="S,S"),
+    _s("series_period", "choice", "5m",
+       "period of the REST series that have one, unless the series names its own: 5m, 15m, 30m, 1h, 2h, 4h, 6h, "
+       "12h or 1d (openInterest is sampled this often)", "recording",
+       choices=("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")),
+    _s("series_poll_interval", "float", 30.0,
+       "seconds between asks for a REST series row that is due but not there yet, or after a failed ask", "recording",
+       minimum=0.1),
     # -- where from
     _s("ws_url", "url", None,
        "WebSocket base URL (default: wss://stream.binance.com:9443 for spot, wss://fstream.binance.com for usdm, "
@@ -176,7 +188,7 @@ SETTINGS = [
 # The largest value each number may take: beyond it a value is a mistake
 # (seconds written as milliseconds, a setting pasted into the wrong key) that
 # would overflow a timer or a buffer, or defeat the setting's purpose.
-MAXIMA = {"batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "compress_after": 86_400.0, "symbols_per_worker": 1024,
+MAXIMA = {"series_poll_interval": 3600.0, "batch_size": 1_000_000, "flush_interval": 60.0, "fsync_interval": 3600.0, "compress_after": 86_400.0, "symbols_per_worker": 1024,
           "link_buffer_bytes": 4_000_000_000, "hang_timeout": 3600.0, "batch_interval": 5.0, "restart_min_delay": 600.0, "restart_max_delay": 3600.0,
           "stop_timeout": 600.0, "status_interval": 3600.0, "reconnect_min_delay": 600.0,
           "reconnect_max_delay": 3600.0, "read_interval": 1.0, "max_lag": 86_400.0, "silence_timeout": 3600.0,

@@ -31,6 +31,7 @@ from .csvfiles import DayOf, row_time
 from .markets import futures
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
+from .seriesjobs import SeriesPoller
 from .sequence import WITHIN, gap_row
 from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, PERIODIC, day_getter, event_id, file_stream,
                       id_step, kind_of, ledger_time, period_ms, unexpected_fields)
@@ -359,10 +360,11 @@ class Worker:
                 "rest_malformed": self.rest.malformed if self.rest else 0}
 
 
-def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget):
+def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget, series_budgets=None):
     """Process entry point: one worker for ``symbols``; stops on SIGTERM.
     ``peers``: its ends of the links to the writer and the book manager
-    (absent while that process is down: an Attach brings it later)."""
+    (absent while that process is down: an Attach brings it later);
+    ``series_budgets``: the REST series' request limits (budgets.request_budgets)."""
     name = f"worker-{index}"
     stop, manager = proc.child_setup(name, control, cfg.log_level)
     threads = proc.Threads(stop)
@@ -379,9 +381,15 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
     for c in conns:
         c.start()
     threads.start(f"{name}-rest", worker.run_jobs)
+    poller = None
+    if cfg.market == "usdm" and cfg.series:      # the REST series: USD-M only (series.py)
+        poller = SeriesPoller(cfg, symbols, RestClient(cfg, budget, stop), series_budgets, worker.lock,
+                              worker.outbox, stop)
+        threads.start(f"{name}-series", poller.run)
     log.info("%s: started for %s (pid %d, %d connections%s)", name, ",".join(symbols), os.getpid(), len(conns),
              f", restart {restarts}" if restarts else "")
-    status = lambda: {**worker.status(conns), "link": _link_status(writer, book)}      # noqa: E731
+    status = lambda: {**worker.status(conns), "link": _link_status(writer, book),      # noqa: E731
+                      **({"series": poller.status()} if poller is not None else {})}
     while not stop.is_set():
         # Rows are handed on by the reader threads, which wake up when their
         # batch is due (worker.hand_on); this thread takes the other

@@ -142,7 +142,8 @@ class Writer:
                 folder, name = os.path.split(path)
                 newest[(symbol, stream)] = (day, os.path.join(folder, csvfiles.plain_name(name)))
         for (symbol, stream), (day, path) in newest.items():
-            column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream))
+            column = csvfiles.ID_COLUMN.get(csvfiles.stream_kind(stream),
+                                            csvfiles.SERIES_ID_COLUMN.get(csvfiles.series_kind(stream)))
             key_column = csvfiles.KEY_COLUMN.get(stream)
             if column is None and key_column is None:
                 continue

@@ -16,6 +16,7 @@ same stem, beside a ``.zip.CHECKSUM`` that ``sha256sum -c`` accepts.
 
 import hashlib
 import os
+import re
 import shutil
 import zipfile
 
@@ -25,6 +26,7 @@ from .. import csvfiles
 from ..markets import BOOLEANS, VISION_FOLDER
 from .catalog import VISION_STREAMS
 from .load import load_file
+from .seriesexport import export_funding
 
 VISION_COLUMNS = {
     ("spot", "aggTrade"): ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
@@ -91,7 +93,8 @@ def zip_day_file(csv_path):
     (``<sha256 hex>  X.zip``); the CSV is removed. Returns the zip's path."""
     stem = csv_path[:-len(".csv")]
     name, zip_path = os.path.basename(csv_path), stem + ".zip"
-    year, month, mday = (int(x) for x in name[-len("YYYY-MM-DD.csv"):-len(".csv")].split("-"))
+    stamp = re.search(r"(\d{4})-(\d{2})(?:-(\d{2}))?\.csv$", name)      # a day, or a month (fundingRate)
+    year, month, mday = int(stamp[1]), int(stamp[2]), int(stamp[3] or 1)
     member = zipfile.ZipInfo(name, date_time=(year, month, mday, 0, 0, 0))
     member.compress_type = zipfile.ZIP_DEFLATED
     member.external_attr = 0o644 << 16
@@ -131,4 +134,7 @@ def export(data_dir, market, day, out_dir, symbols=None, zipped=False):
             target = vision_path(out_dir, market, symbol, parsed[1], day)
             rows = export_file(os.path.join(folder, name), market, parsed[1], target)
             written.append((zip_day_file(target) if zipped else target, rows))
+        funding = export_funding(folder, symbol, day, out_dir) if market == "usdm" else None
+        if funding is not None:       # the REST series: fundingRate (seriesexport.py says why not metrics)
+            written.append((zip_day_file(funding[0]) if zipped else funding[0], funding[1]))
     return written

@@ -26,6 +26,7 @@ INDEX_COLUMNS = {
     "depthSnapshot": ("event_time", "response_time_us"),
     "orderbook": ("local_time_us",),
     "gaps": ("local_time_us",),
+    **{name: (cols[0],) for name, cols in csvfiles.SERIES_SCHEMAS.items()},     # REST series: the exchange's time
 }
 _TRUE, _FALSE = ["True", "true"], ["False", "false"]
 _US_FROM = 10 ** 14          # an epoch value above this is in microseconds, not milliseconds
@@ -71,7 +72,7 @@ def load_file(path, market="spot", stream=None, exact=False, columns=None):
     """One CSV file (plain, gzip or a vision zip), as :func:`load` describes."""
     if stream is None:
         stream = _stream_of(path)
-    kind = csvfiles.stream_kind(stream)
+    kind = csvfiles.series_kind(stream) or csvfiles.stream_kind(stream)
     first = _first_line(path)
     has_header = bool(first) and not first[0].isdigit()
     if has_header:

@@ -4,7 +4,8 @@ Per symbol, stream and day: rows, time covered, id continuity (aggTrade ``a``
 and ``f == previous l + 1``, trade ``t``, kline open times, depth ``U``/``u``
 or ``pu``, markPrice event times a period apart; bookTicker and forceOrder
 ids only repeat-free and growing), every discontinuity matched to a gap-ledger row, every
-backfilled row inside a hole the ledger names (none filled silently), duplicates, and
+backfilled row inside a hole the ledger names (none filled silently), duplicates, the REST
+series' spacing (seriescheck.py), and
 the book rebuilt from snapshots plus diffs compared with the recorded
 orderbook rows and bookTickers. A problem no ledger row explains fails it.
 """
@@ -23,6 +24,7 @@ from ..continuity import hole_after
 from ..markets import futures
 from ..streams import CHAINED, INCREASING, KINDS, PERIODIC, file_stream, id_step, lookup, periods_of
 from .load import LoadError, file_stem, load_file, open_source
+from . import seriescheck
 from .replay import read_snapshots, walk
 
 CONTINUOUS = tuple(name for name, k in KINDS.items() if k.rule != INCREASING)
@@ -205,6 +207,10 @@ def verify(data_dir, market="spot", symbols=None, date=None, expected=None, prog
                     previous = fr.last_id if fr.last_id is not None else previous
                 elif kind in KINDS:
                     _no_repeats(report, fr, df[KINDS[kind].id_column])
+                elif csvfiles.series_kind(stream):
+                    report.problems += [Problem(symbol, stream, day, what)
+                                        for what in seriescheck.check(fr, df, stream, ledger, previous)]
+                    previous = fr.last_id if fr.last_id is not None else previous
         if "depth" in files and "depthSnapshot" in files:
             if symbol in damaged:
                 report.problems.append(Problem(symbol, "orderbook", "-", "book not rebuilt: its files are damaged "
@@ -284,7 +290,10 @@ def _load_ledger(by_day, days):
 
 def _missing_files(report, symbol, day, files, expected, ledger):
     present = {s for s, by_day in files.items() if day in by_day}
-    wanted = set(expected or ()) | {s for s in files if s not in ("gaps",) and not s.startswith("kline_")}
+    series = {s for s in files if csvfiles.series_kind(s)}     # dated by the exchange: their history reaches
+    if not present - series:                                     # back before the recording, their last row lags it
+        return
+    wanted = (set(expected or ()) | {s for s in files if s not in ("gaps",) and not s.startswith("kline_")}) - series
     for stream in sorted(wanted - present - ledger.not_recorded):
         if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
             continue
@@ -310,9 +319,9 @@ def _previous_last_id(by_day, day, market, stream):
     verified), to check the first day's boundary."""
     earlier = [d for d in by_day if d < day]
     kind = lookup(stream)
-    if not earlier or kind is None or kind.id_column is None:      # orderbook, snapshots: no exchange ids
+    column = kind.id_column if kind is not None else seriescheck.time_column(stream)
+    if not earlier or column is None:      # orderbook, snapshots: no exchange ids
         return None
-    column = kind.id_column
     ids = _read_csv(by_day[max(earlier)], usecols=[column])[column]
     return int(ids.max()) if len(ids) else None
 

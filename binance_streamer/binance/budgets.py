@@ -114,7 +114,7 @@ class RestBudget:
             if now < a[_PAUSED_UNTIL]:
                 return a[_PAUSED_UNTIL] - now
             usable = a[_LIMIT] * (1.0 - self.margin) * _PRIORITY_SHARE[priority]
-            if a[_USED] + weight > usable and a[_USED] > 0:
+            if weight and a[_USED] + weight > usable and a[_USED] > 0:     # no weight: only a pause waits
                 return (minute + 1) * 60 - now + 0.05
             a[_USED] += weight
             a[_SPENT] += weight
@@ -163,10 +163,11 @@ class ConnectBudget:
     ``array`` is a ring of the attempt times; the oldest slot is reused.
     """
 
-    def __init__(self, ctx, limit=300, window=300.0, margin=0.1, clock=time.time, lock_dir=None):
+    def __init__(self, ctx, limit=300, window=300.0, margin=0.1, clock=time.time, lock_dir=None,
+                 name="connect-budget"):
         self.size = max(1, int(limit * (1.0 - margin)))
         values = [0.0] * (self.size + 1)            # the last slot is the ring's next index
-        self.array, self.lock = _shared(ctx, values, lock_dir, "connect-budget")
+        self.array, self.lock = _shared(ctx, values, lock_dir, name)
         self.window = window
         self.clock = clock
 
@@ -199,3 +200,13 @@ class ConnectBudget:
                 return False
             if stop is None:
                 time.sleep(min(wait, 1.0))
+
+
+def request_budgets(ctx, lock_dir=None, clock=time.time):
+    """One budget per per-IP request limit of the REST series
+    (endpoints.REQUEST_POOLS: /futures/data, fundingRate), each shared
+    daemon-wide like the weight: ``{pool: ConnectBudget}`` (a ring of request
+    times, 10% kept unused)."""
+    from .endpoints import REQUEST_POOLS
+    return {pool: ConnectBudget(ctx, limit, window, clock=clock, lock_dir=lock_dir, name=f"{pool}-requests")
+            for pool, (limit, window) in REQUEST_POOLS.items()}

@@ -2,6 +2,8 @@
 
 Shared by the recorder and the simulator, so both charge the same weights."""
 
+from typing import NamedTuple
+
 from ..streams import usdm_group
 
 # Production roots; the ws_url and rest_url settings override them.
@@ -75,3 +77,39 @@ def connection_plan(cfg, symbols):
             part = names[i:i + STREAMS_PER_CONNECTION]
             plan.append((group, f"{roots[group]}/stream?streams={'/'.join(part)}", part))
     return plan
+
+
+# -- REST series (series.py): USD-M only -------------------------------------------------------
+# path, request weight (charged to the weight budget), request pool (its own per-IP
+# request limit, REQUEST_POOLS; None: none), largest page (None: one object, no paging),
+# page when no limit is sent, and the history the exchange keeps (ms; None: since listing).
+class SeriesEndpoint(NamedTuple):
+    path: str
+    weight: int
+    pool: object
+    page_max: object
+    page_default: object
+    history_ms: object
+
+
+FUTURES_DATA_HISTORY_MS = 30 * 86_400_000        # /futures/data keeps the latest 30 days
+SERIES_ENDPOINTS = {
+    "openInterest": SeriesEndpoint("/fapi/v1/openInterest", 1, None, None, None, None),
+    "openInterestHist": SeriesEndpoint("/futures/data/openInterestHist", 0, "futures_data", 500, 30,
+                                       FUTURES_DATA_HISTORY_MS),
+    "topLongShortAccountRatio": SeriesEndpoint("/futures/data/topLongShortAccountRatio", 0, "futures_data", 500,
+                                               30, FUTURES_DATA_HISTORY_MS),
+    "topLongShortPositionRatio": SeriesEndpoint("/futures/data/topLongShortPositionRatio", 0, "futures_data",
+                                                500, 30, FUTURES_DATA_HISTORY_MS),
+    "globalLongShortAccountRatio": SeriesEndpoint("/futures/data/globalLongShortAccountRatio", 0, "futures_data",
+                                                  500, 30, FUTURES_DATA_HISTORY_MS),
+    "takerlongshortRatio": SeriesEndpoint("/futures/data/takerlongshortRatio", 0, "futures_data", 500, 30,
+                                          FUTURES_DATA_HISTORY_MS),
+    "fundingRate": SeriesEndpoint("/fapi/v1/fundingRate", 0, "funding", 1000, 100, None),
+}
+# Per-IP request limits apart from the weight: (requests, window in seconds).
+REQUEST_POOLS = {"futures_data": (1000, 300.0), "funding": (500, 300.0)}
+SERIES_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
+FUNDING_INTERVAL_MS = 8 * 3_600_000              # 00:00, 08:00, 16:00 UTC
+# The exchange refuses a /futures/data startTime older than its history with this answer.
+HISTORY_REFUSED = (400, -1130)

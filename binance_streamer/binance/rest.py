@@ -7,9 +7,9 @@ import time
 import requests
 
 from . import parse
-from .budgets import URGENT
+from .budgets import ROUTINE, URGENT
 from .. import markets
-from .endpoints import REST_PREFIX, WEIGHTS, depth_weight, klines_weight
+from .endpoints import REST_PREFIX, SERIES_ENDPOINTS, WEIGHTS, depth_weight, klines_weight
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class RestClient:
     def __init__(self, cfg, budget, stop=None, session=None):
         self.market = cfg.market
         self.base = cfg.rest_url + REST_PREFIX[cfg.market]
+        self.root = cfg.rest_url
         self.timeout = cfg.rest_timeout
         self.budget = budget
         self.stop = stop
@@ -44,14 +45,20 @@ class RestClient:
         self.failures = 0
         self.malformed = 0           # answers with HTTP 200 that were not the JSON expected
 
-    def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False, check=None):
+    def get(self, endpoint, params, weight, priority=URGENT, attempts=5, quiet=False, check=None, path=None,
+            pool=None):
         """GET with the budget, 429/418 pauses and retries of transient faults.
         An answer that is not JSON, or whose shape ``check`` (a function that
         raises ValueError, TypeError or KeyError) rejects, is retried like a
-        server error and counted in ``malformed``."""
-        url = f"{self.base}/{endpoint}"
+        server error and counted in ``malformed``. ``path``: the URL's path
+        from the REST root (else ``endpoint`` under the market's prefix);
+        ``pool``: a request budget of its own (budgets.RequestBudget) the
+        request also waits for."""
+        url = self.root + path if path else f"{self.base}/{endpoint}"
         delay = 0.5
         for attempt in range(1, attempts + 1):
+            if pool is not None and not pool.acquire(self.stop):
+                raise RestError(f"{endpoint}: stopped while waiting for its request limit")
             if not self.budget.acquire(weight, priority, self.stop):
                 raise RestError(f"{endpoint}: stopped while waiting for request weight")
             self.requests += 1
@@ -102,6 +109,15 @@ class RestClient:
         return self.get("aggTrades", {"symbol": symbol, "fromId": from_id, "limit": limit},
                         WEIGHTS[self.market]["aggTrades"], check=_list_of(dict))
 
+    def series(self, name, params, pool=None):
+        """A REST series (endpoints.SERIES_ENDPOINTS): an object (openInterest)
+        or a list of objects, as the exchange sent it. Routine: it may use
+        only part of a minute's weight, the rest stays for snapshots and
+        backfills."""
+        spec = SERIES_ENDPOINTS[name]
+        return self.get(name, params, spec.weight, ROUTINE, path=spec.path, pool=pool,
+                        check=_list_of(dict) if spec.page_max else _object)
+
     def klines(self, symbol, interval, start_ms, end_ms, limit):
         params = {"symbol": symbol, "interval": interval, "startTime": start_ms, "endTime": end_ms,
                   "limit": limit}
@@ -134,6 +150,11 @@ def _list_of(kind):
         if body.__class__ is not list or not all(item.__class__ is kind for item in body):
             raise parse.BadValue(f"expected a list of {kind.__name__}s: {str(body)[:80]!r}")
     return check
+
+
+def _object(body):
+    if body.__class__ is not dict:
+        raise parse.BadValue(f"expected an object: {str(body)[:80]!r}")
 
 
 def check_exchange_info(body):

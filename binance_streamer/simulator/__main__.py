@@ -64,6 +64,8 @@ def parser():
     p.add_argument("--ca-dir", help="directory for the throw-away CA's PEM file (default: a temporary one)")
     p.add_argument("--write-each-frame", action="store_true",
                    help="one write (so one TLS record) per frame, as a server writing message by message")
+    p.add_argument("--series-history-days", type=float, default=30.0,
+                   help="usdm: days of history of the REST series (Binance: 30)")
     p.add_argument("--fault", action="append", default=[], metavar="KEY=VALUE", help="a fault to inject from the start")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
@@ -78,6 +80,7 @@ def main(argv=None):
         names = args.symbols or ",".join(DEFAULT_SYMBOLS[args.market])
         cfg = SimConfig(market=args.market, symbols=tuple(s for s in names.split(",") if s),
                         extra_symbols=tuple(s for s in args.extra_symbols.split(",") if s),
+                        series_history_days=args.series_history_days,
                         seed=args.seed, rate=args.rate, host=args.host, port=args.port,
                         lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
                         ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,

@@ -47,6 +47,7 @@ class SimConfig:
                                        # writing message by message; False: one write per wake-up
     faults: dict = field(default_factory=dict)
     extra_symbols: tuple = ()          # listed in exchangeInfo but not TRADING
+    series_history_days: float = 30.0  # usdm REST series: days of history served (Binance: 30)
 
     def resolved(self):
         """A copy with the market's defaults filled in and values checked."""

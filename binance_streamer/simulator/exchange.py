@@ -13,6 +13,7 @@ from .journal import Journal
 from .limits import SlidingCounter, WeightLimiter
 from .market import SymbolMarket
 from .mutate import mutate
+from .series import SeriesServer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Exchange:
         self.stats = {"frames_sent": 0, "rest_requests": 0, "rest_429": 0, "rest_418": 0,
                       "connections_opened": 0, "connections_refused": 0, "frames_mutated": 0, "rest_garbage": 0}
         self.rng = random.Random(cfg.seed)      # for the hostile faults
+        self.series = SeriesServer(cfg.seed, cfg.series_history_days)     # usdm's REST series
         self._published = 0
         self._periodic = {}
         self.faults.apply(cfg.faults, time.time())

@@ -21,6 +21,10 @@ FAULTS = {
                             "(seeded; 0: off)"),
     "unreachable": ("float", "seconds during which the exchange cannot be reached: every connection is cut now, "
                              "new connections and REST requests are cut before any answer"),
+    "series_down": ("float", "seconds during which the REST series (usdm: openInterest, /futures/data/*, fundingRate) "
+                             "answer HTTP 503"),
+    "series_clock": ("float", "move the REST series' clock forward by this many seconds (adds up; their rows up to "
+                              "the new time appear at once)"),
     "rest_garbage": ("int", "the next N REST answers are HTTP 200 but not the JSON asked for (HTML, cut JSON, "
                             "a list, the wrong shape)"),
 }
@@ -87,6 +91,8 @@ class Faults:
         self.lifetime = None
         self.mutate_every = 0
         self.rest_garbage = 0
+        self.series_down_until = 0.0
+        self.series_clock = 0.0           # seconds the REST series' clock is ahead of real time
 
     def apply(self, spec, now):
         """Apply a dict of fault settings; returns the one-shot actions [(key, value)]."""
@@ -102,6 +108,10 @@ class Faults:
                 continue
             elif key in ("rest_429", "rest_418"):
                 setattr(self, key + "_until", now + value)
+            elif key == "series_down":
+                self.series_down_until = now + value
+            elif key == "series_clock":
+                self.series_clock += value
             elif key == "unreachable":
                 self.unreachable_until = now + value
                 actions.append(("drop", "abort"))
@@ -128,4 +138,6 @@ class Faults:
             "lifetime": self.lifetime,
             "mutate_every": self.mutate_every,
             "rest_garbage": self.rest_garbage,
+            "series_down_remaining": max(0.0, self.series_down_until - now),
+            "series_clock": self.series_clock,
         }

@@ -14,15 +14,16 @@ from .ws import cut
 from .klines import INTERVALS
 from .mutate import garbage
 from .replay import Replay
-from ..binance.endpoints import KLINES_PAGE, REST_PREFIX, WEIGHTS, depth_weight, klines_weight
+from ..binance.endpoints import KLINES_PAGE, REST_PREFIX, SERIES_ENDPOINTS, WEIGHTS, depth_weight, klines_weight
 from ..markets import COINM, SNAPSHOT_MAX, futures
+from .series import SeriesError, series_now_ms
 from .specs import symbol_spec
 
 
 class ApiError(Exception):
-    def __init__(self, code, msg, status=400):
+    def __init__(self, code, msg, status=400, retry_after=None):
         super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
+        self.code, self.msg, self.status, self.retry_after = code, msg, status, retry_after
 
 
 def _json(body, status=200, headers=None):
@@ -55,10 +56,13 @@ class Rest:
                 web.get("/sim/connections", self.sim_connections), web.get("/sim/faults", self.sim_faults),
                 web.post("/sim/faults", self.sim_set_faults), web.get("/sim/stats", self.sim_stats),
                 web.post("/sim/replay/start", self.sim_replay_start)]
+        if self.market == "usdm":       # the REST series (series.py)
+            out += [web.get(spec.path, self._series(name)) for name, spec in SERIES_ENDPOINTS.items()]
         return out
 
     # -- weight, limits, errors ---------------------------------------------------
-    def _endpoint(self, name, fn):
+    def _endpoint(self, name, fn, whole_request=False):
+        """``fn`` gets the query (or, with ``whole_request``, the request)."""
         async def handler(request):
             ex, now = self.ex, time.time()
             if now < ex.faults.unreachable_until:
@@ -79,14 +83,18 @@ class Rest:
                     code, ctype, raw = garbage(ex.rng)
                     return web.Response(body=raw, status=code, headers={"X-MBX-USED-WEIGHT-1M": str(used),
                                                                         "Content-Type": ctype})
-                body = await fn(request.query)
+                body = await fn(request if whole_request else request.query)
             except ApiError as err:
-                return _json({"code": err.code, "msg": err.msg}, status=err.status,
-                             headers={"X-MBX-USED-WEIGHT-1M": str(ex.limiter.used(request.remote, now))})
+                headers = {"X-MBX-USED-WEIGHT-1M": str(ex.limiter.used(request.remote, now))}
+                if err.retry_after is not None:
+                    headers["Retry-After"] = str(err.retry_after)
+                return _json({"code": err.code, "msg": err.msg}, status=err.status, headers=headers)
             return _json(body, headers={"X-MBX-USED-WEIGHT-1M": str(used)})
         return handler
 
     def _weight(self, name, q):
+        if name in SERIES_ENDPOINTS:
+            return SERIES_ENDPOINTS[name].weight
         if name == "depth":
             limit = _int_param(q, "limit", 100 if self.market == "spot" else 500)
             weight = depth_weight(self.market, limit)
@@ -174,6 +182,23 @@ class Rest:
             raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
         return source.klines(interval, _int_param(q, "startTime"), _int_param(q, "endTime"), limit,
                              int(time.time() * 1000))
+
+    def _series(self, name):
+        """A REST series endpoint: the weight and faults of every endpoint, then
+        its own request limit, the ``series_down`` fault and the answer at the
+        series' clock."""
+        async def answer(request):
+            ex, now, q = self.ex, time.time(), request.query
+            symbol = self._symbol(q) and q["symbol"]
+            try:
+                ex.series.charge(request.remote, SERIES_ENDPOINTS[name].pool, now)
+                if now < ex.faults.series_down_until:
+                    raise SeriesError(503, -1001, "Internal error; unable to process your request. Please try again.")
+                return ex.series.answer(name, symbol, q, series_now_ms(ex.faults))
+            except SeriesError as err:
+                ex.stats["series_refused"] = ex.stats.get("series_refused", 0) + 1
+                raise ApiError(err.code, err.msg, err.status, err.retry_after) from None
+        return self._endpoint(name, answer, whole_request=True)
 
     # -- control ----------------------------------------------------------------------
     async def sim_book(self, request):
