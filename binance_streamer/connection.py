@@ -220,6 +220,7 @@ class Connection(threading.Thread):
             sock.thread.start()
             reason, lived = self._supervise()
             self.connected_since = None
+            self.worker.on_disconnected(self.names)
             if self.stop.is_set():
                 break
             attempt = 0 if lived >= STABLE_AFTER else attempt + 1

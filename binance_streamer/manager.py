@@ -128,6 +128,12 @@ class ProcessManager:
                      ",".join(cfg.series), cfg.market)
         workers = [f"worker-{i}" for i in range(len(self.groups()))]
         book = ["orderbook"] if cfg.orderbook else []
+        if cfg.role == "collector":          # connections only: their frames go to NATS (collector.py)
+            from .collector import collector_main
+            self.children = [Child(name, "worker", collector_main, [], symbols)
+                             for name, symbols in zip(workers, self.groups())]
+            self.by_name = {c.name: c for c in self.children}
+            return
         self.children = [Child("writer", "writer", writer_main, workers + book)]
         if cfg.orderbook:
             self.children.append(Child("orderbook", "orderbook", orderbook_main, workers + ["writer"]))

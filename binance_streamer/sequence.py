@@ -145,7 +145,8 @@ class Sequencer:
             if implausible:
                 return implausible[0], None
         last = self.last.get(key)
-        if gap["last_good_id"] in (None, ""):
+        from_disk = gap["last_good_id"] in (None, "")      # the stream's first event of this run
+        if from_disk:
             if last is None:
                 return None, None           # nothing recorded before: no gap
             gap["last_good_id"] = last
@@ -156,6 +157,9 @@ class Sequencer:
         if within is not None and gap["action"] == "" and isinstance(first, int) and last is not None \
                 and first - last <= within:
             return None, None               # a periodic stream resumed within its period
+        if step is None and from_disk and gap["action"] in ("", "lost") and isinstance(first, int) \
+                and last is not None and first <= last:
+            return None, None               # a sink resuming at its consumer's position: it overlaps the disk
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:
                 if gap["action"] == "":

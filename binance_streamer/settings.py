@@ -177,6 +177,27 @@ SETTINGS = [
     _s("metrics_host", "str", "127.0.0.1",
        "address the metrics endpoint listens on (127.0.0.1: this machine only; 0.0.0.0 or :: every interface, "
        "readable by anyone who reaches the port)", "monitoring", metavar="ADDR"),
+    # -- past one machine (NATS JetStream; README "Past one machine")
+    _s("role", "choice", "all", "all: record on this machine alone (no NATS); collector: read the exchange and "
+       "publish the frames to NATS JetStream; sink: consume them from every collector, merge and write the files",
+       "cluster", choices=("all", "collector", "sink"), flag=True),
+    _s("nats_url", "list", ["nats://127.0.0.1:4222"], "NATS server URLs of the cluster, comma separated "
+       "(collector and sink)", "cluster", flag=True, metavar="URL,URL"),
+    _s("nats_stream", "str", "BINANCE", "JetStream stream name; its subjects are <stream>.<market>.<SYMBOL>",
+       "cluster"),
+    _s("nats_replicas", "int", 1, "copies JetStream keeps of each message (1, or 3 on a 3-node cluster)",
+       "cluster", minimum=1, maximum=5),
+    _s("nats_max_age", "float", 86_400.0, "seconds JetStream keeps a message (how long a sink may be away)",
+       "cluster", minimum=60.0, maximum=31_536_000.0),
+    _s("collector_id", "str", None, "this collector's name in the messages and the sinks' status "
+       "(default: the host name)", "cluster"),
+    _s("sink_id", "str", None, "this sink's durable consumer name (default: the host name); a sink that starts "
+       "again under the same name resumes where it stopped", "cluster"),
+    _s("redundancy_window", "float", 2.0, "seconds a sink waits for every connected collector to pass an event "
+       "before it hands the event on anyway", "cluster", minimum=0.0, maximum=600.0),
+    _s("collector_buffer_bytes", "int", 256_000_000, "bytes a collector keeps while NATS does not take them; "
+       "past it the oldest are dropped, and the sinks ledger it", "cluster", minimum=1_000_000,
+       maximum=64_000_000_000),
     # -- logging
     _s("log_level", "choice", "INFO", "DEBUG, INFO, WARNING or ERROR", "logging",
        choices=("DEBUG", "INFO", "WARNING", "ERROR"), flag=True),

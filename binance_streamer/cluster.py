@@ -1,0 +1,150 @@
+"""Past one machine: the messages collectors publish to NATS JetStream, and
+the JetStream facts both roles share. This module is the one home of that
+seam (see README "Past one machine").
+
+Subjects: ``<nats_stream>.<market>.<SYMBOL>``, one JetStream stream holds
+them all (file storage, ``nats_replicas`` copies). Each NATS message is one
+of the named types below, encoded compactly: a kind byte, a JSON header line,
+and (for :class:`Frames`) the raw frame bytes as the exchange sent them, each
+behind its receive time and length; frames are never re-encoded. Its
+``Nats-Msg-Id`` is ``<collector>:<boot>:<seq>``, so a message sent again
+after a lost acknowledgement is stored once (JetStream's duplicate window).
+"""
+
+import asyncio
+import logging
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+FRAME_HEAD = struct.Struct("!qI")      # receive time (us), frame length
+DUPLICATE_WINDOW = 120.0               # seconds JetStream remembers message ids
+
+
+@dataclass
+class Frames:
+    """Data frames of one symbol, as one collector read them, in order.
+    Producer: a collector; consumer: every sink of the symbol; lost: never
+    (kept until JetStream acknowledges it, or dropped oldest first with a
+    :class:`Dropped` note)."""
+    collector: str
+    symbol: str
+    frames: list = field(default_factory=list)     # [(recv_us, raw frame bytes)]
+
+
+@dataclass
+class ConnectionEvent:
+    """A collector's connection carrying ``streams`` (subscription names)
+    connected or disconnected; ``last``: the last id it saw per stream."""
+    collector: str
+    symbol: str
+    event: str                 # connected | disconnected
+    streams: list
+    time_us: int
+    last: dict = field(default_factory=dict)
+
+
+@dataclass
+class Dropped:
+    """A collector's buffer overflowed while NATS did not take its messages:
+    ``frames`` frames of ``symbol`` received between ``first_us`` and
+    ``last_us`` were dropped (the oldest first). Sinks ledger it."""
+    collector: str
+    symbol: str
+    frames: int
+    first_us: int
+    last_us: int
+
+
+KINDS = {b"F": Frames, b"E": ConnectionEvent, b"D": Dropped}
+
+
+def encode(msg):
+    if isinstance(msg, Frames):
+        parts = [b"F", orjson.dumps({"c": msg.collector, "s": msg.symbol}), b"\n"]
+        for recv_us, data in msg.frames:
+            parts.append(FRAME_HEAD.pack(recv_us, len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    kind = b"E" if isinstance(msg, ConnectionEvent) else b"D"
+    return kind + orjson.dumps(msg.__dict__)
+
+
+def decode(data):
+    """The message of a NATS payload; ValueError when it is not one."""
+    kind = data[:1]
+    if kind == b"F":
+        end = data.index(b"\n")
+        head = orjson.loads(data[1:end])
+        frames, pos, n = [], end + 1, len(data)
+        while pos < n:
+            recv_us, size = FRAME_HEAD.unpack_from(data, pos)
+            pos += FRAME_HEAD.size
+            if pos + size > n:
+                raise ValueError("a frame runs past the end of the message")
+            frames.append((recv_us, bytes(data[pos:pos + size])))
+            pos += size
+        return Frames(head["c"], head["s"], frames)
+    if kind in (b"E", b"D"):
+        return KINDS[kind](**orjson.loads(data[1:]))
+    raise ValueError(f"unknown message kind {kind!r}")
+
+
+def subject(cfg, symbol):
+    return f"{cfg.nats_stream}.{cfg.market}.{symbol.upper()}"
+
+
+def node_id(value):
+    return value or socket.gethostname()
+
+
+async def connect(cfg, name):
+    """A NATS connection that reconnects for ever (the roles outlive a server)."""
+    import nats
+
+    async def error_cb(exc):
+        log.debug("%s: NATS: %s", name, exc)
+    return await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
+                              reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
+                              error_cb=error_cb)
+
+
+async def ensure_stream(js, cfg):
+    """The JetStream stream of the recording; made if missing."""
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+    try:
+        return await js.stream_info(cfg.nats_stream)
+    except NotFoundError:
+        pass
+    conf = StreamConfig(name=cfg.nats_stream, subjects=[f"{cfg.nats_stream}.>"], storage=StorageType.FILE,
+                        num_replicas=cfg.nats_replicas, duplicate_window=DUPLICATE_WINDOW,
+                        max_age=cfg.nats_max_age)
+    try:
+        return await js.add_stream(conf)
+    except Exception:          # another role made it meanwhile
+        return await js.stream_info(cfg.nats_stream)
+
+
+class Loop:
+    """An asyncio loop in a thread of its own (nats-py is asyncio; the rest of
+    the process is threads)."""
+
+    def __init__(self, name, threads=None):
+        self.loop = asyncio.new_event_loop()
+        self.name = name
+        self.threads = threads
+
+    def start(self, main):
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(main())
+        if self.threads is not None:
+            self.threads.start(self.name, run)
+        else:
+            threading.Thread(target=run, name=self.name, daemon=True).start()

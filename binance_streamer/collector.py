@@ -1,0 +1,266 @@
+"""The collector role: the worker's WebSocket connections, without parsing,
+files or REST; what they read goes to NATS JetStream (cluster.py).
+
+A :class:`Tap` stands where the worker stands for its connections
+(connection.py): it stamps nothing new (the receive time is the reader's),
+finds each frame's symbol, remembers each stream's last id (so a connection
+handover still waits for the overlap) and gathers the frames per symbol for
+``batch_interval``; then each symbol's frames leave as one
+:class:`cluster.Frames` message. Connection changes are published as
+:class:`cluster.ConnectionEvent` on every symbol subject they concern, after
+the frames read before them.
+
+The :class:`Publisher` keeps every message until JetStream acknowledges it
+(with ``Nats-Msg-Id``: a resend after a lost acknowledgement is stored once).
+While NATS does not take them they wait, up to ``collector_buffer_bytes``;
+past it the oldest are dropped and a :class:`cluster.Dropped` note per
+symbol says what was lost, published once NATS takes messages again.
+"""
+
+import asyncio
+import collections
+import logging
+import os
+import threading
+import time
+
+import orjson
+
+from . import cluster, proc
+from .binance.endpoints import connection_plan
+from .connection import Connection
+from .streams import event_id
+from .worker import IDLE_WAIT, Worker
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 2.0
+
+
+class Publisher:
+    def __init__(self, cfg, collector, stop, clock=time.time):
+        self.cfg, self.collector, self.stop = cfg, collector, stop
+        self.limit = cfg.collector_buffer_bytes
+        self.boot = time.time_ns() // 1000          # message ids of this run differ from a previous run's
+        self.seq = 0
+        self.queue = collections.deque()            # [msg id, subject, payload, message]
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.dropped = {}                           # symbol -> [frames, first_us, last_us]
+        self.dropped_total = 0
+        self.published = self.errors = 0
+        self.last_error = None
+        self.connected = False
+        self.loop = None
+        self.wake = None
+
+    def put(self, msg):
+        """Queue a message (any thread)."""
+        payload = cluster.encode(msg)
+        with self.lock:
+            self.seq += 1
+            self.queue.append([f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, msg.symbol),
+                               payload, msg])
+            self.bytes += len(payload)
+            while self.bytes > self.limit and len(self.queue) > 1:
+                _, _, old, lost = self.queue.popleft()
+                self.bytes -= len(old)
+                if isinstance(lost, cluster.Frames) and lost.frames:
+                    note = self.dropped.setdefault(lost.symbol, [0, lost.frames[0][0], 0])
+                    note[0] += len(lost.frames)
+                    note[2] = lost.frames[-1][0]
+                    self.dropped_total += len(lost.frames)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def run(self):
+        self.loop, self.wake = asyncio.get_running_loop(), asyncio.Event()
+        nc = js = None
+        while not self.stop.is_set() and js is None:
+            try:
+                nc = await cluster.connect(self.cfg, f"collector {self.collector}")
+                js = nc.jetstream()
+                await cluster.ensure_stream(js, self.cfg)
+            except Exception as exc:     # no server yet: the frames wait in the buffer
+                self._failed(exc)
+                js = None
+                await asyncio.sleep(0.5)
+        while js is not None:
+            if self.stop.is_set() and (not self.queue or self._stopping_done()):
+                break
+            self._notes()
+            with self.lock:
+                item = self.queue[0] if self.queue else None
+            if item is None:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            msg_id, subj, payload, _ = item
+            try:
+                await js.publish(subj, payload, timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": msg_id})
+            except Exception as exc:     # kept and sent again (the same id: stored once)
+                self._failed(exc)
+                await asyncio.sleep(0.2)
+                continue
+            self.connected = True
+            self.published += 1
+            with self.lock:
+                if self.queue and self.queue[0] is item:
+                    self.queue.popleft()
+                    self.bytes -= len(payload)
+        if nc is not None:
+            try:
+                await nc.drain()
+            except Exception:        # closing a broken connection may fail; nothing is left to send
+                pass
+
+    def _stopping_done(self):
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.cfg.stop_timeout / 2
+        return time.monotonic() > self._stop_deadline
+
+    _stop_deadline = None
+
+    def _failed(self, exc):
+        self.errors += 1
+        self.connected = False
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self.last_error != text:
+            log.warning("collector: NATS does not take messages (%s); %d messages (%d bytes) wait", text,
+                        len(self.queue), self.bytes)
+        self.last_error = text
+
+    def _notes(self):
+        with self.lock:
+            notes, self.dropped = self.dropped, {}
+        for symbol, (n, first, last) in notes.items():
+            log.error("collector: %s: %d frames dropped (buffer of %d bytes full while NATS did not take them)",
+                      symbol, n, self.limit)
+            self.put(cluster.Dropped(self.collector, symbol, n, first, last))
+
+    def status(self):
+        with self.lock:
+            return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "published": self.published,
+                    "publish_errors": self.errors, "last_error": self.last_error, "nats_connected": self.connected,
+                    "dropped_frames": self.dropped_total}
+
+
+class Tap(Worker):
+    """The connections' worker in a collector: frames go to the publisher."""
+
+    def __init__(self, cfg, symbols, publisher, stop):
+        super().__init__(cfg, symbols, rest=None, stop=stop)
+        self.publisher = publisher
+        self.collector = publisher.collector
+        self.frames = {}              # symbol -> [(recv_us, data)]
+        self.count = 0
+
+    def on_frames(self, messages, recv_us):
+        result = None
+        routes, loads = self.routes, orjson.loads
+        with self.lock:
+            for data in messages:
+                try:
+                    msg = loads(data)
+                    route = routes.get(msg.get("stream"))
+                except (orjson.JSONDecodeError, AttributeError):
+                    self._odd("malformed", "malformed frame", data[:120])
+                    continue
+                if route is None:
+                    if self._not_data(msg) == "shutdown":
+                        result = "shutdown"
+                    continue
+                try:
+                    ident = event_id(route.spec, msg["data"])
+                except (KeyError, TypeError, AttributeError):
+                    ident = None
+                if ident.__class__ is int and (route.last is None or ident > route.last):
+                    route.last = ident
+                route.messages += 1
+                route.last_recv_us = recv_us
+                self.frames.setdefault(route.symbol, []).append((recv_us, bytes(data)))
+                self.count += 1
+        return result
+
+    def _event(self, names, event):
+        by_symbol = collections.defaultdict(list)
+        for name in names:
+            by_symbol[self.routes[name].symbol].append(name)
+        with self.lock:
+            self.hand_on(force=True)
+            now = time.time_ns() // 1000
+            for symbol, streams in by_symbol.items():
+                last = {n: self.routes[n].last for n in streams}
+                self.publisher.put(cluster.ConnectionEvent(self.collector, symbol, event, streams, now, last))
+
+    def on_connected(self, names):
+        self._event(names, "connected")
+
+    def on_disconnected(self, names):
+        self._event(names, "disconnected")
+
+    def hand_on(self, force=False):
+        with self.lock:
+            if not self.frames:
+                return
+            now = time.monotonic()
+            if self.batch_due is None:
+                self.batch_due = now + self.cfg.batch_interval
+            if not force and now < self.batch_due:
+                return
+            self.batch_due = None
+            frames, self.frames = self.frames, {}
+            for symbol, items in frames.items():
+                self.publisher.put(cluster.Frames(self.collector, symbol, items))
+
+
+def collector_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget, series_budgets=None):
+    """Process entry point (in a worker's place): connections for ``symbols``,
+    their frames to JetStream; stops on SIGTERM."""
+    name = f"worker-{index}"
+    stop, manager = proc.child_setup(name, control, cfg.log_level)
+    threads = proc.Threads(stop)
+    collector = cluster.node_id(cfg.collector_id)
+    publisher = Publisher(cfg, collector, stop)
+    publishing = threading.Event()            # set by the stop of the connections: the rest may leave
+    pub_stop = threading.Event()
+    publisher.stop = pub_stop
+    nats_loop = cluster.Loop(f"{name}-nats", threads)
+    done = threading.Event()
+
+    async def publish():
+        try:
+            await publisher.run()
+        finally:
+            done.set()
+    nats_loop.start(publish)
+    tap = Tap(cfg, symbols, publisher, stop)
+    conns = [Connection(tap, group, url, names, cfg, stop, connect_budget, threads)
+             for group, url, names in connection_plan(cfg, symbols)]
+    for c in conns:
+        c.start()
+    log.info("%s: collector %s started for %s (pid %d, %d connections, NATS %s)", name, collector,
+             ",".join(symbols), os.getpid(), len(conns), ",".join(cfg.nats_url))
+    status = lambda: {**tap.status(conns), "collector": collector, "publisher": publisher.status()}  # noqa: E731
+    while not stop.is_set():
+        for _ in manager.read(manager.link):
+            pass
+        stop.wait(min(IDLE_WAIT, cfg.batch_interval))
+        tap.hand_on()
+        manager.beat(status, cfg.status_interval)
+    for c in conns:
+        c.join(timeout=5)
+    tap.hand_on(force=True)
+    publishing.set()
+    pub_stop.set()
+    done.wait(cfg.stop_timeout / 2 + 2)
+    left = publisher.status()["buffer_messages"]
+    manager.report(status())
+    if left:
+        log.error("%s: %d messages were not taken by NATS before the stop; their frames are lost", name, left)
+    if threads.failed:
+        raise SystemExit(proc.EXIT_THREAD_DIED)
+    log.info("%s: stopped", name)

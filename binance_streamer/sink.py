@@ -1,0 +1,306 @@
+"""The sink role: a worker whose frames come from NATS JetStream, from every
+collector of its symbols, instead of its own connections.
+
+:class:`Merge` puts the collectors' frames of each stream together by the
+exchange's id (streams.event_id; with the event time, so that the updates of
+one open kline stay distinct) and hands each event on once, in id order, to
+the worker's usual handling (parse, continuity, backfill, book feed, rows
+for the writer): once every collector connected on the stream has passed it,
+or ``redundancy_window`` seconds after it came. A hole one collector has and
+another fills is therefore no hole; a hole every collector has reaches the
+worker as a jump, ledgered as on one machine. For streams whose holes do not
+show in ids, a collector's connection event tells the worker of a reconnect
+only when no other collector was connected on that stream meanwhile.
+
+:class:`Feed` reads a durable pull consumer (one per sink worker, named
+``<sink_id>-<index>``, filtered to the worker's symbols; acknowledgements
+acknowledge everything before them) and acknowledges a message only once
+every frame in it was handed on and the writer acknowledged the rows they
+made (or the frames were duplicates). A sink that starts again recreates its
+consumer at the first message it had not acknowledged: nothing is lost, and
+what is read twice the writer drops by id.
+"""
+
+import asyncio
+import collections
+import heapq
+import logging
+import re
+import time
+
+import orjson
+
+from . import cluster
+from .streams import event_id
+
+log = logging.getLogger(__name__)
+
+FETCH = 512
+
+
+class Merge:
+    """The frames of every collector, per stream, handed on once in id order.
+    Called with the worker's lock held."""
+
+    def __init__(self, worker, window, clock=time.monotonic):
+        self.worker, self.window, self.clock = worker, window, clock
+        self.heaps = collections.defaultdict(list)      # stream name -> heap of [key, n, arrival, recv_us, data, seq]
+        self.waiting = {}                                # (name, key) -> (entry, collectors that delivered it,
+        #                                                   collectors connected when it came)
+        self.released = {}                               # stream name -> key of the last event handed on
+        self.high = {}                                   # (collector, name) -> highest key delivered
+        self.connected = {}                              # (collector, name) -> connected now
+        self.collectors = {}                             # collector -> {"last": monotonic, "filled": n, ...}
+        self.inflight = collections.Counter()            # NATS stream seq -> frames of it still waiting
+        self.received = collections.deque()              # NATS stream seqs in the order received
+        self.done = 0                                    # every message up to this seq is handed on
+        self.n = 0
+        self.started = clock()
+        self.duplicates = 0
+
+    def _collector(self, name):
+        c = self.collectors.get(name)
+        if c is None:
+            c = self.collectors[name] = {"last": self.clock(), "filled": 0, "frames": 0, "dropped": 0}
+        return c
+
+    def add(self, msg, seq, out):
+        """A decoded message of NATS stream sequence ``seq``; frames that need
+        no merging (no id) go to ``out`` at once."""
+        self.received.append(seq)
+        c = self._collector(msg.collector)
+        c["last"] = self.clock()
+        if isinstance(msg, cluster.Frames):
+            self._frames(msg, seq, out)
+        elif isinstance(msg, cluster.ConnectionEvent):
+            self._event(msg)
+        elif isinstance(msg, cluster.Dropped):
+            c["dropped"] += msg.frames
+            log.error("sink: collector %s dropped %d frames of %s (its buffer overflowed while NATS was away); "
+                      "other collectors may have them", msg.collector, msg.frames, msg.symbol)
+
+    def _frames(self, msg, seq, out):
+        routes, now = self.worker.routes, self.clock()
+        who = msg.collector
+        self.collectors[who]["frames"] += len(msg.frames)
+        for recv_us, data in msg.frames:
+            try:
+                parsed = orjson.loads(data)
+                name = parsed["stream"]
+                route = routes[name]
+                d = parsed["data"]
+                ident = event_id(route.spec, d)
+                e = d.get("E", 0)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                out.append((recv_us, data))          # the worker counts and ledgers what it cannot use
+                continue
+            if ident.__class__ is not int:
+                out.append((recv_us, data))
+                continue
+            key = (ident, e if e.__class__ is int else 0)
+            self.connected[(who, name)] = True
+            if (who, name) not in self.high or key > self.high[(who, name)]:
+                self.high[(who, name)] = key
+            last = self.released.get(name)
+            if last is not None and key <= last:
+                self.duplicates += 1
+                continue
+            known = self.waiting.get((name, key))
+            if known is not None:
+                known[1].add(who)
+                self.duplicates += 1
+                continue
+            self.n += 1
+            entry = [key, self.n, now, recv_us, data, seq]
+            heapq.heappush(self.heaps[name], entry)
+            expected = {c for (c, n), on in self.connected.items() if on and n == name}
+            self.waiting[(name, key)] = (entry, {who}, expected)
+            self.inflight[seq] += 1
+
+    def _event(self, msg):
+        for name in msg.streams:
+            if name not in self.worker.routes:
+                continue
+            others = any(on for (c, n), on in self.connected.items() if n == name and c != msg.collector)
+            if msg.event == "connected":
+                if not others and not self.connected.get((msg.collector, name)):
+                    self.worker.on_connected([name])      # nobody was connected here meanwhile
+                self.connected[(msg.collector, name)] = True
+            else:
+                self.connected[(msg.collector, name)] = False
+
+    def release(self, out):
+        """Hand on (into ``out``) what every connected collector has passed or
+        what waited ``redundancy_window``."""
+        now = self.clock()
+        if now - self.started < self.window:      # after a start, give every collector's messages time to come
+            return
+        alive = {c for c, info in self.collectors.items() if now - info["last"] < self.window}
+        for name, heap in self.heaps.items():
+            known = [c for c in self.collectors if self.connected.get((c, name))]
+            feeding = [c for c in known if c in alive]
+            while heap:
+                entry = heap[0]
+                key = entry[0]
+                if now - entry[2] < self.window and \
+                        not all(self.high.get((c, name), (-1, 0)) >= key for c in feeding):
+                    break
+                heapq.heappop(heap)
+                _, had, expected = self.waiting.pop((name, key))
+                for c in expected.union(known).difference(had):    # connected when it came, yet without it
+                    self.collectors[c]["filled"] += 1
+                self.released[name] = key
+                out.append((entry[3], entry[4]))
+                seq = entry[5]
+                self.inflight[seq] -= 1
+                if not self.inflight[seq]:
+                    del self.inflight[seq]
+        while self.received and not self.inflight.get(self.received[0]):
+            self.done = self.received.popleft()
+
+    def status(self, now):
+        return {c: {"last_message_age_s": round(now - info["last"], 2), "frames": info["frames"],
+                    "holes_filled_by_others": info["filled"], "dropped_frames": info["dropped"]}
+                for c, info in self.collectors.items()}
+
+
+class Feed:
+    """The NATS side of a sink worker (an asyncio loop in a thread)."""
+
+    def __init__(self, cfg, worker, symbols, index, stop, writer):
+        self.cfg, self.worker, self.symbols, self.stop = cfg, worker, symbols, stop
+        self.writer = writer           # links.Producer: its outbox numbers the batches
+        self.durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{cluster.node_id(cfg.sink_id)}-{index}")
+        self.merge = Merge(worker, cfg.redundancy_window)
+        self.marks = collections.deque()     # (batch seq, messages done when it left)
+        self.acked_batch = 0
+        self.ack_to = 0                  # acknowledge NATS up to this stream seq
+        self.acked = 0
+        self.messages = {}               # stream seq -> message, until acknowledged
+        self.last_seq = 0
+        self.pending = None              # the consumer's num_pending at the last fetch
+        self.errors = 0
+        self.last_error = None
+
+    # -- from the worker's threads ------------------------------------------------------
+    def sent(self):
+        """A batch left (the worker's lock is held): its rows hold every frame
+        handed on so far, unless a backfill holds rows back."""
+        self._mark()
+
+    def _mark(self):
+        if any(r.held is not None for r in self.worker.routes.values()):
+            return
+        seq, done = self.writer.outbox.seq, self.merge.done
+        if seq <= self.acked_batch:
+            self.ack_to = max(self.ack_to, done)
+        else:
+            self.marks.append((seq, done))
+
+    def written(self, seq):
+        """The writer acknowledged batches up to ``seq``."""
+        with self.worker.lock:
+            self.acked_batch = max(self.acked_batch, seq)
+            while self.marks and self.marks[0][0] <= seq:
+                self.ack_to = max(self.ack_to, self.marks.popleft()[1])
+
+    # -- the loop ------------------------------------------------------------------------
+    async def run(self):
+        js = None
+        while not self.stop.is_set():
+            try:
+                if js is None:
+                    nc = await cluster.connect(self.cfg, f"sink {self.durable}")
+                    js = nc.jetstream()
+                    await cluster.ensure_stream(js, self.cfg)
+                    sub = await self._subscribe(js)
+                await self._turn(sub)
+            except Exception as exc:      # NATS away: the consumer keeps our position
+                self._failed(exc)
+                await asyncio.sleep(0.5)
+        try:
+            await self._ack()
+        except Exception:          # not acknowledged: read again at the next start, dropped by id then
+            pass
+
+    async def _subscribe(self, js):
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+        stream = self.cfg.nats_stream
+        subjects = [cluster.subject(self.cfg, s) for s in self.symbols]
+        start = {"deliver_policy": DeliverPolicy.ALL}
+        try:
+            info = await js.consumer_info(stream, self.durable)
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            await js.delete_consumer(stream, self.durable)
+            start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
+            log.info("sink %s: resuming after stream message %d", self.durable, floor)
+        except NotFoundError:
+            log.info("sink %s: a new consumer, from the first message the stream holds", self.durable)
+        conf = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.ALL, ack_wait=3600.0,
+                              max_ack_pending=-1, max_deliver=-1,
+                              **({"filter_subject": subjects[0]} if len(subjects) == 1
+                                 else {"filter_subjects": subjects}), **start)
+        await js.add_consumer(stream, conf)
+        return await js.pull_subscribe_bind(self.durable, stream)
+
+    async def _turn(self, sub):
+        import nats.errors
+        try:
+            msgs = await sub.fetch(FETCH, timeout=0.1)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            msgs = []
+        out = []
+        with self.worker.lock:
+            for m in msgs:
+                meta = m.metadata
+                seq = meta.sequence.stream
+                self.pending = meta.num_pending
+                if seq <= self.last_seq:          # delivered again: already here
+                    continue
+                self.last_seq = seq
+                self.messages[seq] = m
+                try:
+                    msg = cluster.decode(m.data)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("sink: stream message %d is not a collector's message (%s); skipped", seq, exc)
+                    self.merge.received.append(seq)
+                    continue
+                self.merge.add(msg, seq, out)
+            self.merge.release(out)
+            self._hand(out)
+            self.worker.hand_on()
+            if not self.worker.outbox:
+                self._mark()
+        await self._ack()
+
+    def _hand(self, frames):
+        on_frames = self.worker.on_frames
+        for recv_us, data in frames:
+            on_frames((data,), recv_us)
+
+    async def _ack(self):
+        target = self.ack_to
+        if target <= self.acked:
+            return
+        seqs = [s for s in self.messages if s <= target]
+        if not seqs:
+            return
+        await self.messages[max(seqs)].ack()       # AckPolicy.ALL: everything before it too
+        for s in seqs:
+            del self.messages[s]
+        self.acked = max(seqs)
+
+    def _failed(self, exc):
+        self.errors += 1
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if text != self.last_error:
+            log.warning("sink %s: NATS: %s; trying again", self.durable, text)
+        self.last_error = text
+
+    def status(self):
+        with self.worker.lock:
+            return {"consumer": self.durable, "num_pending": self.pending, "last_stream_seq": self.last_seq,
+                    "acked_stream_seq": self.acked, "nats_errors": self.errors, "last_error": self.last_error,
+                    "duplicates": self.merge.duplicates,
+                    "collectors": self.merge.status(time.monotonic())}

@@ -1,0 +1,140 @@
+"""Past one machine, live: the simulator, two collectors on the same symbol
+and one sink, each a real recorder process, over a real nats-server with
+JetStream. Each collector in turn is cut off (its connection stalled until it
+reconnects, then kill -9) while the other keeps going; the sink is killed
+too. The sink's files hold every frame the simulator sent, once, and its
+ledger no lost row for those moments."""
+
+import signal
+
+import pytest
+
+from binance_streamer.simulator import audit
+from binance_streamer.streams import lookup
+from tests.support import Files, Recorder, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+SYMBOLS = ["BTCUSDT"]
+STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+
+
+def _rows(rec):
+    written = (rec.status() or {}).get("children", {}).get("writer", {}).get("streams", {})
+    return written.get("BTCUSDT/depth", {}).get("rows", 0)
+
+
+def _more(rec, n, what):
+    start = _rows(rec)
+    rec.wait_status(lambda s: _rows(rec) >= start + n, 60, what)
+
+
+def _sink(rec):
+    children = (rec.status() or {}).get("children", {})
+    return children.get("worker-0", {}).get("sink", {})
+
+
+def _conns(sim):
+    return {c["id"]: c for c in sim.connections()}
+
+
+def _new_conn(sim, before, what):
+    """The id of a connection opened since ``before`` (a set of ids)."""
+    return wait_for(lambda: next((i for i, c in _conns(sim).items() if i not in before and c["closed"] is None),
+                                 None), 30, what)
+
+
+def _role(tmp_path, sim, name, server, **settings):
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    return Recorder(d, sim, SYMBOLS, streams=STREAMS, nats_url=[s.url for s in server], **settings)
+
+
+def _cut(sim, conn, rec, name):
+    """Stall one connection until the collector gives it up, then kill -9 the collector."""
+    sim.faults(stall=3.0, stall_conn=conn)
+    wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s stalled connection to be closed")
+    rec.kill()
+
+
+def _check(sim, sink_dir):
+    files = Files(sink_dir, "spot")
+    report = audit.compare(sim, files, set(SYMBOLS))
+    assert set(report) >= {f"btcusdt@{s}" for s in STREAMS}, report.keys()
+    for stream, r in report.items():
+        assert r["found"] > 0 and r["missing"] == [], (stream, r["missing"][:5])
+        assert r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
+    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and lookup(g["stream"]) is not None]
+    assert lost == [], lost
+    return files
+
+
+def _drained(sink, collectors):
+    """After the collectors stopped: the sink consumed and acknowledged all."""
+    def done():
+        s = _sink(sink)
+        return s and s.get("num_pending") == 0 and s.get("acked_stream_seq") == s.get("last_stream_seq") > 0
+    sink.wait_status(lambda st: done(), 60, "the sink to consume and acknowledge every message")
+
+
+def test_two_collectors_fill_each_others_holes(simulator, nats_server, tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=18, rate=200)
+    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
+    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a", silence_timeout=1.0)
+    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b", silence_timeout=1.0)
+    try:
+        sink.start()
+        before = set(_conns(sim))
+        a.start()
+        conn_a = _new_conn(sim, before, "A's connection")
+        _more(sink, 50, "the sink's first rows")
+        before = set(_conns(sim))
+        b.start()
+        conn_b = _new_conn(sim, before, "B's connection")
+        _more(sink, 50, "rows from both collectors")
+        before = set(_conns(sim))
+        _cut(sim, conn_a, a, "A")                       # B alone carries the recording
+        _more(sink, 50, "rows while A is away")
+        a.start()
+        _new_conn(sim, before | {conn_b}, "A's new connection")
+        _more(sink, 50, "rows after A is back")
+        _cut(sim, conn_b, b, "B")                       # and now A alone
+        _more(sink, 50, "rows while B is away")
+        b.start()
+        _more(sink, 50, "rows after B is back")
+        dropped = _sink(sink)["collectors"]
+        assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
+        for rec in (a, b):
+            assert rec.stop() == 0, rec.log_tail()
+        _drained(sink, (a, b))
+        assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, b, sink):
+            rec.kill()
+    _check(sim, sink.dir)
+
+
+def test_sink_killed_resumes_without_loss(simulator, nats_server, tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=19, rate=200)
+    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
+    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
+    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b")
+    try:
+        sink.start()
+        a.start()
+        b.start()
+        _more(sink, 100, "the sink's first rows")
+        sink.kill()
+        published = lambda: a.status()["children"]["worker-0"]["publisher"]["published"]   # noqa: E731
+        start = published()
+        wait_for(lambda: published() >= start + 100, 40, "A to publish while the sink is down", interval=0.2)
+        sink.start()
+        _more(sink, 100, "rows after the sink's restart")
+        for rec in (a, b):
+            assert rec.stop() == 0, rec.log_tail()
+        _drained(sink, (a, b))
+        assert sink.stop(signal.SIGTERM) == 0, sink.log_tail()
+    finally:
+        for rec in (a, b, sink):
+            rec.kill()
+    _check(sim, sink.dir)
