@@ -138,3 +138,42 @@ def test_sink_killed_resumes_without_loss(simulator, nats_server, tmp_path):
         for rec in (a, b, sink):
             rec.kill()
     _check(sim, sink.dir)
+
+
+def _stream_info(url):
+    import asyncio
+
+    import nats
+
+    async def get():
+        nc = await nats.connect(url)
+        try:
+            return await nc.jetstream().stream_info("BINANCE")
+        finally:
+            await nc.close()
+    return asyncio.run(get())
+
+
+def test_three_node_cluster_loses_nothing_when_a_node_dies(simulator, nats_cluster, tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=20, rate=200)
+    common = {"nats_replicas": 3}
+    sink = _role(tmp_path, sim, "sink", nats_cluster, role="sink", sink_id="s1", redundancy_window=1.0, **common)
+    a = _role(tmp_path, sim, "a", nats_cluster, role="collector", collector_id="a", **common)
+    b = _role(tmp_path, sim, "b", nats_cluster, role="collector", collector_id="b", **common)
+    try:
+        sink.start()
+        a.start()
+        b.start()
+        _more(sink, 100, "the sink's first rows")
+        info = _stream_info(nats_cluster[1].url)
+        assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, info.cluster
+        nats_cluster[0].kill()                          # with 3 replicas, the other two carry on
+        _more(sink, 150, "rows after a NATS node died")
+        for rec in (a, b):
+            assert rec.stop() == 0, rec.log_tail()
+        _drained(sink, (a, b))
+        assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, b, sink):
+            rec.kill()
+    _check(sim, sink.dir)

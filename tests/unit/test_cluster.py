@@ -1,0 +1,74 @@
+"""The collectors' messages (cluster.py) and the sink's merge (sink.py),
+without a NATS server: two collectors' frames of one stream, each with a
+hole the other fills, reach the worker once each, in id order."""
+
+import orjson
+
+from binance_streamer import cluster, config
+from binance_streamer.messages import Gap, Rows
+from binance_streamer.sink import Merge
+from binance_streamer.worker import Worker
+
+
+def _cfg():
+    return config.load(None, {"market": "spot", "symbols": ["BTCUSDT"], "streams": ["aggTrade", "bookTicker"],
+                              "validate_symbols": False})
+
+
+def _agg(a, e=None):
+    d = {"e": "aggTrade", "E": e or 1000 + a, "s": "BTCUSDT", "a": a, "p": "1.0", "q": "2.0", "f": a, "l": a,
+         "T": 1000 + a, "m": True, "M": True}
+    return orjson.dumps({"stream": "btcusdt@aggTrade", "data": d})
+
+
+def test_messages_round_trip_and_keep_the_frames_bytes():
+    raw = [(1_700_000_000_000_001, _agg(1)), (1_700_000_000_000_002, b'{"stream":"x","data":{"a":"\\n"}}\n')]
+    for msg in (cluster.Frames("a", "BTCUSDT", raw),
+                cluster.ConnectionEvent("a", "BTCUSDT", "connected", ["btcusdt@aggTrade"], 5, {"btcusdt@aggTrade": 3}),
+                cluster.Dropped("b", "BTCUSDT", 7, 1, 2)):
+        assert cluster.decode(cluster.encode(msg)) == msg
+    assert raw[1][1] in cluster.encode(cluster.Frames("a", "BTCUSDT", raw))     # not re-encoded
+
+
+def test_a_cut_message_is_refused():
+    data = cluster.encode(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
+    try:
+        cluster.decode(data[:-3])
+    except ValueError:
+        return
+    raise AssertionError("a cut message decoded")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_two_collectors_holes_are_filled_and_each_event_goes_on_once():
+    clock = Clock()
+    worker = Worker(_cfg(), ["BTCUSDT"])
+    merge = Merge(worker, 1.0, clock)
+    clock.now += 2                                     # past the start-up wait
+    out = []
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in (1, 2, 5, 6)]), 1, out)     # a lacks 3, 4
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (1, 2, 3, 4)]), 2, out)     # b is behind
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out] == [1, 2, 3, 4]     # 5, 6 wait for b
+    assert merge.done == 0                              # message 1 still has frames waiting
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (5, 6, 7)]), 3, out)
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out] == [1, 2, 3, 4, 5, 6]
+    assert merge.done == 2                              # 7 waits for a (message 3)
+    clock.now += 1.5                                    # a never sends 7: the window hands it on
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out] == [1, 2, 3, 4, 5, 6, 7] and merge.done == 3
+    assert merge.collectors["a"]["filled"] == 3 and merge.collectors["b"]["filled"] == 0
+    for recv_us, data in out:
+        worker.on_frames((data,), recv_us)
+    batch = worker.take_batch()
+    ids = [i for m in batch if isinstance(m, Rows) and m.stream == "aggTrade" for i in m.ids]
+    assert ids == list(range(1, 8))
+    assert [m for m in batch if isinstance(m, Gap) and m.row["action"] == "lost"] == []
