@@ -49,7 +49,34 @@ def summarize(st):
                               if name.startswith("worker")},
             "disk_free_bytes": st.get("disk_free_bytes"),
             "books_in_sync": children.get("orderbook", {}).get("in_sync"),
-            "writer": {k: v for k, v in children.get("writer", {}).items() if k not in ("streams", "gaps")}}
+            "writer": {k: v for k, v in children.get("writer", {}).items() if k not in ("streams", "gaps")},
+            **cluster(children)}
+
+
+def cluster(children):
+    """Role sink: per worker, its consumer's lag and each collector feeding
+    it; role collector: per worker, its publisher's buffer and errors."""
+    sinks = {name: child["sink"] for name, child in sorted(children.items()) if "sink" in child}
+    collectors = {name: {"collector": child.get("collector"), **child["publisher"]}
+                  for name, child in sorted(children.items()) if "publisher" in child}
+    return {**({"sink": sinks} if sinks else {}), **({"collector": collectors} if collectors else {})}
+
+
+def _cluster_lines(report):
+    lines = []
+    for name, s in report.get("sink", {}).items():
+        lines += ["", f"{name}: consumer {s['consumer']}, {_dash(s['num_pending'])} messages pending, read to "
+                      f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, NATS errors {s['nats_errors']}",
+                  f"{'collector':<20} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} {'dropped':>8}"]
+        for c, info in sorted(s["collectors"].items()):
+            lines.append(f"{c:<20} {info['last_message_age_s']:>10} {info['frames']:>10} "
+                         f"{info['holes_filled_by_others']:>22} {info['dropped_frames']:>8}")
+    for name, p in report.get("collector", {}).items():
+        lines += ["", f"{name}: collector {p['collector']}, NATS {'up' if p['nats_connected'] else 'DOWN'}, "
+                      f"{p['buffer_messages']} messages ({p['buffer_bytes']} bytes) waiting, {p['published']} "
+                      f"published, {p['publish_errors']} publish errors, {p['dropped_frames']} frames dropped"
+                      + (f"; last error: {p['last_error']}" if p["last_error"] else "")]
+    return lines
 
 
 def streams(children, now):
@@ -134,4 +161,5 @@ def format_status(code, report):
     lines += ["", f"not yet written (bytes per worker): {json.dumps(report.get('unacked_bytes'))}; "
                   f"books in sync: {report.get('books_in_sync')}; "
                   f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
+    lines += _cluster_lines(report)
     return "\n".join(lines)

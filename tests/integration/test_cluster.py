@@ -6,6 +6,8 @@ too. The sink's files hold every frame the simulator sent, once, and its
 ledger no lost row for those moments."""
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +50,13 @@ def _role(tmp_path, sim, name, server, **settings):
     d = tmp_path / name
     d.mkdir(exist_ok=True)
     return Recorder(d, sim, SYMBOLS, streams=STREAMS, nats_url=[s.url for s in server], **settings)
+
+
+def _status_text(rec):
+    out = subprocess.run([sys.executable, "-m", "binance_streamer", "--config", rec.config, "--daemon", "status"],
+                         cwd=rec.dir, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def _cut(sim, conn, rec, name):
@@ -104,6 +113,11 @@ def test_two_collectors_fill_each_others_holes(simulator, nats_server, tmp_path)
         _more(sink, 50, "rows after B is back")
         dropped = _sink(sink)["collectors"]
         assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
+        shown = _status_text(sink)
+        assert "consumer s1-0" in shown and "messages pending" in shown, shown
+        assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
+        shown = _status_text(a)
+        assert "collector a, NATS up" in shown and "publish errors" in shown, shown
         for rec in (a, b):
             assert rec.stop() == 0, rec.log_tail()
         _drained(sink, (a, b))
