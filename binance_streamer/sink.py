@@ -158,6 +158,12 @@ class Merge:
         while self.received and not self.inflight.get(self.received[0]):
             self.done = self.received.popleft()
 
+    def detail(self, route):
+        """A hole the worker ledgers is one every collector had: which."""
+        name = f"{route.symbol.lower()}@{route.stream}"
+        had = sorted(c for (c, n) in self.high if n == name)
+        return f"in every collector ({', '.join(had)})" if had else "no collector has sent this stream yet"
+
     def status(self, now):
         return {c: {"last_message_age_s": round(now - info["last"], 2), "frames": info["frames"],
                     "holes_filled_by_others": info["filled"], "dropped_frames": info["dropped"]}
@@ -172,6 +178,7 @@ class Feed:
         self.writer = writer           # links.Producer: its outbox numbers the batches
         self.durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{cluster.node_id(cfg.sink_id)}-{index}")
         self.merge = Merge(worker, cfg.redundancy_window)
+        worker.hole_detail = self.merge.detail
         self.marks = collections.deque()     # (batch seq, messages done when it left)
         self.acked_batch = 0
         self.ack_to = 0                  # acknowledge NATS up to this stream seq

@@ -87,6 +87,7 @@ class Worker:
         self.jobs = self.rest_jobs.queue
         self.batch_due = None         # monotonic time the rows gathered so far must be handed on
         self.send = None              # send(rows batch, book batch): set by worker_main
+        self.hole_detail = None       # route -> what a ledger row adds (a sink: which collectors had the hole)
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0, "errors": 0}
         self.throttle = proc.Throttle()
@@ -281,6 +282,8 @@ class Worker:
         if route.state != "start":
             route.gaps += 1
         last_time = route.last_time() if last is not None else ""
+        if not detail and self.hole_detail is not None and route.state != "start":
+            detail = self.hole_detail(route)
         row = gap_row(int(self.clock() * 1e6), route.file, self._reason(route), last, first, action, 0, detail,
                       last_time, first_time)
         if within is not None:

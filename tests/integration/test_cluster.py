@@ -191,3 +191,35 @@ def test_three_node_cluster_loses_nothing_when_a_node_dies(simulator, nats_clust
         for rec in (a, b, sink):
             rec.kill()
     _check(sim, sink.dir)
+
+
+def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, nats_server, tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=21, rate=200)
+    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
+    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
+    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b")
+    try:
+        sink.start()
+        a.start()
+        b.start()
+        _more(sink, 100, "the sink's first rows")
+        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+        sim.faults(drop="abort")                        # every collector misses the same moment
+        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
+                 20, "both collectors' connections dropped")
+        _more(sink, 100, "rows after the drop")
+        for rec in (a, b):
+            assert rec.stop() == 0, rec.log_tail()
+        _drained(sink, (a, b))
+        assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, b, sink):
+            rec.kill()
+    files = Files(sink.dir, "spot")
+    report = audit.compare(sim, files, set(SYMBOLS))
+    for stream in ("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@aggTrade"):
+        r = report[stream]
+        assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r["unexplained"][:5])
+    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["stream"] in ("trade", "depth")]
+    assert sorted(g["stream"] for g in lost) == ["depth", "trade"], lost
+    assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
