@@ -141,7 +141,8 @@ def test_sink_killed_resumes_without_loss(simulator, nats_server, tmp_path):
         sink.kill()
         published = lambda: a.status()["children"]["worker-0"]["publisher"]["published"]   # noqa: E731
         start = published()
-        wait_for(lambda: published() >= start + 100, 40, "A to publish while the sink is down", interval=0.2)
+        # 20 s away: A publishes one message per batch_interval (0.1 s)
+        wait_for(lambda: published() >= start + 200, 60, "A to publish 20 s while the sink is down", interval=0.2)
         sink.start()
         _more(sink, 100, "rows after the sink's restart")
         for rec in (a, b):
