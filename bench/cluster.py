@@ -8,7 +8,7 @@ same traffic twice, one after the other:
 
 - ``role: all`` (one machine, no NATS): the recorder's processes;
 - ``role: collector`` + ``role: sink`` (one collector, one sink, both here):
-  the collector's processes and the sink's processes apart.
+  the collector's processes, the sink's processes and nats-server apart.
 
 For each: CPU microseconds per message (messages: the data frames the
 recorder's streams counted), CPU % while recording, and the symbols one core
@@ -74,18 +74,21 @@ def cpu(procs):
     return total
 
 
-def measure(roles, seconds):
-    """``roles``: name -> (Popen, run_dir). CPU and messages of each over ``seconds``."""
+def measure(roles, seconds, others=None):
+    """``roles``: name -> (Popen, run_dir). CPU and messages of each over
+    ``seconds``; ``others``: name -> Popen whose CPU % is measured too."""
     for _, run_dir in roles.values():
         wait_flowing(run_dir)
     time.sleep(3)                         # past start-up (snapshots, the first batches)
     procs = {n: recorder_processes(p.pid) for n, (p, _) in roles.items()}
+    extra = {n: recorder_processes(p.pid) for n, p in (others or {}).items()}
     c0 = {n: cpu(ps) for n, ps in procs.items()}
+    e0 = {n: cpu(ps) for n, ps in extra.items()}
     m0 = {n: messages(r) for n, (_, r) in roles.items()}
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    out = {}
+    out = {n: {"cpu_percent": round(100 * (cpu(ps) - e0[n]) / elapsed, 1)} for n, ps in extra.items()}
     for n, (_, run_dir) in roles.items():
         used, msgs = cpu(procs[n]) - c0[n], messages(run_dir) - m0[n]
         out[n] = {"cpu_percent": round(100 * used / elapsed, 1), "messages_per_s": round(msgs / elapsed),
@@ -122,7 +125,7 @@ def main(argv=None):
         two = {"collector": start(work, "collector", {**nats, "role": "collector", "collector_id": "c1"}),
                "sink": start(work, "sink", {**nats, "role": "sink", "sink_id": "s1"})}
         try:
-            split = measure(two, args.seconds)
+            split = measure(two, args.seconds, {"nats_server": server.proc})
             sink = read_status(two["sink"][1]).get("children", {}).get("worker-0", {}).get("sink", {})
         finally:
             stop(two)
@@ -134,6 +137,7 @@ def main(argv=None):
         for k, v in r.items():
             result[f"{name}_{k}"] = v
         result[f"{name}_symbols_per_core"] = round(100 / max(r["cpu_percent"], 0.1) * len(names))
+    result["nats_server_cpu_percent"] = split["nats_server"]["cpu_percent"]
     result["sink_consumer_pending_at_end"] = sink.get("num_pending")
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report(result, args.json)

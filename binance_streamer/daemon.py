@@ -308,6 +308,8 @@ CONNECT_WAIT = 20.0      # seconds `start` waits for a first connection to the e
 def _connected(cfg, pid, timeout):
     """``start``'s answer once the recorder runs: success when a connection
     to the exchange is up; else what stops it connecting (it keeps trying)."""
+    if getattr(cfg, "role", "all") == "sink":       # a sink reads NATS, not the exchange
+        return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
     deadline = time.monotonic() + timeout
     conns = []
     while True:

@@ -88,6 +88,15 @@ METRICS = {
     "status_age_seconds": (G, (), "Seconds since the manager made the status these metrics come from"),
     "logs_dropped_total": (C, (), "Log records of the children the manager could not queue"),
     "disk_free_bytes": (G, (), "Free bytes on the data directory's file system"),
+    "collector_buffer_bytes": (G, ("process",), "role collector: bytes of messages NATS has not yet acknowledged"),
+    "collector_published_total": (C, ("process",), "role collector: messages JetStream acknowledged"),
+    "collector_publish_errors_total": (C, ("process",), "role collector: publishes that failed (sent again)"),
+    "collector_dropped_frames_total": (C, ("process",), "role collector: frames dropped from a full buffer"),
+    "sink_pending_messages": (G, ("process",), "role sink: messages the consumer has not yet delivered (lag)"),
+    "sink_collector_message_age_seconds": (G, ("process", "collector"),
+                                           "role sink: seconds since the collector's last message"),
+    "sink_holes_filled_total": (C, ("process", "collector"),
+                                "role sink: events the collector lacked and another collector supplied"),
 }
 HEALTH_STATES = (status.OK, status.DEGRADED, status.DOWN)     # always shown; any other state named too
 HEALTHY = (status.OK, status.DEGRADED)                        # /health answers 200; anything else 503
@@ -344,6 +353,18 @@ def _worker(fam, name, r, up, now):
         fam.add("book_link_pending_bytes", link.get("book_pending_bytes"), name)
     fam.add("rest_requests_total", r.get("rest_requests"), name)
     fam.add("rest_failures_total", r.get("rest_failures"), name)
+    pub = r.get("publisher")
+    if pub is not None:
+        fam.add("collector_buffer_bytes", pub.get("buffer_bytes"), name)
+        fam.add("collector_published_total", pub.get("published"), name)
+        fam.add("collector_publish_errors_total", pub.get("publish_errors"), name)
+        fam.add("collector_dropped_frames_total", pub.get("dropped_frames"), name)
+    sink = r.get("sink")
+    if sink is not None:
+        fam.add("sink_pending_messages", sink.get("num_pending"), name)
+        for who, c in sink.get("collectors", {}).items():
+            fam.add("sink_collector_message_age_seconds", c.get("last_message_age_s"), name, who)
+            fam.add("sink_holes_filled_total", c.get("holes_filled_by_others"), name, who)
 
 
 def _writer(fam, r):
