@@ -72,3 +72,22 @@ def test_two_collectors_holes_are_filled_and_each_event_goes_on_once():
     ids = [i for m in batch if isinstance(m, Rows) and m.stream == "aggTrade" for i in m.ids]
     assert ids == list(range(1, 8))
     assert [m for m in batch if isinstance(m, Gap) and m.row["action"] == "lost"] == []
+
+
+def test_the_roles_figures_reach_prometheus():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from binance_streamer.metrics import Collector
+    snap = {"state": "RUNNING", "updated": 100.0, "pid": None,
+            "processes": [{"name": "worker-0", "role": "worker", "pid": 1, "state": "RUNNING", "restarts": 0}],
+            "children": {"worker-0": {
+                "publisher": {"buffer_bytes": 512, "published": 40, "publish_errors": 3, "dropped_frames": 0},
+                "sink": {"num_pending": 7, "collectors": {"a": {"last_message_age_s": 0.5,
+                                                                "holes_filled_by_others": 12}}}}}}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(lambda: snap, None, usage=lambda pid: None, clock=lambda: 100.0))
+    text = generate_latest(registry).decode()
+    for line in ('binance_streamer_collector_publish_errors_total{process="worker-0"} 3.0',
+                 'binance_streamer_sink_pending_messages{process="worker-0"} 7.0',
+                 'binance_streamer_sink_holes_filled_total{collector="a",process="worker-0"} 12.0'):
+        assert line in text, text
