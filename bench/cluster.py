@@ -38,8 +38,8 @@ STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
 def start(work, name, cfg):
     d = os.path.join(work, name)
     os.makedirs(d)
-    cfg = {**{k: v for k, v in cfg.items() if v is not None}, "data_dir": os.path.join(d, "data"), "log_dir": os.path.join(d, "logs"),
-           "run_dir": os.path.join(d, "run")}
+    cfg = {**{k: v for k, v in cfg.items() if v is not None}, "data_dir": os.path.join(d, "data"),
+           "log_dir": os.path.join(d, "logs"), "run_dir": os.path.join(d, "run")}
     path = os.path.join(d, "config.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f)

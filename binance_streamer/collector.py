@@ -38,7 +38,7 @@ PUBLISH_TIMEOUT = 2.0
 
 
 class Publisher:
-    def __init__(self, cfg, collector, stop, clock=time.time):
+    def __init__(self, cfg, collector, stop):
         self.cfg, self.collector, self.stop = cfg, collector, stop
         self.limit = cfg.collector_buffer_bytes
         self.boot = time.time_ns() // 1000          # message ids of this run differ from a previous run's
@@ -53,6 +53,7 @@ class Publisher:
         self.connected = False
         self.loop = None
         self.wake = None
+        self._stop_deadline = None
 
     def put(self, msg):
         """Queue a message (any thread)."""
@@ -118,11 +119,10 @@ class Publisher:
                 pass
 
     def _stopping_done(self):
+        """At a stop, what waits may take half of ``stop_timeout`` to leave."""
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.cfg.stop_timeout / 2
         return time.monotonic() > self._stop_deadline
-
-    _stop_deadline = None
 
     def _failed(self, exc):
         self.errors += 1
@@ -225,8 +225,7 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
     threads = proc.Threads(stop)
     collector = cluster.node_id(cfg.collector_id)
     publisher = Publisher(cfg, collector, stop)
-    publishing = threading.Event()            # set by the stop of the connections: the rest may leave
-    pub_stop = threading.Event()
+    pub_stop = threading.Event()              # set once the connections stopped: what is left may leave
     publisher.stop = pub_stop
     nats_loop = cluster.Loop(f"{name}-nats", threads)
     done = threading.Event()
@@ -254,7 +253,6 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
     for c in conns:
         c.join(timeout=5)
     tap.hand_on(force=True)
-    publishing.set()
     pub_stop.set()
     done.wait(cfg.stop_timeout / 2 + 2)
     left = publisher.status()["buffer_messages"]

@@ -56,8 +56,9 @@ class Hole:
 
 
 class Sequencer:
-    def __init__(self, market="spot"):
+    def __init__(self, market="spot", replays=False):
         self.market = market
+        self.replays = replays    # a sink: a run's first events may be ones already written (its consumer's position)
         self.last = {}        # (symbol, stream) -> last id written
         self.tail = {}        # (symbol, stream) -> the line of that id (its time starts the next hole)
         self.expected = {}    # (symbol, stream) -> first id after a gap a worker reported
@@ -157,8 +158,8 @@ class Sequencer:
         if within is not None and gap["action"] == "" and isinstance(first, int) and last is not None \
                 and first - last <= within:
             return None, None               # a periodic stream resumed within its period
-        if step is None and from_disk and gap["action"] in ("", "lost") and isinstance(first, int) \
-                and last is not None and first <= last:
+        if self.replays and step is None and from_disk and gap["action"] in ("", "lost") \
+                and isinstance(first, int) and last is not None and first <= last:
             return None, None               # a sink resuming at its consumer's position: it overlaps the disk
         if step is not None and first not in (None, "") and last is not None:
             if first <= last + step:

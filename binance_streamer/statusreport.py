@@ -66,7 +66,8 @@ def _cluster_lines(report):
     lines = []
     for name, s in report.get("sink", {}).items():
         lines += ["", f"{name}: consumer {s['consumer']}, {_dash(s['num_pending'])} messages pending, read to "
-                      f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, NATS errors {s['nats_errors']}",
+                      f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, "
+                      f"NATS errors {s['nats_errors']}",
                   f"{'collector':<20} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} {'dropped':>8}"]
         for c, info in sorted(s["collectors"].items()):
             lines.append(f"{c:<20} {info['last_message_age_s']:>10} {info['frames']:>10} "

@@ -109,7 +109,7 @@ class Writer:
         self.batch = 0           # input batches taken so far: numbers what each file has pending
         self.producer = None     # the process whose batch is being taken
         self.unwritten = {}      # at close: written_below() of the rows that could not be written
-        self.seq = Sequencer(cfg.market)
+        self.seq = Sequencer(cfg.market, replays=getattr(cfg, "role", "all") == "sink")
         self.ledgered = {}       # symbol -> RecentKeys of the producers' ledger rows written (ledger_key)
         self.keys = {}           # (symbol, stream) -> RecentKeys of the files without exchange ids
         self.today = DayCounts()
