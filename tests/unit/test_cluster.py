@@ -91,3 +91,15 @@ def test_the_roles_figures_reach_prometheus():
                  'binance_streamer_sink_pending_messages{process="worker-0"} 7.0',
                  'binance_streamer_sink_holes_filled_total{collector="a",process="worker-0"} 12.0'):
         assert line in text, text
+
+
+def test_a_sink_resuming_before_the_last_row_on_disk_is_no_gap_one_machine_still_ledgers_it():
+    from binance_streamer.sequence import Sequencer, gap_row
+    for replays, want in ((True, None), (False, "lost")):
+        seq = Sequencer("spot", replays=replays)
+        seq.accept("BTCUSDT", "bookTicker", [100, 105, 110], False, 0.0)
+        written, _ = seq.reported("BTCUSDT", gap_row(1, "bookTicker", "start", None, 104, "lost"), 1)
+        assert (written and written["action"]) == want
+        # after the last row on disk: a hole either way
+        written, _ = seq.reported("BTCUSDT", gap_row(1, "bookTicker", "start", None, 120, "lost"), 1)
+        assert written["action"] == "lost"
