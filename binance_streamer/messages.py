@@ -14,6 +14,9 @@ book: worker-orderbook  BookEvents of Diff, Ticker, Snapshot,  SnapshotRequest
                         SnapshotFailed
 ======================  =====================================  =====================================
 
+Between machines (role collector -> NATS JetStream -> role sink): Frames,
+ConnectionEvent and Dropped, whose one home is cluster.py.
+
 What the loss of each costs (and so what guards it):
 
 - Batch: rows. Never lost while the producer lives: it keeps each Batch

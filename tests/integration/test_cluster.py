@@ -218,7 +218,7 @@ def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, 
             rec.kill()
     files = Files(sink.dir, "spot")
     report = audit.compare(sim, files, set(SYMBOLS))
-    for stream in ("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@aggTrade"):
+    for stream in ("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@aggTrade", "btcusdt@bookTicker"):
         r = report[stream]
         assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r["unexplained"][:5])
     lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["stream"] in ("trade", "depth")]
