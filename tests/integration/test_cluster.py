@@ -224,3 +224,28 @@ def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, 
     lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["stream"] in ("trade", "depth")]
     assert sorted(g["stream"] for g in lost) == ["depth", "trade"], lost
     assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
+
+
+def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server, tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=22, rate=200)
+    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
+    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
+    try:
+        sink.start()
+        a.start()
+        _more(sink, 100, "the sink's first rows")
+        nats_server.kill()
+        waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
+        a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
+        nats_server.start()                              # the same port and storage
+        a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
+        _more(sink, 100, "rows after NATS is back")
+        shown = _status_text(a)
+        assert "publish errors" in shown and "0 frames dropped" in shown, shown
+        assert a.stop() == 0, a.log_tail()
+        _drained(sink, (a,))
+        assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, sink):
+            rec.kill()
+    _check(sim, sink.dir)

@@ -103,3 +103,23 @@ def test_a_sink_resuming_before_the_last_row_on_disk_is_no_gap_one_machine_still
         # after the last row on disk: a hole either way
         written, _ = seq.reported("BTCUSDT", gap_row(1, "bookTicker", "start", None, 120, "lost"), 1)
         assert written["action"] == "lost"
+
+
+def test_a_full_collector_buffer_drops_the_oldest_and_says_so():
+    import threading
+    from types import SimpleNamespace
+
+    from binance_streamer.collector import Publisher
+    cfg = SimpleNamespace(collector_buffer_bytes=3000, nats_stream="BINANCE", market="spot", stop_timeout=1.0)
+    pub = Publisher(cfg, "a", threading.Event())
+    for i in range(20):
+        pub.put(cluster.Frames("a", "BTCUSDT", [(1000 + i, _agg(i))]))
+    assert pub.bytes <= 3000 and pub.dropped_total > 0
+    kept = [cluster.decode(item[2]).frames[0][0] for item in pub.queue]
+    assert kept == list(range(1020 - len(kept), 1020))                # the newest, in order
+    pub._notes()
+    note = cluster.decode(pub.queue[-1][2])
+    assert note == cluster.Dropped("a", "BTCUSDT", pub.dropped_total, 1000, 1000 + pub.dropped_total - 1)
+    assert pub.queue[-1][1] == "BINANCE.spot.BTCUSDT"
+    ids = [item[0] for item in pub.queue]
+    assert len(set(ids)) == len(ids) and all(i.startswith("a:") for i in ids)
