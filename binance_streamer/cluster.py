@@ -7,7 +7,7 @@ them all (file storage, ``nats_replicas`` copies). Each NATS message is one
 of the named types below, encoded compactly: a kind byte, a JSON header line,
 and (for :class:`Frames`) the raw frame bytes as the exchange sent them, each
 behind its receive time and length; frames are never re-encoded. Its
-``Nats-Msg-Id`` is ``<collector>:<boot>:<seq>``, so a message sent again
+``Nats-Msg-Id`` is ``<collector>:<pid>.<start time>:<seq>``, so a message sent again
 after a lost acknowledgement is stored once (JetStream's duplicate window).
 """
 

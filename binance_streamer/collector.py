@@ -41,7 +41,8 @@ class Publisher:
     def __init__(self, cfg, collector, stop):
         self.cfg, self.collector, self.stop = cfg, collector, stop
         self.limit = cfg.collector_buffer_bytes
-        self.boot = time.time_ns() // 1000          # message ids of this run differ from a previous run's
+        # message ids of this process differ from a previous run's and from another worker's of this collector
+        self.boot = f"{os.getpid()}.{time.time_ns() // 1000}"
         self.seq = 0
         self.queue = collections.deque()            # [msg id, subject, payload, message]
         self.bytes = 0

@@ -249,3 +249,36 @@ def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server,
         for rec in (a, sink):
             rec.kill()
     _check(sim, sink.dir)
+
+
+def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_server, tmp_path):
+    both = ["BTCUSDT", "ETHUSDT"]
+    sim = simulator(market="spot", symbols=tuple(both), seed=23, rate=100)
+
+    def role(name, symbols, **settings):
+        d = tmp_path / name
+        d.mkdir()
+        return Recorder(d, sim, symbols, streams=STREAMS, nats_url=[nats_server.url], **settings)
+    a = role("a", both, role="collector", collector_id="a")
+    pair = role("pair", both, role="sink", sink_id="pair", symbols_per_worker=2)       # one consumer, two subjects
+    eth = role("eth", ["ETHUSDT"], role="sink", sink_id="eth")
+    try:
+        for rec in (pair, eth, a):
+            rec.start()
+        _more(pair, 100, "the first sink's rows")
+        eth.wait_status(lambda s: s["children"]["writer"]["streams"].get("ETHUSDT/depth", {}).get("rows", 0) > 100,
+                        60, "the second sink's rows")
+        assert a.stop() == 0, a.log_tail()
+        for sink in (pair, eth):
+            _drained(sink, (a,))
+            assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, pair, eth):
+            rec.kill()
+    for sink, symbols in ((pair, both), (eth, ["ETHUSDT"])):
+        files = Files(sink.dir, "spot")
+        report = audit.compare(sim, files, set(symbols))
+        assert {s.split("@")[0].upper() for s in report} == set(symbols), report.keys()
+        for stream, r in report.items():
+            assert r["found"] > 0 and r["missing"] == [] and r["duplicates"] == 0, (sink.dir, stream, r["missing"][:5])
+    assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
