@@ -5,6 +5,7 @@ reconnects, then kill -9) while the other keeps going; the sink is killed
 too. The sink's files hold every frame the simulator sent, once, and its
 ledger no lost row for those moments."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from binance_streamer.simulator import audit
 from binance_streamer.streams import lookup
 from tests.support import Files, Recorder, wait_for
 
-pytestmark = pytest.mark.timeout(300)
+# These live tests take minutes together (real servers, kills, a 20 s sink outage), which the time
+# budget of the default run cannot hold yet: they run when BINANCE_STREAMER_CLUSTER_TESTS=1.
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(os.environ.get("BINANCE_STREAMER_CLUSTER_TESTS") != "1",
+                                 reason="cluster live tests (minutes long): set BINANCE_STREAMER_CLUSTER_TESTS=1")]
 
 SYMBOLS = ["BTCUSDT"]
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
