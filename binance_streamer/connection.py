@@ -63,6 +63,7 @@ class Socket:
         self.slot, self.ws = slot, ws
         self.opened = time.monotonic()
         self.last_data = self.opened
+        self.reader = FrameReader(ws)
         self.ended = None            # why reading stopped
         self.buffer = []             # frames received while it waits to take over
         self.first_ids = {}          # stream -> first id it delivered
@@ -80,7 +81,7 @@ class Socket:
         each frame arrives."""
         slot, stop, interval = self.slot, self.slot.stop, self.slot.cfg.read_interval
         worker, max_lag = slot.worker, slot.cfg.max_lag * 1e6
-        reader = FrameReader(self.ws)
+        reader = self.reader
         last_read = 0.0
         congested = slot.congested
         try:
@@ -135,6 +136,13 @@ class Socket:
         if messages:
             self.slot.deliver(self, messages, time.time_ns() // 1000)
             self.slot.worker.hand_on()
+
+    def heard(self):
+        """When bytes last came in: the reader takes the time as soon as
+        its recv returns, before parsing and handing on what it read (after
+        a pause the socket is empty while those frames are still being
+        parsed; they count as heard)."""
+        return max(self.last_data, self.reader.received)
 
     def unread_bytes(self):
         """Bytes received by the kernel (and, over TLS, decrypted) but not yet
@@ -249,7 +257,7 @@ class Connection(threading.Thread):
         silence, max_age = self.cfg.silence_timeout, self.cfg.connection_max_age
         while not self.stop.wait(POLL):
             sock, now = self.active, time.monotonic()
-            if sock.ended is None and now - sock.last_data > silence and not self._waiting(sock):
+            if sock.ended is None and now - sock.heard() > silence and not self._waiting(sock):
                 sock.close(f"no data for {silence:.0f} s")
             self._drop_failed()
             if sock.ended is not None:

@@ -20,6 +20,7 @@ frame is answered with a close and ends the stream.
 
 import socket
 import ssl
+import time
 
 import websocket
 
@@ -52,6 +53,7 @@ class FrameReader:
         self.full = False        # the last read filled the buffer: more is probably waiting
         self.error = None        # how the socket ended after the bytes of the last read: raised next
         self.reads = 0           # recv_into calls that returned data (several per read() over TLS)
+        self.received = 0.0      # time.monotonic() of the last recv that returned bytes (before parsing them)
 
     def read(self, timeout=None):
         """Block for data (up to ``timeout`` seconds; None: the socket's own
@@ -72,6 +74,7 @@ class FrameReader:
         n = sock.recv_into(self.chunk)
         if n == 0:
             raise ConnectionResetError("connection closed without a close frame")
+        self.received = time.monotonic()
         n = self._drain(n)
         self.full = n == READ_SIZE
         buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
