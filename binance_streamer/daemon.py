@@ -303,6 +303,7 @@ def start(cfg, record, timeout=60.0):
 
 
 CONNECT_WAIT = 20.0      # seconds `start` waits for a first connection to the exchange
+CONNECT_TRIES = 3        # ... unless every connection has failed this many times already: it answers then
 
 
 def _connected(cfg, pid, timeout):
@@ -310,19 +311,21 @@ def _connected(cfg, pid, timeout):
     to the exchange is up; else what stops it connecting (it keeps trying)."""
     if getattr(cfg, "role", "all") == "sink":       # a sink reads NATS, not the exchange
         return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     conns = []
     while True:
         st = statusmod.read_status(cfg.run_dir) or {}
         conns = [c for child in st.get("children", {}).values() for c in child.get("connections", ())]
         if any(c.get("connected") for c in conns):
             return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (conns and all(c.get("failures", 0) >= CONNECT_TRIES for c in conns)):
             break
         time.sleep(0.2)
     errors = sorted({c["last_error"] for c in conns if c.get("last_error")})
     why = f" ({'; '.join(errors)})" if errors else ""
-    return 1, (f"started (pid {pid}), but no connection to the exchange is up after {timeout:.0f} s{why}; it "
+    waited = max(1, round(time.monotonic() - began))
+    return 1, (f"started (pid {pid}), but no connection to the exchange is up after {waited} s{why}; it "
                f"keeps trying: see --daemon status and {cfg.log_dir}, or stop it with --daemon stop")
 
 

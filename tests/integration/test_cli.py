@@ -213,7 +213,7 @@ def test_check_status_and_stop_from_another_directory_and_down_while_unreachable
     report = json.loads(out)
     assert code == 0 and report["run_dir"] == str(tmp_path / "run") and "registry" in report["looked"]
 
-    sim.faults(unreachable=12)
+    sim.faults(unreachable=6)
     wait_for(lambda: check()[0] == 2, 20, "DOWN while the exchange cannot be reached")
     code, line = check()
     assert line.startswith("DOWN: no connection to the exchange is up") and "\n" not in line, line

@@ -102,7 +102,7 @@ def test_restarts_keep_mark_prices_once_and_ledger_only_a_downtime_that_lost_one
     rec = Recorder(tmp_path, sim, [symbol], streams=["aggTrade", "markPrice", "forceOrder"], flush_interval=0.5)
     marks = lambda: [int(r["event_time"]) for r in rec.rows(symbol, "markPrice")]      # noqa: E731
     lasts = []
-    for rows, downtime_ms in ((3, 0), (6, 0), (9, 6000)):    # the last restart misses two 3 s events
+    for rows, downtime_ms in ((2, 0), (4, 0), (6, 6000)):    # the last restart misses two 3 s events
         if lasts:
             wait_for(lambda: time.time() * 1000 > lasts[-1] + downtime_ms, 10, "the downtime")
         rec.start()
@@ -135,7 +135,7 @@ def test_mutated_mark_prices_and_liquidations_are_refused_and_ledgered_and_nothi
     sim = simulator(market="usdm", symbols=(symbol,), seed=23, rate=20, faults={"mutate_every": 3})
     rec = Recorder(tmp_path, sim, [symbol], streams=["markPrice@1s", "forceOrder"]).start()
     try:
-        wait_for(lambda: len(rec.rows(symbol, "markPrice")) >= 25 and len(rec.rows(symbol, "forceOrder")) >= 3,
+        wait_for(lambda: len(rec.rows(symbol, "markPrice")) >= 12 and len(rec.rows(symbol, "forceOrder")) >= 3,
                  90, "markPrice and forceOrder rows", interval=0.2)
         status = rec.status()
         assert all(p["state"] == "RUNNING" and p["restarts"] == 0 for p in status["processes"])

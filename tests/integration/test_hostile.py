@@ -42,7 +42,7 @@ def test_mutated_real_traffic_is_refused_counted_and_ledgered_and_nothing_dies(s
     counted, and every other event is on disk exactly as sent, or its hole
     is in the ledger."""
     need(SPOT)
-    sim = simulator(replay=SPOT, replay_speed=4.0, replay_seconds=60, write_each_frame=True, seed=5,
+    sim = simulator(replay=SPOT, replay_speed=8.0, replay_seconds=60, write_each_frame=True, seed=5,
                     faults={"mutate_every": 7})
     symbols = list(sim.exchange.symbols)
     rec = Recorder(tmp_path, sim, symbols, streams=STREAMS, symbols_per_worker=10).start()

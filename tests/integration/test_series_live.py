@@ -131,7 +131,7 @@ def test_restart_after_a_20_minute_outage_backfills_every_series(simulator, tmp_
     before = {name: _times(rec, name) for name in HISTORY}
     # The series go down while 20 minutes pass at the exchange; the recorder
     # restarts during the outage and catches up once they are back.
-    control.post(sim.rest_url + "/sim/faults", json={"series_down": 20, "series_clock": 1200}, timeout=10)
+    control.post(sim.rest_url + "/sim/faults", json={"series_down": 8, "series_clock": 1200}, timeout=10)
     rec.start()
     try:
         rec.wait_status(lambda s: any(v["failures"] for v in _series_status(rec).values()), 30,
