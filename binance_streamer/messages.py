@@ -135,13 +135,17 @@ class Gap(NamedTuple):
 # -- what BookEvents carries -------------------------------------------------------------------
 class Diff(NamedTuple):
     """A depth diff: ids ``first`` (U) .. ``final`` (u), ``prev`` (pu, USD-M);
-    ``time``: its event time E in ms (for the ledger rows of a resync)."""
+    ``time``: its event time E in ms (for the ledger rows of a resync).
+    ``bids`` and ``asks`` travel packed (``pack_levels``: one string per
+    side, each price and quantity as sent): one string pickles and unpickles
+    about thirty times faster than a list of ``[price, quantity]`` lists,
+    and depth diffs are most of what this link carries."""
     symbol: str
     first: int
     final: int
     prev: Optional[int]
-    bids: list
-    asks: list
+    bids: str
+    asks: str
     time: object = ""
 
 
@@ -166,6 +170,23 @@ class Snapshot(NamedTuple):
 class SnapshotFailed(NamedTuple):
     symbol: str
     error: str
+
+
+def pack_levels(side):
+    """``[[price, quantity], ...]`` (checked strings, no commas) as one string
+    ``"price,quantity,price,quantity"`` ("" for none)."""
+    return ",".join(map(",".join, side))
+
+
+def unpack_levels(text):
+    """A packed side back as ``[(price, quantity), ...]``."""
+    if not text:
+        return []
+    cells = text.split(",")
+    if len(cells) & 1:
+        raise ValueError(f"packed price levels have an odd number of cells: {text[:80]!r}")
+    it = iter(cells)
+    return list(zip(it, it))
 
 
 def event(kind, *fields):
