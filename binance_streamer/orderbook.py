@@ -20,7 +20,7 @@ import os
 import time
 
 from . import links, messages, proc
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, unpack_levels
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, pack_rows, unpack_levels
 from .binance.endpoints import depth_weight
 from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
@@ -385,7 +385,7 @@ def _hand_on(writer, out, dropped, clock):
                    for symbol, n in sorted(dropped.items()))
         dropped.clear()
     if out:
-        writer.send(list(out))
+        writer.send(pack_rows(out))
         out.clear()
 
 
