@@ -153,10 +153,11 @@ def record(cfg, to_stderr=True, duration=None):
 
 
 def _record(cfg, to_stderr, duration):
-    from . import logs
+    from . import logs, proc
     from .manager import ProcessManager
 
     limit = check_exchange(cfg) if cfg.validate_symbols else None
+    proc.without_resource_tracker()
     ctx = multiprocessing.get_context("spawn")
     listener, log_queue = logs.start_listener(cfg, to_stderr)
     try:

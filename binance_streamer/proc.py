@@ -1,6 +1,8 @@
 """What every child process does first, and how it reports to the manager."""
 
+import gc
 import logging
+import os
 import random
 import signal
 import socket
@@ -27,7 +29,23 @@ def child_setup(name, control, level="INFO"):
     root.handlers[:] = [links.LinkLogHandler(manager.link, messages.Log)]
     root.setLevel(level)
     threading.current_thread().name = name
+    settle_gc()
     return stop, manager
+
+
+GC_YOUNG = 20_000        # container allocations between young collections (Python's default: 700)
+
+
+def settle_gc():
+    """What start-up imported stays for the process's life: out of the
+    collector's sight (``gc.freeze``), so a collection never walks it again.
+    A hot loop makes containers by the hundred per message (orjson's dicts,
+    a batch's lists) and frees nearly all of them by reference counting; a
+    young collection every 700 allocations found nothing to free and cost
+    about 7 % of a worker's CPU on real traffic. Cycles are still collected,
+    later."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 class ManagerLink:
@@ -154,3 +172,24 @@ def backoff_delay(attempt, base, cap, rng=random):
     if attempt <= 0 or base <= 0:
         return 0.0
     return min(cap, base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+def without_resource_tracker():
+    """Keep multiprocessing from starting its resource tracker (a process of
+    12 MB, started with the first spawned child): it unlinks the named
+    semaphores and shared memory blocks a killed process leaves behind, and
+    the recorder makes none (its links are socket pairs, its shared budgets
+    anonymous memory with flock). The tracker is given /dev/null to write
+    to, which takes every message and starts nothing; children inherit it.
+    Call before the first child. Where the tracker differs from what this
+    knows (one with a finalizer, a future Python), nothing is changed.
+    Returns whether it was done."""
+    from multiprocessing import resource_tracker
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    kind = type(tracker)
+    if (tracker is None or getattr(tracker, "_fd", 0) is not None or getattr(tracker, "_pid", 0) is not None
+            or not hasattr(kind, "_check_alive") or hasattr(kind, "__del__")):
+        return False
+    tracker._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    return True
+
