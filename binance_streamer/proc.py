@@ -1,6 +1,7 @@
 """What every child process does first, and how it reports to the manager."""
 
 import gc
+import importlib
 import logging
 import os
 import random
@@ -8,8 +9,22 @@ import signal
 import socket
 import threading
 import time
+from typing import NamedTuple
 
 from . import links, messages
+
+
+class Entry(NamedTuple):
+    """A child process's entry point by name (``Entry(".worker",
+    "worker_main")``), imported by the child that calls it: the manager
+    never loads what only its children need (the worker's HTTP client alone
+    is 16 MB). Picklable, as a spawned process's target must be."""
+    module: str
+    function: str
+
+    def __call__(self, *args):
+        return getattr(importlib.import_module(self.module, __package__), self.function)(*args)
+
 
 EXIT_OK = 0
 EXIT_CONFIG = 2          # a fault restarting will not mend: the manager does not respawn
