@@ -196,15 +196,32 @@ def without_resource_tracker():
     the recorder makes none (its links are socket pairs, its shared budgets
     anonymous memory with flock). The tracker is given /dev/null to write
     to, which takes every message and starts nothing; children inherit it.
-    Call before the first child. Where the tracker differs from what this
-    knows (one with a finalizer, a future Python), nothing is changed.
-    Returns whether it was done."""
+    Call before the first child, and again after closing descriptors
+    (detaching as a daemon): a descriptor that is no longer /dev/null is
+    opened again. Where the tracker differs from what this knows (one with
+    a finalizer, a future Python), nothing is changed. Returns whether the
+    tracker writes to /dev/null."""
+    global _tracker_null
     from multiprocessing import resource_tracker
     tracker = getattr(resource_tracker, "_resource_tracker", None)
     kind = type(tracker)
-    if (tracker is None or getattr(tracker, "_fd", 0) is not None or getattr(tracker, "_pid", 0) is not None
-            or not hasattr(kind, "_check_alive") or hasattr(kind, "__del__")):
+    if tracker is None or not hasattr(kind, "_check_alive") or hasattr(kind, "__del__"):
         return False
-    tracker._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    fd = getattr(tracker, "_fd", 0)
+    if fd is not None and fd == _tracker_null and _is_null(fd):
+        return True
+    if (fd is not None and fd != _tracker_null) or getattr(tracker, "_pid", 0) is not None:
+        return False                # a tracker of its own runs
+    _tracker_null = tracker._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     return True
 
+
+_tracker_null = None     # the /dev/null descriptor given to the resource tracker
+
+
+def _is_null(fd):
+    try:
+        a, b = os.fstat(fd), os.stat(os.devnull)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino, a.st_rdev) == (b.st_dev, b.st_ino, b.st_rdev)
