@@ -56,9 +56,9 @@ def settle_gc():
     collector's sight (``gc.freeze``), so a collection never walks it again.
     A hot loop makes containers by the hundred per message (orjson's dicts,
     a batch's lists) and frees nearly all of them by reference counting; a
-    young collection every 700 allocations found nothing to free and cost
-    about 7 % of a worker's CPU on real traffic. Cycles are still collected,
-    later."""
+    young collection every 700 allocations found nothing to free (on the
+    real captures a worker's parsing took about 8.2 µs a message with them,
+    7.2 µs without). Cycles are still collected, later."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
