@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 
 from . import __version__, settings
@@ -128,6 +129,42 @@ def prepare_dirs(cfg):
 
 
 def check_exchange(cfg):
+    """check_symbols in a process of its own, which ends with its answer: the
+    HTTP client it imports (16 MB) stays out of the recorder's memory for the
+    run. Raises what check_symbols raised."""
+    from . import proc
+    proc.without_resource_tracker()           # before the first child (proc.py)
+    ctx = multiprocessing.get_context("spawn")
+    answer, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_check_apart, args=(cfg, sender), name="exchange-check")
+    child.start()
+    sender.close()
+    try:
+        ok, value = answer.recv()
+    except EOFError:
+        child.join(10)
+        ok, value = False, RuntimeError(f"the exchangeInfo check ended without an answer (exit code "
+                                        f"{child.exitcode}); run again, or with validate_symbols: false")
+    finally:
+        answer.close()
+        child.join(10)
+    if not ok:
+        raise value
+    return value
+
+
+def _check_apart(cfg, sender):
+    """check_exchange's child: ``(True, weight limit)`` or ``(False, the exception)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is the parent's to handle
+    try:
+        answer = (True, check_symbols(cfg))
+    except Exception as exc:        # the parent raises it, as if it had asked itself
+        answer = (False, exc if isinstance(exc, (ConfigError, RuntimeError)) else RuntimeError(str(exc)))
+    sender.send(answer)
+    sender.close()
+
+
+def check_symbols(cfg):
     """Ask exchangeInfo whether every symbol trades; returns the REST weight limit."""
     from .binance.rest import trading_symbols, weight_limit
     from .commands import read_exchange_info
@@ -153,10 +190,11 @@ def record(cfg, to_stderr=True, duration=None):
 
 
 def _record(cfg, to_stderr, duration):
-    from . import logs
+    from . import logs, proc
     from .manager import ProcessManager
 
     limit = check_exchange(cfg) if cfg.validate_symbols else None
+    proc.without_resource_tracker()
     ctx = multiprocessing.get_context("spawn")
     listener, log_queue = logs.start_listener(cfg, to_stderr)
     try:

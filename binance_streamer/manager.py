@@ -113,9 +113,10 @@ class ProcessManager:
         """Child slots and shared budgets (no process or link is made here).
         ``log_queue``: where the children's log records go (a queue.Queue read
         by the log listener)."""
-        from .orderbook import orderbook_main
-        from .worker import worker_main
-        from .writer import writer_main
+        # named, imported by the child that runs it (proc.Entry): not here
+        orderbook_main = proc.Entry(".orderbook", "orderbook_main")
+        worker_main = proc.Entry(".worker", "worker_main")
+        writer_main = proc.Entry(".writer", "writer_main")
         cfg = self.cfg
         self.log_queue = log_queue
         lock_dir = cfg.run_dir
@@ -129,7 +130,7 @@ class ProcessManager:
         workers = [f"worker-{i}" for i in range(len(self.groups()))]
         book = ["orderbook"] if cfg.orderbook else []
         if cfg.role == "collector":          # connections only: their frames go to NATS (collector.py)
-            from .collector import collector_main
+            collector_main = proc.Entry(".collector", "collector_main")
             self.children = [Child(name, "worker", collector_main, [], symbols)
                              for name, symbols in zip(workers, self.groups())]
             self.by_name = {c.name: c for c in self.children}

@@ -20,7 +20,7 @@ import os
 import time
 
 from . import links, messages, proc
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, pack_rows, unpack_levels
 from .binance.endpoints import depth_weight
 from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
@@ -328,7 +328,7 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         books.restarted()
     log.info("orderbook: started (pid %d) for %d symbols%s", os.getpid(), len(books.books),
              f", restart {restarts}" if restarts else "")
-    handlers = {Diff: books.on_diff, Ticker: books.on_ticker, Snapshot: books.on_snapshot,
+    handlers = {Diff: _packed_diffs(books), Ticker: books.on_ticker, Snapshot: books.on_snapshot,
                 SnapshotFailed: books.on_snapshot_failed}
     status = lambda: {**books.status(), "link": {"unacked_bytes": writer.outbox.bytes,      # noqa: E731
                                                  "unacked_batches": len(writer.outbox.frames)}}
@@ -385,8 +385,15 @@ def _hand_on(writer, out, dropped, clock):
                    for symbol, n in sorted(dropped.items()))
         dropped.clear()
     if out:
-        writer.send(list(out))
+        writer.send(pack_rows(out))
         out.clear()
+
+
+def _packed_diffs(books):
+    """The Diff handler: a Diff as it travels (its sides packed, messages.Diff) into the book."""
+    def on_diff(symbol, first, final, prev, bids, asks, time=""):
+        books.on_diff(symbol, first, final, prev, unpack_levels(bids), unpack_levels(asks), time)
+    return on_diff
 
 
 def _apply(books, handlers, items):

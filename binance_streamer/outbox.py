@@ -8,12 +8,12 @@ backfilled its live rows wait in ``route.held``; when the backfill is done
 they leave with the fetched rows, all in id order.
 
 :class:`BookFeed` gathers the book manager's events (messages.BookEvents:
-plain ``(Diff, ...)`` tuples): diffs, snapshots, failed snapshots, and the
-bookTickers it can compare with its book (those whose ``u`` is the final id
-of a diff).
+plain ``(Diff, ...)`` tuples, a diff's sides packed): diffs, snapshots,
+failed snapshots, and the bookTickers it can compare with its book (those
+whose ``u`` is the final id of a diff).
 """
 
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event, pack_levels
 
 MAX_UNMATCHED_TICKERS = 10_000
 
@@ -112,7 +112,8 @@ class BookFeed:
                 self.out.append(ticker)
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
-        self.out.append((Diff, symbol, first, final, prev, bids, asks, time))     # messages.event, inline: per event
+        # messages.event, inline (one per depth event); the sides packed (messages.Diff)
+        self.out.append((Diff, symbol, first, final, prev, pack_levels(bids), pack_levels(asks), time))
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):

@@ -511,7 +511,7 @@ def _sender(writer, book, sent=None):
     """One message per link per batch; ``sent()`` after each (a sink's feed)."""
     def send(batch, events):
         if batch:
-            writer.send(batch)
+            writer.send(messages.pack_rows(batch))
         if events:
             book.send(events)
         if sent is not None:

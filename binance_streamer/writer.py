@@ -22,7 +22,7 @@ import time
 
 from . import compression, csvfiles, disk, links, messages, proc, retention, streams
 from .compressor import Compressions
-from .messages import Gap, Rows
+from .messages import Gap, Lines, Rows
 from .daycounts import DayCounts
 from .metrics import WriteCounts
 from .recovery import last_row, recent_keys, repair_torn_line
@@ -57,7 +57,7 @@ class OpenFile:
 
     def __init__(self, path, key):
         self.fd, self.path, self.key = None, path, key     # fd None: not open (yet, or any more)
-        self.lines = []          # pending CSV lines
+        self.lines = []          # pending CSV lines (a travelled Rows' lines: one piece)
         self.rows = 0
         self.tail = b""          # the bytes of a write that failed, kept whole for the retry
         self.used = time.monotonic()
@@ -275,6 +275,8 @@ class Writer:
         return keys
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
+        if lines.__class__ is str:      # as it travelled (messages.pack_rows)
+            lines = Lines(lines)
         if not lines:
             return              # (a snapshot of an empty book): nothing to write, nothing to wait for
         if self.shed.active and disk.sheds(stream):
@@ -316,7 +318,10 @@ class Writer:
         if f.batch is None:
             f.batch = {}
         f.batch.setdefault(self.producer, self.batch)
-        f.lines.extend(lines)
+        if lines.__class__ is Lines and stream != "gaps":
+            f.lines.append(lines.text)       # one piece: pending lines are only joined (but a ledger's sorted)
+        else:
+            f.lines.extend(lines)
         self.metrics.arrived(f.key, lines)
         f.rows += len(lines)
         self.pending_rows += len(lines)

@@ -153,3 +153,15 @@ def test_a_snapshot_taken_before_the_stream_began_is_asked_again_without_a_ledge
     assert asked == [("BTCUSDT", 5000, 0)]
     books.on_snapshot("BTCUSDT", 30, [["1.0", "5"]], [["2.0", "5"]])
     assert books.books["BTCUSDT"].state == SYNCED_STATE
+
+
+def test_the_book_manager_applies_a_diff_as_it_travels_packed():
+    from binance_streamer.messages import Diff, pack_levels
+    from binance_streamer.orderbook import _apply, _packed_diffs
+    books = OrderBooks(_cfg(), lambda *a: None, [].append)
+    books.on_snapshot("BTCUSDT", 10, [["1.0", "5"], ["0.9", "1"]], [["2.0", "5"]])
+    diff = (Diff, "BTCUSDT", 11, 11, None, pack_levels([["1.5", "1"], ["0.9", "0"]]), pack_levels([]), 1700)
+    _apply(books, {Diff: _packed_diffs(books)}, [diff])
+    book = books.books["BTCUSDT"].sync.book
+    assert books.bad_input == 0 and book.update_id == 11
+    assert book.top(5) == ([("1.5", "1"), ("1.0", "5")], [("2.0", "5")])

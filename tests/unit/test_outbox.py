@@ -1,6 +1,8 @@
 """The worker's ordered outbox and book feed, without a worker."""
 
-from binance_streamer.messages import Diff, Rows, Ticker, named
+import pytest
+
+from binance_streamer.messages import Diff, Rows, Ticker, named, pack_levels, unpack_levels
 from binance_streamer.outbox import BookFeed, Outbox
 from binance_streamer.sequence import gap_row
 from binance_streamer.worker import Route
@@ -69,3 +71,19 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
     assert [(m[0], m[2], m[3]) for m in out] == [(Diff, 5, 10), (Ticker, 12, "1"), (Diff, 11, 12), (Ticker, 12, "1")]
     assert named(out[1]) == Ticker("BTCUSDT", 12, "1", "1", "2", "1")
     assert feed.tickers["BTCUSDT"] == {} and feed.take() == []
+
+
+def test_a_diff_travels_with_its_sides_packed_and_unpacks_to_the_strings_sent():
+    feed = BookFeed(["BTCUSDT"])
+    bids, asks = [["97123.45000000", "0.01230000"], ["97123.44000000", "0.00000000"]], []
+    feed.diff("BTCUSDT", 5, 10, None, bids, asks, 1700)
+    (msg,) = feed.take()
+    diff = named(msg)
+    assert diff.bids == "97123.45000000,0.01230000,97123.44000000,0.00000000" and diff.asks == ""
+    assert unpack_levels(diff.bids) == [tuple(level) for level in bids] and unpack_levels(diff.asks) == []
+
+
+def test_a_packed_side_with_an_odd_number_of_cells_is_refused():
+    with pytest.raises(ValueError):
+        unpack_levels("1.0,2.0,3.0")
+    assert unpack_levels(pack_levels([["1.0", "2.0"]])) == [("1.0", "2.0")]

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from binance_streamer import messages
 from binance_streamer.messages import Rows
 from binance_streamer import config, csvfiles, writer as writermod
 from binance_streamer.sequence import gap_row
@@ -356,3 +357,34 @@ def test_todays_rows_count_from_the_start_before_any_new_row(tmp_path):
     path = csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "aggTrade", day)
     assert w2.status()["streams"]["BTCUSDT/aggTrade"] == {"day": day, "rows": 3, "bytes": os.path.getsize(path)}
     w2.close()
+
+
+def test_rows_as_they_travel_joined_are_written_exactly_as_rows_as_lists(tmp_path):
+    """messages.pack_rows joins a Rows' lines for the link; the writer reads
+    them through Lines: the same bytes on disk, the same repeats dropped, the
+    same hole seen (its times come from a line in the middle), as with the list."""
+    first, again = [1, 2, 3], [2, 3, 4, 6, 7]          # 2, 3 repeated; 5 missing
+    results = []
+    for packed in (False, True):
+        root, requests = tmp_path / str(packed), []
+        w = Writer(_cfg(root), request_backfill=lambda *r: requests.append(r))
+        for ids in (first, again):
+            rows = Rows("BTCUSDT", "aggTrade", "2026-01-01", ids, [_agg(a) for a in ids], False)
+            (msg,) = messages.pack_rows([rows]) if packed else [rows]
+            assert isinstance(msg.lines, str) == packed
+            w.take([msg])
+        w.close()
+        results.append((_read(root, "aggTrade"), w.seq.duplicates, requests))
+    assert results[0] == results[1]
+    assert [int(x.split(",")[0]) for x in results[1][0][1:]] == [1, 2, 3, 4, 6, 7] and results[1][1] == 2
+    assert results[1][2] == [("BTCUSDT", "aggTrade", 5, 5)]
+
+
+def test_lines_reads_a_joined_text_as_its_lines():
+    text = "".join(_agg(a) for a in (1, 2, 3))
+    lines = messages.Lines(text)
+    assert len(lines) == 3 and lines[0] == _agg(1) and lines[-1] == _agg(3) and lines[1] == _agg(2)
+    assert list(lines) == [_agg(1), _agg(2), _agg(3)] and lines[-3] == _agg(1)
+    assert not messages.Lines("") and list(messages.Lines("")) == []
+    with pytest.raises(IndexError):
+        messages.Lines("")[0]
