@@ -1,8 +1,9 @@
 """--merge on two real recordings of one simulator: each recorder misses
 what the other caught (each is stopped and started again while the other
-records), both miss what a drop of every connection cost them; the merged
-files hold exactly what either recorder had, as the simulator sent it, and
-the merged ledger only the holes both have."""
+records, or its connections alone are dropped), both miss what a drop of
+every connection cost them; the merged files hold exactly what either
+recorder had, as the simulator sent it, and the merged ledger only the
+holes both have."""
 
 import os
 
@@ -43,36 +44,10 @@ def _holes(files):
             if g["first_id_after"] and lookup(g["stream"]) is not None and g["action"] != "backfilled"]
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
-def test_two_recorders_fill_each_others_holes(simulator, tmp_path, market):
-    sim = simulator(market=market, symbols=("BTCUSDT",), seed=21, rate=200)
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    for d in dirs:
-        d.mkdir()
-    a, b = (Recorder(d, sim, ["BTCUSDT"], streams=STREAMS[market]) for d in dirs)
-    try:
-        a.start()
-        _more(a, 100, "A's first rows")
-        b.start()
-        _more(b, 100, "B's first rows")
-        a.stop()                                   # A misses what B records now
-        _more(b, 100, "B's rows while A is stopped")
-        a.start()
-        _more(a, 100, "A's rows after its restart")
-        b.stop()                                   # and B what A records now
-        _more(a, 100, "A's rows while B is stopped")
-        b.start()
-        _more(b, 100, "B's rows after its restart")
-        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-        sim.faults(drop="abort")                   # both miss the same moment
-        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
-                 20, "both recorders' connections dropped")
-        for rec in (a, b):
-            _more(rec, 100, "rows after the drop")
-    finally:
-        codes = [rec.stop() for rec in (a, b) if rec.proc is not None and rec.proc.poll() is None]
-    assert codes == [0, 0], a.log_tail() + b.log_tail()
-
+def _merge_and_check(sim, tmp_path, market, dirs):
+    """Merge the two recordings: the merge verifies, holds exactly what
+    either input had, as the simulator sent it, and ledgers only holes both
+    had; each input had holes the other filled."""
     inputs = [Files(d, market) for d in dirs]
     for rec in inputs:
         report = verify.verify(os.path.join(rec.dir, "data"), market)
@@ -119,3 +94,81 @@ def test_two_recorders_fill_each_others_holes(simulator, tmp_path, market):
             filled = [g for g in _holes(files) if g["stream"] == stream
                       and (g["stream"], g["last_good_id"], g["first_id_after"]) not in merged_holes]
             assert filled, f"{files.dir}: no {stream} hole of this recorder was filled by the other"
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_two_recorders_fill_each_others_holes(simulator, tmp_path, market):
+    sim = simulator(market=market, symbols=("BTCUSDT",), seed=21, rate=200)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    a, b = (Recorder(d, sim, ["BTCUSDT"], streams=STREAMS[market]) for d in dirs)
+    try:
+        a.start()
+        _more(a, 100, "A's first rows")
+        b.start()
+        _more(b, 100, "B's first rows")
+        a.stop()                                   # A misses what B records now
+        _more(b, 100, "B's rows while A is stopped")
+        a.start()
+        _more(a, 100, "A's rows after its restart")
+        b.stop()                                   # and B what A records now
+        _more(a, 100, "A's rows while B is stopped")
+        b.start()
+        _more(b, 100, "B's rows after its restart")
+        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+        sim.faults(drop="abort")                   # both miss the same moment
+        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
+                 20, "both recorders' connections dropped")
+        for rec in (a, b):
+            _more(rec, 100, "rows after the drop")
+    finally:
+        codes = [rec.stop() for rec in (a, b) if rec.proc is not None and rec.proc.poll() is None]
+    assert codes == [0, 0], a.log_tail() + b.log_tail()
+    _merge_and_check(sim, tmp_path, market, dirs)
+
+
+def _open(sim):
+    return {c["id"] for c in sim.connections() if c["closed"] is None}
+
+
+def _drop(sim, rec, conns, per, what):
+    """Cut a recorder's connections (TCP, no close frame), each alone; its
+    new connections, once it has written rows after them."""
+    before = {c["id"] for c in sim.connections()}
+    for conn in conns:
+        sim.faults(drop="abort", drop_conn=conn)
+    new = wait_for(lambda: (_open(sim) - before) if len(_open(sim) - before) >= per else None, 30,
+                   f"{what}: new connections")
+    _more(rec, 300, f"{what}: rows after the new connections")
+    return new
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_holes_of_dropped_connections_at_different_moments_merge_to_what_either_had(simulator, tmp_path, market):
+    sim = simulator(market=market, symbols=("BTCUSDT",), seed=26, rate=200)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    a, b = (Recorder(d, sim, ["BTCUSDT"], streams=STREAMS[market]) for d in dirs)
+    per = 2 if market == "usdm" else 1                  # USD-M: a public and a market connection
+    try:
+        a.start()
+        conns_a = wait_for(lambda: _open(sim) if len(_open(sim)) >= per else None, 30, "A's connections")
+        _more(a, 100, "A's first rows")
+        b.start()
+        conns_b = wait_for(lambda: _open(sim) - conns_a if len(_open(sim) - conns_a) >= per else None, 30,
+                           "B's connections")
+        _more(b, 100, "B's first rows")
+        _drop(sim, a, conns_a, per, "A")                # A misses a moment B has
+        _drop(sim, b, conns_b, per, "B")                # and B one A has
+        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+        sim.faults(drop="abort")                        # both miss the same moment
+        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2 * per,
+                 20, "both recorders' connections dropped")
+        for rec in (a, b):
+            _more(rec, 100, "rows after the drop")
+    finally:
+        codes = [rec.stop() for rec in (a, b) if rec.proc is not None and rec.proc.poll() is None]
+    assert codes == [0, 0], a.log_tail() + b.log_tail()
+    _merge_and_check(sim, tmp_path, market, dirs)
