@@ -62,8 +62,10 @@ class Merge:
         self.received = collections.deque()              # NATS stream seqs in the order received
         self.done = 0                                    # every message up to this seq is handed on
         self.runs = {}                                   # (collector, name) -> [first key, highest key] of its run
-        self.ended = collections.defaultdict(list)       # name -> [(collector, first, last)] of runs that ended
-        self.overflowed = collections.defaultdict(set)   # name -> collectors that dropped frames (for the ledger)
+        self.ended = collections.defaultdict(list)       # name -> [(collector, first, last, dropped)] of runs
+        #                                                   that ended (dropped: by a Dropped note)
+        self.cause = {}                                  # name -> collectors whose dropped frames made the hole
+        #                                                   the worker is about to ledger there
         self.n = 0
         self.started = clock()
         self.last_any = None                             # when the last message came (any collector)
@@ -93,10 +95,8 @@ class Merge:
             c["dropped"] += msg.frames
             log.error("sink: collector %s dropped %d frames of %s (its buffer overflowed while NATS was away); "
                       "other collectors may have them", msg.collector, msg.frames, msg.symbol)
-            names = [n for n, r in self.worker.routes.items() if r.symbol == msg.symbol]
-            for name in names:
-                self.overflowed[name].add(msg.collector)
-            self._end_runs(msg.collector, names)
+            self._end_runs(msg.collector, [n for n, r in self.worker.routes.items() if r.symbol == msg.symbol],
+                           dropped=True)
 
     def _frames(self, msg, seq, out):
         routes, now = self.worker.routes, self.clock()
@@ -148,12 +148,12 @@ class Merge:
         if msg.event == "connected":       # frames after a disconnect, before this, are the old connection's last
             self._end_runs(msg.collector, names)
 
-    def _end_runs(self, who, names):
+    def _end_runs(self, who, names, dropped=False):
         """``who``'s frames of ``names`` after this may follow a hole."""
         for name in names:
             run = self.runs.pop((who, name), None)
             if run is not None:
-                self.ended[name].append((who, run[0], run[1]))
+                self.ended[name].append((who, run[0], run[1], dropped))
 
     def _unbroken(self, name, last, key):
         """Does one run of one collector hold both ``last`` and ``key``?"""
@@ -163,8 +163,12 @@ class Merge:
         ended = self.ended.get(name)
         if ended:
             ended[:] = [r for r in ended if r[2] >= last]       # runs before what was handed on matter no more
-            return any(first <= last and high >= key for _, first, high in ended)
+            return any(first <= last and high >= key for _, first, high, _ in ended)
         return False
+
+    def _dropped_in(self, name, last, key):
+        """Collectors whose frames broke off between ``last`` and ``key`` because their buffer overflowed."""
+        return sorted({c for c, _, high, dropped in self.ended.get(name, ()) if dropped and last <= high < key})
 
     def release(self, out):
         """Hand on (into ``out``) what every connected collector has passed or
@@ -189,7 +193,8 @@ class Merge:
                     self.collectors[c]["filled"] += 1
                 last = self.released.get(name)
                 if last is not None and not self._unbroken(name, last, key):
-                    out.append((None, name))        # no collector read both: the worker hears of a reconnect
+                    out.append((None, (name, self._dropped_in(name, last, key))))   # no collector read both:
+                    #                                                the worker hears of a reconnect
                 self.released[name] = key
                 out.append((entry[3], entry[4]))
                 seq = entry[5]
@@ -205,7 +210,7 @@ class Merge:
         had = sorted(c for (c, n) in self.high if n == name)
         if not had:
             return "no collector has sent this stream yet"
-        full = sorted(self.overflowed.pop(name, ()))
+        full = self.cause.get(name)
         return f"in every collector ({', '.join(had)})" + \
             (f"; dropped by {', '.join(full)} (buffer full while NATS was away)" if full else "")
 
@@ -327,12 +332,15 @@ class Feed:
         await self._ack()
 
     def _hand(self, frames):
-        on_frames, on_connected = self.worker.on_frames, self.worker.on_connected
+        on_frames, on_connected, cause = self.worker.on_frames, self.worker.on_connected, self.merge.cause
         for recv_us, data in frames:
-            if recv_us is None:              # Merge: a hole may lie before the next event of stream ``data``
-                on_connected([data])
+            if recv_us is None:              # Merge: a hole may lie before the next event of (stream, dropped by)
+                name, cause[name] = data
+                on_connected([name])
             else:
                 on_frames((data,), recv_us)
+                if cause:
+                    cause.clear()            # the event after the hole: the ledger row, if any, is made
 
     async def _ack(self):
         target = self.ack_to

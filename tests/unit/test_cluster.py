@@ -152,7 +152,7 @@ def _run_merge(batches):
     merge = Merge(worker, 1.0, clock)
     worker.hole_detail = merge.detail
     feed = Feed.__new__(Feed)
-    feed.worker = worker
+    feed.worker, feed.merge = worker, merge
     clock.now += 2
     seq = 0
     for batch in batches:
@@ -211,6 +211,10 @@ def test_a_collectors_dropped_frames_are_ledgered_unless_another_had_them():
     assert merge.collectors["a"]["dropped"] == 9
     ids, lost, _ = _run_merge([[_tickers("b", range(1, 23))]] + alone)
     assert ids == list(range(1, 23)) and lost == []
+    # a later hole both have is not put down to that drop
+    later = [_event(c, "connected") for c in ("a", "b")] + [_tickers(c, range(30, 33)) for c in ("a", "b")]
+    ids, lost, _ = _run_merge([[_tickers("b", range(1, 23))]] + alone + [later])
+    assert ids == list(range(1, 23)) + [30, 31, 32] and lost == [(22, 30, "in every collector (a, b)")]
 
 
 def test_frames_a_connection_read_after_its_disconnected_event_are_no_hole():
