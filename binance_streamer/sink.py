@@ -61,7 +61,7 @@ class Merge:
         self.inflight = collections.Counter()            # NATS stream seq -> frames of it still waiting
         self.received = collections.deque()              # NATS stream seqs in the order received
         self.done = 0                                    # every message up to this seq is handed on
-        self.runs = {}                                   # (collector, name) -> [first key, highest key] of its run
+        self.runs = collections.defaultdict(dict)        # name -> {collector: [first key, highest key] of its run}
         self.ended = collections.defaultdict(list)       # name -> [(collector, first, last, dropped)] of runs
         #                                                   that ended (dropped: by a Dropped note)
         self.cause = {}                                  # name -> collectors whose dropped frames made the hole
@@ -120,9 +120,10 @@ class Merge:
             self.connected[(who, name)] = True
             if (who, name) not in self.high or key > self.high[(who, name)]:
                 self.high[(who, name)] = key
-            run = self.runs.get((who, name))
+            runs = self.runs[name]
+            run = runs.get(who)
             if run is None:
-                self.runs[(who, name)] = [key, key]
+                runs[who] = [key, key]
             elif key > run[1]:
                 run[1] = key
             last = self.released.get(name)
@@ -151,14 +152,14 @@ class Merge:
     def _end_runs(self, who, names, dropped=False):
         """``who``'s frames of ``names`` after this may follow a hole."""
         for name in names:
-            run = self.runs.pop((who, name), None)
+            run = self.runs[name].pop(who, None)
             if run is not None:
                 self.ended[name].append((who, run[0], run[1], dropped))
 
     def _unbroken(self, name, last, key):
         """Does one run of one collector hold both ``last`` and ``key``?"""
-        for (c, n), (first, high) in self.runs.items():
-            if n == name and first <= last and high >= key:
+        for first, high in self.runs[name].values():
+            if first <= last and high >= key:
                 return True
         ended = self.ended.get(name)
         if ended:
