@@ -67,11 +67,15 @@ def _status_text(rec):
     return out.stdout
 
 
-def _cut(sim, conns, rec, name):
-    """Stall each of a collector's connections until it gives them up, then kill -9 the collector."""
+def _cut(sim, conns, rec, name, how="stall"):
+    """Stall each of a collector's connections until it gives them up (or drop each: TCP cut, no close frame),
+    then kill -9 the collector."""
     for conn in conns:
-        sim.faults(stall=3.0, stall_conn=conn)
-        wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s stalled connection to be closed")
+        if how == "stall":
+            sim.faults(stall=3.0, stall_conn=conn)
+        else:
+            sim.faults(drop="abort", drop_conn=conn)
+        wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s {how} connection to be closed")
     rec.kill()
 
 
@@ -87,10 +91,10 @@ def _start_in_turn(sim, sink, collectors, per_collector=1):
     return conns
 
 
-def _cut_and_back(sim, sink, rec, conns, name):
+def _cut_and_back(sim, sink, rec, conns, name, how="stall"):
     """Cut ``rec`` off and kill -9 it while the others record; start it again; its new connections."""
     before = set(_conns(sim))
-    _cut(sim, conns, rec, name)
+    _cut(sim, conns, rec, name, how)
     _more(sink, 50, f"rows while {name} is away")
     rec.start()
     new = _new_conns(sim, before, len(conns), f"{name}'s new connections")
@@ -161,7 +165,7 @@ def test_usdm_two_collectors_one_cut_off_and_killed_lose_nothing(simulator, nats
     b = role("b", role="collector", collector_id="b", silence_timeout=1.0)
     try:
         conn_a, _ = _start_in_turn(sim, sink, (a, b), per_collector=2)      # USD-M: a public and a market one
-        _cut_and_back(sim, sink, a, conn_a, "A")        # B alone carries the recording
+        _cut_and_back(sim, sink, a, conn_a, "A", how="drop")     # B alone carries the recording
         books = sink.wait_status(lambda s: s["children"]["orderbook"]["books"].get("BTCUSDT", {}).get("state")
                                  == "synced", 30, "the sink's book in sync")["children"]["orderbook"]
         assert _sink(sink)["collectors"]["a"]["holes_filled_by_others"] > 0
