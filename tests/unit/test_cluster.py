@@ -223,3 +223,45 @@ def test_frames_a_connection_read_after_its_disconnected_event_are_no_hole():
                                [_event("a", "disconnected"), _tickers("a", [11]), _tickers("b", range(11, 15))],
                                [_event("b", "disconnected"), _tickers("b", [15, 16])]])
     assert ids == list(range(1, 17)) and lost == []
+
+
+def test_after_a_nats_outage_the_sink_waits_for_every_collector_before_handing_on():
+    # both collectors kept their messages while NATS was away; a's buffer overflowed (11..14 lost), b's did not.
+    # a's come first: the sink, which heard from no one meanwhile, waits for b before it hands 15.. on
+    clock = Clock()
+    worker = Worker(_cfg(), ["BTCUSDT"])
+    merge = Merge(worker, 1.0, clock)
+    clock.now += 2
+    out = []
+    merge.add(_tickers("a", range(1, 11)), 1, out)
+    merge.add(_tickers("b", range(1, 11)), 2, out)
+    merge.release(out)
+    clock.now += 30                                      # the outage
+    merge.add(cluster.Dropped("a", "BTCUSDT", 4, 1, 2), 3, out)
+    merge.add(_tickers("a", range(15, 21)), 4, out)
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["u"] for _, d in out] == list(range(1, 11))
+    clock.now += 0.5
+    merge.add(_tickers("b", range(11, 21)), 5, out)
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["u"] for _, d in out] == list(range(1, 21))
+
+
+def test_a_note_being_sent_is_not_changed_a_new_one_follows_it():
+    import threading
+    from types import SimpleNamespace
+
+    from binance_streamer.collector import Publisher
+    cfg = SimpleNamespace(collector_buffer_bytes=3000, nats_stream="BINANCE", market="spot", stop_timeout=1.0)
+    pub = Publisher(cfg, "a", threading.Event())
+    for i in range(20):
+        pub.put(cluster.Frames("a", "BTCUSDT", [(1000 + i, _agg(i))]))
+    pub.sending = pub.queue[0]                           # the publisher is sending the note
+    sent = bytes(pub.queue[0][2])
+    for i in range(20, 30):
+        pub.put(cluster.Frames("a", "BTCUSDT", [(1000 + i, _agg(i))]))
+    assert pub.queue[0][2] == sent and pub.queue[0] is pub.sending
+    first, second = cluster.decode(pub.queue[0][2]), cluster.decode(pub.queue[1][2])
+    assert isinstance(second, cluster.Dropped) and second.first_us == first.last_us + 1
+    assert first.frames + second.frames == pub.dropped_total
+    assert pub.bytes == sum(len(item[2]) for item in pub.queue) <= 3000
