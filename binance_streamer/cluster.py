@@ -53,7 +53,10 @@ class ConnectionEvent:
 class Dropped:
     """A collector's buffer overflowed while NATS did not take its messages:
     ``frames`` frames of ``symbol`` received between ``first_us`` and
-    ``last_us`` were dropped (the oldest first). Sinks ledger it."""
+    ``last_us`` were dropped (the oldest first). It takes their place in the
+    collector's queue, so it reaches the sinks after what the collector sent
+    before them and before what it sent after; sinks ledger the hole unless
+    another collector had those events."""
     collector: str
     symbol: str
     frames: int

@@ -14,7 +14,10 @@ The :class:`Publisher` keeps every message until JetStream acknowledges it
 (with ``Nats-Msg-Id``: a resend after a lost acknowledgement is stored once).
 While NATS does not take them they wait, up to ``collector_buffer_bytes``;
 past it the oldest are dropped and a :class:`cluster.Dropped` note per
-symbol says what was lost, published once NATS takes messages again.
+symbol takes their place at the head of the queue: it leaves after what was
+published before them and before what came after them, so a sink knows
+where this collector's frames break off (and ledgers it unless another
+collector had those events).
 """
 
 import asyncio
@@ -47,8 +50,8 @@ class Publisher:
         self.queue = collections.deque()            # [msg id, subject, payload, message]
         self.bytes = 0
         self.lock = threading.Lock()
-        self.dropped = {}                           # symbol -> [frames, first_us, last_us]
         self.dropped_total = 0
+        self.sending = None                         # the queue item being published
         self.published = self.errors = 0
         self.last_error = None
         self.connected = False
@@ -64,16 +67,42 @@ class Publisher:
             self.queue.append([f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, msg.symbol),
                                payload, msg])
             self.bytes += len(payload)
-            while self.bytes > self.limit and len(self.queue) > 1:
-                _, _, old, lost = self.queue.popleft()
-                self.bytes -= len(old)
-                if isinstance(lost, cluster.Frames) and lost.frames:
-                    note = self.dropped.setdefault(lost.symbol, [0, lost.frames[0][0], 0])
-                    note[0] += len(lost.frames)
-                    note[2] = lost.frames[-1][0]
-                    self.dropped_total += len(lost.frames)
+            while self.bytes > self.limit and self._drop_oldest():
+                pass
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.wake.set)
+
+    def _drop_oldest(self):
+        """Drop the oldest message but the notes ahead of it (lock held); its
+        symbol's note at the head says so. False: nothing more to drop."""
+        notes = []
+        while self.queue and isinstance(self.queue[0][3], cluster.Dropped):
+            notes.append(self.queue.popleft())
+        if len(self.queue) < 2:                 # the newest message stays
+            self.queue.extendleft(reversed(notes))
+            return False
+        _, _, old, lost = self.queue.popleft()
+        self.bytes -= len(old)
+        frames = lost.frames if isinstance(lost, cluster.Frames) else []
+        self.dropped_total += len(frames)
+        first = frames[0][0] if frames else getattr(lost, "time_us", 0)
+        last = frames[-1][0] if frames else first
+        note = next((x for x in notes if x[3].symbol == lost.symbol and x is not self.sending), None)
+        if note is None:
+            log.error("collector: %s: dropping the oldest frames (buffer of %d bytes full while NATS does not "
+                      "take them)", lost.symbol, self.limit)
+            self.seq += 1
+            note = [f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, lost.symbol), b"",
+                    cluster.Dropped(self.collector, lost.symbol, 0, first, last)]
+            notes.append(note)
+        d = note[3]
+        d.frames += len(frames)
+        d.last_us = max(d.last_us, last)
+        self.bytes -= len(note[2])
+        note[2] = cluster.encode(d)
+        self.bytes += len(note[2])
+        self.queue.extendleft(reversed(notes))
+        return True
 
     async def run(self):
         self.loop, self.wake = asyncio.get_running_loop(), asyncio.Event()
@@ -90,9 +119,8 @@ class Publisher:
         while js is not None:
             if self.stop.is_set() and (not self.queue or self._stopping_done()):
                 break
-            self._notes()
             with self.lock:
-                item = self.queue[0] if self.queue else None
+                item = self.sending = self.queue[0] if self.queue else None
             if item is None:
                 self.wake.clear()
                 try:
@@ -110,9 +138,13 @@ class Publisher:
             self.connected = True
             self.published += 1
             with self.lock:
+                self.sending = None
                 if self.queue and self.queue[0] is item:
                     self.queue.popleft()
                     self.bytes -= len(payload)
+            if isinstance(item[3], cluster.Dropped):
+                log.error("collector: %s: %d frames were dropped (buffer of %d bytes full while NATS did not "
+                          "take them); the sinks know where", item[3].symbol, item[3].frames, self.limit)
         if nc is not None:
             try:
                 await nc.drain()
@@ -133,14 +165,6 @@ class Publisher:
             log.warning("collector: NATS does not take messages (%s); %d messages (%d bytes) wait", text,
                         len(self.queue), self.bytes)
         self.last_error = text
-
-    def _notes(self):
-        with self.lock:
-            notes, self.dropped = self.dropped, {}
-        for symbol, (n, first, last) in notes.items():
-            log.error("collector: %s: %d frames dropped (buffer of %d bytes full while NATS did not take them)",
-                      symbol, n, self.limit)
-            self.put(cluster.Dropped(self.collector, symbol, n, first, last))
 
     def status(self):
         with self.lock:

@@ -9,8 +9,15 @@ for the writer): once every collector connected on the stream has passed it,
 or ``redundancy_window`` seconds after it came. A hole one collector has and
 another fills is therefore no hole; a hole every collector has reaches the
 worker as a jump, ledgered as on one machine. For streams whose holes do not
-show in ids, a collector's connection event tells the worker of a reconnect
-only when no other collector was connected on that stream meanwhile.
+show in ids (bookTicker, forceOrder), each collector's frames of a stream
+come in *runs*: from its first frame after a ``connected`` event (or a
+:class:`cluster.Dropped` note) to the next one (a connection's reader may
+still hand on what its socket held after its ``disconnected`` event). Two events handed on
+one after the other follow each other without a hole only when one run of
+one collector holds both; when none does, the worker hears of a reconnect
+just before the second (and ledgers it as on one machine). The runs are
+judged when the events are handed on, so the order in which the collectors'
+messages arrive does not matter.
 
 :class:`Feed` reads a durable pull consumer (one per sink worker, named
 ``<sink_id>-<index>``, filtered to the worker's symbols; acknowledgements
@@ -54,8 +61,15 @@ class Merge:
         self.inflight = collections.Counter()            # NATS stream seq -> frames of it still waiting
         self.received = collections.deque()              # NATS stream seqs in the order received
         self.done = 0                                    # every message up to this seq is handed on
+        self.runs = collections.defaultdict(dict)        # name -> {collector: [first key, highest key] of its run}
+        self.ended = collections.defaultdict(list)       # name -> [(collector, first, last, dropped)] of runs
+        #                                                   that ended (dropped: by a Dropped note)
+        self.cause = {}                                  # name -> collectors whose dropped frames made the hole
+        #                                                   the worker is about to ledger there
         self.n = 0
         self.started = clock()
+        self.last_any = None                             # when the last message came (any collector)
+        self.resumed = -window                           # when messages came again after a pause (a NATS outage)
         self.duplicates = 0
 
     def _collector(self, name):
@@ -69,7 +83,10 @@ class Merge:
         no merging (no id) go to ``out`` at once."""
         self.received.append(seq)
         c = self._collector(msg.collector)
-        c["last"] = self.clock()
+        now = c["last"] = self.clock()
+        if self.last_any is not None and now - self.last_any > self.window:
+            self.resumed = now               # every collector gets a window to send what waited meanwhile
+        self.last_any = now
         if isinstance(msg, cluster.Frames):
             self._frames(msg, seq, out)
         elif isinstance(msg, cluster.ConnectionEvent):
@@ -78,6 +95,8 @@ class Merge:
             c["dropped"] += msg.frames
             log.error("sink: collector %s dropped %d frames of %s (its buffer overflowed while NATS was away); "
                       "other collectors may have them", msg.collector, msg.frames, msg.symbol)
+            self._end_runs(msg.collector, [n for n, r in self.worker.routes.items() if r.symbol == msg.symbol],
+                           dropped=True)
 
     def _frames(self, msg, seq, out):
         routes, now = self.worker.routes, self.clock()
@@ -101,6 +120,12 @@ class Merge:
             self.connected[(who, name)] = True
             if (who, name) not in self.high or key > self.high[(who, name)]:
                 self.high[(who, name)] = key
+            runs = self.runs[name]
+            run = runs.get(who)
+            if run is None:
+                runs[who] = [key, key]
+            elif key > run[1]:
+                run[1] = key
             last = self.released.get(name)
             if last is not None and key <= last:
                 self.duplicates += 1
@@ -118,16 +143,33 @@ class Merge:
             self.inflight[seq] += 1
 
     def _event(self, msg):
-        for name in msg.streams:
-            if name not in self.worker.routes:
-                continue
-            others = any(on for (c, n), on in self.connected.items() if n == name and c != msg.collector)
-            if msg.event == "connected":
-                if not others and not self.connected.get((msg.collector, name)):
-                    self.worker.on_connected([name])      # nobody was connected here meanwhile
-                self.connected[(msg.collector, name)] = True
-            else:
-                self.connected[(msg.collector, name)] = False
+        names = [n for n in msg.streams if n in self.worker.routes]
+        for name in names:
+            self.connected[(msg.collector, name)] = msg.event == "connected"
+        if msg.event == "connected":       # frames after a disconnect, before this, are the old connection's last
+            self._end_runs(msg.collector, names)
+
+    def _end_runs(self, who, names, dropped=False):
+        """``who``'s frames of ``names`` after this may follow a hole."""
+        for name in names:
+            run = self.runs[name].pop(who, None)
+            if run is not None:
+                self.ended[name].append((who, run[0], run[1], dropped))
+
+    def _unbroken(self, name, last, key):
+        """Does one run of one collector hold both ``last`` and ``key``?"""
+        for first, high in self.runs[name].values():
+            if first <= last and high >= key:
+                return True
+        ended = self.ended.get(name)
+        if ended:
+            ended[:] = [r for r in ended if r[2] >= last]       # runs before what was handed on matter no more
+            return any(first <= last and high >= key for _, first, high, _ in ended)
+        return False
+
+    def _dropped_in(self, name, last, key):
+        """Collectors whose frames broke off between ``last`` and ``key`` because their buffer overflowed."""
+        return sorted({c for c, _, high, dropped in self.ended.get(name, ()) if dropped and last <= high < key})
 
     def release(self, out):
         """Hand on (into ``out``) what every connected collector has passed or
@@ -135,7 +177,8 @@ class Merge:
         now = self.clock()
         if now - self.started < self.window:      # after a start, give every collector's messages time to come
             return
-        alive = {c for c, info in self.collectors.items() if now - info["last"] < self.window}
+        alive = {c for c, info in self.collectors.items()
+                 if now - info["last"] < self.window or now - self.resumed < self.window}
         for name, heap in self.heaps.items():
             known = [c for c in self.collectors if self.connected.get((c, name))]
             feeding = [c for c in known if c in alive]
@@ -149,6 +192,10 @@ class Merge:
                 _, had, expected = self.waiting.pop((name, key))
                 for c in expected.union(known).difference(had):    # connected when it came, yet without it
                     self.collectors[c]["filled"] += 1
+                last = self.released.get(name)
+                if last is not None and not self._unbroken(name, last, key):
+                    out.append((None, (name, self._dropped_in(name, last, key))))   # no collector read both:
+                    #                                                the worker hears of a reconnect
                 self.released[name] = key
                 out.append((entry[3], entry[4]))
                 seq = entry[5]
@@ -162,7 +209,11 @@ class Merge:
         """A hole the worker ledgers is one every collector had: which."""
         name = f"{route.symbol.lower()}@{route.stream}"
         had = sorted(c for (c, n) in self.high if n == name)
-        return f"in every collector ({', '.join(had)})" if had else "no collector has sent this stream yet"
+        if not had:
+            return "no collector has sent this stream yet"
+        full = self.cause.get(name)
+        return f"in every collector ({', '.join(had)})" + \
+            (f"; dropped by {', '.join(full)} (buffer full while NATS was away)" if full else "")
 
     def status(self, now):
         return {c: {"last_message_age_s": round(now - info["last"], 2), "frames": info["frames"],
@@ -282,9 +333,15 @@ class Feed:
         await self._ack()
 
     def _hand(self, frames):
-        on_frames = self.worker.on_frames
+        on_frames, on_connected, cause = self.worker.on_frames, self.worker.on_connected, self.merge.cause
         for recv_us, data in frames:
-            on_frames((data,), recv_us)
+            if recv_us is None:              # Merge: a hole may lie before the next event of (stream, dropped by)
+                name, cause[name] = data
+                on_connected([name])
+            else:
+                on_frames((data,), recv_us)
+                if cause:
+                    cause.clear()            # the event after the hole: the ledger row, if any, is made
 
     async def _ack(self):
         target = self.ack_to

@@ -327,6 +327,10 @@ class Exchange:
         if key == "drop":
             for conn in list(self.conns.values()):
                 self.close_conn(conn, 1001, "fault: drop", abort=value == "abort")
+        elif key == "drop_conn":
+            how, conn_id = value
+            if conn_id in self.conns:
+                self.close_conn(self.conns[conn_id], 1001, "fault: drop", abort=how == "abort")
         elif key == "shutdown":
             for conn in list(self.conns.values()):
                 conn.planned_close = now + value

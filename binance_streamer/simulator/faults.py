@@ -3,6 +3,7 @@ time (``POST /sim/faults`` with a JSON object)."""
 
 FAULTS = {
     "drop": ("str", "close every connection now: 'close' sends a close frame, 'abort' cuts TCP"),
+    "drop_conn": ("int", "with drop: only this connection id (default: all)"),
     "drop_every": ("float", "seconds between closing every connection (0: off)"),
     "stall": ("float", "seconds during which connections get no data, no pings and no pongs"),
     "stall_conn": ("int", "with stall: only this connection id (default: all)"),
@@ -99,12 +100,14 @@ class Faults:
         checked = {k: coerce(k, v) for k, v in spec.items()}
         actions = []
         for key, value in checked.items():
-            if key in self.ONE_SHOT:
+            if key == "drop" and "drop_conn" in checked:
+                actions.append(("drop_conn", (value, checked["drop_conn"])))
+            elif key in self.ONE_SHOT:
                 actions.append((key, value))
             elif key == "stall":
                 self.stall_until = now + value
                 self.stall_conn = checked.get("stall_conn")
-            elif key == "stall_conn":
+            elif key in ("stall_conn", "drop_conn"):
                 continue
             elif key in ("rest_429", "rest_418"):
                 setattr(self, key + "_until", now + value)

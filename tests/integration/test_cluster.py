@@ -6,7 +6,6 @@ too. The sink's files hold every frame the simulator sent, once, and its
 ledger no lost row for those moments."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ import pytest
 
 from binance_streamer.simulator import audit
 from binance_streamer.streams import lookup
+from tests.integration.test_orderbook_live import _levels
 from tests.support import Files, Recorder, wait_for
 
 # These live tests take minutes together (real servers, kills, a 20 s sink outage), which the time
@@ -45,16 +45,40 @@ def _conns(sim):
     return {c["id"]: c for c in sim.connections()}
 
 
-def _new_conn(sim, before, what):
-    """The id of a connection opened since ``before`` (a set of ids)."""
-    return wait_for(lambda: next((i for i, c in _conns(sim).items() if i not in before and c["closed"] is None),
-                                 None), 30, what)
+def _new_conns(sim, before, n, what):
+    """The ids of ``n`` connections opened since ``before`` (a set of ids) and still open."""
+    def found():
+        ids = [i for i, c in _conns(sim).items() if i not in before and c["closed"] is None]
+        return ids if len(ids) >= n else None
+    return wait_for(found, 30, what)
 
 
-def _role(tmp_path, sim, name, server, **settings):
+def _role(tmp_path, sim, name, server, streams=STREAMS, **settings):
     d = tmp_path / name
     d.mkdir(exist_ok=True)
-    return Recorder(d, sim, SYMBOLS, streams=STREAMS, nats_url=[s.url for s in server], **settings)
+    return Recorder(d, sim, SYMBOLS, streams=streams, nats_url=[s.url for s in server], **settings)
+
+
+SILENT = {"silence_timeout": 1.0}         # a collector gives up a stalled connection after 1 s
+
+
+@pytest.fixture
+def roles(tmp_path):
+    """``roles(sim, servers, *collectors, streams=, sink=, **common)``: a sink
+    (``sink_id`` s1, its ``sink`` settings) and collectors (each a name, or
+    ``(name, settings)``), not started; every one is killed after the test."""
+    made = []
+
+    def make(sim, servers, *collectors, streams=STREAMS, sink=None, **common):
+        def role(name, **settings):
+            made.append(_role(tmp_path, sim, name, servers, streams, **common, **settings))
+            return made[-1]
+        the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
+        named = [(c, {}) if isinstance(c, str) else c for c in collectors]
+        return the_sink, [role(name, role="collector", collector_id=name, **settings) for name, settings in named]
+    yield make
+    for rec in made:
+        rec.kill()
 
 
 def _status_text(rec):
@@ -64,17 +88,54 @@ def _status_text(rec):
     return out.stdout
 
 
-def _cut(sim, conn, rec, name):
-    """Stall one connection until the collector gives it up, then kill -9 the collector."""
-    sim.faults(stall=3.0, stall_conn=conn)
-    wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s stalled connection to be closed")
+def _cut(sim, conns, rec, name, how="stall"):
+    """Stall each of a collector's connections until it gives them up (or drop each: TCP cut, no close frame),
+    then kill -9 the collector."""
+    for conn in conns:
+        if how == "stall":
+            sim.faults(stall=3.0, stall_conn=conn)
+        else:
+            sim.faults(drop="abort", drop_conn=conn)
+        wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s {how} connection to be closed")
     rec.kill()
 
 
-def _check(sim, sink_dir):
-    files = Files(sink_dir, "spot")
+def _start_in_turn(sim, sink, collectors, per_collector=1):
+    """Start the sink, then each collector once the sink writes rows; each one's connection ids."""
+    sink.start()
+    conns = []
+    for rec in collectors:
+        before = set(_conns(sim))
+        rec.start()
+        conns.append(_new_conns(sim, before, per_collector, f"{rec.dir}'s connections"))
+        _more(sink, 50, f"the sink's rows with {rec.dir} on")
+    return conns
+
+
+def _cut_and_back(sim, sink, rec, conns, name, how="stall"):
+    """Cut ``rec`` off and kill -9 it while the others record; start it again; its new connections."""
+    before = set(_conns(sim))
+    _cut(sim, conns, rec, name, how)
+    _more(sink, 50, f"rows while {name} is away")
+    rec.start()
+    new = _new_conns(sim, before, len(conns), f"{name}'s new connections")
+    _more(sink, 50, f"rows after {name} is back")
+    return new
+
+
+def _stop_all(sink, collectors):
+    for rec in collectors:
+        assert rec.stop() == 0, rec.log_tail()
+    _drained(sink, collectors)
+    assert sink.stop() == 0, sink.log_tail()
+
+
+def _check(sim, sink_dir, streams=STREAMS):
+    """Every frame of ``streams`` the simulator sent is on disk once, as sent (each stream had some; a kline_1m
+    closes once a minute: it may have none yet); no lost row."""
+    files = Files(sink_dir, sim.cfg.market)
     report = audit.compare(sim, files, set(SYMBOLS))
-    assert set(report) >= {f"btcusdt@{s}" for s in STREAMS}, report.keys()
+    assert set(report) >= {f"btcusdt@{s}" for s in streams if s != "kline_1m"}, report.keys()
     for stream, r in report.items():
         assert r["found"] > 0 and r["missing"] == [], (stream, r["missing"][:5])
         assert r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
@@ -91,72 +152,60 @@ def _drained(sink, collectors):
     sink.wait_status(lambda st: done(), 60, "the sink to consume and acknowledge every message")
 
 
-def test_two_collectors_fill_each_others_holes(simulator, nats_server, tmp_path):
+def test_two_collectors_fill_each_others_holes(simulator, nats_server, roles):
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=18, rate=200)
-    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
-    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a", silence_timeout=1.0)
-    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b", silence_timeout=1.0)
-    try:
-        sink.start()
-        before = set(_conns(sim))
-        a.start()
-        conn_a = _new_conn(sim, before, "A's connection")
-        _more(sink, 50, "the sink's first rows")
-        before = set(_conns(sim))
-        b.start()
-        conn_b = _new_conn(sim, before, "B's connection")
-        _more(sink, 50, "rows from both collectors")
-        before = set(_conns(sim))
-        _cut(sim, conn_a, a, "A")                       # B alone carries the recording
-        _more(sink, 50, "rows while A is away")
-        a.start()
-        _new_conn(sim, before | {conn_b}, "A's new connection")
-        _more(sink, 50, "rows after A is back")
-        _cut(sim, conn_b, b, "B")                       # and now A alone
-        _more(sink, 50, "rows while B is away")
-        b.start()
-        _more(sink, 50, "rows after B is back")
-        dropped = _sink(sink)["collectors"]
-        assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
-        shown = _status_text(sink)
-        assert "consumer s1-0" in shown and "messages pending" in shown, shown
-        assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
-        shown = _status_text(a)
-        assert "collector a, NATS up" in shown and "publish errors" in shown, shown
-        for rec in (a, b):
-            assert rec.stop() == 0, rec.log_tail()
-        _drained(sink, (a, b))
-        assert sink.stop() == 0, sink.log_tail()
-    finally:
-        for rec in (a, b, sink):
-            rec.kill()
+    sink, (a, b) = roles(sim, [nats_server], ("a", SILENT), ("b", SILENT))
+    conn_a, conn_b = _start_in_turn(sim, sink, (a, b))
+    _cut_and_back(sim, sink, a, conn_a, "A")        # B alone carries the recording
+    _cut_and_back(sim, sink, b, conn_b, "B")        # and now A alone
+    dropped = _sink(sink)["collectors"]
+    assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
+    shown = _status_text(sink)
+    assert "consumer s1-0" in shown and "messages pending" in shown, shown
+    assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
+    shown = _status_text(a)
+    assert "collector a, NATS up" in shown and "publish errors" in shown, shown
+    _stop_all(sink, (a, b))
     _check(sim, sink.dir)
 
 
-def test_sink_killed_resumes_without_loss(simulator, nats_server, tmp_path):
+USDM_STREAMS = ["aggTrade", "depth@100ms", "kline_1m", "bookTicker", "markPrice@1s"]
+
+
+def test_usdm_two_collectors_one_cut_off_and_killed_lose_nothing(simulator, nats_server, roles):
+    sim = simulator(market="usdm", symbols=tuple(SYMBOLS), seed=25, rate=200)
+    sink, (a, b) = roles(sim, [nats_server], ("a", SILENT), ("b", SILENT), streams=USDM_STREAMS,
+                         sink={"orderbook_interval": 0.25})
+    conn_a, _ = _start_in_turn(sim, sink, (a, b), per_collector=2)      # USD-M: a public and a market one
+    _cut_and_back(sim, sink, a, conn_a, "A", how="drop")     # B alone carries the recording
+    books = sink.wait_status(lambda s: s["children"]["orderbook"]["books"].get("BTCUSDT", {}).get("state")
+                             == "synced", 30, "the sink's book in sync")["children"]["orderbook"]
+    assert _sink(sink)["collectors"]["a"]["holes_filled_by_others"] > 0
+    _stop_all(sink, (a, b))
+    assert books["resyncs"] == 0 and books["ticker_compared"] > 0 and books["ticker_mismatches"] == 0, books
+    files = _check(sim, sink.dir, USDM_STREAMS)
+    synced = [r for r in files.rows("BTCUSDT", "orderbook") if r["in_sync"] == "true"]
+    assert len(synced) > 20
+    for row in synced:
+        _, bids, asks = sim.true_book("BTCUSDT", int(row["update_id"]))
+        assert _levels(row, "bid", 20) == bids[:20] and _levels(row, "ask", 20) == asks[:20], row["update_id"]
+
+
+def test_sink_killed_resumes_without_loss(simulator, nats_server, roles):
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=19, rate=200)
-    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
-    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
-    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b")
-    try:
-        sink.start()
-        a.start()
-        b.start()
-        _more(sink, 100, "the sink's first rows")
-        sink.kill()
-        published = lambda: a.status()["children"]["worker-0"]["publisher"]["published"]   # noqa: E731
-        start = published()
-        # 20 s away: A publishes one message per batch_interval (0.1 s)
-        wait_for(lambda: published() >= start + 200, 60, "A to publish 20 s while the sink is down", interval=0.2)
-        sink.start()
-        _more(sink, 100, "rows after the sink's restart")
-        for rec in (a, b):
-            assert rec.stop() == 0, rec.log_tail()
-        _drained(sink, (a, b))
-        assert sink.stop(signal.SIGTERM) == 0, sink.log_tail()
-    finally:
-        for rec in (a, b, sink):
-            rec.kill()
+    sink, (a, b) = roles(sim, [nats_server], "a", "b")
+    sink.start()
+    a.start()
+    b.start()
+    _more(sink, 100, "the sink's first rows")
+    sink.kill()
+    published = lambda: a.status()["children"]["worker-0"]["publisher"]["published"]   # noqa: E731
+    start = published()
+    # 20 s away: A publishes one message per batch_interval (0.1 s)
+    wait_for(lambda: published() >= start + 200, 60, "A to publish 20 s while the sink is down", interval=0.2)
+    sink.start()
+    _more(sink, 100, "rows after the sink's restart")
+    _stop_all(sink, (a, b))
     _check(sim, sink.dir)
 
 
@@ -174,53 +223,34 @@ def _stream_info(url):
     return asyncio.run(get())
 
 
-def test_three_node_cluster_loses_nothing_when_a_node_dies(simulator, nats_cluster, tmp_path):
+def test_three_node_cluster_loses_nothing_when_a_node_dies(simulator, nats_cluster, roles):
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=20, rate=200)
-    common = {"nats_replicas": 3}
-    sink = _role(tmp_path, sim, "sink", nats_cluster, role="sink", sink_id="s1", redundancy_window=1.0, **common)
-    a = _role(tmp_path, sim, "a", nats_cluster, role="collector", collector_id="a", **common)
-    b = _role(tmp_path, sim, "b", nats_cluster, role="collector", collector_id="b", **common)
-    try:
-        sink.start()
-        a.start()
-        b.start()
-        _more(sink, 100, "the sink's first rows")
-        info = _stream_info(nats_cluster[1].url)
-        assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, info.cluster
-        nats_cluster[0].kill()                          # with 3 replicas, the other two carry on
-        _more(sink, 150, "rows after a NATS node died")
-        for rec in (a, b):
-            assert rec.stop() == 0, rec.log_tail()
-        _drained(sink, (a, b))
-        assert sink.stop() == 0, sink.log_tail()
-    finally:
-        for rec in (a, b, sink):
-            rec.kill()
+    sink, (a, b) = roles(sim, nats_cluster, "a", "b", nats_replicas=3)
+    sink.start()
+    a.start()
+    b.start()
+    _more(sink, 100, "the sink's first rows")
+    info = _stream_info(nats_cluster[1].url)
+    assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, info.cluster
+    nats_cluster[0].kill()                          # with 3 replicas, the other two carry on
+    _more(sink, 150, "rows after a NATS node died")
+    _stop_all(sink, (a, b))
     _check(sim, sink.dir)
 
 
-def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, nats_server, tmp_path):
+def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, nats_server, roles):
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=21, rate=200)
-    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
-    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
-    b = _role(tmp_path, sim, "b", [nats_server], role="collector", collector_id="b")
-    try:
-        sink.start()
-        a.start()
-        b.start()
-        _more(sink, 100, "the sink's first rows")
-        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-        sim.faults(drop="abort")                        # every collector misses the same moment
-        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
-                 20, "both collectors' connections dropped")
-        _more(sink, 100, "rows after the drop")
-        for rec in (a, b):
-            assert rec.stop() == 0, rec.log_tail()
-        _drained(sink, (a, b))
-        assert sink.stop() == 0, sink.log_tail()
-    finally:
-        for rec in (a, b, sink):
-            rec.kill()
+    sink, (a, b) = roles(sim, [nats_server], "a", "b")
+    sink.start()
+    a.start()
+    b.start()
+    _more(sink, 100, "the sink's first rows")
+    dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+    sim.faults(drop="abort")                        # every collector misses the same moment
+    wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
+             20, "both collectors' connections dropped")
+    _more(sink, 100, "rows after the drop")
+    _stop_all(sink, (a, b))
     files = Files(sink.dir, "spot")
     report = audit.compare(sim, files, set(SYMBOLS))
     for stream in ("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@aggTrade", "btcusdt@bookTicker"):
@@ -231,29 +261,69 @@ def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, 
     assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
 
 
-def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server, tmp_path):
+def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server, roles):
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=22, rate=200)
-    sink = _role(tmp_path, sim, "sink", [nats_server], role="sink", sink_id="s1", redundancy_window=1.0)
-    a = _role(tmp_path, sim, "a", [nats_server], role="collector", collector_id="a")
-    try:
-        sink.start()
-        a.start()
-        _more(sink, 100, "the sink's first rows")
-        nats_server.kill()
-        waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
-        a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
-        nats_server.start()                              # the same port and storage
-        a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
-        _more(sink, 100, "rows after NATS is back")
-        shown = _status_text(a)
-        assert "publish errors" in shown and "0 frames dropped" in shown, shown
-        assert a.stop() == 0, a.log_tail()
-        _drained(sink, (a,))
-        assert sink.stop() == 0, sink.log_tail()
-    finally:
-        for rec in (a, sink):
-            rec.kill()
+    sink, (a,) = roles(sim, [nats_server], "a")
+    sink.start()
+    a.start()
+    _more(sink, 100, "the sink's first rows")
+    nats_server.kill()
+    waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
+    a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
+    nats_server.start()                              # the same port and storage
+    a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
+    _more(sink, 100, "rows after NATS is back")
+    shown = _status_text(a)
+    assert "publish errors" in shown and "0 frames dropped" in shown, shown
+    _stop_all(sink, (a,))
     _check(sim, sink.dir)
+
+
+def _publisher(rec):
+    return rec.status()["children"]["worker-0"]["publisher"]
+
+
+def _nats_outage(server, rec, more, what):
+    """Kill the NATS server until ``more(publisher status)`` holds for ``rec``, then start it again (same port and
+    storage) and wait for ``rec`` to send what it kept."""
+    server.kill()
+    rec.wait_status(lambda s: more(s["children"]["worker-0"]["publisher"]), 60, what)
+    server.start()
+    rec.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"] == 0, 60,
+                    "the collector to send what it kept")
+
+
+def test_a_full_collector_buffer_is_ledgered_unless_another_collector_had_it(simulator, nats_server, roles):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=24, rate=1000)
+    sink, (a, b) = roles(sim, [nats_server], ("a", {"collector_buffer_bytes": 1_000_000}), "b",
+                         sink={"redundancy_window": 2.0})
+    sink.start()
+    a.start()
+    _more(sink, 50, "the sink's first rows")
+    # A alone: what its buffer drops is lost, and ledgered
+    _nats_outage(nats_server, a, lambda p: p["dropped_frames"] > 0, "A to drop frames while NATS is down")
+    _more(sink, 50, "rows after NATS is back")
+    first = _publisher(a)["dropped_frames"]
+    b.start()
+    b.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["published"] > 20, 30, "B to publish")
+    # A drops again, B keeps everything: no hole
+    _nats_outage(nats_server, a, lambda p: p["dropped_frames"] > first, "A to drop frames again")
+    b.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"] == 0, 60,
+                  "B to send what it kept")
+    _more(sink, 50, "rows after NATS is back again")
+    _stop_all(sink, (a, b))
+    files = Files(sink.dir, "spot")
+    report = audit.compare(sim, files, set(SYMBOLS))
+    for stream in (f"btcusdt@{s}" for s in STREAMS):
+        r = report[stream]
+        if not stream.endswith("aggTrade"):          # aggTrade's hole is fetched again
+            assert r["missing"], (stream, "A's first drop left nothing missing: the test proves nothing")
+        assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r["unexplained"][:5])
+    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and lookup(g["stream"]) is not None]
+    # one hole per stream without a backfill (aggTrade's is fetched again): the first drop; B filled the second
+    assert sorted(g["stream"] for g in lost) == ["bookTicker", "depth", "trade"], lost
+    assert all("dropped by a (buffer full" in g["detail"] for g in lost), lost
+    assert [g["stream"] for g in files.rows("BTCUSDT", "gaps") if g["action"] == "backfilled"] == ["aggTrade"]
 
 
 def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_server, tmp_path):

@@ -1,8 +1,9 @@
 """--merge on two real recordings of one simulator: each recorder misses
 what the other caught (each is stopped and started again while the other
-records), both miss what a drop of every connection cost them; the merged
-files hold exactly what either recorder had, as the simulator sent it, and
-the merged ledger only the holes both have."""
+records, or its connections alone are dropped), both miss what a drop of
+every connection cost them; the merged files hold exactly what either
+recorder had, as the simulator sent it, and the merged ledger only the
+holes both have."""
 
 import os
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 STREAMS = {"spot": ["aggTrade", "trade", "depth@100ms", "kline_1s", "bookTicker"],
            "usdm": ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]}
 LOST = {"spot": ["trade", "depth"], "usdm": ["depth"]}     # streams whose holes REST cannot fill
+CONNECTIONS = {"spot": 1, "usdm": 2}                         # a recorder's connections (USD-M: public, market)
 
 
 def _rows(rec, stream):
@@ -43,42 +45,16 @@ def _holes(files):
             if g["first_id_after"] and lookup(g["stream"]) is not None and g["action"] != "backfilled"]
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
-def test_two_recorders_fill_each_others_holes(simulator, tmp_path, market):
-    sim = simulator(market=market, symbols=("BTCUSDT",), seed=21, rate=200)
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    for d in dirs:
-        d.mkdir()
-    a, b = (Recorder(d, sim, ["BTCUSDT"], streams=STREAMS[market]) for d in dirs)
-    try:
-        a.start()
-        _more(a, 100, "A's first rows")
-        b.start()
-        _more(b, 100, "B's first rows")
-        a.stop()                                   # A misses what B records now
-        _more(b, 100, "B's rows while A is stopped")
-        a.start()
-        _more(a, 100, "A's rows after its restart")
-        b.stop()                                   # and B what A records now
-        _more(a, 100, "A's rows while B is stopped")
-        b.start()
-        _more(b, 100, "B's rows after its restart")
-        dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-        sim.faults(drop="abort")                   # both miss the same moment
-        wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
-                 20, "both recorders' connections dropped")
-        for rec in (a, b):
-            _more(rec, 100, "rows after the drop")
-    finally:
-        codes = [rec.stop() for rec in (a, b) if rec.proc is not None and rec.proc.poll() is None]
-    assert codes == [0, 0], a.log_tail() + b.log_tail()
-
+def _merge_and_check(sim, tmp_path, market, dirs):
+    """Merge the two recordings: the merge verifies, holds exactly what
+    either input had, as the simulator sent it, and ledgers only holes both
+    had; each input had holes the other filled."""
     inputs = [Files(d, market) for d in dirs]
     for rec in inputs:
         report = verify.verify(os.path.join(rec.dir, "data"), market)
         assert report.ok, verify.format_report(report, rec.dir)
     out = tmp_path / "merged"
-    assert cli.main(["--merge", str(dirs[0] / "data"), str(dirs[1] / "data"), "--out", str(out)]) == 0
+    assert cli.main(["--merge", os.path.join(dirs[0], "data"), os.path.join(dirs[1], "data"), "--out", str(out)]) == 0
     merged = audit.Files(str(out), market)
     merged.dir = str(out)
 
@@ -119,3 +95,91 @@ def test_two_recorders_fill_each_others_holes(simulator, tmp_path, market):
             filled = [g for g in _holes(files) if g["stream"] == stream
                       and (g["stream"], g["last_good_id"], g["first_id_after"]) not in merged_holes]
             assert filled, f"{files.dir}: no {stream} hole of this recorder was filled by the other"
+
+
+@pytest.fixture
+def recorders(tmp_path):
+    """``recorders(sim, market)``: recorders A and B (not started) in
+    ``tmp_path/a`` and ``/b``; any still running after the test is killed."""
+    made = []
+
+    def make(sim, market):
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            made.append(Recorder(tmp_path / name, sim, ["BTCUSDT"], streams=STREAMS[market]))
+        return made
+    yield make
+    for rec in made:
+        rec.kill()
+
+
+def _both_miss_a_moment(sim, recs, market):
+    """Every connection cut at once (TCP, no close frame); rows after it."""
+    dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+    sim.faults(drop="abort")
+    wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+             >= dropped + 2 * CONNECTIONS[market], 20, "both recorders' connections dropped")
+    for rec in recs:
+        _more(rec, 100, "rows after the drop")
+
+
+def _stop_and_merge(sim, tmp_path, market, recs):
+    for rec in recs:
+        assert rec.stop() == 0, rec.log_tail()
+    _merge_and_check(sim, tmp_path, market, [rec.dir for rec in recs])
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_two_recorders_fill_each_others_holes(simulator, tmp_path, recorders, market):
+    sim = simulator(market=market, symbols=("BTCUSDT",), seed=21, rate=200)
+    a, b = recorders(sim, market)
+    a.start()
+    _more(a, 100, "A's first rows")
+    b.start()
+    _more(b, 100, "B's first rows")
+    a.stop()                                   # A misses what B records now
+    _more(b, 100, "B's rows while A is stopped")
+    a.start()
+    _more(a, 100, "A's rows after its restart")
+    b.stop()                                   # and B what A records now
+    _more(a, 100, "A's rows while B is stopped")
+    b.start()
+    _more(b, 100, "B's rows after its restart")
+    _both_miss_a_moment(sim, (a, b), market)
+    _stop_and_merge(sim, tmp_path, market, (a, b))
+
+
+def _open(sim):
+    return {c["id"] for c in sim.connections() if c["closed"] is None}
+
+
+def _connections(sim, n, other, what):
+    """The ids of ``n`` open connections not in ``other``."""
+    return wait_for(lambda: (_open(sim) - other) if len(_open(sim) - other) >= n else None, 30, what)
+
+
+def _drop(sim, rec, conns, market, what):
+    """Cut a recorder's connections (TCP, no close frame), each alone; once
+    it has new ones and rows after them."""
+    before = {c["id"] for c in sim.connections()}
+    for conn in conns:
+        sim.faults(drop="abort", drop_conn=conn)
+    _connections(sim, CONNECTIONS[market], before, f"{what}: new connections")
+    _more(rec, 300, f"{what}: rows after the new connections")
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_holes_of_dropped_connections_at_different_moments_merge_to_what_either_had(simulator, tmp_path, recorders,
+                                                                                   market):
+    sim = simulator(market=market, symbols=("BTCUSDT",), seed=26, rate=200)
+    a, b = recorders(sim, market)
+    a.start()
+    conns_a = _connections(sim, CONNECTIONS[market], set(), "A's connections")
+    _more(a, 100, "A's first rows")
+    b.start()
+    conns_b = _connections(sim, CONNECTIONS[market], conns_a, "B's connections")
+    _more(b, 100, "B's first rows")
+    _drop(sim, a, conns_a, market, "A")                # A misses a moment B has
+    _drop(sim, b, conns_b, market, "B")                # and B one A has
+    _both_miss_a_moment(sim, (a, b), market)
+    _stop_and_merge(sim, tmp_path, market, (a, b))

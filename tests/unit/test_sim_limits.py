@@ -48,6 +48,8 @@ def test_fault_settings_are_checked():
     actions = f.apply({"shutdown": 2, "lifetime": 10, "stall": 1, "stall_conn": 4}, now=100.0)
     assert actions == [("shutdown", 2.0)]
     assert f.lifetime == 10 and f.stalled(4, 100.5) and not f.stalled(5, 100.5) and not f.stalled(4, 101.5)
+    assert f.apply({"drop": "abort", "drop_conn": 7}, now=100.0) == [("drop_conn", ("abort", 7))]
+    assert f.apply({"drop": "close"}, now=100.0) == [("drop", "close")]
 
 
 def test_journal_file_mode_round_trips(tmp_path):
