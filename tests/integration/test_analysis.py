@@ -33,13 +33,13 @@ def recording(tmp_path_factory):
     try:
         rec.start()
         candles = lambda: len(rec.rows("BTCUSDT", "kline_1s"))      # noqa: E731
-        wait_for(lambda: candles() >= 5, 60, "5 one-second candles")
+        wait_for(lambda: candles() >= 10, 60, "10 one-second candles")
         sim.faults(drop_every=1.5)
         wait_for(lambda: sum(1 for c in sim.connections() if c["close_reason"] == "fault: drop") >= 4, 30,
                  "two rounds of drops")
         sim.faults(drop_every=0)
-        more = candles() + 5
-        wait_for(lambda: candles() >= more, 60, "5 more candles")
+        more = candles() + 10
+        wait_for(lambda: candles() >= more, 60, "10 more candles")
     finally:
         code = rec.stop()
     assert code == 0, rec.log_tail()
