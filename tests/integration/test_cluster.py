@@ -161,7 +161,7 @@ def test_two_collectors_fill_each_others_holes(simulator, nats_server, roles):
     dropped = _sink(sink)["collectors"]
     assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
     shown = _status_text(sink)
-    assert "consumer s1-0" in shown and "messages pending" in shown, shown
+    assert "consumer s1-spot-0-" in shown and "messages pending" in shown, shown
     assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
     shown = _status_text(a)
     assert "collector a, NATS up" in shown and "publish errors" in shown, shown

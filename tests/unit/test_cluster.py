@@ -265,3 +265,112 @@ def test_a_note_being_sent_is_not_changed_a_new_one_follows_it():
     assert isinstance(second, cluster.Dropped) and second.first_us == first.last_us + 1
     assert first.frames + second.frames == pub.dropped_total
     assert pub.bytes == sum(len(item[2]) for item in pub.queue) <= 3000
+
+
+# -- a sink's consumer and the subjects it takes: never another sink's --------------------------------------
+
+def _sink_cfg(**settings):
+    return config.load(None, {"market": "spot", "symbols": ["BTCUSDT"], "streams": ["aggTrade", "bookTicker"],
+                              "validate_symbols": False, "role": "sink", "sink_id": "h", "redundancy_window": 0.0,
+                              **settings})
+
+
+def _feed(cfg):
+    import threading
+
+    from binance_streamer.sink import Feed
+    return Feed(cfg, Worker(cfg, cfg.symbols), cfg.symbols, 0, threading.Event(), None)
+
+
+class FakeJetStream:
+    """The consumer calls of nats-py's JetStream context, on a dict."""
+
+    def __init__(self, *infos):
+        self.consumers = {i.name: i for i in infos}
+
+    async def consumer_info(self, stream, name):
+        from nats.js.errors import NotFoundError
+        if name not in self.consumers:
+            raise NotFoundError()
+        return self.consumers[name]
+
+    async def consumers_info(self, stream):
+        return list(self.consumers.values())
+
+    async def delete_consumer(self, stream, name):
+        del self.consumers[name]
+
+    async def add_consumer(self, stream, conf):
+        from nats.js.api import ConsumerInfo
+        self.consumers[conf.durable_name] = ConsumerInfo(name=conf.durable_name, stream_name=stream, config=conf, created=None)
+
+    async def pull_subscribe_bind(self, durable, stream):
+        return durable
+
+
+def _consumer(name, description, subjects, floor):
+    from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
+    return ConsumerInfo(name=name, stream_name="BINANCE", created=None, ack_floor=SequenceInfo(consumer_seq=floor, stream_seq=floor),
+                        config=ConsumerConfig(durable_name=name, description=description, filter_subjects=subjects))
+
+
+def test_sinks_of_other_markets_symbols_or_streams_never_share_a_consumer():
+    names = {_feed(_sink_cfg(**s)).durable for s in ({}, {"market": "usdm"}, {"symbols": ["ETHUSDT"]},
+                                                     {"streams": ["aggTrade"]})}
+    assert len(names) == 4 and all(n.startswith("h-") for n in names), names
+    assert _feed(_sink_cfg()).durable == _feed(_sink_cfg()).durable          # the same sink again: the same one
+
+
+def test_a_sink_refuses_another_sinks_consumer_and_leaves_it_alone():
+    import asyncio
+
+    from binance_streamer.sink import Refused
+    feed = _feed(_sink_cfg())
+    other = _consumer(feed.durable, "binance-streamer sink h usdm worker 0, files in /elsewhere",
+                      ["BINANCE.usdm.BTCUSDT"], 7)
+    js = FakeJetStream(other)
+    try:
+        asyncio.run(feed._subscribe(js))
+    except Refused as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("another sink's consumer was taken over")
+    assert js.consumers == {feed.durable: other}
+    assert "belongs to another sink" in text and "sink_id" in text and "\n" not in text
+
+
+def test_a_sink_takes_its_own_consumer_over_after_a_symbols_change_from_where_it_was(caplog):
+    import asyncio
+    import logging
+
+    from nats.js.api import DeliverPolicy
+    feed = _feed(_sink_cfg(symbols=["BTCUSDT", "ETHUSDT"], symbols_per_worker=2))
+    own = _consumer("h-spot-0-0ld", feed.owner, ["BINANCE.spot.BTCUSDT"], 41)
+    js = FakeJetStream(own)
+    with caplog.at_level(logging.INFO, logger="binance_streamer.sink"):
+        asyncio.run(feed._subscribe(js))
+    made = js.consumers[feed.durable].config
+    assert list(js.consumers) == [feed.durable]
+    assert made.deliver_policy == DeliverPolicy.BY_START_SEQUENCE and made.opt_start_seq == 42
+    assert made.filter_subjects == ["BINANCE.spot.BTCUSDT", "BINANCE.spot.ETHUSDT"] and made.description == feed.owner
+    assert "symbols or streams changed since consumer h-spot-0-0ld" in caplog.text
+
+
+def test_a_message_of_another_market_or_symbol_is_never_written(caplog):
+    from types import SimpleNamespace
+    feed = _feed(_sink_cfg())
+
+    def message(seq, subject, msg):
+        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_pending=0)
+        return SimpleNamespace(metadata=meta, subject=subject, data=cluster.encode(msg))
+    mine = cluster.Frames("a", "BTCUSDT", [(1, _agg(1)), (2, _agg(2))])
+    usdm = cluster.Frames("a", "BTCUSDT", [(3, _agg(3))])                # the same stream name, another market
+    with caplog.at_level("ERROR", logger="binance_streamer.sink"):
+        feed._take([message(1, "BINANCE.spot.BTCUSDT", mine), message(2, "BINANCE.usdm.BTCUSDT", usdm),
+                    message(3, "BINANCE.spot.BTCUSDT", cluster.Frames("a", "ETHUSDT", [(4, _agg(4))])),
+                    message(4, "BINANCE.usdm.BTCUSDT", usdm)])
+    batch = feed.worker.take_batch()
+    assert [i for m in batch if isinstance(m, Rows) for i in m.ids] == [1, 2]
+    assert feed.foreign == 3 and feed.status()["foreign_messages"] == 3
+    assert caplog.text.count("is not of this sink's market and symbols") == 1
+    assert feed.merge.done == 4                          # refused messages are acknowledged with the rest
