@@ -244,7 +244,7 @@ class Tap(Worker):
 
 def collector_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget, series_budgets=None):
     """Process entry point (in a worker's place): connections for ``symbols``,
-    their frames to JetStream; stops on SIGTERM."""
+    their frames to JetStream; stops on SIGTERM, and when its manager is gone."""
     name = f"worker-{index}"
     stop, manager = proc.child_setup(name, control, cfg.log_level)
     threads = proc.Threads(stop)
@@ -270,8 +270,8 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
              ",".join(symbols), os.getpid(), len(conns), ",".join(cfg.nats_url))
     status = lambda: {**tap.status(conns), "collector": collector, "publisher": publisher.status()}  # noqa: E731
     while not stop.is_set():
-        for _ in manager.read(manager.link):
-            pass
+        for _, sock in manager.attachments():     # a collector has no peers; the manager gone sets stop
+            sock.close()
         stop.wait(min(IDLE_WAIT, cfg.batch_interval))
         tap.hand_on()
         manager.beat(status, cfg.status_interval)

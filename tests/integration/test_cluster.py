@@ -357,3 +357,25 @@ def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_serv
         for stream, r in report.items():
             assert r["found"] > 0 and r["missing"] == [] and r["duplicates"] == 0, (sink.dir, stream, r["missing"][:5])
     assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
+
+
+def _gone(pid):
+    """Has process ``pid`` exited (a zombie no one reaped yet counts as gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_collectors_children_stop_when_its_manager_is_killed(simulator, nats_server, roles):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=27, rate=100)
+    _, (a,) = roles(sim, [nats_server], "a")
+    a.start()
+    a.wait_status(lambda s: s["children"].get("worker-0", {}).get("publisher", {}).get("published", 0) > 5, 30,
+                  "A to publish")
+    children = [p["pid"] for p in a.status()["processes"] if p.get("pid")]
+    assert children and not any(_gone(pid) for pid in children)
+    os.kill(a.proc.pid, 9)                          # the manager alone: kill -9
+    a.proc.wait(10)
+    wait_for(lambda: all(_gone(pid) for pid in children), 15, "the collector's children to stop after their manager")
