@@ -135,6 +135,9 @@ class Publisher:
                 self._failed(exc)
                 await asyncio.sleep(0.2)
                 continue
+            if not self.connected and self.errors:
+                log.info("collector: NATS takes messages again; %d messages (%d bytes) wait", len(self.queue),
+                         self.bytes)
             self.connected = True
             self.published += 1
             with self.lock:
@@ -168,7 +171,8 @@ class Publisher:
 
     def status(self):
         with self.lock:
-            return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "published": self.published,
+            return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "buffer_limit_bytes": self.limit,
+                    "published": self.published,
                     "publish_errors": self.errors, "last_error": self.last_error, "nats_connected": self.connected,
                     "dropped_frames": self.dropped_total}
 

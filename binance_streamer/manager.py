@@ -312,7 +312,7 @@ class ProcessManager:
         cfg, now = self.cfg, self.clock()
         processes = [c.info(now) for c in self.children]
         snap = {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
-                "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
+                "role": cfg.role, "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
                 "status_interval": cfg.status_interval, "processes": processes, "children": self.child_status,
                 "disk_free_bytes": self.status_writer.disk_free if self.status_writer is not None else None,
                 "restarts": sum(c.restarts for c in self.children), "logs_dropped": self.logs_dropped,

@@ -269,6 +269,9 @@ class Feed:
         self.pending = None              # the consumer's num_pending at the last fetch
         self.errors = 0
         self.last_error = None
+        self.nc = None
+        self.connected = False           # consuming: the last turn reached NATS
+        self.read_time = None            # when the newest message read was stored by NATS (epoch s)
 
     # -- from the worker's threads ------------------------------------------------------
     def sent(self):
@@ -294,15 +297,21 @@ class Feed:
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self):
-        js = None
+        js = nc = None
         while not self.stop.is_set():
             try:
                 if js is None:
-                    nc = await cluster.connect(self.cfg, f"sink {self.durable}")
+                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}")
                     js = nc.jetstream()
                     await cluster.ensure_stream(js, self.cfg)
                     sub = await self._subscribe(js)
+                if not nc.is_connected:
+                    raise ConnectionError("not connected, reconnecting")
                 await self._turn(sub)
+                if not self.connected:
+                    if self.errors:
+                        log.info("sink %s: consuming from NATS again", self.durable)
+                    self.connected = True
             except Refused as exc:
                 self.refused = str(exc)
                 log.error("%s", exc)
@@ -314,6 +323,11 @@ class Feed:
             await self._ack()
         except Exception:          # not acknowledged: read again at the next start, dropped by id then
             pass
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:      # a broken connection may fail to close; nothing is left to send
+                pass
 
     async def _subscribe(self, js):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -372,6 +386,7 @@ class Feed:
             meta = m.metadata
             seq = meta.sequence.stream
             self.pending = meta.num_pending
+            self.read_time = meta.timestamp.timestamp() if meta.timestamp else None
             if seq <= self.last_seq:          # delivered again: already here
                 continue
             self.last_seq = seq
@@ -427,6 +442,7 @@ class Feed:
 
     def _failed(self, exc):
         self.errors += 1
+        self.connected = False
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if text != self.last_error:
             log.warning("sink %s: NATS: %s; trying again", self.durable, text)
@@ -434,7 +450,9 @@ class Feed:
 
     def status(self):
         with self.worker.lock:
+            lag = round(max(0.0, time.time() - self.read_time), 1) if self.pending and self.read_time else 0.0
             return {"consumer": self.durable, "num_pending": self.pending, "last_stream_seq": self.last_seq,
+                    "nats_connected": self.connected, "lag_s": lag,
                     "acked_stream_seq": self.acked, "nats_errors": self.errors, "last_error": self.last_error,
                     "duplicates": self.merge.duplicates, "foreign_messages": self.foreign,
                     "collectors": self.merge.status(time.monotonic())}

@@ -65,9 +65,11 @@ def cluster(children):
 def _cluster_lines(report):
     lines = []
     for name, s in report.get("sink", {}).items():
-        lines += ["", f"{name}: consumer {s['consumer']}, {_dash(s['num_pending'])} messages pending, read to "
+        lines += ["", f"{name}: consumer {s['consumer']}, NATS {'up' if s.get('nats_connected') else 'DOWN'}, "
+                      f"{_dash(s['num_pending'])} messages pending ({s.get('lag_s', 0)} s behind), read to "
                       f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, "
-                      f"NATS errors {s['nats_errors']}",
+                      f"NATS errors {s['nats_errors']}, {s.get('foreign_messages', 0)} foreign messages refused"
+                      + (f"; last error: {s['last_error']}" if s.get("last_error") else ""),
                   f"{'collector':<20} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} {'dropped':>8}"]
         for c, info in sorted(s["collectors"].items()):
             lines.append(f"{c:<20} {info['last_message_age_s']:>10} {info['frames']:>10} "

@@ -270,9 +270,15 @@ def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server,
     nats_server.kill()
     waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
     a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
+    # the sink's health is about NATS (its reason in the line), the collector's about its messages too
+    sink.wait_status(lambda s: s["health"]["state"] == "DOWN" and "NATS is unreachable" in s["health"]["problems"][0],
+                     20, "the sink's health DOWN: NATS unreachable")
+    a.wait_status(lambda s: any("NATS does not take its messages" in p for p in s["health"]["problems"]), 20,
+                  "the collector's health to say NATS does not take its messages")
     nats_server.start()                              # the same port and storage
     a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
     _more(sink, 100, "rows after NATS is back")
+    sink.wait_status(lambda s: s["health"]["state"] == "OK", 20, "the sink's health OK again")
     shown = _status_text(a)
     assert "publish errors" in shown and "0 frames dropped" in shown, shown
     _stop_all(sink, (a,))

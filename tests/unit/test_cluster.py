@@ -361,7 +361,7 @@ def test_a_message_of_another_market_or_symbol_is_never_written(caplog):
     feed = _feed(_sink_cfg())
 
     def message(seq, subject, msg):
-        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_pending=0)
+        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_pending=0, timestamp=None)
         return SimpleNamespace(metadata=meta, subject=subject, data=cluster.encode(msg))
     mine = cluster.Frames("a", "BTCUSDT", [(1, _agg(1)), (2, _agg(2))])
     usdm = cluster.Frames("a", "BTCUSDT", [(3, _agg(3))])                # the same stream name, another market
@@ -374,3 +374,68 @@ def test_a_message_of_another_market_or_symbol_is_never_written(caplog):
     assert feed.foreign == 3 and feed.status()["foreign_messages"] == 3
     assert caplog.text.count("is not of this sink's market and symbols") == 1
     assert feed.merge.done == 4                          # refused messages are acknowledged with the rest
+
+
+# -- health of the roles: about NATS, not the exchange, for a sink ------------------------------------------
+
+def _role_snap(role, child):
+    return {"role": role, "processes": [{"name": "worker-0", "role": "worker", "state": "RUNNING"},
+                                        {"name": "writer", "role": "writer", "state": "RUNNING"}],
+            "children": {"worker-0": {"connections": [], "streams": {}, **child}}}
+
+
+def _health(role, child):
+    from binance_streamer import status
+    return status.health(_role_snap(role, child), 100.0, max_lag=10.0, min_free_disk=0, link_buffer_bytes=2**20)
+
+
+SINK = {"consumer": "h-spot-0-x", "num_pending": 0, "nats_connected": True, "lag_s": 0.0, "last_error": None,
+        "collectors": {"a": {"last_message_age_s": 0.2}}}
+
+
+def test_a_sinks_health_is_about_nats_and_its_collectors():
+    assert _health("sink", {"sink": SINK}) == {"state": "OK", "problems": []}
+    down = _health("sink", {"sink": {**SINK, "nats_connected": False, "last_error": "ConnectionRefusedError"}})
+    assert down["state"] == "DOWN" and down["problems"] == ["NATS is unreachable (worker-0: ConnectionRefusedError)"]
+    lag = _health("sink", {"sink": {**SINK, "num_pending": 5000, "lag_s": 42.0}})
+    assert lag["state"] == "DEGRADED" and "h-spot-0-x is 42 s behind NATS (5000 messages pending" in lag["problems"][0]
+    silent = _health("sink", {"sink": {**SINK, "collectors": {"a": {"last_message_age_s": 0.2},
+                                                              "b": {"last_message_age_s": 95.0}}}})
+    assert silent == {"state": "DEGRADED", "problems": ["worker-0: collector b silent for 95 s"]}
+
+
+def test_a_collectors_health_says_when_nats_does_not_take_its_messages():
+    conn = {"connections": [{"name": "public", "connected": True}]}
+    pub = {"buffer_messages": 0, "buffer_bytes": 0, "buffer_limit_bytes": 1000, "nats_connected": True,
+           "last_error": None}
+    assert _health("collector", {**conn, "publisher": pub})["state"] == "OK"
+    waiting = {**pub, "buffer_messages": 40, "buffer_bytes": 500, "nats_connected": False, "last_error": "TimeoutError"}
+    h = _health("collector", {**conn, "publisher": waiting})
+    assert h["state"] == "DEGRADED" and "NATS does not take its messages (TimeoutError); 40 messages" in h["problems"][0]
+    h = _health("collector", {**conn, "publisher": {**waiting, "buffer_bytes": 950}})
+    assert h["state"] == "DOWN" and "its buffer is full" in h["problems"][0]
+    assert _health("collector", {"connections": [{"name": "public", "connected": False}], "publisher": pub})["state"] \
+        == "DOWN"                                       # and its exchange connections, as on one machine
+
+
+def test_a_nats_url_of_another_scheme_is_refused_in_one_line():
+    for url in ("http://127.0.0.1:4222", "127.0.0.1:4222"):
+        try:
+            _sink_cfg(nats_url=[url])
+        except config.ConfigError as exc:
+            assert "nats_url" in str(exc) and "nats://host:4222" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{url} was accepted")
+    assert _sink_cfg(nats_url=["nats://a:4222", "tls://b:4222"]).nats_url == ["nats://a:4222", "tls://b:4222"]
+
+
+def test_nats_lost_is_a_warning_and_back_is_info(caplog):
+    import asyncio
+    import logging
+    lost, back = cluster.watchers("sink h-spot-0-x")
+    with caplog.at_level(logging.INFO, logger="binance_streamer.cluster"):
+        asyncio.run(lost())
+        asyncio.run(back())
+    assert [(r.levelname, "lost" in r.message, "back" in r.message) for r in caplog.records] == \
+        [("WARNING", True, False), ("INFO", False, True)]
+
