@@ -62,6 +62,23 @@ def cluster(children):
     return {**({"sink": sinks} if sinks else {}), **({"collector": collectors} if collectors else {})}
 
 
+def stop_outcome(st, log_dir):
+    """What a clean stop can truly say, from the last status: a collector's
+    work is publishing to NATS, not writing rows."""
+    if st.get("role") != "collector":
+        return "every row was flushed"
+    pubs = [c["publisher"] for c in st.get("children", {}).values() if "publisher" in c]
+    left = sum(p.get("buffer_messages") or 0 for p in pubs)
+    dropped = sum(p.get("dropped_frames") or 0 for p in pubs)
+    if not pubs:
+        return f"no worker reported what it published; see {log_dir}"
+    if left:
+        return (f"{left} messages were not taken by NATS before the stop: their frames are lost unless another "
+                f"collector had them; see {log_dir}")
+    return "every frame read was published to NATS" + (
+        f" but {dropped} frames dropped while NATS did not take them (the sinks ledger them)" if dropped else "")
+
+
 def _cluster_lines(report):
     lines = []
     for name, s in report.get("sink", {}).items():

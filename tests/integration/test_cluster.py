@@ -365,6 +365,40 @@ def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_serv
     assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
 
 
+def _daemon_stop(rec):
+    """``--daemon stop`` of a recorder: its exit code and what it printed."""
+    out = subprocess.run([sys.executable, "-m", "binance_streamer", "--config", rec.config, "--daemon", "stop"],
+                         cwd=rec.dir, capture_output=True, text=True, timeout=120)
+    rec.proc.wait(30)
+    rec.stderr.close()
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_hole_every_collector_has_while_all_are_stopped_is_ledgered_on_every_stream(simulator, nats_server, roles):
+    # both collectors stopped, then started again: bookTicker (no ids that show a hole) too gets its lost row
+    import time
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=26, rate=200)
+    sink, (a, b) = roles(sim, [nats_server], "a", "b")
+    sink.start()
+    a.start()
+    b.start()
+    _more(sink, 100, "the sink's first rows")
+    for rec in (a, b):
+        code, said = _daemon_stop(rec)
+        assert code == 0 and "every frame read was published to NATS" in said and "flushed" not in said, said
+    away = time.monotonic() + 3.0                   # the exchange goes on for 3 s while no collector reads it
+    wait_for(lambda: time.monotonic() > away, 10, "3 s without a collector")
+    a.start()
+    b.start()
+    _more(sink, 100, "rows after both collectors are back")
+    _stop_all(sink, (a, b))
+    files = Files(sink.dir, "spot")
+    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["reason"] != "start"
+            and g["stream"] in ("trade", "depth", "bookTicker")]
+    assert sorted(g["stream"] for g in lost) == ["bookTicker", "depth", "trade"], lost
+    assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
+
+
 def _gone(pid):
     """Has process ``pid`` exited (a zombie no one reaped yet counts as gone)?"""
     try:

@@ -439,3 +439,15 @@ def test_nats_lost_is_a_warning_and_back_is_info(caplog):
     assert [(r.levelname, "lost" in r.message, "back" in r.message) for r in caplog.records] == \
         [("WARNING", True, False), ("INFO", False, True)]
 
+
+def test_a_collectors_stop_says_what_was_published_not_rows_flushed():
+    from binance_streamer.statusreport import stop_outcome
+
+    def st(role, **pub):
+        return {"role": role, "children": {"worker-0": {"publisher": {"buffer_messages": 0, "dropped_frames": 0,
+                                                                      **pub}}}}
+    assert stop_outcome(st("collector"), "/logs") == "every frame read was published to NATS"
+    left = stop_outcome(st("collector", buffer_messages=12), "/logs")
+    assert left.startswith("12 messages were not taken by NATS before the stop") and "flushed" not in left
+    assert "7 frames dropped" in stop_outcome(st("collector", dropped_frames=7), "/logs")
+    assert stop_outcome({"role": "sink", "children": {}}, "/logs") == "every row was flushed"
