@@ -39,6 +39,7 @@ import hashlib
 import heapq
 import logging
 import re
+import threading
 import time
 
 import orjson
@@ -270,6 +271,7 @@ class Feed:
         self.errors = 0
         self.last_error = None
         self.nc = None
+        self.finished = threading.Event()    # run() ended: its NATS connection is closed
         self.connected = False           # consuming: the last turn reached NATS
         self.read_time = None            # when the newest message read was stored by NATS (epoch s)
 
@@ -325,9 +327,10 @@ class Feed:
             pass
         if nc is not None:
             try:
-                await nc.close()
+                await asyncio.wait_for(nc.close(), 2.0)
             except Exception:      # a broken connection may fail to close; nothing is left to send
                 pass
+        self.finished.set()
 
     async def _subscribe(self, js):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy

@@ -123,11 +123,19 @@ def _cut_and_back(sim, sink, rec, conns, name, how="stall"):
     return new
 
 
+def _log(rec):
+    with open(os.path.join(rec.dir, "logs", "binance-streamer.log")) as f:
+        return f.read()
+
+
 def _stop_all(sink, collectors):
+    """Stop the collectors, let the sink consume all, stop it: each stops cleanly, in time, its NATS client closed."""
     for rec in collectors:
         assert rec.stop() == 0, rec.log_tail()
+        assert "did not stop within" not in _log(rec), rec.log_tail()
     _drained(sink, collectors)
     assert sink.stop() == 0, sink.log_tail()
+    assert "Task was destroyed but it is pending" not in _log(sink), sink.log_tail()
 
 
 def _check(sim, sink_dir, streams=STREAMS):

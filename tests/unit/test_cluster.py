@@ -451,3 +451,65 @@ def test_a_collectors_stop_says_what_was_published_not_rows_flushed():
     assert left.startswith("12 messages were not taken by NATS before the stop") and "flushed" not in left
     assert "7 frames dropped" in stop_outcome(st("collector", dropped_frames=7), "/logs")
     assert stop_outcome({"role": "sink", "children": {}}, "/logs") == "every row was flushed"
+
+
+def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(monkeypatch):
+    # NATS answers nothing (each publish times out) and closing hangs: the stop still ends by its deadline
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from binance_streamer import collector
+
+    class Hanging:
+        async def publish(self, *args, **kwargs):
+            await asyncio.sleep(0.3)
+            raise asyncio.TimeoutError()
+
+        async def stream_info(self, name):
+            return None
+
+        def jetstream(self):
+            return self
+
+        async def close(self):
+            await asyncio.sleep(3600)
+
+    async def connect(cfg, name):
+        return Hanging()
+    monkeypatch.setattr(collector.cluster, "connect", connect)
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0)
+    stop = threading.Event()
+    pub = collector.Publisher(cfg, "a", stop)
+    pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
+    began = []
+
+    async def run():
+        task = asyncio.ensure_future(pub.run())
+        while not pub.errors:                               # publishing, and failing
+            await asyncio.sleep(0.05)
+        began.append(time.monotonic())
+        pub.deadline = began[0] + 0.5                       # the stop: what waits may leave for 0.5 s
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+    asyncio.run(run())
+    assert time.monotonic() - began[0] < 0.5 + 0.3 + 0.2 + collector.CLOSE_TIMEOUT + 0.5
+    assert pub.status()["buffer_messages"] == 1 and pub.errors > 0      # kept, and said so at the stop
+
+
+def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_books():
+    from binance_streamer.statusreport import collector_summary, format_status
+    pub = {"collector": "a", "buffer_messages": 3, "buffer_bytes": 2**20, "published": 900, "publish_errors": 0,
+           "dropped_frames": 0, "nats_connected": True, "last_error": None}
+    report = {"state": "running", "pid": 1, "uptime_s": 5, "market": "spot", "data_dir": "/d", "role": "collector",
+              "health": {"state": "OK", "problems": []}, "processes": [], "connections": [],
+              "streams": {"BTCUSDT/trade": {"messages": 10, "messages_per_s": 2.0, "last_message_age_s": 0.1,
+                                            "reconnects": 0, "gaps": 0, "resyncs": None, "rows_today": 0,
+                                            "bytes_today": 0}},
+              "collector": {"worker-0": pub}}
+    text = format_status(0, report)
+    assert "rows today" not in text and "books in sync" not in text and "{" not in text, text
+    assert "collector a, NATS up, 3 messages" in text and "900 published" in text
+    line = collector_summary({"worker-0": {"publisher": pub}}, 100, 10.0)
+    assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
