@@ -427,3 +427,24 @@ def test_a_collectors_children_stop_when_its_manager_is_killed(simulator, nats_s
     os.kill(a.proc.pid, 9)                          # the manager alone: kill -9
     a.proc.wait(10)
     wait_for(lambda: all(_gone(pid) for pid in children), 15, "the collector's children to stop after their manager")
+
+
+def test_a_second_sink_with_the_same_sink_id_refuses_the_first_ones_consumer(simulator, nats_server, roles,
+                                                                             tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=28, rate=100)
+    sink, (a,) = roles(sim, [nats_server], "a")
+    sink.start()
+    a.start()
+    _more(sink, 50, "the first sink's rows")
+    twin = _role(tmp_path, sim, "twin", [nats_server], role="sink", sink_id="s1")   # the same id, market, symbols
+    try:
+        twin.start()
+        twin.wait_status(lambda s: any(p["name"] == "worker-0" and p["state"] == "FATAL" for p in s["processes"]),
+                         30, "the second sink's worker to refuse the consumer and not restart")
+        said = [line for line in _log(twin).splitlines() if "belongs to another sink" in line]
+        assert len(said) == 1 and "give each sink its own sink_id" in said[0], _log(twin)[-2000:]
+        _more(sink, 50, "the first sink's rows after the second one refused")      # its consumer is untouched
+    finally:
+        twin.kill()
+    written = {f.name.split("-")[1] for f in (tmp_path / "twin" / "data" / "spot" / "BTCUSDT").glob("*.csv")}
+    assert not written & {"trade", "aggTrade", "depth", "bookTicker"}, written      # no frame of the other's

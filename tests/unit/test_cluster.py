@@ -302,7 +302,8 @@ class FakeJetStream:
 
     async def add_consumer(self, stream, conf):
         from nats.js.api import ConsumerInfo
-        self.consumers[conf.durable_name] = ConsumerInfo(name=conf.durable_name, stream_name=stream, config=conf, created=None)
+        self.consumers[conf.durable_name] = ConsumerInfo(name=conf.durable_name, stream_name=stream, config=conf,
+                                                         created=None)
 
     async def pull_subscribe_bind(self, durable, stream):
         return durable
@@ -310,7 +311,8 @@ class FakeJetStream:
 
 def _consumer(name, description, subjects, floor):
     from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
-    return ConsumerInfo(name=name, stream_name="BINANCE", created=None, ack_floor=SequenceInfo(consumer_seq=floor, stream_seq=floor),
+    return ConsumerInfo(name=name, stream_name="BINANCE", created=None,
+                        ack_floor=SequenceInfo(consumer_seq=floor, stream_seq=floor),
                         config=ConsumerConfig(durable_name=name, description=description, filter_subjects=subjects))
 
 
@@ -411,7 +413,8 @@ def test_a_collectors_health_says_when_nats_does_not_take_its_messages():
     assert _health("collector", {**conn, "publisher": pub})["state"] == "OK"
     waiting = {**pub, "buffer_messages": 40, "buffer_bytes": 500, "nats_connected": False, "last_error": "TimeoutError"}
     h = _health("collector", {**conn, "publisher": waiting})
-    assert h["state"] == "DEGRADED" and "NATS does not take its messages (TimeoutError); 40 messages" in h["problems"][0]
+    assert h["state"] == "DEGRADED"
+    assert "NATS does not take its messages (TimeoutError); 40 messages" in h["problems"][0]
     h = _health("collector", {**conn, "publisher": {**waiting, "buffer_bytes": 950}})
     assert h["state"] == "DOWN" and "its buffer is full" in h["problems"][0]
     assert _health("collector", {"connections": [{"name": "public", "connected": False}], "publisher": pub})["state"] \
