@@ -112,9 +112,22 @@ async def connect(cfg, name):
 
     async def error_cb(exc):
         log.debug("%s: NATS: %s", name, exc)
-    return await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
-                              reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
-                              error_cb=error_cb)
+    lost, back = watchers(name)
+    nc = await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
+                            error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back)
+    log.info("%s: connected to NATS at %s", name, nc.connected_url.netloc if nc.connected_url else "?")
+    return nc
+
+
+def watchers(name):
+    """The callbacks that log a NATS connection lost (WARNING) and back (INFO)."""
+    async def lost():
+        log.warning("%s: the connection to NATS is lost; reconnecting (nothing is acknowledged meanwhile)", name)
+
+    async def back():
+        log.info("%s: the connection to NATS is back", name)
+    return lost, back
 
 
 async def ensure_stream(js, cfg):

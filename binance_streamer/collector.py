@@ -38,6 +38,8 @@ from .worker import IDLE_WAIT, Worker
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 2.0
+CLOSE_TIMEOUT = 1.0
+STOP_SHARE = 0.75        # of stop_timeout the worker's stop may take: the manager kills it at stop_timeout
 
 
 class Publisher:
@@ -57,7 +59,7 @@ class Publisher:
         self.connected = False
         self.loop = None
         self.wake = None
-        self._stop_deadline = None
+        self.deadline = None                        # at a stop: what waits may leave until then (monotonic)
 
     def put(self, msg):
         """Queue a message (any thread)."""
@@ -135,6 +137,9 @@ class Publisher:
                 self._failed(exc)
                 await asyncio.sleep(0.2)
                 continue
+            if not self.connected and self.errors:
+                log.info("collector: NATS takes messages again; %d messages (%d bytes) wait", len(self.queue),
+                         self.bytes)
             self.connected = True
             self.published += 1
             with self.lock:
@@ -145,17 +150,18 @@ class Publisher:
             if isinstance(item[3], cluster.Dropped):
                 log.error("collector: %s: %d frames were dropped (buffer of %d bytes full while NATS did not "
                           "take them); the sinks know where", item[3].symbol, item[3].frames, self.limit)
-        if nc is not None:
+        if nc is not None:           # nothing subscribed, every publish acknowledged: close, within a bound
             try:
-                await nc.drain()
-            except Exception:        # closing a broken connection may fail; nothing is left to send
+                await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT)
+            except Exception:        # closing a broken connection may fail or hang; nothing is left to send
                 pass
 
     def _stopping_done(self):
-        """At a stop, what waits may take half of ``stop_timeout`` to leave."""
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.cfg.stop_timeout / 2
-        return time.monotonic() > self._stop_deadline
+        """At a stop, what waits may leave until ``deadline`` (set by the
+        process's stop), else for half of ``stop_timeout``."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.cfg.stop_timeout / 2
+        return time.monotonic() > self.deadline
 
     def _failed(self, exc):
         self.errors += 1
@@ -168,7 +174,8 @@ class Publisher:
 
     def status(self):
         with self.lock:
-            return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "published": self.published,
+            return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "buffer_limit_bytes": self.limit,
+                    "published": self.published,
                     "publish_errors": self.errors, "last_error": self.last_error, "nats_connected": self.connected,
                     "dropped_frames": self.dropped_total}
 
@@ -244,7 +251,7 @@ class Tap(Worker):
 
 def collector_main(cfg, symbols, index, restarts, control, peers, budget, connect_budget, series_budgets=None):
     """Process entry point (in a worker's place): connections for ``symbols``,
-    their frames to JetStream; stops on SIGTERM."""
+    their frames to JetStream; stops on SIGTERM, and when its manager is gone."""
     name = f"worker-{index}"
     stop, manager = proc.child_setup(name, control, cfg.log_level)
     threads = proc.Threads(stop)
@@ -270,16 +277,19 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
              ",".join(symbols), os.getpid(), len(conns), ",".join(cfg.nats_url))
     status = lambda: {**tap.status(conns), "collector": collector, "publisher": publisher.status()}  # noqa: E731
     while not stop.is_set():
-        for _ in manager.read(manager.link):
-            pass
+        for _, sock in manager.attachments():     # a collector has no peers; the manager gone sets stop
+            sock.close()
         stop.wait(min(IDLE_WAIT, cfg.batch_interval))
         tap.hand_on()
         manager.beat(status, cfg.status_interval)
+    # one deadline for the whole stop, within the manager's: connections, then what waits for NATS
+    deadline = time.monotonic() + cfg.stop_timeout * STOP_SHARE
     for c in conns:
-        c.join(timeout=5)
+        c.join(timeout=max(0.1, min(5.0, deadline - time.monotonic() - cfg.stop_timeout / 4)))
     tap.hand_on(force=True)
+    publisher.deadline = deadline - PUBLISH_TIMEOUT - CLOSE_TIMEOUT
     pub_stop.set()
-    done.wait(cfg.stop_timeout / 2 + 2)
+    done.wait(max(0.1, deadline - time.monotonic()))
     left = publisher.status()["buffer_messages"]
     manager.report(status())
     if left:

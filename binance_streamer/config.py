@@ -171,6 +171,10 @@ def resolve(values, where, base_dir):
         raise ConfigError(f"proxy in {where['proxy']} must start with http://, https://, socks5:// or socks5h://")
     if v["restart_max_delay"] < v["restart_min_delay"] or v["reconnect_max_delay"] < v["reconnect_min_delay"]:
         raise ConfigError("a *_max_delay setting is smaller than its *_min_delay; raise the maximum")
+    for url in v["nats_url"]:
+        if not re.match(r"^(nats|tls)://[^\s/]+", url):
+            raise ConfigError(f"nats_url in {where['nats_url']} must be a NATS URL such as nats://host:4222 or "
+                              f"tls://host:4222 (the NATS protocol, not HTTP), not {url!r}")
     v["metrics_host"] = check_host(v["metrics_host"], where["metrics_host"])
     for key in ("data_dir", "log_dir", "run_dir"):
         v[key] = os.path.abspath(os.path.join(base_dir, os.path.expanduser(v[key])))

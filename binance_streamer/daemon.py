@@ -359,7 +359,7 @@ def stop(cfg, force=False, timeout=None, run_dir=None, where=None):
                    "--daemon stop --force")
     st = statusmod.read_status(run_dir) or {}
     if st.get("state") == "STOPPED":
-        return 0, f"stopped (pid {pid}); every row was flushed"
+        return 0, f"stopped (pid {pid}); {statusreport.stop_outcome(st, cfg.log_dir)}"
     return 1, f"pid {pid} is gone, but it did not report a clean stop (last state {st.get('state')}); see {cfg.log_dir}"
 
 

@@ -25,7 +25,7 @@ import queue
 import signal
 import time
 
-from . import links, messages, proc, status
+from . import links, messages, proc, status, statusreport
 from .binance.budgets import ConnectBudget, RestBudget, request_budgets
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, backoff_delay
@@ -312,7 +312,7 @@ class ProcessManager:
         cfg, now = self.cfg, self.clock()
         processes = [c.info(now) for c in self.children]
         snap = {"state": state, "pid": os.getpid(), "started": self.started_at, "updated": time.time(),
-                "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
+                "role": cfg.role, "market": cfg.market, "symbols": cfg.symbols, "streams": cfg.streams, "data_dir": cfg.data_dir,
                 "status_interval": cfg.status_interval, "processes": processes, "children": self.child_status,
                 "disk_free_bytes": self.status_writer.disk_free if self.status_writer is not None else None,
                 "restarts": sum(c.restarts for c in self.children), "logs_dropped": self.logs_dropped,
@@ -338,6 +338,10 @@ class ProcessManager:
         elapsed = max(1e-9, now - last[0])
         books = children.get("orderbook", {})
         health = snap["health"]
+        if self.cfg.role == "collector":      # no files, no books: what it read and published
+            log.info("summary: %s, health %s%s", statusreport.collector_summary(children, messages - last[1], elapsed),
+                     health["state"], f" ({'; '.join(health['problems'][:3])})" if health["problems"] else "")
+            return
         log.info("summary: %.0f msg/s, %d rows written in %.0f s (%d today), %d gap rows today, books in sync %s/%d, "
                  "health %s%s", max(0, messages - last[1]) / elapsed, max(0, rows - last[2]), elapsed, rows, gaps,
                  books.get("in_sync", "-"), len(self.cfg.symbols) if "depth" in ",".join(self.cfg.streams) else 0,

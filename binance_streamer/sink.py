@@ -20,19 +20,26 @@ judged when the events are handed on, so the order in which the collectors'
 messages arrive does not matter.
 
 :class:`Feed` reads a durable pull consumer (one per sink worker, named
-``<sink_id>-<index>``, filtered to the worker's symbols; acknowledgements
-acknowledge everything before them) and acknowledges a message only once
-every frame in it was handed on and the writer acknowledged the rows they
-made (or the frames were duplicates). A sink that starts again recreates its
-consumer at the first message it had not acknowledged: nothing is lost, and
-what is read twice the writer drops by id.
+``<sink_id>-<market>-<index>-<digest>``, the digest of its filter subjects and
+streams, so that sinks of other markets, symbols or streams never share one;
+filtered to the worker's symbols; acknowledgements acknowledge everything
+before them) and acknowledges a message only once every frame in it was
+handed on and the writer acknowledged the rows they made (or the frames were
+duplicates). A sink that starts again recreates its consumer at the first
+message it had not acknowledged: nothing is lost, and what is read twice the
+writer drops by id. The consumer's description names the sink and its data
+directory: a sink takes over only its own consumer (after a change of its
+symbols or streams, from where the old one was) and refuses another's. A
+message whose subject is not one of its own is never handed on.
 """
 
 import asyncio
 import collections
+import hashlib
 import heapq
 import logging
 import re
+import threading
 import time
 
 import orjson
@@ -43,6 +50,26 @@ from .streams import event_id
 log = logging.getLogger(__name__)
 
 FETCH = 512
+
+
+class Refused(Exception):
+    """The consumer this sink would use belongs to another sink."""
+
+
+def consumer_name(cfg, index, subjects):
+    """The durable consumer of sink worker ``index``: sinks whose market,
+    symbols (``subjects``) or streams differ never share one."""
+    digest = hashlib.sha1("\n".join(sorted(subjects) + sorted(cfg.streams)).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{cluster.node_id(cfg.sink_id)}-{cfg.market}-{index}-{digest}")
+
+
+def consumer_owner(cfg, index):
+    """The description a sink worker gives its consumer: whose it is."""
+    return f"binance-streamer sink {cluster.node_id(cfg.sink_id)} {cfg.market} worker {index}, files in {cfg.data_dir}"
+
+
+def _filters(conf):
+    return sorted(conf.filter_subjects or ([conf.filter_subject] if conf.filter_subject else []))
 
 
 class Merge:
@@ -227,7 +254,11 @@ class Feed:
     def __init__(self, cfg, worker, symbols, index, stop, writer):
         self.cfg, self.worker, self.symbols, self.stop = cfg, worker, symbols, stop
         self.writer = writer           # links.Producer: its outbox numbers the batches
-        self.durable = re.sub(r"[^A-Za-z0-9_-]", "_", f"{cluster.node_id(cfg.sink_id)}-{index}")
+        self.subjects = [cluster.subject(cfg, s) for s in symbols]
+        self.durable = consumer_name(cfg, index, self.subjects)
+        self.owner = consumer_owner(cfg, index)
+        self.refused = None              # why this sink may not use its consumer (it stops)
+        self.foreign = 0                 # messages of subjects not its own, refused
         self.merge = Merge(worker, cfg.redundancy_window)
         worker.hole_detail = self.merge.detail
         self.marks = collections.deque()     # (batch seq, messages done when it left)
@@ -239,6 +270,10 @@ class Feed:
         self.pending = None              # the consumer's num_pending at the last fetch
         self.errors = 0
         self.last_error = None
+        self.nc = None
+        self.finished = threading.Event()    # run() ended: its NATS connection is closed
+        self.connected = False           # consuming: the last turn reached NATS
+        self.read_time = None            # when the newest message read was stored by NATS (epoch s)
 
     # -- from the worker's threads ------------------------------------------------------
     def sent(self):
@@ -264,15 +299,25 @@ class Feed:
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self):
-        js = None
+        js = nc = None
         while not self.stop.is_set():
             try:
                 if js is None:
-                    nc = await cluster.connect(self.cfg, f"sink {self.durable}")
+                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}")
                     js = nc.jetstream()
                     await cluster.ensure_stream(js, self.cfg)
                     sub = await self._subscribe(js)
+                if not nc.is_connected:
+                    raise ConnectionError("not connected, reconnecting")
                 await self._turn(sub)
+                if not self.connected:
+                    if self.errors:
+                        log.info("sink %s: consuming from NATS again", self.durable)
+                    self.connected = True
+            except Refused as exc:
+                self.refused = str(exc)
+                log.error("%s", exc)
+                self.stop.set()
             except Exception as exc:      # NATS away: the consumer keeps our position
                 self._failed(exc)
                 await asyncio.sleep(0.5)
@@ -280,27 +325,52 @@ class Feed:
             await self._ack()
         except Exception:          # not acknowledged: read again at the next start, dropped by id then
             pass
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.close(), 2.0)
+            except Exception:      # a broken connection may fail to close; nothing is left to send
+                pass
+        self.finished.set()
 
     async def _subscribe(self, js):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-        from nats.js.errors import NotFoundError
-        stream = self.cfg.nats_stream
-        subjects = [cluster.subject(self.cfg, s) for s in self.symbols]
-        start = {"deliver_policy": DeliverPolicy.ALL}
-        try:
-            info = await js.consumer_info(stream, self.durable)
-            floor = info.ack_floor.stream_seq if info.ack_floor else 0
-            await js.delete_consumer(stream, self.durable)
-            start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
-            log.info("sink %s: resuming after stream message %d", self.durable, floor)
-        except NotFoundError:
-            log.info("sink %s: a new consumer, from the first message the stream holds", self.durable)
-        conf = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.ALL, ack_wait=3600.0,
-                              max_ack_pending=-1, max_deliver=-1,
+        stream, subjects = self.cfg.nats_stream, self.subjects
+        floor = await self._position(js)
+        start = {"deliver_policy": DeliverPolicy.ALL} if floor is None else \
+            {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
+        conf = ConsumerConfig(durable_name=self.durable, description=self.owner, ack_policy=AckPolicy.ALL,
+                              ack_wait=3600.0, max_ack_pending=-1, max_deliver=-1,
                               **({"filter_subject": subjects[0]} if len(subjects) == 1
                                  else {"filter_subjects": subjects}), **start)
         await js.add_consumer(stream, conf)
         return await js.pull_subscribe_bind(self.durable, stream)
+
+    async def _position(self, js):
+        """The stream message this sink's consumer acknowledged up to (the
+        consumer is removed, to be made again from there), or None for a new
+        consumer. Another sink's consumer of this name is refused."""
+        from nats.js.errors import NotFoundError
+        stream = self.cfg.nats_stream
+        try:
+            info = await js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            info = next((c for c in await js.consumers_info(stream)
+                         if c.config.description == self.owner and c.name != self.durable), None)
+            if info is None:
+                log.info("sink %s: a new consumer, from the first message the stream holds", self.durable)
+                return None
+            log.info("sink %s: the symbols or streams changed since consumer %s (it read %s): it is replaced by "
+                     "this one, from where it was", self.durable, info.name, ",".join(_filters(info.config)))
+        else:
+            if info.config.description != self.owner:
+                raise Refused(
+                    f"sink {self.durable}: NATS consumer {self.durable} of stream {stream} belongs to another sink "
+                    f"({info.config.description or 'no description'}; it reads {','.join(_filters(info.config))}), "
+                    f"so this sink does not take it over; give each sink its own sink_id (config setting sink_id)")
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        await js.delete_consumer(stream, info.name)
+        log.info("sink %s: resuming after stream message %d", self.durable, floor)
+        return floor
 
     async def _turn(self, sub):
         import nats.errors
@@ -308,29 +378,47 @@ class Feed:
             msgs = await sub.fetch(FETCH, timeout=0.1)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             msgs = []
-        out = []
         with self.worker.lock:
-            for m in msgs:
-                meta = m.metadata
-                seq = meta.sequence.stream
-                self.pending = meta.num_pending
-                if seq <= self.last_seq:          # delivered again: already here
-                    continue
-                self.last_seq = seq
-                self.messages[seq] = m
-                try:
-                    msg = cluster.decode(m.data)
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("sink: stream message %d is not a collector's message (%s); skipped", seq, exc)
-                    self.merge.received.append(seq)
-                    continue
-                self.merge.add(msg, seq, out)
-            self.merge.release(out)
-            self._hand(out)
-            self.worker.hand_on()
-            if not self.worker.outbox:
-                self._mark()
+            self._take(msgs)
         await self._ack()
+
+    def _take(self, msgs):
+        """NATS messages into the merge; what may go on, to the worker (its lock held)."""
+        out = []
+        for m in msgs:
+            meta = m.metadata
+            seq = meta.sequence.stream
+            self.pending = meta.num_pending
+            self.read_time = meta.timestamp.timestamp() if meta.timestamp else None
+            if seq <= self.last_seq:          # delivered again: already here
+                continue
+            self.last_seq = seq
+            self.messages[seq] = m
+            try:
+                msg = cluster.decode(m.data)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("sink: stream message %d is not a collector's message (%s); skipped", seq, exc)
+                self.merge.received.append(seq)
+                continue
+            if m.subject not in self.subjects or cluster.subject(self.cfg, msg.symbol) != m.subject:
+                self._foreign(seq, m.subject, msg)
+                continue
+            self.merge.add(msg, seq, out)
+        self.merge.release(out)
+        self._hand(out)
+        self.worker.hand_on()
+        if not self.worker.outbox:
+            self._mark()
+
+    def _foreign(self, seq, subj, msg):
+        """A message not of this sink's market and symbols: never written."""
+        self.foreign += 1
+        self.merge.received.append(seq)
+        if self.foreign == 1:
+            log.error("sink %s: stream message %d (subject %s, %s of %s) is not of this sink's market and symbols "
+                      "(%s); refused, as every such message will be (counted in status as foreign_messages); "
+                      "check that no other sink uses consumer %s", self.durable, seq, subj,
+                      type(msg).__name__, msg.symbol, ",".join(self.subjects), self.durable)
 
     def _hand(self, frames):
         on_frames, on_connected, cause = self.worker.on_frames, self.worker.on_connected, self.merge.cause
@@ -357,6 +445,7 @@ class Feed:
 
     def _failed(self, exc):
         self.errors += 1
+        self.connected = False
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if text != self.last_error:
             log.warning("sink %s: NATS: %s; trying again", self.durable, text)
@@ -364,7 +453,9 @@ class Feed:
 
     def status(self):
         with self.worker.lock:
+            lag = round(max(0.0, time.time() - self.read_time), 1) if self.pending and self.read_time else 0.0
             return {"consumer": self.durable, "num_pending": self.pending, "last_stream_seq": self.last_seq,
+                    "nats_connected": self.connected, "lag_s": lag,
                     "acked_stream_seq": self.acked, "nats_errors": self.errors, "last_error": self.last_error,
-                    "duplicates": self.merge.duplicates,
+                    "duplicates": self.merge.duplicates, "foreign_messages": self.foreign,
                     "collectors": self.merge.status(time.monotonic())}

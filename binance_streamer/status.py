@@ -108,6 +108,8 @@ CHECK_CODES = {OK: 0, DEGRADED: 1, DOWN: 2}       # --daemon status --check, as 
 # has shown SILENT_MIN_MESSAGES messages.
 SILENT_FACTOR, SILENT_FLOOR_S, SILENT_MIN_MESSAGES = 20, 30.0, 20
 WRITER_BEHIND_SHARE = 0.5   # of link_buffer_bytes not yet acknowledged by the writer
+COLLECTOR_SILENT_S = 30.0   # a sink heard nothing from a collector for this long
+BUFFER_FULL_SHARE = 0.9     # of collector_buffer_bytes: the oldest frames are about to be dropped
 
 
 def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
@@ -119,7 +121,11 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     it as it should be: a process restarting or hung, a connection down or
     behind, a stream silent for much longer than its usual gap, a book out
     of sync, REST paused by a 429/418, the disk below ``min_free_disk`` (or
-    the writer still shedding rows after it), the writer behind."""
+    the writer still shedding rows after it), the writer behind. A sink has no
+    exchange connections: DOWN when NATS is unreachable, DEGRADED when its
+    consumer is more than ``max_lag`` behind or a collector is silent. A
+    collector: DEGRADED while NATS does not take its messages, DOWN once its
+    buffer is (nearly) full."""
     down, degraded = [], []
     processes, children = snap.get("processes", []), snap.get("children", {})
     for p in processes:
@@ -130,8 +136,9 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
             degraded.append(f"{p['name']} has not shown a heartbeat for {p['heartbeat_age_s']:.0f} s")
     conns = [(name, c) for name, child in sorted(children.items()) for c in child.get("connections", ())]
     workers = [p for p in processes if p.get("role") == "worker"]
-    if workers and not any(c.get("connected") for _, c in conns):
+    if workers and snap.get("role") != "sink" and not any(c.get("connected") for _, c in conns):
         down.append("no connection to the exchange is up")
+    _nats(children, max_lag, down, degraded)
     for name, c in conns:
         label = f"{name} {c.get('name') or c.get('group')}"
         if not c.get("connected"):
@@ -161,6 +168,38 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
                         "min_free_disk (disk_floor_action shed; written again at 10% above it)")
     state = DOWN if down else DEGRADED if degraded else OK
     return {"state": state, "problems": down + degraded}
+
+
+def _nats(children, max_lag, down, degraded):
+    """The roles past one machine: a sink's health is its NATS consumer's
+    (DOWN when no worker reaches NATS); a collector's, besides its
+    connections, whether NATS takes its messages."""
+    sinks = {name: child["sink"] for name, child in sorted(children.items()) if "sink" in child}
+    if sinks and not any(s.get("nats_connected") for s in sinks.values()):
+        down.append("NATS is unreachable (" + "; ".join(f"{name}: {s.get('last_error') or 'not connected yet'}"
+                                                        for name, s in sinks.items()) + ")")
+    for name, s in sinks.items():
+        if not s.get("nats_connected") and len(sinks) > 1:
+            degraded.append(f"{name}: NATS is unreachable ({s.get('last_error') or 'not connected yet'})")
+        if (s.get("lag_s") or 0) > max_lag:
+            degraded.append(f"{name}: consumer {s.get('consumer')} is {s['lag_s']:.0f} s behind NATS "
+                            f"({s.get('num_pending')} messages pending; max_lag {max_lag:g} s)")
+        for who, c in sorted(s.get("collectors", {}).items()):
+            if (c.get("last_message_age_s") or 0) > COLLECTOR_SILENT_S:
+                degraded.append(f"{name}: collector {who} silent for {c['last_message_age_s']:.0f} s")
+    for name, child in sorted(children.items()):
+        p = child.get("publisher")
+        if p is None:
+            continue
+        limit, held = p.get("buffer_limit_bytes"), p.get("buffer_bytes") or 0
+        share = f"{held / 2**20:.1f} MB" + (f", {100 * held / limit:.0f}% of collector_buffer_bytes" if limit else "")
+        why = p.get("last_error") or "no acknowledgement yet"
+        if limit and held >= BUFFER_FULL_SHARE * limit:
+            down.append(f"{name}: NATS does not take its messages ({why}) and its buffer is full ({share}): "
+                        "the oldest frames are dropped")
+        elif not p.get("nats_connected") and p.get("buffer_messages"):
+            degraded.append(f"{name}: NATS does not take its messages ({why}); {p['buffer_messages']} messages "
+                            f"({share}) wait")
 
 
 def _silent_streams(children, now):

@@ -43,7 +43,8 @@ def summarize(st):
     children = st.get("children", {})
     return {"started": st.get("started"), "uptime_s": round(now - st["started"]) if st.get("started") else None,
             "health": st.get("health"), "connections": _connections(children),
-            "manager_state": st.get("state"), "market": st.get("market"), "data_dir": st.get("data_dir"),
+            "manager_state": st.get("state"), "role": st.get("role", "all"), "market": st.get("market"),
+            "data_dir": st.get("data_dir"),
             "processes": procs, "streams": streams(children, now),
             "unacked_bytes": {name: child.get("link", {}).get("unacked_bytes") for name, child in sorted(children.items())
                               if name.startswith("worker")},
@@ -62,12 +63,42 @@ def cluster(children):
     return {**({"sink": sinks} if sinks else {}), **({"collector": collectors} if collectors else {})}
 
 
+def collector_summary(children, read, elapsed):
+    """The summary log line of a collector: what it read (``read`` messages
+    in ``elapsed`` s) and what its publishers did, not rows or books."""
+    pubs = [c["publisher"] for c in children.values() if "publisher" in c]
+    held = sum(p.get("buffer_bytes") or 0 for p in pubs)
+    return (f"{max(0, read) / max(1e-9, elapsed):.0f} msg/s read, "
+            f"{sum(p.get('published') or 0 for p in pubs)} messages published to NATS, "
+            f"{sum(p.get('buffer_messages') or 0 for p in pubs)} waiting ({held / 2**20:.1f} MB), "
+            f"{sum(p.get('dropped_frames') or 0 for p in pubs)} frames dropped")
+
+
+def stop_outcome(st, log_dir):
+    """What a clean stop can truly say, from the last status: a collector's
+    work is publishing to NATS, not writing rows."""
+    if st.get("role") != "collector":
+        return "every row was flushed"
+    pubs = [c["publisher"] for c in st.get("children", {}).values() if "publisher" in c]
+    left = sum(p.get("buffer_messages") or 0 for p in pubs)
+    dropped = sum(p.get("dropped_frames") or 0 for p in pubs)
+    if not pubs:
+        return f"no worker reported what it published; see {log_dir}"
+    if left:
+        return (f"{left} messages were not taken by NATS before the stop: their frames are lost unless another "
+                f"collector had them; see {log_dir}")
+    return "every frame read was published to NATS" + (
+        f" but {dropped} frames dropped while NATS did not take them (the sinks ledger them)" if dropped else "")
+
+
 def _cluster_lines(report):
     lines = []
     for name, s in report.get("sink", {}).items():
-        lines += ["", f"{name}: consumer {s['consumer']}, {_dash(s['num_pending'])} messages pending, read to "
+        lines += ["", f"{name}: consumer {s['consumer']}, NATS {'up' if s.get('nats_connected') else 'DOWN'}, "
+                      f"{_dash(s['num_pending'])} messages pending ({s.get('lag_s', 0)} s behind), read to "
                       f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, "
-                      f"NATS errors {s['nats_errors']}",
+                      f"NATS errors {s['nats_errors']}, {s.get('foreign_messages', 0)} foreign messages refused"
+                      + (f"; last error: {s['last_error']}" if s.get("last_error") else ""),
                   f"{'collector':<20} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} {'dropped':>8}"]
         for c, info in sorted(s["collectors"].items()):
             lines.append(f"{c:<20} {info['last_message_age_s']:>10} {info['frames']:>10} "
@@ -143,14 +174,15 @@ def format_status(code, report):
         beat = p.get("heartbeat_age_s")
         lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
                      f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7} {'-' if beat is None else beat:>6}")
-    lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6} {'gaps':>5} {'resyncs':>7} "
-                  f"{'rows today':>10} {'MB today':>8}"]
+    collector = report.get("role") == "collector"      # reads and publishes: no files, no books
+    lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6}"
+              + ("" if collector else f" {'gaps':>5} {'resyncs':>7} {'rows today':>10} {'MB today':>8}")]
     for key, s in sorted(report["streams"].items()):
         age = "-" if s["last_message_age_s"] is None else f"{s['last_message_age_s']}s"
         rate = "-" if s["messages_per_s"] is None else s["messages_per_s"]
-        lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6} {s['gaps']:>5} "
-                     f"{'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
-                     f"{s['bytes_today'] / 2**20:>8.2f}")
+        lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6}" + ("" if collector else
+                     f" {s['gaps']:>5} {'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
+                     f"{s['bytes_today'] / 2**20:>8.2f}"))
     lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
                   f"{'unread KB':>9}"]
     for c in report.get("connections", []):
@@ -159,8 +191,9 @@ def format_status(code, report):
                      f"{_num(c['lag_s']):>7} {_num(c['lag_max_s']):>7} "
                      f"{'-' if c['unread_bytes'] is None else round(c['unread_bytes'] / 1024, 1):>9}")
     free = report.get("disk_free_bytes")
-    lines += ["", f"not yet written (bytes per worker): {json.dumps(report.get('unacked_bytes'))}; "
-                  f"books in sync: {report.get('books_in_sync')}; "
-                  f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
+    if not collector:
+        lines += ["", f"not yet written (bytes per worker): {json.dumps(report.get('unacked_bytes'))}; "
+                      f"books in sync: {report.get('books_in_sync')}; "
+                      f"free disk: {'-' if free is None else f'{free / 2**30:.1f} GiB'}"]
     lines += _cluster_lines(report)
     return "\n".join(lines)

@@ -417,6 +417,8 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
         manager.beat(status, cfg.status_interval)
     for c in conns:
         c.join(timeout=5)
+    if feed is not None:              # its last acknowledgement sent and NATS closed before the process ends
+        feed.finished.wait(5.0)
     worker.shutdown()
     worker.hand_on(force=True)
     deadline = time.monotonic() + 5.0
@@ -425,6 +427,8 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
             link.drain(deadline, time.monotonic)
     manager.report(status())
     handed = _handed_on(name, writer)
+    if feed is not None and feed.refused:         # another sink's consumer: starting again would not mend it
+        raise SystemExit(proc.EXIT_CONFIG)
     if threads.failed:
         log.error("%s: exiting because thread %s died%s", name, threads.failed, handed)
         raise SystemExit(proc.EXIT_THREAD_DIED)

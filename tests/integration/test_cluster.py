@@ -123,11 +123,19 @@ def _cut_and_back(sim, sink, rec, conns, name, how="stall"):
     return new
 
 
+def _log(rec):
+    with open(os.path.join(rec.dir, "logs", "binance-streamer.log")) as f:
+        return f.read()
+
+
 def _stop_all(sink, collectors):
+    """Stop the collectors, let the sink consume all, stop it: each stops cleanly, in time, its NATS client closed."""
     for rec in collectors:
         assert rec.stop() == 0, rec.log_tail()
+        assert "did not stop within" not in _log(rec), rec.log_tail()
     _drained(sink, collectors)
     assert sink.stop() == 0, sink.log_tail()
+    assert "Task was destroyed but it is pending" not in _log(sink), sink.log_tail()
 
 
 def _check(sim, sink_dir, streams=STREAMS):
@@ -161,7 +169,7 @@ def test_two_collectors_fill_each_others_holes(simulator, nats_server, roles):
     dropped = _sink(sink)["collectors"]
     assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
     shown = _status_text(sink)
-    assert "consumer s1-0" in shown and "messages pending" in shown, shown
+    assert "consumer s1-spot-0-" in shown and "messages pending" in shown, shown
     assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
     shown = _status_text(a)
     assert "collector a, NATS up" in shown and "publish errors" in shown, shown
@@ -270,9 +278,15 @@ def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server,
     nats_server.kill()
     waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
     a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
+    # the sink's health is about NATS (its reason in the line), the collector's about its messages too
+    sink.wait_status(lambda s: s["health"]["state"] == "DOWN" and "NATS is unreachable" in s["health"]["problems"][0],
+                     20, "the sink's health DOWN: NATS unreachable")
+    a.wait_status(lambda s: any("NATS does not take its messages" in p for p in s["health"]["problems"]), 20,
+                  "the collector's health to say NATS does not take its messages")
     nats_server.start()                              # the same port and storage
     a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
     _more(sink, 100, "rows after NATS is back")
+    sink.wait_status(lambda s: s["health"]["state"] == "OK", 20, "the sink's health OK again")
     shown = _status_text(a)
     assert "publish errors" in shown and "0 frames dropped" in shown, shown
     _stop_all(sink, (a,))
@@ -357,3 +371,80 @@ def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_serv
         for stream, r in report.items():
             assert r["found"] > 0 and r["missing"] == [] and r["duplicates"] == 0, (sink.dir, stream, r["missing"][:5])
     assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
+
+
+def _daemon_stop(rec):
+    """``--daemon stop`` of a recorder: its exit code and what it printed."""
+    out = subprocess.run([sys.executable, "-m", "binance_streamer", "--config", rec.config, "--daemon", "stop"],
+                         cwd=rec.dir, capture_output=True, text=True, timeout=120)
+    rec.proc.wait(30)
+    rec.stderr.close()
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_hole_every_collector_has_while_all_are_stopped_is_ledgered_on_every_stream(simulator, nats_server, roles):
+    # both collectors stopped, then started again: bookTicker (no ids that show a hole) too gets its lost row
+    import time
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=26, rate=200)
+    sink, (a, b) = roles(sim, [nats_server], "a", "b")
+    sink.start()
+    a.start()
+    b.start()
+    _more(sink, 100, "the sink's first rows")
+    for rec in (a, b):
+        code, said = _daemon_stop(rec)
+        assert code == 0 and "every frame read was published to NATS" in said and "flushed" not in said, said
+    away = time.monotonic() + 3.0                   # the exchange goes on for 3 s while no collector reads it
+    wait_for(lambda: time.monotonic() > away, 10, "3 s without a collector")
+    a.start()
+    b.start()
+    _more(sink, 100, "rows after both collectors are back")
+    _stop_all(sink, (a, b))
+    files = Files(sink.dir, "spot")
+    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["reason"] != "start"
+            and g["stream"] in ("trade", "depth", "bookTicker")]
+    assert sorted(g["stream"] for g in lost) == ["bookTicker", "depth", "trade"], lost
+    assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
+
+
+def _gone(pid):
+    """Has process ``pid`` exited (a zombie no one reaped yet counts as gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_collectors_children_stop_when_its_manager_is_killed(simulator, nats_server, roles):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=27, rate=100)
+    _, (a,) = roles(sim, [nats_server], "a")
+    a.start()
+    a.wait_status(lambda s: s["children"].get("worker-0", {}).get("publisher", {}).get("published", 0) > 5, 30,
+                  "A to publish")
+    children = [p["pid"] for p in a.status()["processes"] if p.get("pid")]
+    assert children and not any(_gone(pid) for pid in children)
+    os.kill(a.proc.pid, 9)                          # the manager alone: kill -9
+    a.proc.wait(10)
+    wait_for(lambda: all(_gone(pid) for pid in children), 15, "the collector's children to stop after their manager")
+
+
+def test_a_second_sink_with_the_same_sink_id_refuses_the_first_ones_consumer(simulator, nats_server, roles,
+                                                                             tmp_path):
+    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=28, rate=100)
+    sink, (a,) = roles(sim, [nats_server], "a")
+    sink.start()
+    a.start()
+    _more(sink, 50, "the first sink's rows")
+    twin = _role(tmp_path, sim, "twin", [nats_server], role="sink", sink_id="s1")   # the same id, market, symbols
+    try:
+        twin.start()
+        twin.wait_status(lambda s: any(p["name"] == "worker-0" and p["state"] == "FATAL" for p in s["processes"]),
+                         30, "the second sink's worker to refuse the consumer and not restart")
+        said = [line for line in _log(twin).splitlines() if "belongs to another sink" in line]
+        assert len(said) == 1 and "give each sink its own sink_id" in said[0], _log(twin)[-2000:]
+        _more(sink, 50, "the first sink's rows after the second one refused")      # its consumer is untouched
+    finally:
+        twin.kill()
+    written = {f.name.split("-")[1] for f in (tmp_path / "twin" / "data" / "spot" / "BTCUSDT").glob("*.csv")}
+    assert not written & {"trade", "aggTrade", "depth", "bookTicker"}, written      # no frame of the other's

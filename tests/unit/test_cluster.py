@@ -265,3 +265,254 @@ def test_a_note_being_sent_is_not_changed_a_new_one_follows_it():
     assert isinstance(second, cluster.Dropped) and second.first_us == first.last_us + 1
     assert first.frames + second.frames == pub.dropped_total
     assert pub.bytes == sum(len(item[2]) for item in pub.queue) <= 3000
+
+
+# -- a sink's consumer and the subjects it takes: never another sink's --------------------------------------
+
+def _sink_cfg(**settings):
+    return config.load(None, {"market": "spot", "symbols": ["BTCUSDT"], "streams": ["aggTrade", "bookTicker"],
+                              "validate_symbols": False, "role": "sink", "sink_id": "h", "redundancy_window": 0.0,
+                              **settings})
+
+
+def _feed(cfg):
+    import threading
+
+    from binance_streamer.sink import Feed
+    return Feed(cfg, Worker(cfg, cfg.symbols), cfg.symbols, 0, threading.Event(), None)
+
+
+class FakeJetStream:
+    """The consumer calls of nats-py's JetStream context, on a dict."""
+
+    def __init__(self, *infos):
+        self.consumers = {i.name: i for i in infos}
+
+    async def consumer_info(self, stream, name):
+        from nats.js.errors import NotFoundError
+        if name not in self.consumers:
+            raise NotFoundError()
+        return self.consumers[name]
+
+    async def consumers_info(self, stream):
+        return list(self.consumers.values())
+
+    async def delete_consumer(self, stream, name):
+        del self.consumers[name]
+
+    async def add_consumer(self, stream, conf):
+        from nats.js.api import ConsumerInfo
+        self.consumers[conf.durable_name] = ConsumerInfo(name=conf.durable_name, stream_name=stream, config=conf,
+                                                         created=None)
+
+    async def pull_subscribe_bind(self, durable, stream):
+        return durable
+
+
+def _consumer(name, description, subjects, floor):
+    from nats.js.api import ConsumerConfig, ConsumerInfo, SequenceInfo
+    return ConsumerInfo(name=name, stream_name="BINANCE", created=None,
+                        ack_floor=SequenceInfo(consumer_seq=floor, stream_seq=floor),
+                        config=ConsumerConfig(durable_name=name, description=description, filter_subjects=subjects))
+
+
+def test_sinks_of_other_markets_symbols_or_streams_never_share_a_consumer():
+    names = {_feed(_sink_cfg(**s)).durable for s in ({}, {"market": "usdm"}, {"symbols": ["ETHUSDT"]},
+                                                     {"streams": ["aggTrade"]})}
+    assert len(names) == 4 and all(n.startswith("h-") for n in names), names
+    assert _feed(_sink_cfg()).durable == _feed(_sink_cfg()).durable          # the same sink again: the same one
+
+
+def test_a_sink_refuses_another_sinks_consumer_and_leaves_it_alone():
+    import asyncio
+
+    from binance_streamer.sink import Refused
+    feed = _feed(_sink_cfg())
+    other = _consumer(feed.durable, "binance-streamer sink h usdm worker 0, files in /elsewhere",
+                      ["BINANCE.usdm.BTCUSDT"], 7)
+    js = FakeJetStream(other)
+    try:
+        asyncio.run(feed._subscribe(js))
+    except Refused as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("another sink's consumer was taken over")
+    assert js.consumers == {feed.durable: other}
+    assert "belongs to another sink" in text and "sink_id" in text and "\n" not in text
+
+
+def test_a_sink_takes_its_own_consumer_over_after_a_symbols_change_from_where_it_was(caplog):
+    import asyncio
+    import logging
+
+    from nats.js.api import DeliverPolicy
+    feed = _feed(_sink_cfg(symbols=["BTCUSDT", "ETHUSDT"], symbols_per_worker=2))
+    own = _consumer("h-spot-0-0ld", feed.owner, ["BINANCE.spot.BTCUSDT"], 41)
+    js = FakeJetStream(own)
+    with caplog.at_level(logging.INFO, logger="binance_streamer.sink"):
+        asyncio.run(feed._subscribe(js))
+    made = js.consumers[feed.durable].config
+    assert list(js.consumers) == [feed.durable]
+    assert made.deliver_policy == DeliverPolicy.BY_START_SEQUENCE and made.opt_start_seq == 42
+    assert made.filter_subjects == ["BINANCE.spot.BTCUSDT", "BINANCE.spot.ETHUSDT"] and made.description == feed.owner
+    assert "symbols or streams changed since consumer h-spot-0-0ld" in caplog.text
+
+
+def test_a_message_of_another_market_or_symbol_is_never_written(caplog):
+    from types import SimpleNamespace
+    feed = _feed(_sink_cfg())
+
+    def message(seq, subject, msg):
+        meta = SimpleNamespace(sequence=SimpleNamespace(stream=seq), num_pending=0, timestamp=None)
+        return SimpleNamespace(metadata=meta, subject=subject, data=cluster.encode(msg))
+    mine = cluster.Frames("a", "BTCUSDT", [(1, _agg(1)), (2, _agg(2))])
+    usdm = cluster.Frames("a", "BTCUSDT", [(3, _agg(3))])                # the same stream name, another market
+    with caplog.at_level("ERROR", logger="binance_streamer.sink"):
+        feed._take([message(1, "BINANCE.spot.BTCUSDT", mine), message(2, "BINANCE.usdm.BTCUSDT", usdm),
+                    message(3, "BINANCE.spot.BTCUSDT", cluster.Frames("a", "ETHUSDT", [(4, _agg(4))])),
+                    message(4, "BINANCE.usdm.BTCUSDT", usdm)])
+    batch = feed.worker.take_batch()
+    assert [i for m in batch if isinstance(m, Rows) for i in m.ids] == [1, 2]
+    assert feed.foreign == 3 and feed.status()["foreign_messages"] == 3
+    assert caplog.text.count("is not of this sink's market and symbols") == 1
+    assert feed.merge.done == 4                          # refused messages are acknowledged with the rest
+
+
+# -- health of the roles: about NATS, not the exchange, for a sink ------------------------------------------
+
+def _role_snap(role, child):
+    return {"role": role, "processes": [{"name": "worker-0", "role": "worker", "state": "RUNNING"},
+                                        {"name": "writer", "role": "writer", "state": "RUNNING"}],
+            "children": {"worker-0": {"connections": [], "streams": {}, **child}}}
+
+
+def _health(role, child):
+    from binance_streamer import status
+    return status.health(_role_snap(role, child), 100.0, max_lag=10.0, min_free_disk=0, link_buffer_bytes=2**20)
+
+
+SINK = {"consumer": "h-spot-0-x", "num_pending": 0, "nats_connected": True, "lag_s": 0.0, "last_error": None,
+        "collectors": {"a": {"last_message_age_s": 0.2}}}
+
+
+def test_a_sinks_health_is_about_nats_and_its_collectors():
+    assert _health("sink", {"sink": SINK}) == {"state": "OK", "problems": []}
+    down = _health("sink", {"sink": {**SINK, "nats_connected": False, "last_error": "ConnectionRefusedError"}})
+    assert down["state"] == "DOWN" and down["problems"] == ["NATS is unreachable (worker-0: ConnectionRefusedError)"]
+    lag = _health("sink", {"sink": {**SINK, "num_pending": 5000, "lag_s": 42.0}})
+    assert lag["state"] == "DEGRADED" and "h-spot-0-x is 42 s behind NATS (5000 messages pending" in lag["problems"][0]
+    silent = _health("sink", {"sink": {**SINK, "collectors": {"a": {"last_message_age_s": 0.2},
+                                                              "b": {"last_message_age_s": 95.0}}}})
+    assert silent == {"state": "DEGRADED", "problems": ["worker-0: collector b silent for 95 s"]}
+
+
+def test_a_collectors_health_says_when_nats_does_not_take_its_messages():
+    conn = {"connections": [{"name": "public", "connected": True}]}
+    pub = {"buffer_messages": 0, "buffer_bytes": 0, "buffer_limit_bytes": 1000, "nats_connected": True,
+           "last_error": None}
+    assert _health("collector", {**conn, "publisher": pub})["state"] == "OK"
+    waiting = {**pub, "buffer_messages": 40, "buffer_bytes": 500, "nats_connected": False, "last_error": "TimeoutError"}
+    h = _health("collector", {**conn, "publisher": waiting})
+    assert h["state"] == "DEGRADED"
+    assert "NATS does not take its messages (TimeoutError); 40 messages" in h["problems"][0]
+    h = _health("collector", {**conn, "publisher": {**waiting, "buffer_bytes": 950}})
+    assert h["state"] == "DOWN" and "its buffer is full" in h["problems"][0]
+    assert _health("collector", {"connections": [{"name": "public", "connected": False}], "publisher": pub})["state"] \
+        == "DOWN"                                       # and its exchange connections, as on one machine
+
+
+def test_a_nats_url_of_another_scheme_is_refused_in_one_line():
+    for url in ("http://127.0.0.1:4222", "127.0.0.1:4222"):
+        try:
+            _sink_cfg(nats_url=[url])
+        except config.ConfigError as exc:
+            assert "nats_url" in str(exc) and "nats://host:4222" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError(f"{url} was accepted")
+    assert _sink_cfg(nats_url=["nats://a:4222", "tls://b:4222"]).nats_url == ["nats://a:4222", "tls://b:4222"]
+
+
+def test_nats_lost_is_a_warning_and_back_is_info(caplog):
+    import asyncio
+    import logging
+    lost, back = cluster.watchers("sink h-spot-0-x")
+    with caplog.at_level(logging.INFO, logger="binance_streamer.cluster"):
+        asyncio.run(lost())
+        asyncio.run(back())
+    assert [(r.levelname, "lost" in r.message, "back" in r.message) for r in caplog.records] == \
+        [("WARNING", True, False), ("INFO", False, True)]
+
+
+def test_a_collectors_stop_says_what_was_published_not_rows_flushed():
+    from binance_streamer.statusreport import stop_outcome
+
+    def st(role, **pub):
+        return {"role": role, "children": {"worker-0": {"publisher": {"buffer_messages": 0, "dropped_frames": 0,
+                                                                      **pub}}}}
+    assert stop_outcome(st("collector"), "/logs") == "every frame read was published to NATS"
+    left = stop_outcome(st("collector", buffer_messages=12), "/logs")
+    assert left.startswith("12 messages were not taken by NATS before the stop") and "flushed" not in left
+    assert "7 frames dropped" in stop_outcome(st("collector", dropped_frames=7), "/logs")
+    assert stop_outcome({"role": "sink", "children": {}}, "/logs") == "every row was flushed"
+
+
+def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(monkeypatch):
+    # NATS answers nothing (each publish times out) and closing hangs: the stop still ends by its deadline
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from binance_streamer import collector
+
+    class Hanging:
+        async def publish(self, *args, **kwargs):
+            await asyncio.sleep(0.3)
+            raise asyncio.TimeoutError()
+
+        async def stream_info(self, name):
+            return None
+
+        def jetstream(self):
+            return self
+
+        async def close(self):
+            await asyncio.sleep(3600)
+
+    async def connect(cfg, name):
+        return Hanging()
+    monkeypatch.setattr(collector.cluster, "connect", connect)
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0)
+    stop = threading.Event()
+    pub = collector.Publisher(cfg, "a", stop)
+    pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
+    began = []
+
+    async def run():
+        task = asyncio.ensure_future(pub.run())
+        while not pub.errors:                               # publishing, and failing
+            await asyncio.sleep(0.05)
+        began.append(time.monotonic())
+        pub.deadline = began[0] + 0.5                       # the stop: what waits may leave for 0.5 s
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+    asyncio.run(run())
+    assert time.monotonic() - began[0] < 0.5 + 0.3 + 0.2 + collector.CLOSE_TIMEOUT + 0.5
+    assert pub.status()["buffer_messages"] == 1 and pub.errors > 0      # kept, and said so at the stop
+
+
+def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_books():
+    from binance_streamer.statusreport import collector_summary, format_status
+    pub = {"collector": "a", "buffer_messages": 3, "buffer_bytes": 2**20, "published": 900, "publish_errors": 0,
+           "dropped_frames": 0, "nats_connected": True, "last_error": None}
+    report = {"state": "running", "pid": 1, "uptime_s": 5, "market": "spot", "data_dir": "/d", "role": "collector",
+              "health": {"state": "OK", "problems": []}, "processes": [], "connections": [],
+              "streams": {"BTCUSDT/trade": {"messages": 10, "messages_per_s": 2.0, "last_message_age_s": 0.1,
+                                            "reconnects": 0, "gaps": 0, "resyncs": None, "rows_today": 0,
+                                            "bytes_today": 0}},
+              "collector": {"worker-0": pub}}
+    text = format_status(0, report)
+    assert "rows today" not in text and "books in sync" not in text and "{" not in text, text
+    assert "collector a, NATS up, 3 messages" in text and "900 published" in text
+    line = collector_summary({"worker-0": {"publisher": pub}}, 100, 10.0)
+    assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
