@@ -31,6 +31,7 @@ import websocket
 from .binance.parse import first_event_time
 from .frames import Closed, FrameReader
 from .proc import backoff_delay
+from .tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,10 @@ def proxy_options(proxy):
 
 
 def tls_options(cfg):
-    """websocket-client's ``sslopt``: certificates are always verified;
-    ``ca_file`` replaces the system's authorities."""
-    return {"ca_certs": cfg.ca_file} if cfg.ca_file else {}
+    """websocket-client's ``sslopt``: TLS read many records at a time
+    (tls.py); certificates are always verified; ``ca_file`` replaces the
+    system's authorities."""
+    return {"context": client_context(cfg.ca_file)}
 
 
 class Socket:
