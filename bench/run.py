@@ -102,7 +102,7 @@ def floor_us_per_message(n=50_000):
         for _, frame in frames:
             msg = orjson.loads(frame)
             kind = msg["stream"].split("@", 1)[1]
-            _, line = handlers[kind]("spot", msg["data"], 1)
+            line = handlers[kind]("spot", msg["data"], 1)[1]
             out.append("".join(line) if isinstance(line, list) else line)
             if len(out) >= 5000:
                 f.write("".join(out).encode())

@@ -214,7 +214,12 @@ class SnapshotFailed(NamedTuple):
 def pack_levels(side):
     """``[[price, quantity], ...]`` (checked strings, no commas) as one string
     ``"price,quantity,price,quantity"`` ("" for none)."""
-    return ",".join(map(",".join, side))
+    return pack_cells(map(",".join, side))
+
+
+def pack_cells(cells):
+    """A side already as ``"price,quantity"`` cells (binance.parse.cells), packed."""
+    return ",".join(cells)
 
 
 def unpack_levels(text):

@@ -13,7 +13,7 @@ failed snapshots, and the bookTickers it can compare with its book (those
 whose ``u`` is the final id of a diff).
 """
 
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event, pack_levels
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event, pack_cells
 
 MAX_UNMATCHED_TICKERS = 10_000
 
@@ -105,6 +105,7 @@ class BookFeed:
         return bool(self.out)
 
     def diff(self, symbol, first, final, prev, bids, asks, time=""):
+        """A depth event; its sides as ``"price,quantity"`` cells (binance.parse.cells)."""
         pending = self.tickers[symbol]
         if pending:
             ticker = pending.pop(final, None)
@@ -113,7 +114,7 @@ class BookFeed:
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
         # messages.event, inline (one per depth event); the sides packed (messages.Diff)
-        self.out.append((Diff, symbol, first, final, prev, pack_levels(bids), pack_levels(asks), time))
+        self.out.append((Diff, symbol, first, final, prev, pack_cells(bids), pack_cells(asks), time))
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):

@@ -225,7 +225,7 @@ class Worker:
 
     def _depth(self, route, d, recv_us):
         spec = route.spec
-        uid, lines = spec.parse(self.market, d, recv_us)
+        uid, lines, bids, asks = spec.parse(self.market, d, recv_us)
         first, final = d["U"], d["u"]
         prev = d["pu"] if futures(self.market) else None
         verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)
@@ -236,7 +236,7 @@ class Worker:
             self._report(route, route.last, first, "lost", ledger_time(spec, d, recv_us))
         route.last, route.state, route.last_event, route.last_event_us = final, "live", d, recv_us
         if self.book is not None:
-            self.book.diff(route.symbol, first, final, d.get("pu"), d["b"], d["a"], d["E"])
+            self.book.diff(route.symbol, first, final, d.get("pu"), bids, asks, d["E"])
         self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
 
     def _increasing(self, route, d, recv_us):

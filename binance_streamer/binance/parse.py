@@ -4,7 +4,7 @@ Every price and quantity is copied as the string Binance sent, after a check
 that it is one: a decimal number written with digits and at most one point
 (``num``), never an exponent, a sign, a word or a kilobyte of digits; ids and
 times must be non-negative integers (``uint``), flags booleans. Each function
-returns ``(id, line)`` where ``id`` is the row's sequence id (see
+returns ``(id, line)`` (``depth``: ``(id, lines, bids, asks)``) where ``id`` is the row's sequence id (see
 streams.KINDS) and ``line`` ends with a newline; the column order is
 csvfiles.SCHEMAS. A payload with a missing field raises KeyError, one of the
 wrong shape TypeError or ValueError, one with a value that is not what
@@ -169,17 +169,34 @@ def snapshot(d):
     return uint(d["lastUpdateId"]), levels(d["bids"]), levels(d["asks"])
 
 
+def cells(side):
+    """A depth event's side checked, each level as one ``"price,quantity"``
+    string: the form its CSV rows and the book manager's packed sides
+    (messages.pack_cells) are made of."""
+    if side.__class__ is not list:
+        raise BadValue(f"price levels must be a list: {str(side)[:80]!r}")
+    out = []
+    for level in side:
+        if level.__class__ is not list or len(level) != 2:
+            raise BadValue(f"a price level is [price, quantity]: {str(level)[:80]!r}")
+        out.append(f"{num(level[0])},{num(level[1])}")
+    return out
+
+
 def depth(market, d, recv_us):
     """One row per price level; an event without levels still gets one row,
-    so the update ids stay provably continuous in the file."""
+    so the update ids stay provably continuous in the file. Returns
+    ``(u, lines, bids, asks)``: the sides as ``cells`` for the book."""
     pu = d.get("pu")
     head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
     tail = f",{recv_us}\n"
-    lines = [f"{head}bid,{p},{q}{tail}" for p, q in levels(d["b"])]
-    lines += [f"{head}ask,{p},{q}{tail}" for p, q in levels(d["a"])]
+    bids, asks = cells(d["b"]), cells(d["a"])
+    bid, ask = head + "bid,", head + "ask,"
+    lines = [f"{bid}{level}{tail}" for level in bids]
+    lines += [f"{ask}{level}{tail}" for level in asks]
     if not lines:
         lines.append(f"{head},,{tail}")
-    return d["u"], lines
+    return d["u"], lines, bids, asks
 
 
 def first_event_time(messages, look=8):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from binance_streamer.binance.parse import cells
 from binance_streamer.messages import Diff, Rows, Ticker, named, pack_levels, unpack_levels
 from binance_streamer.outbox import BookFeed, Outbox
 from binance_streamer.sequence import gap_row
@@ -76,7 +77,7 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
 def test_a_diff_travels_with_its_sides_packed_and_unpacks_to_the_strings_sent():
     feed = BookFeed(["BTCUSDT"])
     bids, asks = [["97123.45000000", "0.01230000"], ["97123.44000000", "0.00000000"]], []
-    feed.diff("BTCUSDT", 5, 10, None, bids, asks, 1700)
+    feed.diff("BTCUSDT", 5, 10, None, cells(bids), cells(asks), 1700)      # as the worker hands them on
     (msg,) = feed.take()
     diff = named(msg)
     assert diff.bids == "97123.45000000,0.01230000,97123.44000000,0.00000000" and diff.asks == ""

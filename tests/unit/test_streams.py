@@ -55,7 +55,7 @@ def test_ids_of_real_payloads(example):
         assert not streams.recorded(kind, d) and kind.parse(market, d, 0) is None
         d = dict(d, k=dict(d["k"], x=True))
     assert streams.recorded(kind, d)
-    ident, _ = kind.parse(market, d, 0)
+    ident = kind.parse(market, d, 0)[0]
     assert ident == expected                   # the parser and the table agree on the id
 
 
