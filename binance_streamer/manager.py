@@ -25,7 +25,7 @@ import queue
 import signal
 import time
 
-from . import links, messages, proc, status, statusreport
+from . import links, messages, proc, settings, status, statusreport
 from .binance.budgets import ConnectBudget, RestBudget, request_budgets
 from .binance.endpoints import CONNECT_ATTEMPTS, CONNECT_WINDOW
 from .proc import EXIT_CONFIG, backoff_delay
@@ -105,8 +105,8 @@ class ProcessManager:
 
     # -- wiring ---------------------------------------------------------------------
     def groups(self):
-        n = self.cfg.symbols_per_worker
         symbols = self.cfg.symbols
+        n = settings.symbols_per_worker(self.cfg.symbols_per_worker, len(symbols))
         return [symbols[i:i + n] for i in range(0, len(symbols), n)]
 
     def build(self, log_queue=None):

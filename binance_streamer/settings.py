@@ -16,6 +16,13 @@ KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h",
                    "12h", "1d", "3d", "1w", "1M")
 
 
+# symbols_per_worker unset: a worker process costs about 30 MB at rest and
+# one core serves hundreds of quiet symbols, so many symbols share a few
+# workers (400 spot symbols one per worker do not fit in 2 GB), while a few
+# symbols keep a worker each (a crash or a hang costs one symbol only).
+AUTO_WORKERS = 8
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -116,7 +123,8 @@ SETTINGS = [
        "seconds a file of a past day must go without a row before it is compressed (late rows: a backfill "
        "across midnight may take 120 s, a restarted writer gets batches sent again)", "files", minimum=0.0),
     # -- processes
-    _s("symbols_per_worker", "int", 1, "symbols that share one worker process", "processes", minimum=1),
+    _s("symbols_per_worker", "int", None, "symbols that share one worker process (default: one worker per symbol up "
+       f"to {AUTO_WORKERS} symbols; beyond, as many per worker as keep the workers at {AUTO_WORKERS})", "processes", minimum=1),
     _s("link_buffer_bytes", "int", 16_000_000,
        "bytes a worker (or the book manager) keeps for the writer until it acknowledges them as written; beyond "
        "this the worker stops reading its sockets until the writer catches up", "processes", minimum=100_000),
@@ -220,6 +228,13 @@ MAXIMA = {"series_poll_interval": 3600.0, "batch_size": 1_000_000, "flush_interv
           "metrics_port": 65535}
 SETTINGS = [replace(s, maximum=MAXIMA[s.name]) if s.name in MAXIMA else s for s in SETTINGS]
 BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def symbols_per_worker(setting, symbols):
+    """Symbols per worker process for ``symbols`` symbols: the setting, or
+    when it is unset 1 up to AUTO_WORKERS symbols, beyond that as many as
+    keep the workers at AUTO_WORKERS."""
+    return setting or max(1, -(-symbols // AUTO_WORKERS))
 
 
 def render_yaml():

@@ -2,7 +2,7 @@
 
 import random
 
-from binance_streamer import config, links, manager as m, messages
+from binance_streamer import config, links, manager as m, messages, settings
 from binance_streamer.proc import EXIT_CONFIG, backoff_delay
 
 
@@ -68,6 +68,20 @@ def test_one_worker_per_symbol_group(tmp_path):
     # every pair of processes that talk has a link of its own
     assert _child(pm, "writer").peers == ["worker-0", "worker-1", "orderbook"]
     assert _child(pm, "worker-1").peers == ["writer", "orderbook"]
+
+
+def test_by_default_few_symbols_get_a_worker_each_and_many_share_a_bounded_number(tmp_path):
+    pm, _, _ = _manager(tmp_path)
+    assert pm.groups() == [["BTCUSDT"], ["ETHUSDT"], ["BNBUSDT"]]
+    many = [f"S{i:03d}USDT" for i in range(400)]
+    pm, _, _ = _manager(tmp_path, symbols=",".join(many), validate_symbols=False)
+    groups = pm.groups()
+    assert len(groups) == settings.AUTO_WORKERS and all(len(g) == 50 for g in groups)
+    assert [s for g in groups for s in g] == many
+    pm, _, _ = _manager(tmp_path, symbols=",".join(many[:9]), validate_symbols=False)
+    assert [len(g) for g in pm.groups()] == [2, 2, 2, 2, 1]
+    pm, _, _ = _manager(tmp_path, symbols=",".join(many), validate_symbols=False, symbols_per_worker=1)
+    assert len(pm.groups()) == 400                   # set: as set
 
 
 def test_a_crash_restarts_that_process_alone_after_a_backoff(tmp_path):
