@@ -30,7 +30,7 @@ until the next row is there.
 """
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import compression, csvfiles
 from .binance import parse
@@ -42,8 +42,7 @@ _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 FIRST_ROWS = 30          # a series with no file starts with the exchange's latest rows (this many)
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
+class Series(NamedTuple):
     name: str
     time_field: str          # the exchange's time of a row (its id, the CSV's first column)
     fields: tuple            # the payload's values, in CSV order after the time

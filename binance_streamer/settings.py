@@ -5,7 +5,7 @@ README's configuration reference and validation. To add a setting, add a
 row here; nothing else reads the YAML or the environment.
 """
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from . import markets
 
@@ -23,8 +23,7 @@ KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h",
 AUTO_WORKERS = 8
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     name: str
     type: str            # str | int | float | bool | list | path | choice | url
     default: object
@@ -226,7 +225,7 @@ MAXIMA = {"series_poll_interval": 3600.0, "batch_size": 1_000_000, "flush_interv
           "orderbook_levels": 5000, "orderbook_interval": 3600.0, "book_refresh_interval": 2_592_000.0,
           "log_max_bytes": 10**12, "log_backups": 1000,
           "metrics_port": 65535}
-SETTINGS = [replace(s, maximum=MAXIMA[s.name]) if s.name in MAXIMA else s for s in SETTINGS]
+SETTINGS = [s._replace(maximum=MAXIMA[s.name]) if s.name in MAXIMA else s for s in SETTINGS]
 BY_NAME = {s.name: s for s in SETTINGS}
 
 

@@ -39,8 +39,7 @@ To add a stream: a row here, a parser in ``binance/parse.py``, its columns
 in ``csvfiles.SCHEMAS``, and tests (see CONTRIBUTING.md).
 """
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .binance import parse
 
@@ -56,8 +55,7 @@ INTERVAL = "interval"     # a step: the candle's length in ms, from the stream n
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
+class Kind(NamedTuple):
     name: str
     id_field: str            # where an event holds its id ("k.t": field t of the object k)
     id_column: str           # the CSV column holding that id
