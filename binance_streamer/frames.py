@@ -27,6 +27,10 @@ import websocket
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MAX_MESSAGE = 16 * 2**20     # a frame announcing more than this is a protocol error
 READ_SIZE = 262144
+# A read that brought this much found a socket with a backlog (the kernel's
+# buffer nearly full, the sender held back): read again at once instead of
+# waiting out read_interval, which would cap a connection at a buffer per interval.
+BUSY = READ_SIZE // 2
 
 
 class ProtocolError(websocket.WebSocketException):
@@ -50,7 +54,7 @@ class FrameReader:
         self.buf = b""
         self.parts = None        # fragments of a message in progress
         self.close_code = False  # set when a close frame came: the next read raises Closed
-        self.full = False        # the last read filled the buffer: more is probably waiting
+        self.full = False        # the last read brought BUSY bytes or more: more is probably waiting
         self.error = None        # how the socket ended after the bytes of the last read: raised next
         self.reads = 0           # recv_into calls that returned data (several per read() over TLS)
         self.received = 0.0      # time.monotonic() of the last recv that returned bytes (before parsing them)
@@ -76,7 +80,7 @@ class FrameReader:
             raise ConnectionResetError("connection closed without a close frame")
         self.received = time.monotonic()
         n = self._drain(n)
-        self.full = n == READ_SIZE
+        self.full = n >= BUSY
         buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
         out = []
         pos, size = 0, len(buf)
