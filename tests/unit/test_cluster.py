@@ -2,6 +2,8 @@
 without a NATS server: two collectors' frames of one stream, each with a
 hole the other fills, reach the worker once each, in id order."""
 
+import urllib.parse
+
 import orjson
 
 from binance_streamer import cluster, config
@@ -516,3 +518,9 @@ def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_book
     assert "collector a, NATS up, 3 messages" in text and "900 published" in text
     line = collector_summary({"worker-0": {"publisher": pub}}, 100, 10.0)
     assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
+
+
+def test_a_nats_url_is_logged_without_its_credentials():
+    assert cluster.shown("nats://user:secret@n1:4222") == "nats://n1:4222"
+    assert cluster.shown("tls://s3cr3t-token@nats.example.com") == "tls://nats.example.com"
+    assert "secret" not in cluster.shown(urllib.parse.urlparse("nats://user:secret@10.0.0.5:4222"))
