@@ -340,6 +340,8 @@ class Feed:
         stream, subjects = self.cfg.nats_stream, self.subjects
         if self.position is UNKNOWN:          # once: the old consumer is gone after it, so a retry must not ask again
             self.position = await self._position(js)
+            with self.worker.lock:
+                self.worker.resumed = self.position is not None
         floor = self.position
         start = {"deliver_policy": DeliverPolicy.ALL} if floor is None else \
             {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}

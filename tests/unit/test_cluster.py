@@ -107,6 +107,29 @@ def test_a_sink_resuming_before_the_last_row_on_disk_is_no_gap_one_machine_still
         assert written["action"] == "lost"
 
 
+def test_a_sink_resumed_after_its_consumers_position_ledgers_no_start_hole_unless_depth_ids_show_one():
+    from binance_streamer.sequence import RESUMED, Sequencer, gap_row
+
+    def start(stream, first, resumed, prev=None):
+        row = gap_row(1, stream, "start", None, first, "lost")
+        if resumed:
+            row[RESUMED] = prev
+        return row
+    for market, prev in (("spot", None), ("usdm", 110)):
+        seq = Sequencer(market, replays=True)
+        seq.accept("BTCUSDT", "bookTicker", [100, 105, 110], False, 0.0)
+        seq.accept("BTCUSDT", "depth", [100, 105, 110], False, 0.0)
+        # the consumer's position: what comes next follows the disk, whatever bookTicker's ids say
+        assert seq.reported("BTCUSDT", start("bookTicker", 120, True), 1) == (None, None)
+        # depth must link to the last diff written (spot: U = u + 1; USD-M: pu = u)
+        assert seq.reported("BTCUSDT", start("depth", 111, True, prev), 1) == (None, None)
+        written, _ = seq.reported("BTCUSDT", start("depth", 130, True, 125 if prev else None), 1)
+        assert written["action"] == "lost" and RESUMED not in written
+        # a sink with a new consumer (no position): a hole, as before
+        written, _ = seq.reported("BTCUSDT", start("bookTicker", 130, False), 1)
+        assert written["action"] == "lost"
+
+
 def test_a_full_collector_buffer_drops_the_oldest_and_says_so():
     import threading
     from types import SimpleNamespace
