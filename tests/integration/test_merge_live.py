@@ -189,7 +189,7 @@ def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path
     for m in markets:
         m.all_dropped()
         for rec in (m.a, m.b):
-            _more(rec, 100, f"{m.market}: rows after the drop")
+            _more(rec, 50, f"{m.market}: rows after the drop")
     for m in markets:
         for rec in (m.a, m.b):
             assert rec.stop() == 0, rec.log_tail()
