@@ -37,7 +37,7 @@ import time
 
 import yaml
 
-from common import SYMBOLS, load_parser, read_status, recorder_processes, report, start_simulator
+from common import SYMBOLS, cpu_seconds, load_parser, read_status, recorder_processes, report, start_simulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -75,17 +75,6 @@ def wait_flowing(run_dir, timeout=120):
     raise SystemExit(f"no messages in {run_dir} within {timeout} s")
 
 
-def cpu(procs):
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except Exception:    # a process that ended meanwhile
-            pass
-    return total
-
-
 def measure(roles, seconds, others=None):
     """``roles``: name -> (Popen, run_dir). CPU and messages of each over
     ``seconds``; ``others``: name -> Popen whose CPU % is measured too."""
@@ -94,15 +83,15 @@ def measure(roles, seconds, others=None):
     time.sleep(3)                         # past start-up (snapshots, the first batches)
     procs = {n: recorder_processes(p.pid) for n, (p, _) in roles.items()}
     extra = {n: recorder_processes(p.pid) for n, p in (others or {}).items()}
-    c0 = {n: cpu(ps) for n, ps in procs.items()}
-    e0 = {n: cpu(ps) for n, ps in extra.items()}
+    c0 = {n: cpu_seconds(ps) for n, ps in procs.items()}
+    e0 = {n: cpu_seconds(ps) for n, ps in extra.items()}
     m0 = {n: messages(r) for n, (_, r) in roles.items()}
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    out = {n: {"cpu_percent": round(100 * (cpu(ps) - e0[n]) / elapsed, 1)} for n, ps in extra.items()}
+    out = {n: {"cpu_percent": round(100 * (cpu_seconds(ps) - e0[n]) / elapsed, 1)} for n, ps in extra.items()}
     for n, (_, run_dir) in roles.items():
-        used, msgs = cpu(procs[n]) - c0[n], messages(run_dir) - m0[n]
+        used, msgs = cpu_seconds(procs[n]) - c0[n], messages(run_dir) - m0[n]
         out[n] = {"cpu_percent": round(100 * used / elapsed, 1), "messages_per_s": round(msgs / elapsed),
                   "cpu_us_per_message": round(1e6 * used / max(msgs, 1), 1)}
     return out
@@ -139,7 +128,7 @@ def step(work, names, rate, seconds):
         sink_dir = roles["sink"][1]
         sent0, m0, p0 = sim.stats()["frames_sent"], {n: counted(r) for n, (_, r) in roles.items()}, pending(sink_dir)
         procs = {n: recorder_processes(p.pid) for n, (p, _) in roles.items()}
-        c0 = {n: cpu(ps) for n, ps in procs.items()}
+        c0 = {n: cpu_seconds(ps) for n, ps in procs.items()}
         t0 = time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - t0
@@ -147,7 +136,7 @@ def step(work, names, rate, seconds):
         m1 = {n: counted(r) for n, (_, r) in roles.items()}
         got = {n: (m1[n][0] - m0[n][0]) / max(m1[n][1] - m0[n][1], 0.1) for n in roles}
         grew = pending(sink_dir) - p0
-        used = {n: cpu(ps) - c0[n] for n, ps in procs.items()}
+        used = {n: cpu_seconds(ps) - c0[n] for n, ps in procs.items()}
     finally:
         stop(roles)
         server.stop()
@@ -163,6 +152,9 @@ def step(work, names, rate, seconds):
 
 def capacity(args):
     """Step the symbol count up until neither side keeps up; each side's largest step that it kept up with."""
+    if args.seconds < 10:
+        raise SystemExit("--capacity needs --seconds 10 or more: the recorders count in their status files, "
+                         "written once a second, and a shorter step mostly measures that")
     work = tempfile.mkdtemp(prefix="bench-cluster-capacity-")
     steps = []
     for n in args.steps:
