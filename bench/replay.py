@@ -43,7 +43,7 @@ import time
 import psutil
 import yaml
 
-from common import ROOT, read_status, recorder_processes, start_simulator
+from common import ROOT, cpu_seconds, read_status, recorder_processes, start_simulator
 
 CAPTURES = os.path.join(os.path.dirname(ROOT), "shared", "realdata", "cryptofeed")
 MARKETS = {"spot": ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"], "usdm": ["BINANCE_FUTURES-1125a2.0"],
@@ -89,17 +89,6 @@ def on_disk(data_dir):
             if col is not None:
                 ids.setdefault(kind, set()).add(cells[col])
     return {k: len(v) for k, v in ids.items()}, rows, last
-
-
-def cpu_seconds(procs):
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 ROLES = ("worker", "writer", "orderbook", "manager")

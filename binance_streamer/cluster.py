@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 
 import orjson
@@ -116,8 +117,16 @@ async def connect(cfg, name):
     nc = await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
                             reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
                             error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back)
-    log.info("%s: connected to NATS at %s", name, nc.connected_url.netloc if nc.connected_url else "?")
+    log.info("%s: connected to NATS at %s", name, shown(nc.connected_url) if nc.connected_url else "?")
     return nc
+
+
+def shown(url):
+    """A NATS URL as logs and status show it: without the user, password or token it may carry."""
+    if isinstance(url, str):
+        url = urllib.parse.urlsplit(url)
+    host = f"{url.hostname}:{url.port}" if url.port else (url.hostname or "?")
+    return f"{url.scheme}://{host}" if url.scheme else host
 
 
 def watchers(name):

@@ -274,7 +274,7 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
     for c in conns:
         c.start()
     log.info("%s: collector %s started for %s (pid %d, %d connections, NATS %s)", name, collector,
-             ",".join(symbols), os.getpid(), len(conns), ",".join(cfg.nats_url))
+             ",".join(symbols), os.getpid(), len(conns), ",".join(map(cluster.shown, cfg.nats_url)))
     status = lambda: {**tap.status(conns), "collector": collector, "publisher": publisher.status()}  # noqa: E731
     while not stop.is_set():
         for _, sock in manager.attachments():     # a collector has no peers; the manager gone sets stop

@@ -165,8 +165,9 @@ class Lines:
 
 class Gap(NamedTuple):
     """A gap-ledger row (``sequence.gap_row``) for ``symbol``; a PERIODIC
-    stream's first-event report also carries ``sequence.WITHIN``, read by
-    the writer and not written."""
+    stream's first-event report also carries ``sequence.WITHIN``, and a
+    resumed sink's first-event reports ``sequence.RESUMED``, read by the
+    writer and not written."""
     symbol: str
     row: dict
 

@@ -22,13 +22,18 @@ name the hole by the same ids.
 """
 
 from .csvfiles import row_time
-from .streams import backfillable, id_step
+from .continuity import linked
+from .streams import CHAINED, backfillable, id_step, lookup
 
 HOLE_TIMEOUT = 120.0
 # A key a worker's report of a stream's first event may carry (not a ledger
 # column): the largest step from the last id on disk that is no hole (a
 # PERIODIC stream, whose ids are event times: continuity.hole_after).
 WITHIN = "within"
+# Another such key: the report comes from a sink that resumed after its
+# consumer's position, where every message before it is on disk; its value is
+# the event's ``pu`` (a futures depth event; None otherwise).
+RESUMED = "resumed"
 # How far behind the last id written an incoming id may be and still be a
 # duplicate (a handover overlaps by seconds); further is an implausible id on disk.
 PLAUSIBLE_STEPS = 100_000
@@ -155,6 +160,8 @@ class Sequencer:
                 gap["last_good_time"] = self.time_of(gap["stream"], self.tail.get(key))
         step = id_step(gap["stream"])
         within = gap.pop(WITHIN, None)
+        if self._resumed(gap, from_disk, step, last, first):
+            return None, None               # a sink's own restart: it missed nothing the collectors sent
         if within is not None and gap["action"] == "" and isinstance(first, int) and last is not None \
                 and first - last <= within:
             return None, None               # a periodic stream resumed within its period
@@ -172,6 +179,20 @@ class Sequencer:
         if first not in (None, ""):
             self.expected[key] = first
         return gap, None
+
+    def _resumed(self, gap, from_disk, step, last, first):
+        """Is this a stream's first event at a sink that resumed after its
+        consumer's position, following the last row on disk? Ids without a
+        step (bookTicker) cannot show it: the consumer's position does (a hole
+        the collectors had comes as a reconnect, not as a start); depth events
+        must link to the last one written."""
+        if RESUMED not in gap:
+            return False
+        prev = gap.pop(RESUMED)
+        if not (self.replays and from_disk and step is None and gap["action"] in ("", "lost")
+                and isinstance(first, int) and last is not None):
+            return False
+        return lookup(gap["stream"]).rule != CHAINED or linked(self.market, last, first, prev)
 
     def _hole_reported(self, symbol, key, gap, last, first, step, now_us):
         """A hole a worker reported and did not fill: the writer asks for it

@@ -50,6 +50,7 @@ from .streams import event_id
 log = logging.getLogger(__name__)
 
 FETCH = 512
+UNKNOWN = object()       # Feed.position before the old consumer was read
 
 
 class Refused(Exception):
@@ -274,6 +275,7 @@ class Feed:
         self.finished = threading.Event()    # run() ended: its NATS connection is closed
         self.connected = False           # consuming: the last turn reached NATS
         self.read_time = None            # when the newest message read was stored by NATS (epoch s)
+        self.position = UNKNOWN          # the stream message the consumer resumes after (None: a new one)
 
     # -- from the worker's threads ------------------------------------------------------
     def sent(self):
@@ -299,12 +301,13 @@ class Feed:
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self):
-        js = nc = None
+        js = nc = sub = None
         while not self.stop.is_set():
             try:
                 if js is None:
                     nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}")
                     js = nc.jetstream()
+                if sub is None:                # again after a failure (a JetStream cluster electing a leader)
                     await cluster.ensure_stream(js, self.cfg)
                     sub = await self._subscribe(js)
                 if not nc.is_connected:
@@ -335,7 +338,11 @@ class Feed:
     async def _subscribe(self, js):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         stream, subjects = self.cfg.nats_stream, self.subjects
-        floor = await self._position(js)
+        if self.position is UNKNOWN:          # once: the old consumer is gone after it, so a retry must not ask again
+            self.position = await self._position(js)
+            with self.worker.lock:
+                self.worker.resumed = self.position is not None
+        floor = self.position
         start = {"deliver_policy": DeliverPolicy.ALL} if floor is None else \
             {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": floor + 1}
         conf = ConsumerConfig(durable_name=self.durable, description=self.owner, ack_policy=AckPolicy.ALL,

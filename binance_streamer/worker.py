@@ -32,7 +32,7 @@ from .markets import futures
 from .outbox import BookFeed, Outbox
 from .restjobs import RestJobs
 from .seriesjobs import SeriesPoller
-from .sequence import WITHIN, gap_row
+from .sequence import RESUMED, WITHIN, gap_row
 from .streams import (CHAINED, CONSECUTIVE, INCREASING, KINDS, PERIODIC, day_getter, event_id, file_stream,
                       id_step, kind_of, ledger_time, period_ms, unexpected_fields)
 
@@ -88,6 +88,7 @@ class Worker:
         self.batch_due = None         # monotonic time the rows gathered so far must be handed on
         self.send = None              # send(rows batch, book batch): set by worker_main
         self.hole_detail = None       # route -> what a ledger row adds (a sink: which collectors had the hole)
+        self.resumed = False          # a sink that resumed after its consumer's position (sequence.RESUMED)
         self.counts = {"malformed": 0, "unknown": 0, "unexpected_fields": 0, "duplicates": 0,
                        "open_klines": 0, "control_replies": 0, "errors": 0}
         self.throttle = proc.Throttle()
@@ -233,7 +234,7 @@ class Worker:
             self.counts["duplicates"] += 1
             return
         if verdict == LOST:
-            self._report(route, route.last, first, "lost", ledger_time(spec, d, recv_us))
+            self._report(route, route.last, first, "lost", ledger_time(spec, d, recv_us), prev=prev)
         route.last, route.state, route.last_event, route.last_event_us = final, "live", d, recv_us
         if self.book is not None:
             self.book.diff(route.symbol, first, final, d.get("pu"), bids, asks, d["E"])
@@ -275,7 +276,7 @@ class Worker:
             return "start"
         return "malformed event" if bad else {"reconnected": "reconnect"}.get(route.state, "id jump")
 
-    def _report(self, route, last, first, action, first_time="", detail="", within=None):
+    def _report(self, route, last, first, action, first_time="", detail="", within=None, prev=None):
         """A ledger row of a hole between ids ``last`` (the route's last
         event: its time goes with it) and ``first`` (of time ``first_time``);
         ``within``: see sequence.WITHIN."""
@@ -288,6 +289,8 @@ class Worker:
                       last_time, first_time)
         if within is not None:
             row[WITHIN] = within
+        if route.state == "start" and self.resumed:
+            row[RESUMED] = prev
         self.outbox.gap(route, row)
 
     # -- hand-on ------------------------------------------------------------------------

@@ -159,11 +159,16 @@ class Recorder(Files):
         self.proc = None
 
     def start(self, *extra):
+        self.launch(*extra)
+        self.wait_status(lambda s: s["state"] == "RUNNING", 30, "the recorder to run")
+        return self
+
+    def launch(self, *extra):
+        """Start the process and return at once (``start_all`` starts several side by side)."""
         self.stderr = open(os.path.join(self.dir, "stderr.txt"), "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", self.config, *extra],
                                      cwd=self.dir, stdout=subprocess.DEVNULL, stderr=self.stderr,
                                      start_new_session=True)
-        self.wait_status(lambda s: s["state"] == "RUNNING", 30, "the recorder to run")
         return self
 
     def status(self):
@@ -207,6 +212,22 @@ class Recorder(Files):
     def pid_of(self, name):
         s = self.status()
         return next(p["pid"] for p in s["processes"] if p["name"] == name)
+
+
+def start_all(*recorders):
+    """Start recorders side by side: each counts as running only after its
+    children lived a second, so one after the other costs that second each."""
+    for rec in recorders:
+        if rec.proc is None or rec.proc.poll() is not None:
+            rec.launch()
+    for rec in recorders:
+        rec.wait_status(lambda s: s["state"] == "RUNNING" and s.get("pid") == rec.proc.pid, 30, f"{rec.dir} to run")
+    return recorders
+
+
+def book_levels(row, side, n):
+    """The first ``n`` levels of one side of an order-book row, as [price, qty] strings."""
+    return [[row[f"{side}_price_{i}"], row[f"{side}_qty_{i}"]] for i in range(1, n + 1) if row[f"{side}_price_{i}"]]
 
 
 class DiskLatency:

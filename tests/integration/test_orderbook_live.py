@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import Recorder, wait_for
+from tests.support import Recorder, book_levels, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -13,10 +13,6 @@ def _books(status):
 
 def _all_synced(symbols):
     return lambda s: all(_books(s).get(x, {}).get("state") == "synced" for x in symbols)
-
-
-def _levels(row, side, n):
-    return [[row[f"{side}_price_{i}"], row[f"{side}_qty_{i}"]] for i in range(1, n + 1) if row[f"{side}_price_{i}"]]
 
 
 SYMBOLS = {"spot": ("BTCUSDT", "ETHUSDT"), "usdm": ("BTCUSDT", "ETHUSDT"), "coinm": ("BTCUSD_PERP", "ETHUSD_PERP")}
@@ -41,8 +37,8 @@ def test_every_orderbook_row_equals_the_true_book(simulator, tmp_path, market):
     for symbol in symbols:
         for row in [r for r in rec.rows(symbol, "orderbook") if r["in_sync"] == "true"]:
             uid, bids, asks = sim.true_book(symbol, int(row["update_id"]))
-            assert _levels(row, "bid", 20) == bids[:20], (symbol, row["update_id"])
-            assert _levels(row, "ask", 20) == asks[:20], (symbol, row["update_id"])
+            assert book_levels(row, "bid", 20) == bids[:20], (symbol, row["update_id"])
+            assert book_levels(row, "ask", 20) == asks[:20], (symbol, row["update_id"])
             checked += 1
     assert checked >= 20
     snap = rec.rows(symbols[0], "depthSnapshot")

@@ -2,6 +2,8 @@
 without a NATS server: two collectors' frames of one stream, each with a
 hole the other fills, reach the worker once each, in id order."""
 
+import urllib.parse
+
 import orjson
 
 from binance_streamer import cluster, config
@@ -102,6 +104,29 @@ def test_a_sink_resuming_before_the_last_row_on_disk_is_no_gap_one_machine_still
         assert (written and written["action"]) == want
         # after the last row on disk: a hole either way
         written, _ = seq.reported("BTCUSDT", gap_row(1, "bookTicker", "start", None, 120, "lost"), 1)
+        assert written["action"] == "lost"
+
+
+def test_a_sink_resumed_after_its_consumers_position_ledgers_no_start_hole_unless_depth_ids_show_one():
+    from binance_streamer.sequence import RESUMED, Sequencer, gap_row
+
+    def start(stream, first, resumed, prev=None):
+        row = gap_row(1, stream, "start", None, first, "lost")
+        if resumed:
+            row[RESUMED] = prev
+        return row
+    for market, prev in (("spot", None), ("usdm", 110)):
+        seq = Sequencer(market, replays=True)
+        seq.accept("BTCUSDT", "bookTicker", [100, 105, 110], False, 0.0)
+        seq.accept("BTCUSDT", "depth", [100, 105, 110], False, 0.0)
+        # the consumer's position: what comes next follows the disk, whatever bookTicker's ids say
+        assert seq.reported("BTCUSDT", start("bookTicker", 120, True), 1) == (None, None)
+        # depth must link to the last diff written (spot: U = u + 1; USD-M: pu = u)
+        assert seq.reported("BTCUSDT", start("depth", 111, True, prev), 1) == (None, None)
+        written, _ = seq.reported("BTCUSDT", start("depth", 130, True, 125 if prev else None), 1)
+        assert written["action"] == "lost" and RESUMED not in written
+        # a sink with a new consumer (no position): a hole, as before
+        written, _ = seq.reported("BTCUSDT", start("bookTicker", 130, False), 1)
         assert written["action"] == "lost"
 
 
@@ -516,3 +541,9 @@ def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_book
     assert "collector a, NATS up, 3 messages" in text and "900 published" in text
     line = collector_summary({"worker-0": {"publisher": pub}}, 100, 10.0)
     assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
+
+
+def test_a_nats_url_is_logged_without_its_credentials():
+    assert cluster.shown("nats://user:secret@n1:4222") == "nats://n1:4222"
+    assert cluster.shown("tls://s3cr3t-token@nats.example.com") == "tls://nats.example.com"
+    assert "secret" not in cluster.shown(urllib.parse.urlparse("nats://user:secret@10.0.0.5:4222"))
