@@ -45,6 +45,7 @@ import time
 import orjson
 
 from . import cluster
+from .status import COLLECTOR_SILENT_S
 from .streams import event_id
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Merge:
         self.released = {}                               # stream name -> key of the last event handed on
         self.high = {}                                   # (collector, name) -> highest key delivered
         self.connected = {}                              # (collector, name) -> connected now
+        self.first = {}                                  # (collector, name) -> first key it ever delivered
         self.collectors = {}                             # collector -> {"last": monotonic, "filled": n, ...}
         self.inflight = collections.Counter()            # NATS stream seq -> frames of it still waiting
         self.received = collections.deque()              # NATS stream seqs in the order received
@@ -148,6 +150,8 @@ class Merge:
             self.connected[(who, name)] = True
             if (who, name) not in self.high or key > self.high[(who, name)]:
                 self.high[(who, name)] = key
+            if key < self.first.setdefault((who, name), key):
+                self.first[(who, name)] = key
             runs = self.runs[name]
             run = runs.get(who)
             if run is None:
@@ -169,6 +173,14 @@ class Merge:
             expected = {c for (c, n), on in self.connected.items() if on and n == name}
             self.waiting[(name, key)] = (entry, {who}, expected)
             self.inflight[seq] += 1
+
+    def _missed(self, c, name, key, now):
+        """Is an event ``c`` did not deliver a hole of ``c``'s? Not when it came
+        before ``c``'s first event of that stream (``c`` started after it) nor
+        once ``c`` has been silent long enough to be reported silent (stopped
+        or gone: its absence is a health reason, not a count of holes)."""
+        first = self.first.get((c, name))
+        return first is not None and first <= key and now - self.collectors[c]["last"] < COLLECTOR_SILENT_S
 
     def _event(self, msg):
         names = [n for n in msg.streams if n in self.worker.routes]
@@ -219,7 +231,8 @@ class Merge:
                 heapq.heappop(heap)
                 _, had, expected = self.waiting.pop((name, key))
                 for c in expected.union(known).difference(had):    # connected when it came, yet without it
-                    self.collectors[c]["filled"] += 1
+                    if self._missed(c, name, key, now):
+                        self.collectors[c]["filled"] += 1
                 last = self.released.get(name)
                 if last is not None and not self._unbroken(name, last, key):
                     out.append((None, (name, self._dropped_in(name, last, key))))   # no collector read both:

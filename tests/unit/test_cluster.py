@@ -76,6 +76,32 @@ def test_two_collectors_holes_are_filled_and_each_event_goes_on_once():
     assert [m for m in batch if isinstance(m, Gap) and m.row["action"] == "lost"] == []
 
 
+def test_holes_filled_count_only_what_a_collector_missed_while_it_was_recording():
+    """Events before a collector's first one (it started later) are no hole of
+    its own, nor are events once it has been silent long enough to be reported
+    silent (stopped or gone)."""
+    clock = Clock()
+    worker = Worker(_cfg(), ["BTCUSDT"])
+    merge = Merge(worker, 1.0, clock)
+    clock.now += 2
+    out = []
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in (1, 2, 3, 4)]), 1, out)
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (3, 4)]), 2, out)      # b starts at 3
+    merge.release(out)
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in (5, 6)]), 3, out)      # b misses 5
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (6,)]), 4, out)
+    clock.now += 1.5
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out] == [1, 2, 3, 4, 5, 6]
+    assert merge.collectors["b"]["filled"] == 1 and merge.collectors["a"]["filled"] == 0
+    clock.now += 40                                     # b is gone (silent past COLLECTOR_SILENT_S)
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in (7, 8, 9)]), 5, out)
+    clock.now += 1.5
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out][-3:] == [7, 8, 9]
+    assert merge.collectors["b"]["filled"] == 1
+
+
 def test_the_roles_figures_reach_prometheus():
     from prometheus_client import CollectorRegistry, generate_latest
 
