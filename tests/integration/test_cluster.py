@@ -43,6 +43,12 @@ def _more(rec, n, what):
     rec.wait_status(lambda s: _rows(rec) >= start + n, 60, what)
 
 
+def _book_rows(rec):
+    """The rows of BTCUSDT's top-of-book file today, as the writer counts them."""
+    writer = (rec.status() or {}).get("children", {}).get("writer", {})
+    return writer.get("streams", {}).get("BTCUSDT/orderbook", {}).get("rows", 0)
+
+
 def _sink(rec):
     children = (rec.status() or {}).get("children", {})
     return children.get("worker-0", {}).get("sink", {})
@@ -297,6 +303,8 @@ def test_usdm_two_collectors_one_cut_off_and_killed_lose_nothing(simulator, nats
     _cut_and_back(sim, a, conn_a, "A", lambda what: _more(sink, 30, what), how="drop")   # B alone carries it
     books = sink.wait_status(lambda s: s["children"]["orderbook"]["books"].get("BTCUSDT", {}).get("state")
                              == "synced", 30, "the sink's book in sync")["children"]["orderbook"]
+    book_rows = _book_rows(sink)
+    sink.wait_status(lambda s: _book_rows(sink) >= book_rows + 30, 60, "30 more top-of-book rows of the synced book")
     assert _sink(sink)["collectors"]["a"]["holes_filled_by_others"] > 0
     _stop_all(sink, (a, b))
     assert books["resyncs"] == 0 and books["ticker_compared"] > 0 and books["ticker_mismatches"] == 0, books
