@@ -54,8 +54,8 @@ class Publisher:
         self.lock = threading.Lock()
         self.dropped_total = 0
         self.sending = None                         # the queue item being published
-        self.published = self.errors = 0
-        self.last_error = None
+        self.published = 0
+        self.trouble = cluster.Trouble(cfg, f"collector {collector}")
         self.connected = False
         self.loop = None
         self.wake = None
@@ -66,7 +66,7 @@ class Publisher:
         payload = cluster.encode(msg)
         with self.lock:
             self.seq += 1
-            self.queue.append([f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, msg.symbol),
+            self.queue.append([cluster.message_id(self.collector, self.boot, self.seq), cluster.subject(self.cfg, msg.symbol),
                                payload, msg])
             self.bytes += len(payload)
             while self.bytes > self.limit and self._drop_oldest():
@@ -94,7 +94,7 @@ class Publisher:
             log.error("collector: %s: dropping the oldest frames (buffer of %d bytes full while NATS does not "
                       "take them)", lost.symbol, self.limit)
             self.seq += 1
-            note = [f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, lost.symbol), b"",
+            note = [cluster.message_id(self.collector, self.boot, self.seq), cluster.subject(self.cfg, lost.symbol), b"",
                     cluster.Dropped(self.collector, lost.symbol, 0, first, last)]
             notes.append(note)
         d = note[3]
@@ -111,13 +111,18 @@ class Publisher:
         nc = js = None
         while not self.stop.is_set() and js is None:
             try:
-                nc = await cluster.connect(self.cfg, f"collector {self.collector}")
+                if nc is None:           # one connection, however often the stream is asked for
+                    nc = await cluster.connect(self.cfg, f"collector {self.collector}")
+                await cluster.ensure_stream(nc.jetstream(), self.cfg)
                 js = nc.jetstream()
-                await cluster.ensure_stream(js, self.cfg)
-            except Exception as exc:     # no server yet: the frames wait in the buffer
+            except Exception as exc:     # no server yet, or no JetStream: the frames wait in the buffer
                 self._failed(exc)
-                js = None
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(cluster.RETRY)
+        if js is not None:
+            if self.trouble.errors:
+                log.info("collector: NATS and stream %s reached; %d messages (%d bytes) wait", self.cfg.nats_stream,
+                         len(self.queue), self.bytes)
+            self.connected = True
         while js is not None:
             if self.stop.is_set() and (not self.queue or self._stopping_done()):
                 break
@@ -137,7 +142,7 @@ class Publisher:
                 self._failed(exc)
                 await asyncio.sleep(0.2)
                 continue
-            if not self.connected and self.errors:
+            if not self.connected and self.trouble.errors:
                 log.info("collector: NATS takes messages again; %d messages (%d bytes) wait", len(self.queue),
                          self.bytes)
             self.connected = True
@@ -164,20 +169,15 @@ class Publisher:
         return time.monotonic() > self.deadline
 
     def _failed(self, exc):
-        self.errors += 1
         self.connected = False
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if self.last_error != text:
-            log.warning("collector: NATS does not take messages (%s); %d messages (%d bytes) wait", text,
-                        len(self.queue), self.bytes)
-        self.last_error = text
+        self.trouble.failed(exc, f" ({len(self.queue)} messages, {self.bytes} bytes wait)")
 
     def status(self):
         with self.lock:
             return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "buffer_limit_bytes": self.limit,
                     "published": self.published,
-                    "publish_errors": self.errors, "last_error": self.last_error, "nats_connected": self.connected,
-                    "dropped_frames": self.dropped_total}
+                    "publish_errors": self.trouble.errors, "nats_connected": self.connected,
+                    "dropped_frames": self.dropped_total, **self.trouble.status()}
 
 
 class Tap(Worker):
@@ -287,6 +287,9 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
     for c in conns:
         c.join(timeout=max(0.1, min(5.0, deadline - time.monotonic() - cfg.stop_timeout / 4)))
     tap.hand_on(force=True)
+    now = time.time_ns() // 1000
+    for symbol in symbols:                    # after every frame: the sinks show this collector stopped, not silent
+        publisher.put(cluster.Stopped(collector, symbol, now))
     publisher.deadline = deadline - PUBLISH_TIMEOUT - CLOSE_TIMEOUT
     pub_stop.set()
     done.wait(max(0.1, deadline - time.monotonic()))

@@ -533,7 +533,8 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
     async def connect(cfg, name):
         return Hanging()
     monkeypatch.setattr(collector.cluster, "connect", connect)
-    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0)
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0,
+                          nats_url=["nats://127.0.0.1:4222"], nats_replicas=1)
     stop = threading.Event()
     pub = collector.Publisher(cfg, "a", stop)
     pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
@@ -541,7 +542,7 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
 
     async def run():
         task = asyncio.ensure_future(pub.run())
-        while not pub.errors:                               # publishing, and failing
+        while not pub.trouble.errors:                               # publishing, and failing
             await asyncio.sleep(0.05)
         began.append(time.monotonic())
         pub.deadline = began[0] + 0.5                       # the stop: what waits may leave for 0.5 s
@@ -549,7 +550,7 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
         await asyncio.wait_for(task, 5.0)
     asyncio.run(run())
     assert time.monotonic() - began[0] < 0.5 + 0.3 + 0.2 + collector.CLOSE_TIMEOUT + 0.5
-    assert pub.status()["buffer_messages"] == 1 and pub.errors > 0      # kept, and said so at the stop
+    assert pub.status()["buffer_messages"] == 1 and pub.trouble.errors > 0      # kept, and said so at the stop
 
 
 def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_books():
