@@ -141,12 +141,16 @@ def describe_boot(boot):
     return f"pid {pid} started {when}"
 
 
-async def connect(cfg, name):
-    """A NATS connection that reconnects for ever (the roles outlive a server)."""
+async def connect(cfg, name, trouble=None):
+    """A NATS connection that reconnects for ever (the roles outlive a
+    server); it does not return before a server answered. ``trouble``
+    (a :class:`Trouble`) hears of each failed attempt meanwhile."""
     import nats
 
     async def error_cb(exc):
         log.debug("%s: NATS: %s", name, exc)
+        if trouble is not None:
+            trouble.failed(exc)
     held = []
     lost, back = watchers(name, held)
     nc = await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,

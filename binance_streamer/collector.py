@@ -112,7 +112,7 @@ class Publisher:
         while not self.stop.is_set() and js is None:
             try:
                 if nc is None:           # one connection, however often the stream is asked for
-                    nc = await cluster.connect(self.cfg, f"collector {self.collector}")
+                    nc = await cluster.connect(self.cfg, f"collector {self.collector}", self.trouble)
                 await cluster.ensure_stream(nc.jetstream(), self.cfg)
                 js = nc.jetstream()
             except Exception as exc:     # no server yet, or no JetStream: the frames wait in the buffer

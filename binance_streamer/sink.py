@@ -328,7 +328,7 @@ class Feed:
         while not self.stop.is_set():
             try:
                 if js is None:
-                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}")
+                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}", self.trouble)
                     js = nc.jetstream()
                 if sub is None:                # again after a failure (a JetStream cluster electing a leader)
                     await cluster.ensure_stream(js, self.cfg)

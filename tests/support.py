@@ -301,7 +301,7 @@ def make_roles(root, sim, servers, *collectors, symbols=("BTCUSDT",), streams=CL
         return Recorder(d, sim, symbols, streams=streams, nats_url=[s.url for s in servers], **common, **settings)
     the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
     named = [(c, {}) if isinstance(c, str) else c for c in collectors]
-    return the_sink, [role(name, role="collector", collector_id=name, **settings) for name, settings in named]
+    return the_sink, [role(name, **{"role": "collector", "collector_id": name, **settings}) for name, settings in named]
 
 
 def nats_server_binary():
