@@ -76,7 +76,18 @@ class Stopped:
     time_us: int
 
 
-KINDS = {b"F": Frames, b"E": ConnectionEvent, b"D": Dropped, b"S": Stopped}
+@dataclass
+class Alive:
+    """A collector publishes ``symbol`` but sent nothing of it for
+    ``HEARTBEAT_S`` (a quiet stream: forceOrder): it is not silent."""
+    collector: str
+    symbol: str
+    time_us: int
+
+
+HEARTBEAT_S = 10.0       # well under status.COLLECTOR_SILENT_S
+
+KINDS = {b"F": Frames, b"E": ConnectionEvent, b"D": Dropped, b"S": Stopped, b"H": Alive}
 NAMES = {cls: kind for kind, cls in KINDS.items()}
 
 

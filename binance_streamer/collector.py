@@ -60,6 +60,7 @@ class Publisher:
         self.loop = None
         self.wake = None
         self.deadline = None                        # at a stop: what waits may leave until then (monotonic)
+        self.last_put = {}                          # symbol -> when a message of it was last queued (monotonic)
 
     def put(self, msg):
         """Queue a message (any thread)."""
@@ -69,10 +70,21 @@ class Publisher:
             self.queue.append([cluster.message_id(self.collector, self.boot, self.seq), cluster.subject(self.cfg, msg.symbol),
                                payload, msg])
             self.bytes += len(payload)
+            self.last_put[msg.symbol] = time.monotonic()
             while self.bytes > self.limit and self._drop_oldest():
                 pass
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.wake.set)
+
+    def beat(self, symbols, now):
+        """An :class:`cluster.Alive` for each of ``symbols`` nothing was
+        queued of for ``HEARTBEAT_S`` (while NATS takes messages: an
+        outage's silence is true)."""
+        if not self.connected:
+            return
+        for symbol in symbols:
+            if now - self.last_put.get(symbol, float("-inf")) >= cluster.HEARTBEAT_S:
+                self.put(cluster.Alive(self.collector, symbol, time.time_ns() // 1000))
 
     def _drop_oldest(self):
         """Drop the oldest message but the notes ahead of it (lock held); its
@@ -281,6 +293,7 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
             sock.close()
         stop.wait(min(IDLE_WAIT, cfg.batch_interval))
         tap.hand_on()
+        publisher.beat(symbols, time.monotonic())
         manager.beat(status, cfg.status_interval)
     # one deadline for the whole stop, within the manager's: connections, then what waits for NATS
     deadline = time.monotonic() + cfg.stop_timeout * STOP_SHARE

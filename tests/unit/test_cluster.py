@@ -705,3 +705,25 @@ def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
         "started (pid 42), but NATS at nats://n1:4222 is not usable after 20 s: ConnectionRefusedError: refused; "
         "the recorder keeps retrying: check nats_url and the NATS server, see --daemon status and /l, or stop it "
         "with --daemon stop")
+
+
+def test_a_collector_says_it_is_alive_for_a_symbol_it_had_nothing_of_for_a_while():
+    import threading
+    from types import SimpleNamespace
+
+    from binance_streamer import collector
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", nats_url=["nats://n1"],
+                          nats_replicas=1)
+    pub = collector.Publisher(cfg, "a", threading.Event())
+    pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
+    now = pub.last_put["BTCUSDT"]
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + 1)
+    assert len(pub.queue) == 1                                  # NATS does not take messages: nothing to say
+    pub.connected = True
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + 1)
+    assert [type(q[3]).__name__ + " " + q[3].symbol for q in pub.queue] == ["Frames BTCUSDT", "Alive ETHUSDT"]
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + cluster.HEARTBEAT_S - 0.5)
+    assert len(pub.queue) == 2                                  # each had a message less than HEARTBEAT_S ago
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + cluster.HEARTBEAT_S + 0.5)
+    assert [type(q[3]).__name__ + " " + q[3].symbol for q in pub.queue][2:] == ["Alive BTCUSDT", "Alive ETHUSDT"]
+    assert cluster.decode(pub.queue[1][2]) == pub.queue[1][3]
