@@ -152,10 +152,15 @@ def describe_boot(boot):
     return f"pid {pid} started {when}"
 
 
-async def connect(cfg, name, trouble=None):
+class Stopping(Exception):
+    """The role stops while it has not reached NATS yet."""
+
+
+async def connect(cfg, name, trouble=None, stop=None):
     """A NATS connection that reconnects for ever (the roles outlive a
     server); it does not return before a server answered. ``trouble``
-    (a :class:`Trouble`) hears of each failed attempt meanwhile."""
+    (a :class:`Trouble`) hears of each failed attempt meanwhile; once
+    ``stop`` (a threading.Event) is set, the attempts end (:class:`Stopping`)."""
     import nats
 
     async def error_cb(exc):
@@ -164,9 +169,15 @@ async def connect(cfg, name, trouble=None):
             trouble.failed(exc)
     held = []
     lost, back = watchers(name, held)
-    nc = await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
-                            error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back)
+    attempt = asyncio.ensure_future(nats.connect(
+        servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+        allow_reconnect=True, error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back))
+    while not attempt.done():
+        await asyncio.wait({attempt}, timeout=0.2)
+        if stop is not None and stop.is_set() and not attempt.done():
+            attempt.cancel()
+            raise Stopping(name)
+    nc = attempt.result()
     held.append(nc)
     log.info("%s: connected to NATS at %s", name, shown(nc.connected_url) if nc.connected_url else "?")
     return nc

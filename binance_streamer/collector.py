@@ -124,9 +124,11 @@ class Publisher:
         while not self.stop.is_set() and js is None:
             try:
                 if nc is None:           # one connection, however often the stream is asked for
-                    nc = await cluster.connect(self.cfg, f"collector {self.collector}", self.trouble)
+                    nc = await cluster.connect(self.cfg, f"collector {self.collector}", self.trouble, self.stop)
                 await cluster.ensure_stream(nc.jetstream(), self.cfg)
                 js = nc.jetstream()
+            except cluster.Stopping:     # stopped before NATS answered: what waits is lost (said at the stop)
+                break
             except Exception as exc:     # no server yet, or no JetStream: the frames wait in the buffer
                 self._failed(exc)
                 await asyncio.sleep(cluster.RETRY)

@@ -328,7 +328,7 @@ class Feed:
         while not self.stop.is_set():
             try:
                 if js is None:
-                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}", self.trouble)
+                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}", self.trouble, self.stop)
                     js = nc.jetstream()
                 if sub is None:                # again after a failure (a JetStream cluster electing a leader)
                     await cluster.ensure_stream(js, self.cfg)
@@ -344,6 +344,8 @@ class Feed:
                 self.refused = str(exc)
                 log.error("%s", exc)
                 self.stop.set()
+            except cluster.Stopping:      # stopped before NATS answered
+                break
             except Exception as exc:      # NATS away (or no JetStream): the consumer keeps our position
                 self.connected = False
                 self.trouble.failed(exc)
