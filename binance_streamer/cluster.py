@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 
@@ -65,7 +66,29 @@ class Dropped:
     last_us: int
 
 
-KINDS = {b"F": Frames, b"E": ConnectionEvent, b"D": Dropped}
+@dataclass
+class Stopped:
+    """A collector stopped cleanly: after this, it publishes nothing more of
+    ``symbol`` (the frames it read were sent before this). A sink shows it
+    ``stopped`` rather than silent."""
+    collector: str
+    symbol: str
+    time_us: int
+
+
+@dataclass
+class Alive:
+    """A collector publishes ``symbol`` but sent nothing of it for
+    ``HEARTBEAT_S`` (a quiet stream: forceOrder): it is not silent."""
+    collector: str
+    symbol: str
+    time_us: int
+
+
+HEARTBEAT_S = 10.0       # well under status.COLLECTOR_SILENT_S
+
+KINDS = {b"F": Frames, b"E": ConnectionEvent, b"D": Dropped, b"S": Stopped, b"H": Alive}
+NAMES = {cls: kind for kind, cls in KINDS.items()}
 
 
 def encode(msg):
@@ -75,8 +98,7 @@ def encode(msg):
             parts.append(FRAME_HEAD.pack(recv_us, len(data)))
             parts.append(data)
         return b"".join(parts)
-    kind = b"E" if isinstance(msg, ConnectionEvent) else b"D"
-    return kind + orjson.dumps(msg.__dict__)
+    return NAMES[type(msg)] + orjson.dumps(msg.__dict__)
 
 
 def decode(data):
@@ -94,7 +116,7 @@ def decode(data):
             frames.append((recv_us, bytes(data[pos:pos + size])))
             pos += size
         return Frames(head["c"], head["s"], frames)
-    if kind in (b"E", b"D"):
+    if kind in KINDS:
         return KINDS[kind](**orjson.loads(data[1:]))
     raise ValueError(f"unknown message kind {kind!r}")
 
@@ -107,16 +129,56 @@ def node_id(value):
     return value or socket.gethostname()
 
 
-async def connect(cfg, name):
-    """A NATS connection that reconnects for ever (the roles outlive a server)."""
+def message_id(collector, boot, seq):
+    """The ``Nats-Msg-Id`` of a collector's message: ``boot`` is its
+    process's ``<pid>.<start time us>``, so two processes that use one
+    collector id are told apart."""
+    return f"{collector}:{boot}:{seq}"
+
+
+def boot_of(msg_id):
+    """The ``<pid>.<start time us>`` part of a message id, or None."""
+    parts = (msg_id or "").rsplit(":", 2)
+    return parts[1] if len(parts) == 3 else None
+
+
+def describe_boot(boot):
+    """``pid 123 started 01:02:03Z`` from a boot string."""
+    pid, _, start = boot.partition(".")
+    try:
+        when = time.strftime("%H:%M:%SZ", time.gmtime(int(start) / 1e6))
+    except ValueError:
+        when = "?"
+    return f"pid {pid} started {when}"
+
+
+class Stopping(Exception):
+    """The role stops while it has not reached NATS yet."""
+
+
+async def connect(cfg, name, trouble=None, stop=None):
+    """A NATS connection that reconnects for ever (the roles outlive a
+    server); it does not return before a server answered. ``trouble``
+    (a :class:`Trouble`) hears of each failed attempt meanwhile; once
+    ``stop`` (a threading.Event) is set, the attempts end (:class:`Stopping`)."""
     import nats
 
     async def error_cb(exc):
         log.debug("%s: NATS: %s", name, exc)
-    lost, back = watchers(name)
-    nc = await nats.connect(servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
-                            error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back)
+        if trouble is not None:
+            trouble.failed(exc)
+    held = []
+    lost, back = watchers(name, held)
+    attempt = asyncio.ensure_future(nats.connect(
+        servers=list(cfg.nats_url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+        allow_reconnect=True, error_cb=error_cb, disconnected_cb=lost, reconnected_cb=back))
+    while not attempt.done():
+        await asyncio.wait({attempt}, timeout=0.2)
+        if stop is not None and stop.is_set() and not attempt.done():
+            attempt.cancel()
+            raise Stopping(name)
+    nc = attempt.result()
+    held.append(nc)
     log.info("%s: connected to NATS at %s", name, shown(nc.connected_url) if nc.connected_url else "?")
     return nc
 
@@ -129,9 +191,13 @@ def shown(url):
     return f"{url.scheme}://{host}" if url.scheme else host
 
 
-def watchers(name):
-    """The callbacks that log a NATS connection lost (WARNING) and back (INFO)."""
+def watchers(name, held=()):
+    """The callbacks that log a NATS connection lost (WARNING) and back
+    (INFO); not when the connection in ``held`` was closed on purpose (a
+    clean stop: nats-py reports a disconnect then too)."""
     async def lost():
+        if any(nc.is_closed or nc.is_draining for nc in held):
+            return
         log.warning("%s: the connection to NATS is lost; reconnecting (nothing is acknowledged meanwhile)", name)
 
     async def back():
@@ -152,8 +218,61 @@ async def ensure_stream(js, cfg):
                         max_age=cfg.nats_max_age)
     try:
         return await js.add_stream(conf)
-    except Exception:          # another role made it meanwhile
-        return await js.stream_info(cfg.nats_stream)
+    except Exception as exc:   # another role made it meanwhile, or the server cannot hold it (say why)
+        try:
+            return await js.stream_info(cfg.nats_stream)
+        except NotFoundError:
+            raise exc from None
+
+
+RETRY = 0.5        # seconds between attempts to reach NATS and its stream
+
+
+def problem(cfg, exc):
+    """``(text, fatal)``: what a NATS failure means, as status and logs show
+    it. ``fatal``: a server or setting the user must change (JetStream not
+    enabled, more replicas than servers): waiting does not help."""
+    import nats.errors
+    from nats.js.errors import APIError, ServiceUnavailableError
+    where = ",".join(map(shown, cfg.nats_url))
+    desc = (getattr(exc, "description", None) or str(exc) or "").lower()
+    if isinstance(exc, (ServiceUnavailableError, nats.errors.NoRespondersError)):
+        return (f"JetStream is not enabled on the NATS server at {where} (it does not answer JetStream requests): "
+                "start nats-server with -js (or a jetstream block in its config)"), True
+    if isinstance(exc, APIError) and (exc.err_code in (10005, 10074) or "insufficient resources" in desc
+                                      or "non-clustered" in desc):
+        return (f"NATS at {where} cannot make stream {cfg.nats_stream} with nats_replicas={cfg.nats_replicas} "
+                f"({exc.description or exc}): it has fewer JetStream servers than replicas; lower nats_replicas "
+                "(1 for a single server) or add servers to the cluster"), True
+    return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), False
+
+
+class Trouble:
+    """A role's NATS failures: counted, the last one kept with its time, and
+    logged once per cause (ERROR for a cause the user must fix, WARNING for
+    an outage), never once per retry."""
+
+    def __init__(self, cfg, name, clock=time.time):
+        self.cfg, self.name, self.clock = cfg, name, clock
+        self.errors = 0
+        self.last_error = None
+        self.last_error_time = None
+        self.fatal = False
+
+    def failed(self, exc, detail=""):
+        text, self.fatal = problem(self.cfg, exc)
+        self.errors += 1
+        self.last_error_time = self.clock()
+        if text != self.last_error:
+            if self.fatal:
+                log.error("%s: cannot use JetStream: %s; retrying every %g s", self.name, text, RETRY)
+            else:
+                log.warning("%s: NATS: %s%s; trying again", self.name, text, detail)
+        self.last_error = text
+
+    def status(self):
+        age = None if self.last_error_time is None else round(max(0.0, self.clock() - self.last_error_time), 1)
+        return {"last_error": self.last_error, "last_error_age_s": age, "nats_config_error": self.fatal}
 
 
 class Loop:

@@ -54,25 +54,37 @@ class Publisher:
         self.lock = threading.Lock()
         self.dropped_total = 0
         self.sending = None                         # the queue item being published
-        self.published = self.errors = 0
-        self.last_error = None
+        self.published = 0
+        self.trouble = cluster.Trouble(cfg, f"collector {collector}")
         self.connected = False
         self.loop = None
         self.wake = None
         self.deadline = None                        # at a stop: what waits may leave until then (monotonic)
+        self.last_put = {}                          # symbol -> when a message of it was last queued (monotonic)
 
     def put(self, msg):
         """Queue a message (any thread)."""
         payload = cluster.encode(msg)
         with self.lock:
             self.seq += 1
-            self.queue.append([f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, msg.symbol),
+            self.queue.append([cluster.message_id(self.collector, self.boot, self.seq), cluster.subject(self.cfg, msg.symbol),
                                payload, msg])
             self.bytes += len(payload)
+            self.last_put[msg.symbol] = time.monotonic()
             while self.bytes > self.limit and self._drop_oldest():
                 pass
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.wake.set)
+
+    def beat(self, symbols, now):
+        """An :class:`cluster.Alive` for each of ``symbols`` nothing was
+        queued of for ``HEARTBEAT_S`` (while NATS takes messages: an
+        outage's silence is true)."""
+        if not self.connected:
+            return
+        for symbol in symbols:
+            if now - self.last_put.get(symbol, float("-inf")) >= cluster.HEARTBEAT_S:
+                self.put(cluster.Alive(self.collector, symbol, time.time_ns() // 1000))
 
     def _drop_oldest(self):
         """Drop the oldest message but the notes ahead of it (lock held); its
@@ -94,7 +106,7 @@ class Publisher:
             log.error("collector: %s: dropping the oldest frames (buffer of %d bytes full while NATS does not "
                       "take them)", lost.symbol, self.limit)
             self.seq += 1
-            note = [f"{self.collector}:{self.boot}:{self.seq}", cluster.subject(self.cfg, lost.symbol), b"",
+            note = [cluster.message_id(self.collector, self.boot, self.seq), cluster.subject(self.cfg, lost.symbol), b"",
                     cluster.Dropped(self.collector, lost.symbol, 0, first, last)]
             notes.append(note)
         d = note[3]
@@ -111,13 +123,20 @@ class Publisher:
         nc = js = None
         while not self.stop.is_set() and js is None:
             try:
-                nc = await cluster.connect(self.cfg, f"collector {self.collector}")
+                if nc is None:           # one connection, however often the stream is asked for
+                    nc = await cluster.connect(self.cfg, f"collector {self.collector}", self.trouble, self.stop)
+                await cluster.ensure_stream(nc.jetstream(), self.cfg)
                 js = nc.jetstream()
-                await cluster.ensure_stream(js, self.cfg)
-            except Exception as exc:     # no server yet: the frames wait in the buffer
+            except cluster.Stopping:     # stopped before NATS answered: what waits is lost (said at the stop)
+                break
+            except Exception as exc:     # no server yet, or no JetStream: the frames wait in the buffer
                 self._failed(exc)
-                js = None
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(cluster.RETRY)
+        if js is not None:
+            if self.trouble.errors:
+                log.info("collector: NATS and stream %s reached; %d messages (%d bytes) wait", self.cfg.nats_stream,
+                         len(self.queue), self.bytes)
+            self.connected = True
         while js is not None:
             if self.stop.is_set() and (not self.queue or self._stopping_done()):
                 break
@@ -137,7 +156,7 @@ class Publisher:
                 self._failed(exc)
                 await asyncio.sleep(0.2)
                 continue
-            if not self.connected and self.errors:
+            if not self.connected and self.trouble.errors:
                 log.info("collector: NATS takes messages again; %d messages (%d bytes) wait", len(self.queue),
                          self.bytes)
             self.connected = True
@@ -164,20 +183,15 @@ class Publisher:
         return time.monotonic() > self.deadline
 
     def _failed(self, exc):
-        self.errors += 1
         self.connected = False
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if self.last_error != text:
-            log.warning("collector: NATS does not take messages (%s); %d messages (%d bytes) wait", text,
-                        len(self.queue), self.bytes)
-        self.last_error = text
+        self.trouble.failed(exc, f" ({len(self.queue)} messages, {self.bytes} bytes wait)")
 
     def status(self):
         with self.lock:
             return {"buffer_messages": len(self.queue), "buffer_bytes": self.bytes, "buffer_limit_bytes": self.limit,
                     "published": self.published,
-                    "publish_errors": self.errors, "last_error": self.last_error, "nats_connected": self.connected,
-                    "dropped_frames": self.dropped_total}
+                    "publish_errors": self.trouble.errors, "nats_connected": self.connected,
+                    "dropped_frames": self.dropped_total, **self.trouble.status()}
 
 
 class Tap(Worker):
@@ -281,12 +295,16 @@ def collector_main(cfg, symbols, index, restarts, control, peers, budget, connec
             sock.close()
         stop.wait(min(IDLE_WAIT, cfg.batch_interval))
         tap.hand_on()
+        publisher.beat(symbols, time.monotonic())
         manager.beat(status, cfg.status_interval)
     # one deadline for the whole stop, within the manager's: connections, then what waits for NATS
     deadline = time.monotonic() + cfg.stop_timeout * STOP_SHARE
     for c in conns:
         c.join(timeout=max(0.1, min(5.0, deadline - time.monotonic() - cfg.stop_timeout / 4)))
     tap.hand_on(force=True)
+    now = time.time_ns() // 1000
+    for symbol in symbols:                    # after every frame: the sinks show this collector stopped, not silent
+        publisher.put(cluster.Stopped(collector, symbol, now))
     publisher.deadline = deadline - PUBLISH_TIMEOUT - CLOSE_TIMEOUT
     pub_stop.set()
     done.wait(max(0.1, deadline - time.monotonic()))

@@ -308,25 +308,49 @@ CONNECT_TRIES = 3        # ... unless every connection has failed this many time
 
 def _connected(cfg, pid, timeout):
     """``start``'s answer once the recorder runs: success when a connection
-    to the exchange is up; else what stops it connecting (it keeps trying)."""
-    if getattr(cfg, "role", "all") == "sink":       # a sink reads NATS, not the exchange
-        return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
+    to the exchange is up (not for a sink: it reads NATS) and, for a
+    collector or sink, when every worker reached NATS and its stream; else
+    what stops it (it keeps trying)."""
+    role = getattr(cfg, "role", "all")
     began = time.monotonic()
     deadline = began + timeout
-    conns = []
     while True:
         st = statusmod.read_status(cfg.run_dir) or {}
-        conns = [c for child in st.get("children", {}).values() for c in child.get("connections", ())]
-        if any(c.get("connected") for c in conns):
+        children = st.get("children", {})
+        conns = [c for child in children.values() for c in child.get("connections", ())]
+        nats = {name: child.get("sink") or child.get("publisher") for name, child in sorted(children.items())
+                if "sink" in child or "publisher" in child}
+        exchange = role == "sink" or any(c.get("connected") for c in conns)
+        reached = role == "all" or (nats and all(n.get("nats_connected") for n in nats.values()))
+        if exchange and reached:
             return 0, f"started (pid {pid}); logs in {cfg.log_dir}, data in {cfg.data_dir}"
-        if time.monotonic() >= deadline or (conns and all(c.get("failures", 0) >= CONNECT_TRIES for c in conns)):
+        given_up = (exchange or (conns and all(c.get("failures", 0) >= CONNECT_TRIES for c in conns))) and \
+            (reached or (nats and all(_nats_errors(n) >= CONNECT_TRIES for n in nats.values())))
+        if time.monotonic() >= deadline or given_up:
             break
         time.sleep(0.2)
-    errors = sorted({c["last_error"] for c in conns if c.get("last_error")})
-    why = f" ({'; '.join(errors)})" if errors else ""
     waited = max(1, round(time.monotonic() - began))
-    return 1, (f"started (pid {pid}), but no connection to the exchange is up after {waited} s{why}; it "
-               f"keeps trying: see --daemon status and {cfg.log_dir}, or stop it with --daemon stop")
+    if not exchange:
+        errors = sorted({c["last_error"] for c in conns if c.get("last_error")})
+        why = f" ({'; '.join(errors)})" if errors else ""
+        return 1, (f"started (pid {pid}), but no connection to the exchange is up after {waited} s{why}; it "
+                   f"keeps trying: see --daemon status and {cfg.log_dir}, or stop it with --daemon stop")
+    return 1, nats_unreached(cfg, pid, waited, nats)
+
+
+def _nats_errors(n):
+    return n.get("publish_errors", n.get("nats_errors")) or 0
+
+
+def nats_unreached(cfg, pid, waited, nats):
+    """``start``'s line for a collector or sink whose workers do not all reach NATS (``nats``: their status)."""
+    from .cluster import shown
+    where = ",".join(map(shown, cfg.nats_url))
+    errors = sorted({n["last_error"] for n in nats.values() if n.get("last_error") and not n.get("nats_connected")})
+    why = "; ".join(errors) or "no answer yet"
+    return 1, (f"started (pid {pid}), but NATS at {where} is not usable after {waited} s: {why}; the recorder "
+               f"keeps retrying: check nats_url and the NATS server, see --daemon status and {cfg.log_dir}, "
+               "or stop it with --daemon stop")
 
 
 def stop(cfg, force=False, timeout=None, run_dir=None, where=None):
@@ -345,13 +369,14 @@ def stop(cfg, force=False, timeout=None, run_dir=None, where=None):
         return 1, (f"the pidfile {path} is locked but names pid {pid}, which is not the process that wrote it; "
                    "nothing was signalled: find the recorder with ps and stop it by hand")
     if force:
+        role = (statusmod.read_status(run_dir) or {}).get("role", getattr(cfg, "role", "all"))
         _kill_tree(pid)
         _wait_gone(run_dir, 10)
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        return 0, f"killed (pid {pid}); rows not yet flushed were lost, torn lines are repaired at the next start"
+        return 0, f"killed (pid {pid}); " + statusreport.killed_outcome(role)
     os.kill(pid, signal.SIGTERM)
     timeout = timeout or cfg.stop_timeout * 4 + 11      # a writer restarted first, then three stages
     if not _wait_gone(run_dir, timeout):

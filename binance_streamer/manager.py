@@ -100,6 +100,7 @@ class ProcessManager:
         self.budget = self.connect_budget = self.series_budgets = None
         self.status_writer = None
         self.summary_base = None      # (time, messages, rows) at the last summary
+        self.summary_health = ()      # the health problems the last summary line named
         self.stream_first = {}        # "SYMBOL/stream" -> (time, messages) when first reported, for its usual gap
         self.metrics = None           # metrics.Endpoint (metrics_port): gets every snapshot too
 
@@ -338,14 +339,15 @@ class ProcessManager:
         elapsed = max(1e-9, now - last[0])
         books = children.get("orderbook", {})
         health = snap["health"]
+        said, self.summary_health = status.health_news(health, self.summary_health)
         if self.cfg.role == "collector":      # no files, no books: what it read and published
             log.info("summary: %s, health %s%s", statusreport.collector_summary(children, messages - last[1], elapsed),
-                     health["state"], f" ({'; '.join(health['problems'][:3])})" if health["problems"] else "")
+                     health["state"], said)
             return
         log.info("summary: %.0f msg/s, %d rows written in %.0f s (%d today), %d gap rows today, books in sync %s/%d, "
                  "health %s%s", max(0, messages - last[1]) / elapsed, max(0, rows - last[2]), elapsed, rows, gaps,
                  books.get("in_sync", "-"), len(self.cfg.symbols) if "depth" in ",".join(self.cfg.streams) else 0,
-                 health["state"], f" ({'; '.join(health['problems'][:3])})" if health["problems"] else "")
+                 health["state"], said)
 
     def write_status(self, state):
         if self.status_writer is None:

@@ -45,6 +45,7 @@ import time
 import orjson
 
 from . import cluster
+from .roster import Roster
 from .status import COLLECTOR_SILENT_S
 from .streams import event_id
 
@@ -101,6 +102,7 @@ class Merge:
         self.last_any = None                             # when the last message came (any collector)
         self.resumed = -window                           # when messages came again after a pause (a NATS outage)
         self.duplicates = 0
+        self.roster = Roster(sorted({r.symbol for r in worker.routes.values()}), clock, COLLECTOR_SILENT_S)
 
     def _collector(self, name):
         c = self.collectors.get(name)
@@ -108,10 +110,14 @@ class Merge:
             c = self.collectors[name] = {"last": self.clock(), "filled": 0, "frames": 0, "dropped": 0}
         return c
 
-    def add(self, msg, seq, out):
-        """A decoded message of NATS stream sequence ``seq``; frames that need
-        no merging (no id) go to ``out`` at once."""
+    def add(self, msg, seq, out, boot=None):
+        """A decoded message of NATS stream sequence ``seq``, from collector
+        process ``boot`` (cluster.boot_of); frames that need no merging (no
+        id) go to ``out`` at once."""
         self.received.append(seq)
+        said = self.roster.heard(msg.collector, msg.symbol, boot, stopped=isinstance(msg, cluster.Stopped))
+        if said:
+            log.error("%s", said)
         c = self._collector(msg.collector)
         now = c["last"] = self.clock()
         if self.last_any is not None and now - self.last_any > self.window:
@@ -180,6 +186,9 @@ class Merge:
         once ``c`` has been silent long enough to be reported silent (stopped
         or gone: its absence is a health reason, not a count of holes)."""
         first = self.first.get((c, name))
+        route = self.worker.routes.get(name)
+        if route is not None and route.symbol in self.roster.stopped.get(c, ()):
+            return False                          # it stopped cleanly: it misses nothing since
         return first is not None and first <= key and now - self.collectors[c]["last"] < COLLECTOR_SILENT_S
 
     def _event(self, msg):
@@ -258,7 +267,9 @@ class Merge:
 
     def status(self, now):
         return {c: {"last_message_age_s": round(now - info["last"], 2), "frames": info["frames"],
-                    "holes_filled_by_others": info["filled"], "dropped_frames": info["dropped"]}
+                    "holes_filled_by_others": info["filled"], "dropped_frames": info["dropped"],
+                    "state": self.roster.state(c, now - info["last"]),
+                    **({"duplicate": self.roster.duplicate_of(c)} if c in self.roster.duplicate else {})}
                 for c, info in self.collectors.items()}
 
 
@@ -282,8 +293,7 @@ class Feed:
         self.messages = {}               # stream seq -> message, until acknowledged
         self.last_seq = 0
         self.pending = None              # the consumer's num_pending at the last fetch
-        self.errors = 0
-        self.last_error = None
+        self.trouble = cluster.Trouble(cfg, f"sink {self.durable}")
         self.nc = None
         self.finished = threading.Event()    # run() ended: its NATS connection is closed
         self.connected = False           # consuming: the last turn reached NATS
@@ -318,7 +328,7 @@ class Feed:
         while not self.stop.is_set():
             try:
                 if js is None:
-                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}")
+                    nc = self.nc = await cluster.connect(self.cfg, f"sink {self.durable}", self.trouble, self.stop)
                     js = nc.jetstream()
                 if sub is None:                # again after a failure (a JetStream cluster electing a leader)
                     await cluster.ensure_stream(js, self.cfg)
@@ -327,16 +337,19 @@ class Feed:
                     raise ConnectionError("not connected, reconnecting")
                 await self._turn(sub)
                 if not self.connected:
-                    if self.errors:
+                    if self.trouble.errors:
                         log.info("sink %s: consuming from NATS again", self.durable)
                     self.connected = True
             except Refused as exc:
                 self.refused = str(exc)
                 log.error("%s", exc)
                 self.stop.set()
-            except Exception as exc:      # NATS away: the consumer keeps our position
-                self._failed(exc)
-                await asyncio.sleep(0.5)
+            except cluster.Stopping:      # stopped before NATS answered
+                break
+            except Exception as exc:      # NATS away (or no JetStream): the consumer keeps our position
+                self.connected = False
+                self.trouble.failed(exc)
+                await asyncio.sleep(cluster.RETRY)
         try:
             await self._ack()
         except Exception:          # not acknowledged: read again at the next start, dropped by id then
@@ -423,7 +436,7 @@ class Feed:
             if m.subject not in self.subjects or cluster.subject(self.cfg, msg.symbol) != m.subject:
                 self._foreign(seq, m.subject, msg)
                 continue
-            self.merge.add(msg, seq, out)
+            self.merge.add(msg, seq, out, cluster.boot_of((getattr(m, "headers", None) or {}).get("Nats-Msg-Id")))
         self.merge.release(out)
         self._hand(out)
         self.worker.hand_on()
@@ -463,19 +476,12 @@ class Feed:
             del self.messages[s]
         self.acked = max(seqs)
 
-    def _failed(self, exc):
-        self.errors += 1
-        self.connected = False
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if text != self.last_error:
-            log.warning("sink %s: NATS: %s; trying again", self.durable, text)
-        self.last_error = text
-
     def status(self):
         with self.worker.lock:
             lag = round(max(0.0, time.time() - self.read_time), 1) if self.pending and self.read_time else 0.0
             return {"consumer": self.durable, "num_pending": self.pending, "last_stream_seq": self.last_seq,
                     "nats_connected": self.connected, "lag_s": lag,
-                    "acked_stream_seq": self.acked, "nats_errors": self.errors, "last_error": self.last_error,
+                    "acked_stream_seq": self.acked, "nats_errors": self.trouble.errors, **self.trouble.status(),
+                    "unpublished_symbols": self.merge.roster.unpublished(),
                     "duplicates": self.merge.duplicates, "foreign_messages": self.foreign,
                     "collectors": self.merge.status(time.monotonic())}

@@ -4,6 +4,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -123,7 +124,9 @@ def health(snap, now, max_lag, min_free_disk, link_buffer_bytes):
     of sync, REST paused by a 429/418, the disk below ``min_free_disk`` (or
     the writer still shedding rows after it), the writer behind. A sink has no
     exchange connections: DOWN when NATS is unreachable, DEGRADED when its
-    consumer is more than ``max_lag`` behind or a collector is silent. A
+    consumer is more than ``max_lag`` behind, a collector is silent (not
+    one that stopped cleanly), a collector id is used by two processes at
+    once, or no collector publishes one of its symbols. A
     collector: DEGRADED while NATS does not take its messages, DOWN once its
     buffer is (nearly) full."""
     down, degraded = [], []
@@ -176,8 +179,9 @@ def _nats(children, max_lag, down, degraded):
     connections, whether NATS takes its messages."""
     sinks = {name: child["sink"] for name, child in sorted(children.items()) if "sink" in child}
     if sinks and not any(s.get("nats_connected") for s in sinks.values()):
-        down.append("NATS is unreachable (" + "; ".join(f"{name}: {s.get('last_error') or 'not connected yet'}"
-                                                        for name, s in sinks.items()) + ")")
+        outage = not all(s.get("nats_config_error") for s in sinks.values())
+        down.append(("NATS is unreachable (" if outage else "NATS is not usable (") + "; ".join(
+            f"{name}: {s.get('last_error') or 'not connected yet'}" for name, s in sinks.items()) + ")")
     for name, s in sinks.items():
         if not s.get("nats_connected") and len(sinks) > 1:
             degraded.append(f"{name}: NATS is unreachable ({s.get('last_error') or 'not connected yet'})")
@@ -185,8 +189,13 @@ def _nats(children, max_lag, down, degraded):
             degraded.append(f"{name}: consumer {s.get('consumer')} is {s['lag_s']:.0f} s behind NATS "
                             f"({s.get('num_pending')} messages pending; max_lag {max_lag:g} s)")
         for who, c in sorted(s.get("collectors", {}).items()):
-            if (c.get("last_message_age_s") or 0) > COLLECTOR_SILENT_S:
+            if c.get("state") == "DUPLICATE":
+                degraded.append(f"{name}: collector id {who} is used by two processes at once "
+                                f"({' and '.join(c.get('duplicate') or ['?'])}); give each its own collector_id")
+            elif c.get("state") != "stopped" and (c.get("last_message_age_s") or 0) > COLLECTOR_SILENT_S:
                 degraded.append(f"{name}: collector {who} silent for {c['last_message_age_s']:.0f} s")
+        for symbol, age in sorted((s.get("unpublished_symbols") or {}).items()):
+            degraded.append(f"{name}: no collector publishes {symbol} (nothing for {age:.0f} s)")
     for name, child in sorted(children.items()):
         p = child.get("publisher")
         if p is None:
@@ -200,6 +209,21 @@ def _nats(children, max_lag, down, degraded):
         elif not p.get("nats_connected") and p.get("buffer_messages"):
             degraded.append(f"{name}: NATS does not take its messages ({why}); {p['buffer_messages']} messages "
                             f"({share}) wait")
+
+
+def health_news(health, before):
+    """``(text, problems)``: what the summary line says of ``health``'s
+    problems: each named once, when it appears (``before``: the problems
+    named so far); a problem that persists is not repeated every interval
+    (its figures may change: they are not compared)."""
+    problems = tuple(re.sub(r"\d+(\.\d+)?", "#", p) for p in health.get("problems") or ())
+    new = [shown for p, shown in zip(problems, health.get("problems") or ()) if p not in before]
+    if not problems:
+        return "", problems
+    if not new:
+        return f" ({len(problems)} problem{'s' if len(problems) > 1 else ''} as reported before)", problems
+    old = len(problems) - len(new)
+    return f" ({'; '.join(new[:3])}{f'; and {old} as reported before' if old else ''})", problems
 
 
 def _silent_streams(children, now):

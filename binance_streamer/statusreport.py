@@ -91,6 +91,17 @@ def stop_outcome(st, log_dir):
         f" but {dropped} frames dropped while NATS did not take them (the sinks ledger them)" if dropped else "")
 
 
+def killed_outcome(role):
+    """What ``--daemon stop --force`` can truly say of what a kill lost."""
+    if role == "sink":
+        return ("nothing is lost: what it had not written stays in JetStream, unacknowledged, and the next sink "
+                "start resumes from its consumer (torn lines are repaired then)")
+    if role == "collector":
+        return ("the frames it had not yet published to NATS were lost (the sinks ledger the hole unless another "
+                "collector had them)")
+    return "rows not yet flushed were lost, torn lines are repaired at the next start"
+
+
 def _cluster_lines(report):
     lines = []
     for name, s in report.get("sink", {}).items():
@@ -98,17 +109,29 @@ def _cluster_lines(report):
                       f"{_dash(s['num_pending'])} messages pending ({s.get('lag_s', 0)} s behind), read to "
                       f"{s['last_stream_seq']}, acknowledged to {s['acked_stream_seq']}, "
                       f"NATS errors {s['nats_errors']}, {s.get('foreign_messages', 0)} foreign messages refused"
-                      + (f"; last error: {s['last_error']}" if s.get("last_error") else ""),
-                  f"{'collector':<20} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} {'dropped':>8}"]
+                      + _last_error(s),
+                  f"{'collector':<20} {'state':<9} {'last msg s':>10} {'frames':>10} {'holes filled by others':>22} "
+                  f"{'dropped':>8}"]
         for c, info in sorted(s["collectors"].items()):
-            lines.append(f"{c:<20} {info['last_message_age_s']:>10} {info['frames']:>10} "
-                         f"{info['holes_filled_by_others']:>22} {info['dropped_frames']:>8}")
+            lines.append(f"{c:<20} {info.get('state', '-'):<9} {info['last_message_age_s']:>10} {info['frames']:>10} "
+                         f"{info['holes_filled_by_others']:>22} {info['dropped_frames']:>8}"
+                         + (f"  ({' and '.join(info['duplicate'])})" if info.get("duplicate") else ""))
+        for symbol, age in sorted((s.get("unpublished_symbols") or {}).items()):
+            lines.append(f"{symbol}: no collector published it for {age} s")
     for name, p in report.get("collector", {}).items():
         lines += ["", f"{name}: collector {p['collector']}, NATS {'up' if p['nats_connected'] else 'DOWN'}, "
                       f"{p['buffer_messages']} messages ({p['buffer_bytes']} bytes) waiting, {p['published']} "
                       f"published, {p['publish_errors']} publish errors, {p['dropped_frames']} frames dropped"
-                      + (f"; last error: {p['last_error']}" if p["last_error"] else "")]
+                      + _last_error(p)]
     return lines
+
+
+def _last_error(s):
+    """``; last error 12 s ago: ...``, or nothing when there was none."""
+    if not s.get("last_error"):
+        return ""
+    age = s.get("last_error_age_s")
+    return f"; last error{'' if age is None else f' {age:.0f} s ago'}: {s['last_error']}"
 
 
 def streams(children, now):

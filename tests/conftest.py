@@ -59,3 +59,19 @@ def nats_cluster(tmp_path):
     yield nodes
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def roles(tmp_path):
+    """``roles(sim, servers, *collectors, streams=, sink=, **common)``: as
+    ``support.make_roles`` in the test's directory; every one is killed after the test."""
+    from tests.support import make_roles
+    made = []
+
+    def make(*args, **kwargs):
+        sink, collectors = make_roles(tmp_path, *args, **kwargs)
+        made.extend([sink, *collectors])
+        return sink, collectors
+    yield make
+    for rec in made:
+        rec.kill()

