@@ -247,9 +247,13 @@ def _ca_file_stats_apart(path):
     try:
         out = subprocess.run([sys.executable, "-c", _CA_CHECK, path], capture_output=True, text=True, timeout=60,
                              env=env)
-        loaded, error = json.loads(out.stdout)
-    except (OSError, ValueError, TypeError, subprocess.SubprocessError) as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         return 0, f"the check in a new Python process failed: {exc}"
+    try:
+        loaded, error = json.loads(out.stdout)
+    except (ValueError, TypeError):
+        why = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        return 0, f"the check in a new Python process failed: {why}"
     return loaded, error
 
 
