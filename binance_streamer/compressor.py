@@ -30,7 +30,6 @@ the plain file's removal): the run writes the step's name to
 
 import argparse
 import fcntl
-import hashlib
 import logging
 import os
 import subprocess
@@ -92,6 +91,7 @@ def _pump(src, dst, digest, skip_header=False):
 
 
 def _digest_of(reader):
+    import hashlib              # here: the writer imports this module for Compressions, and hashlib maps OpenSSL
     digest, total = hashlib.sha256(), 0
     while True:
         chunk = reader.read(compression.CHUNK)
@@ -143,6 +143,7 @@ def compress(plain, codec, level=None, stop_at=None):
     target = packed or csvfiles.compressed_name(plain, codec)
     tmp = target + ".tmp"
     folder = os.path.dirname(plain)
+    import hashlib
     expect = hashlib.sha256()
     src = os.open(plain, os.O_RDONLY | os.O_NOFOLLOW)
     try:

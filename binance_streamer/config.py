@@ -8,8 +8,11 @@ names the key or path and says what to do.
 
 import difflib
 import ipaddress
+import json
 import os
 import re
+import subprocess
+import sys
 
 from . import markets, series
 from .binance.endpoints import BASE_URLS
@@ -209,18 +212,52 @@ def check_archive_dir(v, base_dir, where):
 
 
 def check_ca_file(path, where):
-    """A PEM file that TLS can load certificate authorities from."""
-    import ssl        # here: ssl maps 5 MB of OpenSSL, and only the workers and this check use TLS
-    try:
-        loaded = ssl.create_default_context(cafile=path).cert_store_stats()["x509_ca"]
-    except FileNotFoundError:
-        raise ConfigError(f"ca_file '{path}' in {where} does not exist; give the PEM file of the CA to trust") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"ca_file '{path}' in {where} cannot be loaded ({getattr(exc, 'strerror', None) or exc}); "
-                          "give a PEM file of CA certificates") from None
+    """A PEM file that TLS can load certificate authorities from. The file is
+    loaded by a short-lived Python process unless ssl is loaded here already:
+    ssl maps about 5 MB of OpenSSL into a process for its whole life, and the
+    manager (where a recorder's configuration is loaded) never uses TLS."""
+    if not os.path.exists(path):
+        raise ConfigError(f"ca_file '{path}' in {where} does not exist; give the PEM file of the CA to trust")
+    loaded, error = (ca_file_stats if "ssl" in sys.modules else _ca_file_stats_apart)(path)
+    if error is not None:
+        raise ConfigError(f"ca_file '{path}' in {where} cannot be loaded ({error}); "
+                          "give a PEM file of CA certificates")
     if not loaded:
         raise ConfigError(f"ca_file '{path}' in {where} holds no CA certificate; give a PEM file of CA certificates")
     return path
+
+
+def ca_file_stats(path):
+    """``(CA certificates loaded from path, None)``, or ``(0, why it cannot be loaded)``."""
+    import ssl
+    try:
+        return ssl.create_default_context(cafile=path).cert_store_stats()["x509_ca"], None
+    except (OSError, ssl.SSLError) as exc:
+        return 0, str(getattr(exc, "strerror", None) or exc)
+
+
+_CA_CHECK = ("import json, sys\n"
+             "from binance_streamer.config import ca_file_stats\n"
+             "print(json.dumps(ca_file_stats(sys.argv[1])))\n")
+
+
+def _ca_file_stats_apart(path):
+    """:func:`ca_file_stats` in a Python process of its own, which takes OpenSSL with it when it ends."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
+    try:
+        out = subprocess.run([sys.executable, "-c", _CA_CHECK, path], capture_output=True, text=True, timeout=60,
+                             env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return 0, f"the check in a new Python process failed: {exc}"
+    try:
+        loaded, error = json.loads(out.stdout)
+    except (ValueError, TypeError):
+        why = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        return 0, f"the check in a new Python process failed: {why}"
+    return loaded, error
+
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def check_host(host, where):

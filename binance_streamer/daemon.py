@@ -13,7 +13,6 @@ RUNNING before it prints ``started``, or prints why it did not.
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -104,7 +103,18 @@ def registry_dir():
 
 
 def _entry_path(run_dir):
-    return os.path.join(registry_dir(), hashlib.sha1(run_dir.encode()).hexdigest()[:16] + ".json")
+    return os.path.join(registry_dir(), _sha1(run_dir.encode())[:16] + ".json")
+
+
+def _sha1(data):
+    """SHA-1 of ``data`` in hex, from Python's own small ``_sha1`` module:
+    hashlib would map OpenSSL (about 3.5 MB) into the manager, which uses no
+    other hash. The same digest either way; hashlib where ``_sha1`` is not built."""
+    try:
+        from _sha1 import sha1
+    except ImportError:
+        from hashlib import sha1
+    return sha1(data).hexdigest()
 
 
 def register(run_dir, cfg):

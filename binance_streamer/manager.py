@@ -389,6 +389,7 @@ class ProcessManager:
                 next_status = self.clock() + self.cfg.status_interval
                 running = all(c.state in (RUNNING, FATAL) for c in self.children)
                 self.write_status("RUNNING" if running else "STARTING")
+                proc.trim_memory()
             if self.cfg.summary_interval and self.clock() >= next_summary:
                 next_summary = self.clock() + self.cfg.summary_interval
                 self._summarize()

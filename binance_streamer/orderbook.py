@@ -97,6 +97,8 @@ class OrderBooks:
                 self._resync(sb, "crossed book", final, "")
                 return
             ticker = sb.tickers.pop(final, None)
+            while sb.tickers and next(iter(sb.tickers)) < final:
+                sb.tickers.popitem(last=False)      # passed: no later diff ends at its u, so never checked
             if ticker is not None:
                 self._check_ticker(sb, final, ticker)
             self._finish_refresh(sb)

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import NamedTuple
@@ -84,6 +85,7 @@ class ManagerLink:
         if now >= self.next_status:
             self.next_status = now + interval
             report = status()
+            trim_memory()
         self.link.send(messages.Beat(time.time(), report))
 
     def report(self, status):
@@ -147,6 +149,33 @@ class Threads:
         thread = threading.Thread(target=self.guard(name, target), name=name, args=args, daemon=True)
         thread.start()
         return thread
+
+
+_malloc_trim = []        # [] not looked up yet, [None] not glibc, [function]
+
+
+def trim_memory():
+    """Give the memory the C allocator holds free back to the system
+    (glibc's ``malloc_trim(0)``; nothing elsewhere). Python frees a burst's
+    objects, but glibc keeps their pages in its arenas, and a process that
+    once held a burst's batches stays that large. Called once per status
+    report by every long-lived process."""
+    if not _malloc_trim:
+        _malloc_trim.append(_find_malloc_trim())
+    if _malloc_trim[0] is not None:
+        _malloc_trim[0](0)
+
+
+def _find_malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        trim = ctypes.CDLL(None).malloc_trim      # glibc only: musl has none
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _early = []

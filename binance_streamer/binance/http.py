@@ -4,8 +4,45 @@ authorities. requests on top of urllib3 cost each worker about 4 MB more
 (its imports: charset_normalizer, idna, unicodedata) for nothing the
 recorder uses. Answers are read whole and their JSON parsed by orjson."""
 
+import importlib
+import sys
+import types
+
 import orjson
-import urllib3
+
+
+def _import_urllib3():
+    """urllib3, without importlib.metadata: urllib3 2 imports it at start
+    (urllib3.http2, for a version check when HTTP/2 is switched on, which
+    the recorder never does), and with it zipfile and pathlib: about 0.8 MB
+    more in a worker's imports. While urllib3 loads, ``importlib.metadata`` is a
+    stand-in that loads the real module the moment anything of it is used."""
+    if "urllib3" in sys.modules or "importlib.metadata" in sys.modules:
+        return importlib.import_module("urllib3")
+    stand_in = types.ModuleType("importlib.metadata")
+
+    def real():
+        if sys.modules.get("importlib.metadata") is stand_in:
+            del sys.modules["importlib.metadata"]
+        return importlib.import_module("importlib.metadata")
+
+    def attribute(name):
+        if name.startswith("__"):               # the import system asks for __path__ and the like
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    stand_in.version = lambda name: real().version(name)
+    stand_in.__getattr__ = attribute
+    sys.modules["importlib.metadata"] = stand_in
+    try:
+        return importlib.import_module("urllib3")
+    finally:
+        if sys.modules.get("importlib.metadata") is stand_in:
+            del sys.modules["importlib.metadata"]
+
+
+urllib3 = _import_urllib3()
+exceptions = urllib3.exceptions
 
 
 class Answer:

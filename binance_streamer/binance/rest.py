@@ -4,10 +4,8 @@ shared by every process of the daemon (budgets.py)."""
 import logging
 import time
 
-from urllib3 import exceptions as http_errors
-
 from . import parse
-from .http import Session
+from .http import Session, exceptions as http_errors       # .http imports urllib3 its own way
 from .budgets import ROUTINE, URGENT
 from .. import markets
 from .endpoints import REST_PREFIX, SERIES_ENDPOINTS, WEIGHTS, depth_weight, klines_weight

@@ -89,7 +89,9 @@ def test_every_setting_has_help_and_a_valid_default():
             config._coerce(s, s.default, "the defaults")
 
 
-def test_ca_file_must_be_a_pem_file_of_certificate_authorities(tmp_path):
+def test_ca_file_must_be_a_pem_file_of_certificate_authorities(tmp_path, monkeypatch):
+    # checked here, not in a new process (tests/integration/test_footprint.py runs that one)
+    monkeypatch.setattr(config, "_ca_file_stats_apart", config.ca_file_stats)
     with pytest.raises(ConfigError, match="ca_file .* does not exist; give the PEM file"):
         config.load(None, {"ca_file": str(tmp_path / "missing.pem")})
     (tmp_path / "junk.pem").write_text("not a certificate\n")

@@ -1,8 +1,11 @@
 """The ProcessManager's states and restarts, with fake processes and a fake clock."""
 
 import random
+import socket
+import sys
+import threading
 
-from binance_streamer import config, links, manager as m, messages, settings
+from binance_streamer import config, links, manager as m, messages, proc, settings
 from binance_streamer.proc import EXIT_CONFIG, backoff_delay
 
 
@@ -229,3 +232,26 @@ def test_backoff_delay_is_capped_and_jittered():
     assert all(0.25 <= d <= 30 for d in delays)
     assert delays[0] <= 0.5 and delays[-1] >= 15
     assert backoff_delay(0, 0.5, 30, rng) == 0.0
+
+
+def test_a_child_gives_freed_memory_back_once_per_status_report(monkeypatch):
+    trims = []
+    monkeypatch.setattr(proc, "trim_memory", lambda: trims.append(1))
+    ours, theirs = socket.socketpair()
+    try:
+        link = proc.ManagerLink("writer", ours, threading.Event())
+        for now in (0.0, 1.0, 2.0, 3.0, 4.0):        # a beat every second, a report every 2 s
+            link.beat(dict, 2.0, now)
+        assert len(trims) == 3
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_trim_memory_finds_glibc_malloc_trim_or_does_nothing():
+    proc.trim_memory()
+    proc.trim_memory()
+    assert len(proc._malloc_trim) == 1
+    import platform
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert proc._malloc_trim[0] is not None

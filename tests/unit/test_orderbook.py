@@ -121,6 +121,18 @@ def test_crossed_book_and_disagreeing_ticker_resync():
     assert reasons == ["bookTicker disagrees with the book", "crossed book"]
 
 
+def test_book_tickers_a_diff_has_passed_are_dropped_not_held():
+    books = OrderBooks(_cfg(), lambda *a: None, [].append)
+    books.on_snapshot("BTCUSDT", 10, [["1.0", "5"]], [["2.0", "5"]])
+    for u in (12, 13, 15, 17):                                    # ahead of the book: kept for their diff
+        books.on_ticker("BTCUSDT", u, "1.0", "5", "2.0", "5")
+    books.on_diff("BTCUSDT", 11, 14, None, [], [])               # ends at 14: 12 and 13 can never be checked
+    sb = books.books["BTCUSDT"]
+    assert list(sb.tickers) == [15, 17] and sb.compared == 0
+    books.on_diff("BTCUSDT", 15, 15, None, [], [])               # ends at 15: checked, then gone
+    assert list(sb.tickers) == [17] and (sb.compared, sb.mismatches) == (1, 0)
+
+
 def test_periodic_refresh_replaces_the_book_and_drops_orphans():
     now = [0.0]
     asked, out = [], []

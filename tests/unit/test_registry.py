@@ -57,3 +57,9 @@ def test_several_recorders_are_named_and_none_is_chosen(tmp_path):
     finally:
         for p in held:
             p.release()
+
+
+def test_registry_names_are_the_sha1_hashlib_gives():
+    import hashlib
+    for run_dir in ("/srv/run", "/home/ünïcode/run", ""):
+        assert daemon._sha1(run_dir.encode()) == hashlib.sha1(run_dir.encode()).hexdigest()
