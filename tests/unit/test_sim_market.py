@@ -121,3 +121,12 @@ def test_coinm_speaks_contracts_with_dstream_shapes():
     base = sum(Decimal(d["q"]) * 100 / Decimal(d["p"]) for d in trades)
     assert k["v"] == str(sum(int(d["q"]) for d in trades))
     assert abs(Decimal(k["q"]) - base) <= Decimal("0.00000001") and len(k["q"].split(".")[1]) == 8
+
+
+def test_a_kline_stream_without_listeners_forgets_its_open_candle():
+    m = SymbolMarket("spot", "BTCUSDT", 1, 500, T0)
+    m.advance(T0 + 1_500_000, {"kline_1s"})                    # a listener sees the candle of second 1 open
+    m.advance(T0 + 5_500_000, set())                           # nobody listens for four seconds
+    out = [orjson.loads(p) for k, p in m.advance(T0 + 6_200_000, {"kline_1s"}) if k == "kline_1s"]
+    # a new listener gets the current candle, not the close of the one open when the last listener left
+    assert out and all(d["k"]["t"] >= (T0 // 1000 // 1000 + 5) * 1000 for d in out), [d["k"]["t"] for d in out]
