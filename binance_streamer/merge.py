@@ -17,21 +17,25 @@ the rules; in short:
 The inputs are only read; the output is plain CSV.
 """
 
+import calendar
 import copy
 import csv
 import io
 import math
 import os
+import time
 from dataclasses import dataclass, field
 
 from . import compression, csvfiles, settings
 from .mergerows import MergeError, Rows, Chain, Unsorted, in_order, pairs, read_events, sorted_events
-from .analysis.verify import names_hole
+from .analysis.verify import missing_streams, names_hole
 from .sequence import gap_row
 from .streams import CONSECUTIVE, CHAINED, lookup
 
 SOURCES = ("A", "B")
 SHOWN = 5
+OUTSIDE = "outside both recordings"       # the reason of a hole before or after the rows of each input
+NOT_IN_ONE = "not in both recordings"     # the reason of a day without a stream only one input records
 
 
 @dataclass
@@ -125,6 +129,7 @@ def _symbol(market, symbol, files, names, out):
             ledger_out += _stream_ledger(market, stream, state, ledgers, names, summary)
         summaries.append(summary)
     ledger_out += _other_rows(streams, ledgers, names, taken)
+    ledger_out += _not_in_one(market, symbol, files, out, names, ledger_out)
     _write_ledger(market, symbol, folder, ledger_out)
     return summaries
 
@@ -273,8 +278,9 @@ def _stream_ledger(market, stream, state, ledgers, names, summary):
     if state.chain.rule in (CONSECUTIVE, CHAINED):
         found = [(b, a, t0, t1, {src: [r for r in missing[src] if covers(r, b, a)] for src in SOURCES})
                  for b, a, t0, t1 in state.chain.breaks]
-        summary.unexplained = sum(1 for *_, why in found if not any(why.values()))
-        found = [f for f in found if any(f[4].values())]
+        known = [f for f in found if any(f[4].values()) or all(_outside(state.ends[src], *f[:2]) for src in SOURCES)]
+        summary.unexplained = len(found) - len(known)
+        found = known
     else:
         found = _common_holes(missing, state.ends, lambda line: csvfiles.row_time(market, stream, line.decode()))
     out = [_hole_row(stream, *f, names) for f in found]
@@ -311,8 +317,8 @@ def _common_holes(missing, ends, time_of):
     for x in lacks["A"]:
         for y in lacks["B"]:
             lo, hi = max(x[0], y[0]), min(x[1], y[1])
-            if (x[4] is None and y[4] is None) or not lo < hi or math.isinf(lo) or math.isinf(hi):
-                continue
+            if not lo < hi or math.isinf(lo) or math.isinf(hi):
+                continue                  # both ends of the rows: a span outside both recordings
             t0 = next(s[2] for s in (x, y) if s[0] == lo)
             t1 = next(s[3] for s in (x, y) if s[1] == hi)
             why = found.setdefault((lo, hi), [lo, hi, t0, t1, {"A": [], "B": []}])[4]
@@ -322,18 +328,28 @@ def _common_holes(missing, ends, time_of):
     return [tuple(v) for _, v in sorted(found.items())]
 
 
+def _outside(ends, before, after):
+    """Does the break between ids ``before`` and ``after`` lie before the
+    first or after the last event of an input (``ends``: its first and last)?"""
+    return ends is None or after <= ends[0][0] or before >= ends[1][0]
+
+
 def _time(value):
     """A ledger time (ms): from a ledger cell (text) or a row (int)."""
     return int(value) if str(value).isdigit() else ""
 
 
 def _hole_row(stream, before, after, t0, t1, why, names):
+    """The output's row of a hole in both inputs; one outside the rows of
+    both (neither ledger names it) is dated by the row after it, else the row before."""
     rows = why["A"] + why["B"]
     actions = {r["action"] for r in rows}
     said = "; ".join(f"{src} ({names[src]}): " + (", ".join(f"{r['reason']}, {r['action']}" for r in why[src])
                                                   or "no rows there") for src in SOURCES)
-    when = min(int(r["local_time_us"]) for r in rows if r["local_time_us"].isdigit()) if rows else ""
-    return gap_row(when, stream, rows[0]["reason"], before, after,
+    times = [int(r["local_time_us"]) for r in rows if r["local_time_us"].isdigit()]
+    if not times:
+        times = [_time(t) * 1000 for t in (t1, t0) if _time(t) != ""][:1]
+    return gap_row(min(times) if times else "", stream, rows[0]["reason"] if rows else OUTSIDE, before, after,
                    "not recorded" if actions == {"not recorded"} else "lost", 0,
                    f"in neither recording: {said}", _time(t0), _time(t1))
 
@@ -362,6 +378,21 @@ def _other_rows(streams, ledgers, names, taken):
                     continue
             out.append(_copied(r, names))
     return out
+
+
+def _not_in_one(market, symbol, files, out, names, rows):
+    """A "not recorded" row for each day the output lacks a stream that
+    only one input records (as --verify finds a missing file), naming who has it."""
+    written = _files(out, market).get(symbol, {})
+    said = {r["stream"] for r in rows if r["action"] == "not recorded"}
+    extra = []
+    for day in sorted({d for by_day in written.values() for d in by_day}):
+        for stream in missing_streams(written, day, not_recorded=said):
+            has = [f"{src} ({names[src]})" for src in SOURCES if stream in files[src]]
+            start_us = calendar.timegm(time.strptime(day, "%Y-%m-%d")) * 1_000_000
+            extra.append(gap_row(start_us, stream, NOT_IN_ONE, "", "", "not recorded", 0,
+                                 f"{stream} is in {' and '.join(has) or 'neither'}, in neither that day"))
+    return extra
 
 
 def _write_ledger(market, symbol, folder, rows):

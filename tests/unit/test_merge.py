@@ -314,3 +314,76 @@ def test_a_merge_stopped_by_a_damaged_file_says_to_remove_its_output(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "line 3: id 'x' is not a whole number" in err
     assert f"remove the unfinished {out} before trying again" in err
+
+
+DAY2 = "2026-11-26"
+T1 = T0 + 86_400_000        # 2026-11-26 00:00 UTC in ms
+
+
+def gaps_of(root, day=DAY):
+    path = csvfiles.path(str(root), "spot", "BTCUSDT", "gaps", day)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("a_ids, b_ids", [([1, 2, 3], [7, 8, 9]), ([7, 8, 9], [1, 2, 3])])
+def test_a_span_between_two_recordings_is_outside_both(tmp_path, a_ids, b_ids):
+    # one recorder stopped before the other started: neither ledger names the span between them
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in a_ids])
+    write(b, "spot", "BTCUSDT", "trade", [trade(i, 2) for i in b_ids])
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "trade")]
+    [row] = gaps_of(out)
+    assert (row["stream"], row["reason"], row["action"]) == ("trade", "outside both recordings", "lost")
+    assert (row["last_good_id"], row["first_id_after"]) == ("3", "7")
+    assert (row["last_good_time"], row["first_time_after"]) == (str(T0 + 3), str(T0 + 7))
+    assert (s.left, s.unexplained) == (1, 0)
+    assert verify.verify(str(out), "spot").ok
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_depth_of_two_recordings_that_do_not_meet(tmp_path, market):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, market, "BTCUSDT", "depth", depth_rows([12, 15], 1, market))      # A started later than B stopped
+    write(b, market, "BTCUSDT", "depth", depth_rows([3, 6], 2, market))
+    merge(str(a), str(b), str(out))
+    [row] = read(out, market, "BTCUSDT", "gaps")
+    assert (row["last_good_id"], row["first_id_after"], row["reason"]) == ("6", "10", "outside both recordings")
+    assert verify.verify(str(out), market).ok
+
+
+def test_a_hole_one_ledger_names_and_the_other_did_not_record_keeps_its_reason(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2, 3, 9, 10)])
+    write(a, "spot", "BTCUSDT", "gaps", [gap("trade", 3, 9)])
+    write(b, "spot", "BTCUSDT", "trade", [trade(i, 2) for i in (10, 11)])     # B started after the hole
+    merge(str(a), str(b), str(out))
+    [row] = gaps_of(out)
+    assert (row["reason"], row["action"], row["last_good_id"], row["first_id_after"]) == ("reconnect", "lost", "3", "9")
+    assert f"B ({b}): no rows there" in row["detail"]
+
+
+def test_the_span_between_recordings_across_midnight_is_in_the_next_days_ledger(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    late = lambda i: [i, "1.0", "2", "", T1 + i, "True", "True", T1 + i, (T1 + i) * 1000]   # noqa: E731
+    write(b, "spot", "BTCUSDT", "trade", [late(i) for i in (5, 6)], day=DAY2)
+    merge(str(a), str(b), str(out))
+    assert gaps_of(out) == []
+    [row] = gaps_of(out, DAY2)
+    assert (row["last_good_id"], row["first_id_after"], row["reason"]) == ("2", "5", "outside both recordings")
+    assert int(row["local_time_us"]) // 1000 == T1 + 5
+    assert verify.verify(str(out), "spot").ok and verify.verify(str(out), "spot", date=DAY2).ok
+
+
+def test_a_stream_one_recording_lacks_is_not_recorded_on_the_days_only_the_other_has(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    write(a, "spot", "BTCUSDT", "aggTrade", [agg(i, 1) for i in (1, 2)])
+    write(b, "spot", "BTCUSDT", "aggTrade", [agg(i, 1) for i in (2, 3)], day=DAY2)    # B records no trades
+    merge(str(a), str(b), str(out))
+    rows = gaps_of(out, DAY2)
+    assert [(r["stream"], r["action"]) for r in rows] == [("trade", "not recorded")], rows
+    assert verify.verify(str(out), "spot").ok
