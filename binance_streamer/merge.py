@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from . import compression, csvfiles, settings
+from . import compression, csvfiles, mergefiles, settings
 from .mergerows import MergeError, Rows, Chain, Unsorted, in_order, pairs, read_events, sorted_events
 from .analysis.verify import missing_streams, names_hole
 from .sequence import gap_row
@@ -52,7 +52,8 @@ class Summary:
     filled: int = 0           # input ledger holes the other input's rows filled
     left: int = 0             # holes in the output's ledger
     unexplained: int = 0      # breaks in the merged rows no input's ledger named
-    keyed: bool = True        # False: files without exchange ids, taken whole
+    keyed: bool = True        # False: files without exchange ids (orderbook rows, REST series days)
+    unit: str = "day files"   # what a_only and b_only count when not keyed
 
 
 class _State:
@@ -122,7 +123,12 @@ def _symbol(market, symbol, files, names, out):
     for stream in streams:
         by_src = {src: files[src].get(stream, {}) for src in SOURCES}
         summary = Summary(symbol, stream, days=len(set(by_src["A"]) | set(by_src["B"])))
-        if lookup(stream) is None:
+        target_of = lambda day, stream=stream: _target(folder, market, symbol, stream, day)   # noqa: E731
+        if stream == "depthSnapshot":
+            mergefiles.snapshots(by_src, target_of, summary)
+        elif stream == "orderbook" and mergefiles.orderbook(by_src, ledgers["A"], target_of, summary):
+            taken[stream] = {day: "A" if day in by_src["A"] else "B" for day in set(by_src["A"]) | set(by_src["B"])}
+        elif lookup(stream) is None:
             taken[stream] = _take_files(market, symbol, stream, by_src, folder, summary)
         else:
             state = _merge_stream(market, symbol, stream, by_src, folder, summary)
@@ -422,7 +428,7 @@ def format_summary(summaries, names):
              f"{'holes filled':>14}{'holes left':>12}"]
     for s in summaries:
         if not s.keyed:
-            lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}  no exchange ids: {s.a_only} day files from A, "
+            lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}  no exchange ids: {s.a_only} {s.unit} from A, "
                          f"{s.b_only} from B")
             continue
         lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}{s.a_only:>10}{s.b_only:>10}{s.both:>10}"

@@ -192,15 +192,54 @@ def test_compressed_and_out_of_order_inputs(tmp_path):
     assert verify.verify(str(out), "spot").ok
 
 
-def test_files_without_ids_are_a_days_from_a_else_b(tmp_path):
+def snapshot(u, t):
+    return [[u, "bid", "10", "1", t, t, "", ""], [u, "ask", "11", "2", t, t, "", ""]]
+
+
+def test_snapshots_are_joined_by_last_update_id_each_once_in_order(tmp_path):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
-    snap = lambda t: [[7, "bid", "10", "1", t, t, "", ""]]       # noqa: E731
-    write(a, "spot", "BTCUSDT", "depthSnapshot", snap(1))
-    write(b, "spot", "BTCUSDT", "depthSnapshot", snap(2))
-    write(b, "spot", "BTCUSDT", "depthSnapshot", snap(3), day="2026-11-26")
+    write(a, "spot", "BTCUSDT", "depthSnapshot", snapshot(7, 1) + snapshot(20, 5))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(7, 2) + snapshot(12, 3) + snapshot(25, 6))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(30, 7), day=DAY2)
     s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "depthSnapshot")]
-    assert read(out, "spot", "BTCUSDT", "depthSnapshot")[0]["response_time_us"] == "1"
-    assert (s.a_only, s.b_only) == (1, 1)
+    rows = read(out, "spot", "BTCUSDT", "depthSnapshot")
+    assert [(int(r["last_update_id"]), r["side"], r["response_time_us"]) for r in rows] == \
+        [(7, "bid", "1"), (7, "ask", "1"), (12, "bid", "3"), (12, "ask", "3"), (20, "bid", "5"), (20, "ask", "5"),
+         (25, "bid", "6"), (25, "ask", "6")]
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "depthSnapshot", DAY2)) as f:
+        assert [r["last_update_id"] for r in csv.DictReader(f)] == ["30", "30"]
+    assert (s.a_only, s.b_only, s.both) == (1, 3, 1)
+
+
+def book_row(local, u, in_sync=True):
+    return [local, u, "true" if in_sync else "false"] + ["1", "1"] * 40
+
+
+def test_orderbook_rows_of_b_fill_where_a_lost_its_book(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    # A: in sync at 3 and 6, a depth gap after 6 (its book resynced), in sync again at 15, then 18
+    write(a, "spot", "BTCUSDT", "orderbook", [book_row(1, 3), book_row(2, 6), book_row(3, 6, False), book_row(4, 15),
+                                              book_row(5, 18)])
+    write(a, "spot", "BTCUSDT", "gaps", [[T0 * 1000, "orderbook", "depth gap", 6, 13, "", "", "resync", 0, ""]])
+    # B: in sync at 2 (before A's first), 6, 9, 12 (in A's hole), 16 (A had its book then), 21 (after A's last)
+    write(b, "spot", "BTCUSDT", "orderbook", [book_row(11, u) for u in (2, 6, 9, 12, 16, 21)] + [book_row(17, 21, False)])
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "orderbook")]
+    rows = read(out, "spot", "BTCUSDT", "orderbook")
+    assert [(int(r["update_id"]), r["in_sync"], int(r["local_time_us"])) for r in rows] == \
+        [(2, "true", 11), (3, "true", 1), (6, "true", 2), (6, "false", 3), (9, "true", 11), (12, "true", 11),
+         (15, "true", 4), (18, "true", 5), (21, "true", 11)]
+    assert (s.a_only, s.b_only) == (5, 4)
+
+
+def test_orderbook_rows_of_other_depths_are_not_mixed(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "orderbook", [book_row(1, 3)])
+    path = write(b, "spot", "BTCUSDT", "orderbook", [])
+    with open(path, "w") as f:            # a recorder of 5 levels
+        f.write(csvfiles.header("spot", "orderbook", levels=5).decode() + "9,1,true" + ",1" * 20 + "\n")
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "orderbook")]
+    assert [r["update_id"] for r in read(out, "spot", "BTCUSDT", "orderbook")] == ["3"]
+    assert (s.a_only, s.b_only) == (1, 0)
 
 
 def test_differing_copies_are_reported_and_a_kept(tmp_path, capsys):
