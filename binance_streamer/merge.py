@@ -7,12 +7,13 @@ the rules; in short:
   day, every event once, in id order (mergerows.py); an event both have is
   A's row, unless only B received it live (A's was backfilled over REST);
   two copies whose exchange fields differ are counted and reported;
-* files without exchange ids (orderbook, depthSnapshot, ...): a day is
-  A's file where A has one, else B's;
+* snapshots and orderbook rows: mergefiles.py; other files without
+  exchange ids (the REST series): a day is A's file where A has one, else B's;
 * the ledger: a break in the merged rows (as ``--verify`` sees it) that a
-  ledger row of A or B explains becomes one row naming what each input
-  knew; input rows whose hole the other input filled are dropped; rows not
-  about a hole are copied.
+  ledger row of A or B explains, or that lies outside the rows of both,
+  becomes one row naming what each input knew; input rows whose hole the
+  other input filled are dropped; rows not about a hole are copied; a day
+  lacking a stream only one input records is ``not recorded``.
 
 The inputs are only read; the output is plain CSV.
 """
