@@ -38,7 +38,7 @@ def _replace(target, lines):
 
 def snapshots(by_src, target_of, summary):
     """Each snapshot once, A's copy first, in ``last_update_id`` order, day by day."""
-    written = None                                  # the last snapshot id written (a day before's included)
+    written = set()                                 # snapshot ids written (a day before's included)
     for day in sorted(set(by_src["A"]) | set(by_src["B"])):
         paths = {src: by_src[src].get(day) for src in ("A", "B")}
         header = _header(paths["A"] or paths["B"])
@@ -47,13 +47,13 @@ def snapshots(by_src, target_of, summary):
                   for p in paths.values()]
         lines = [header]
         for key, a, b in pairs(*events):
-            if written is not None and key <= written:
+            if key in written:              # in an earlier day's file (two clocks either side of midnight)
                 continue
             summary.both += a is not None and b is not None
             summary.a_only += b is None
             summary.b_only += a is None
             lines += a if a is not None else b
-            written = key
+            written.add(key)
         _replace(target_of(day), lines)
 
 
@@ -97,8 +97,10 @@ def _b_fills(u, ids, lost):
 
 def orderbook(by_src, a_ledger, target_of, summary):
     """A's rows, with B's in-sync rows where A had no book (module doc);
-    False, writing nothing, when the inputs write different numbers of levels."""
-    if len({_header(p) for src in ("A", "B") for p in by_src[src].values()}) != 1:
+    False, writing nothing, when one input has no orderbook file or the
+    inputs write different numbers of levels (a day is then taken whole)."""
+    if not by_src["A"] or not by_src["B"] or \
+            len({_header(p) for src in ("A", "B") for p in by_src[src].values()}) != 1:
         return False
     summary.keyed, summary.unit = False, "rows"
     ids, lost = _lost_between(by_src["A"], a_ledger)

@@ -242,6 +242,24 @@ def test_orderbook_rows_of_other_depths_are_not_mixed(tmp_path):
     assert (s.a_only, s.b_only) == (1, 0)
 
 
+def test_orderbook_files_of_one_input_only_are_copied_whole(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(1, 1)])
+    write(b, "spot", "BTCUSDT", "orderbook", [book_row(1, 3, False), book_row(2, 4)])
+    merge(str(a), str(b), str(out))
+    assert [r["in_sync"] for r in read(out, "spot", "BTCUSDT", "orderbook")] == ["false", "true"]
+
+
+def test_a_snapshot_dated_on_either_side_of_midnight_is_written_once(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "depthSnapshot", snapshot(9, 1))       # B's clock put snapshot 8 after midnight
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(9, 1))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(8, 2) + snapshot(9, 1) + snapshot(12, 3), day=DAY2)
+    merge(str(a), str(b), str(out))
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "depthSnapshot", DAY2)) as f:
+        assert [r["last_update_id"] for r in csv.DictReader(f)] == ["8", "8", "12", "12"]
+
+
 def test_differing_copies_are_reported_and_a_kept(tmp_path, capsys):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     write(a, "spot", "BTCUSDT", "aggTrade", [agg(1, 1), agg(2, 1)])
