@@ -130,3 +130,22 @@ def test_a_kline_stream_without_listeners_forgets_its_open_candle():
     out = [orjson.loads(p) for k, p in m.advance(T0 + 6_200_000, {"kline_1s"}) if k == "kline_1s"]
     # a new listener gets the current candle, not the close of the one open when the last listener left
     assert out and all(d["k"]["t"] >= (T0 // 1000 // 1000 + 5) * 1000 for d in out), [d["k"]["t"] for d in out]
+
+
+def test_rest_klines_answer_as_of_the_request_time_when_the_market_lags():
+    # a busy machine: the market's loop is 1.5 s behind the clock when a candle is asked for over REST;
+    # an answer from the lagging market holds candles that look closed but miss trades
+    import asyncio
+    import time
+    import types
+    from binance_streamer.simulator.rest import Rest
+    now_us = int(time.time() * 1e6)
+    m = SymbolMarket("spot", "BTCUSDT", 1, 500, now_us - 3_000_000)
+    m.advance(now_us - 1_500_000, set())
+    rest = Rest(types.SimpleNamespace(cfg=types.SimpleNamespace(market="spot"), source=lambda s: m))
+
+    async def ask():
+        asyncio.get_running_loop().call_soon(lambda: m.advance(int(time.time() * 1e6) + 100_000, set()))
+        return await rest.klines({"symbol": "BTCUSDT", "interval": "1s", "limit": "10"})
+    rows = asyncio.run(ask())
+    assert len(rows) >= 3 and rows == [m.kline_row("1s", r[0]) for r in rows]
