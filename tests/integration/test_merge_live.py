@@ -21,6 +21,8 @@ STREAMS = {"spot": ["aggTrade", "trade", "depth@100ms", "kline_1s", "bookTicker"
            "usdm": ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]}
 LOST = {"spot": ["trade", "depth"], "usdm": ["depth"]}     # streams whose holes REST cannot fill
 CONNECTIONS = {"spot": 1, "usdm": 2}                         # a recorder's connections (USD-M: public, market)
+TRIES = 5                  # drops of one recorder's connections until they cost it a hole
+UNREACHABLE_S = 0.5        # the moment both recorders miss: several depth batches
 
 
 def _rows(rec, stream):
@@ -43,6 +45,12 @@ def _holes(files):
     """Ledger rows of rows still missing (a backfilled hole is no longer one)."""
     return [g for g in files.rows("BTCUSDT", "gaps")
             if g["first_id_after"] and lookup(g["stream"]) is not None and g["action"] != "backfilled"]
+
+
+def _lost_holes(rec, market):
+    """{stream: ledger rows of holes} of the streams REST cannot fill."""
+    holes = _holes(rec)
+    return {s: sum(1 for g in holes if g["stream"] == s) for s in LOST[market]}
 
 
 def _merge_and_check(sim, tmp_path, market, dirs):
@@ -144,16 +152,26 @@ class Market:
         self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}'s connections")
 
     def drop(self, rec):
-        """Cut ``rec``'s connections (TCP, no close frame), each alone."""
-        before = {c["id"] for c in self.sim.connections()}
-        for conn in self.conns[rec]:
-            self.sim.faults(drop="abort", drop_conn=conn)
-        self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}: new connections")
+        """Cut ``rec``'s connections (TCP, no close frame), each alone, until
+        its ledger has a new hole in every stream REST cannot fill: a recorder
+        back before the next 100 ms depth batch loses no depth event."""
+        for _ in range(TRIES):
+            known = _lost_holes(rec, self.market)
+            before = {c["id"] for c in self.sim.connections()}
+            for conn in self.conns[rec]:
+                self.sim.faults(drop="abort", drop_conn=conn)
+            self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}: new connections")
+            _more(rec, 100, f"{self.market}: {rec.dir}'s rows after its new connections")
+            if all(_lost_holes(rec, self.market)[s] > known[s] for s in known):
+                return
+        raise AssertionError(f"{rec.dir}: {TRIES} drops of its connections cost it no hole in each of "
+                             f"{LOST[self.market]}")
 
     def drop_all(self):
-        """Every connection cut at once (TCP, no close frame)."""
+        """Every connection cut at once (TCP, no close frame), none admitted
+        for a while: both recorders miss the same moment."""
         self.dropped = _drops(self.sim)
-        self.sim.faults(drop="abort")
+        self.sim.faults(unreachable=UNREACHABLE_S)
 
     def all_dropped(self):
         wait_for(lambda: _drops(self.sim) >= self.dropped + 2 * CONNECTIONS[self.market], 20,
@@ -176,8 +194,6 @@ def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path
     for name in ("a", "b"):                              # A misses a moment B has, then B one A has
         for m in markets:
             m.drop(getattr(m, name))
-        for m in markets:
-            _more(getattr(m, name), 100, f"{m.market}: {name.upper()}'s rows after its new connections")
     for m in markets:                                    # A stopped: it misses what B records meanwhile
         assert m.a.stop() == 0, m.a.log_tail()
     for m in markets:
