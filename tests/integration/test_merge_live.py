@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from binance_streamer import cli, merge
+from binance_streamer import cli, mergeledger
 from binance_streamer.analysis import verify
 from binance_streamer.simulator import audit
 from binance_streamer.streams import file_stream, lookup
@@ -213,7 +213,7 @@ def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path
 
 
 def _outside_rows(files):
-    return [g for g in files.rows("BTCUSDT", "gaps") if g["reason"] == merge.OUTSIDE]
+    return [g for g in files.rows("BTCUSDT", "gaps") if g["reason"] == mergeledger.OUTSIDE]
 
 
 def _merge_exact(sim, out, market, a, b):
