@@ -7,30 +7,26 @@ the rules; in short:
   day, every event once, in id order (mergerows.py); an event both have is
   A's row, unless only B received it live (A's was backfilled over REST);
   two copies whose exchange fields differ are counted and reported;
-* files without exchange ids (orderbook, depthSnapshot, ...): a day is
-  A's file where A has one, else B's;
-* the ledger: a break in the merged rows (as ``--verify`` sees it) that a
-  ledger row of A or B explains becomes one row naming what each input
-  knew; input rows whose hole the other input filled are dropped; rows not
-  about a hole are copied.
+* snapshots and orderbook rows: mergefiles.py; other files without
+  exchange ids (the REST series): a day is A's file where A has one, else B's;
+* the ledger (mergeledger.py): a break in the merged rows (as ``--verify`` sees it) that a
+  ledger row of A or B explains, or that lies outside the rows of both,
+  becomes one row naming what each input knew; input rows whose hole the
+  other input filled are dropped; rows not about a hole are copied; a day
+  lacking a stream only one input records is ``not recorded``.
 
 The inputs are only read; the output is plain CSV.
 """
 
 import copy
-import csv
-import io
-import math
 import os
 from dataclasses import dataclass, field
 
-from . import compression, csvfiles, settings
+from . import compression, csvfiles, mergefiles, mergeledger, settings
 from .mergerows import MergeError, Rows, Chain, Unsorted, in_order, pairs, read_events, sorted_events
-from .analysis.verify import names_hole
-from .sequence import gap_row
-from .streams import CONSECUTIVE, CHAINED, lookup
+from .mergeledger import SOURCES
+from .streams import lookup
 
-SOURCES = ("A", "B")
 SHOWN = 5
 
 
@@ -48,7 +44,8 @@ class Summary:
     filled: int = 0           # input ledger holes the other input's rows filled
     left: int = 0             # holes in the output's ledger
     unexplained: int = 0      # breaks in the merged rows no input's ledger named
-    keyed: bool = True        # False: files without exchange ids, taken whole
+    keyed: bool = True        # False: files without exchange ids (orderbook rows, REST series days)
+    unit: str = "day files"   # what a_only and b_only count when not keyed
 
 
 class _State:
@@ -110,7 +107,7 @@ def _files(data_dir, market):
 
 
 def _symbol(market, symbol, files, names, out):
-    ledgers = {src: _read_ledger(files[src].get("gaps", {}), src) for src in SOURCES}
+    ledgers = {src: mergeledger.read_ledger(files[src].get("gaps", {}), src) for src in SOURCES}
     folder = os.path.join(out, market, symbol)
     os.makedirs(folder, exist_ok=True)
     summaries, ledger_out, taken = [], [], {}
@@ -118,14 +115,20 @@ def _symbol(market, symbol, files, names, out):
     for stream in streams:
         by_src = {src: files[src].get(stream, {}) for src in SOURCES}
         summary = Summary(symbol, stream, days=len(set(by_src["A"]) | set(by_src["B"])))
-        if lookup(stream) is None:
+        target_of = lambda day, stream=stream: _target(folder, market, symbol, stream, day)   # noqa: E731
+        if stream == "depthSnapshot":
+            mergefiles.snapshots(by_src, target_of, summary)
+        elif stream == "orderbook" and mergefiles.orderbook(by_src, ledgers["A"], target_of, summary):
+            taken[stream] = {day: "A" if day in by_src["A"] else "B" for day in set(by_src["A"]) | set(by_src["B"])}
+        elif lookup(stream) is None:
             taken[stream] = _take_files(market, symbol, stream, by_src, folder, summary)
         else:
             state = _merge_stream(market, symbol, stream, by_src, folder, summary)
-            ledger_out += _stream_ledger(market, stream, state, ledgers, names, summary)
+            ledger_out += mergeledger.stream_ledger(market, stream, state, ledgers, names, summary)
         summaries.append(summary)
-    ledger_out += _other_rows(streams, ledgers, names, taken)
-    _write_ledger(market, symbol, folder, ledger_out)
+    ledger_out += mergeledger.other_rows(streams, ledgers, names, taken)
+    ledger_out += mergeledger.not_in_one(_files(out, market).get(symbol, {}), files, names, ledger_out)
+    mergeledger.write_ledger(lambda day: _target(folder, market, symbol, "gaps", day), ledger_out)
     return summaries
 
 
@@ -244,145 +247,6 @@ def _take_files(market, symbol, stream, by_src, folder, summary):
     return taken
 
 
-# -- the ledger -------------------------------------------------------------------------
-
-def _read_ledger(by_day, src):
-    rows = []
-    for day in sorted(by_day):
-        with compression.open_day(by_day[day]) as f:
-            for row in csv.DictReader(io.TextIOWrapper(f, newline="")):
-                row = {k: v or "" for k, v in row.items() if k is not None}   # a short row's cells are empty
-                row["stream"] = row.get("stream", "")
-                row["local_time_us"] = row.get("local_time_us", "")
-                row["src"] = src
-                row["low"] = int(row["last_good_id"]) if row.get("last_good_id", "").isdigit() else -math.inf
-                row["first"] = int(row["first_id_after"]) if row.get("first_id_after", "").isdigit() else None
-                rows.append(row)
-    return rows
-
-
-def covers(row, before, after):
-    """Does an input's ledger row name the break between ids ``before`` and ``after``, as --verify reads it?"""
-    return names_hole(row["low"], row["first"], before, after)
-
-
-def _stream_ledger(market, stream, state, ledgers, names, summary):
-    """The output's ledger rows of one stream with exchange ids."""
-    holes = {src: [r for r in ledgers[src] if r["stream"] == stream and r["first"] is not None] for src in SOURCES}
-    missing = {src: [r for r in holes[src] if r["action"] != "backfilled"] for src in SOURCES}
-    if state.chain.rule in (CONSECUTIVE, CHAINED):
-        found = [(b, a, t0, t1, {src: [r for r in missing[src] if covers(r, b, a)] for src in SOURCES})
-                 for b, a, t0, t1 in state.chain.breaks]
-        summary.unexplained = sum(1 for *_, why in found if not any(why.values()))
-        found = [f for f in found if any(f[4].values())]
-    else:
-        found = _common_holes(missing, state.ends, lambda line: csvfiles.row_time(market, stream, line.decode()))
-    out = [_hole_row(stream, *f, names) for f in found]
-    summary.left = len(out)
-    summary.filled = sum(1 for src in SOURCES for r in missing[src]
-                         if not any(b < r["first"] and a > r["low"] for b, a, *_ in found))
-    for src in SOURCES:          # the holes whose backfilled rows are in the output: one row each
-        named = {}
-        for r in holes[src]:     # a hole's backfilled row over its backfill_requested one
-            if (r["low"], r["first"]) not in named or r["action"] == "backfilled":
-                named[(r["low"], r["first"])] = r
-        for (low, first), r in sorted(named.items()):
-            n = sum(k for lo, hi, k in state.runs[src] if low < hi and lo < first)
-            if n:
-                out.append(_copied(r, names, action="backfilled", rows=n))
-    return out
-
-
-def _common_holes(missing, ends, time_of):
-    """Streams whose ids only grow (no row shows a hole): the holes of A's
-    ledger that B's rows do not cover, and B's that A's do not: the
-    intersections of what each input lacks (its ledger's holes, and
-    everything before its first row and after its last)."""
-    lacks = {}
-    for src in SOURCES:
-        spans = [(r["low"], r["first"], r["last_good_time"], r["first_time_after"], r) for r in missing[src]]
-        if ends[src]:
-            (k0, line0), (k1, line1) = ends[src]
-            spans += [(-math.inf, k0, "", time_of(line0), None), (k1, math.inf, time_of(line1), "", None)]
-        else:
-            spans.append((-math.inf, math.inf, "", "", None))
-        lacks[src] = spans
-    found = {}
-    for x in lacks["A"]:
-        for y in lacks["B"]:
-            lo, hi = max(x[0], y[0]), min(x[1], y[1])
-            if (x[4] is None and y[4] is None) or not lo < hi or math.isinf(lo) or math.isinf(hi):
-                continue
-            t0 = next(s[2] for s in (x, y) if s[0] == lo)
-            t1 = next(s[3] for s in (x, y) if s[1] == hi)
-            why = found.setdefault((lo, hi), [lo, hi, t0, t1, {"A": [], "B": []}])[4]
-            for src, s in (("A", x), ("B", y)):
-                if s[4] is not None and s[4] not in why[src]:
-                    why[src].append(s[4])
-    return [tuple(v) for _, v in sorted(found.items())]
-
-
-def _time(value):
-    """A ledger time (ms): from a ledger cell (text) or a row (int)."""
-    return int(value) if str(value).isdigit() else ""
-
-
-def _hole_row(stream, before, after, t0, t1, why, names):
-    rows = why["A"] + why["B"]
-    actions = {r["action"] for r in rows}
-    said = "; ".join(f"{src} ({names[src]}): " + (", ".join(f"{r['reason']}, {r['action']}" for r in why[src])
-                                                  or "no rows there") for src in SOURCES)
-    when = min(int(r["local_time_us"]) for r in rows if r["local_time_us"].isdigit()) if rows else ""
-    return gap_row(when, stream, rows[0]["reason"], before, after,
-                   "not recorded" if actions == {"not recorded"} else "lost", 0,
-                   f"in neither recording: {said}", _time(t0), _time(t1))
-
-
-def _copied(r, names, **changes):
-    row = {c: r.get(c, "") for c in csvfiles.SCHEMAS["gaps"]}
-    row.update(changes)
-    row["detail"] = f"{r['src']} ({names[r['src']]}): {r.get('detail', '')}".rstrip(": ")
-    return row
-
-
-def _other_rows(streams, ledgers, names, taken):
-    """Rows about no hole of a stream with ids (a torn write, the disk floor,
-    the book manager's resyncs, ...), copied: the book manager's from the
-    input whose orderbook file of that day the output holds."""
-    day_of = csvfiles.DayOf()
-    out = []
-    for src in SOURCES:
-        for r in ledgers[src]:
-            if lookup(r["stream"]) is not None and r["first"] is not None and r["stream"] in streams:
-                continue                                  # a hole: _stream_ledger's
-            files = taken.get(r["stream"])
-            if files and r["local_time_us"].isdigit():
-                chosen = files.get(day_of(int(r["local_time_us"]) // 1000))
-                if chosen is not None and chosen != src:
-                    continue
-            out.append(_copied(r, names))
-    return out
-
-
-def _write_ledger(market, symbol, folder, rows):
-    day_of = csvfiles.DayOf()
-    by_day = {}
-    for row in rows:
-        us = row["local_time_us"]
-        day = day_of(int(us) // 1000) if str(us).isdigit() else None
-        by_day.setdefault(day, []).append(row)
-    if None in by_day:          # a row without a time goes with the first day's
-        undated = by_day.pop(None)
-        by_day.setdefault(min(by_day) if by_day else "1970-01-01", []).extend(undated)
-    for day, day_rows in sorted(by_day.items()):
-        day_rows.sort(key=lambda r: int(r["local_time_us"]) if str(r["local_time_us"]).isdigit() else 0)
-        target = _target(folder, market, symbol, "gaps", day)
-        with open(target, "w", newline="") as f:
-            w = csv.DictWriter(f, csvfiles.SCHEMAS["gaps"], extrasaction="ignore", lineterminator="\n")
-            w.writeheader()
-            w.writerows(day_rows)
-
-
 # -- the summary ------------------------------------------------------------------------
 
 def format_summary(summaries, names):
@@ -391,7 +255,7 @@ def format_summary(summaries, names):
              f"{'holes filled':>14}{'holes left':>12}"]
     for s in summaries:
         if not s.keyed:
-            lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}  no exchange ids: {s.a_only} day files from A, "
+            lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}  no exchange ids: {s.a_only} {s.unit} from A, "
                          f"{s.b_only} from B")
             continue
         lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}{s.a_only:>10}{s.b_only:>10}{s.both:>10}"

@@ -289,17 +289,28 @@ def _load_ledger(by_day, days):
 
 
 def _missing_files(report, symbol, day, files, expected, ledger):
+    for stream in missing_streams(files, day, expected, ledger.not_recorded):
+        report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
+
+
+def missing_streams(files, day, expected=None, not_recorded=()):
+    """The file streams a day of one symbol (``files``: {stream: {day:
+    path}}) should have and lacks: the ``expected`` ones and every one
+    recorded some other day, unless the ledger says it was ``not_recorded``;
+    none on a day with only REST series files."""
     present = {s for s, by_day in files.items() if day in by_day}
     series = {s for s in files if csvfiles.series_kind(s)}     # dated by the exchange: their history reaches
     if not present - series:                                     # back before the recording, their last row lags it
-        return
+        return []
     wanted = (set(expected or ()) | {s for s in files if s not in ("gaps",) and not s.startswith("kline_")}) - series
-    for stream in sorted(wanted - present - ledger.not_recorded):
+    out = []
+    for stream in sorted(wanted - present - set(not_recorded)):
         if stream.startswith("kline_") and not _spans_a_candle(files, day, stream):
             continue
         if lookup(stream) is not None and lookup(stream).quiet:      # forceOrder: a day without liquidation
             continue
-        report.problems.append(Problem(symbol, stream, day, "file missing (other streams were recorded that day)"))
+        out.append(stream)
+    return out
 
 
 def _spans_a_candle(files, day, stream):

@@ -3,7 +3,7 @@ time (``POST /sim/faults`` with a JSON object)."""
 
 FAULTS = {
     "drop": ("str", "close every connection now: 'close' sends a close frame, 'abort' cuts TCP"),
-    "drop_conn": ("int", "with drop: only this connection id (default: all)"),
+    "drop_conn": ("int", "close only this connection id now (with drop: the way drop says; alone: a close frame)"),
     "drop_every": ("float", "seconds between closing every connection (0: off)"),
     "stall": ("float", "seconds during which connections get no data, no pings and no pongs"),
     "stall_conn": ("int", "with stall: only this connection id (default: all)"),
@@ -69,7 +69,15 @@ def parse_cli(items):
         if not sep:
             raise FaultError(f"fault {item!r} must look like key=value")
         out[key.strip()] = coerce(key.strip(), value.strip())
+    check_together(out)
     return out
+
+
+def check_together(checked):
+    """Settings that only mean something with another one."""
+    if "stall_conn" in checked and "stall" not in checked:
+        raise FaultError("fault stall_conn only with stall: it names the connection a stall stops; "
+                         "give stall=SECONDS too (e.g. stall=5 stall_conn=3)")
 
 
 class Faults:
@@ -98,16 +106,19 @@ class Faults:
     def apply(self, spec, now):
         """Apply a dict of fault settings; returns the one-shot actions [(key, value)]."""
         checked = {k: coerce(k, v) for k, v in spec.items()}
+        check_together(checked)
         actions = []
         for key, value in checked.items():
             if key == "drop" and "drop_conn" in checked:
                 actions.append(("drop_conn", (value, checked["drop_conn"])))
+            elif key == "drop_conn" and "drop" not in checked:
+                actions.append(("drop_conn", ("close", value)))
             elif key in self.ONE_SHOT:
                 actions.append((key, value))
             elif key == "stall":
                 self.stall_until = now + value
                 self.stall_conn = checked.get("stall_conn")
-            elif key in ("stall_conn", "drop_conn"):
+            elif key in ("stall_conn", "drop_conn"):       # read with stall / drop above
                 continue
             elif key in ("rest_429", "rest_418"):
                 setattr(self, key + "_until", now + value)

@@ -172,6 +172,9 @@ class SymbolMarket:
             tick = self._due(key, period, now_ms)
             if tick is not None:
                 self._flush_depth(key, tick, out, key in active)
+        for key in [k for k in self._kline_last if k not in active]:
+            del self._kline_last[key]       # nobody listens: a later listener starts at the current candle
+            self._timers.pop(key, None)
         for key in active:
             if key.startswith("depth") and key[5:6].isdigit():
                 self._partial(key, now_ms, out)

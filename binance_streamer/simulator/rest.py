@@ -41,6 +41,19 @@ def _int_param(q, name, default=None):
     return int(raw)
 
 
+CATCH_UP_S = 1.0          # the longest a REST answer waits for the market to reach its request time
+
+
+async def _caught_up(source, now_ms):
+    """Wait until the market has run up to ``now_ms`` (at most CATCH_UP_S):
+    Binance answers as of the request time, but on a busy machine the
+    market's loop lags the clock, and a candle that looks closed would miss
+    the trades of its last moments (a backfilled copy differing from the live one)."""
+    deadline = time.monotonic() + CATCH_UP_S
+    while getattr(source, "now_ms", now_ms) < now_ms and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+
+
 class Rest:
     def __init__(self, exchange):
         self.ex = exchange
@@ -180,8 +193,9 @@ class Rest:
         limit = _int_param(q, "limit", 500)
         if not 1 <= limit <= KLINES_PAGE[self.market]:
             raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")
-        return source.klines(interval, _int_param(q, "startTime"), _int_param(q, "endTime"), limit,
-                             int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        await _caught_up(source, now_ms)
+        return source.klines(interval, _int_param(q, "startTime"), _int_param(q, "endTime"), limit, now_ms)
 
     def _series(self, name):
         """A REST series endpoint: the weight and faults of every endpoint, then

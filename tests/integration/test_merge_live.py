@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from binance_streamer import cli
+from binance_streamer import cli, mergeledger
 from binance_streamer.analysis import verify
 from binance_streamer.simulator import audit
 from binance_streamer.streams import file_stream, lookup
@@ -21,6 +21,8 @@ STREAMS = {"spot": ["aggTrade", "trade", "depth@100ms", "kline_1s", "bookTicker"
            "usdm": ["aggTrade", "depth@100ms", "kline_1m", "bookTicker"]}
 LOST = {"spot": ["trade", "depth"], "usdm": ["depth"]}     # streams whose holes REST cannot fill
 CONNECTIONS = {"spot": 1, "usdm": 2}                         # a recorder's connections (USD-M: public, market)
+TRIES = 5                  # drops of one recorder's connections until they cost it a hole
+UNREACHABLE_S = 0.5        # the moment both recorders miss: several depth batches
 
 
 def _rows(rec, stream):
@@ -43,6 +45,12 @@ def _holes(files):
     """Ledger rows of rows still missing (a backfilled hole is no longer one)."""
     return [g for g in files.rows("BTCUSDT", "gaps")
             if g["first_id_after"] and lookup(g["stream"]) is not None and g["action"] != "backfilled"]
+
+
+def _lost_holes(rec, market):
+    """{stream: ledger rows of holes} of the streams REST cannot fill."""
+    holes = _holes(rec)
+    return {s: sum(1 for g in holes if g["stream"] == s) for s in LOST[market]}
 
 
 def _merge_and_check(sim, tmp_path, market, dirs):
@@ -144,16 +152,26 @@ class Market:
         self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}'s connections")
 
     def drop(self, rec):
-        """Cut ``rec``'s connections (TCP, no close frame), each alone."""
-        before = {c["id"] for c in self.sim.connections()}
-        for conn in self.conns[rec]:
-            self.sim.faults(drop="abort", drop_conn=conn)
-        self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}: new connections")
+        """Cut ``rec``'s connections (TCP, no close frame), each alone, until
+        its ledger has a new hole in every stream REST cannot fill: a recorder
+        back before the next 100 ms depth batch loses no depth event."""
+        for _ in range(TRIES):
+            known = _lost_holes(rec, self.market)
+            before = {c["id"] for c in self.sim.connections()}
+            for conn in self.conns[rec]:
+                self.sim.faults(drop="abort", drop_conn=conn)
+            self.conns[rec] = _connections(self.sim, CONNECTIONS[self.market], before, f"{rec.dir}: new connections")
+            _more(rec, 100, f"{self.market}: {rec.dir}'s rows after its new connections")
+            if all(_lost_holes(rec, self.market)[s] > known[s] for s in known):
+                return
+        raise AssertionError(f"{rec.dir}: {TRIES} drops of its connections cost it no hole in each of "
+                             f"{LOST[self.market]}")
 
     def drop_all(self):
-        """Every connection cut at once (TCP, no close frame)."""
+        """Every connection cut at once (TCP, no close frame), none admitted
+        for a while: both recorders miss the same moment."""
         self.dropped = _drops(self.sim)
-        self.sim.faults(drop="abort")
+        self.sim.faults(unreachable=UNREACHABLE_S)
 
     def all_dropped(self):
         wait_for(lambda: _drops(self.sim) >= self.dropped + 2 * CONNECTIONS[self.market], 20,
@@ -176,8 +194,6 @@ def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path
     for name in ("a", "b"):                              # A misses a moment B has, then B one A has
         for m in markets:
             m.drop(getattr(m, name))
-        for m in markets:
-            _more(getattr(m, name), 100, f"{m.market}: {name.upper()}'s rows after its new connections")
     for m in markets:                                    # A stopped: it misses what B records meanwhile
         assert m.a.stop() == 0, m.a.log_tail()
     for m in markets:
@@ -194,3 +210,68 @@ def test_holes_at_different_moments_merge_to_what_either_had(simulator, tmp_path
         for rec in (m.a, m.b):
             assert rec.stop() == 0, rec.log_tail()
         _merge_and_check(m.sim, tmp_path / m.market, m.market, [m.a.dir, m.b.dir])
+
+
+def _outside_rows(files):
+    return [g for g in files.rows("BTCUSDT", "gaps") if g["reason"] == mergeledger.OUTSIDE]
+
+
+def _merge_exact(sim, out, market, a, b):
+    """Merge ``a`` and ``b`` into ``out``: --verify passes, the merge holds
+    every row of either input once, as the simulator sent it, and whatever
+    it lacks of what either was sent is in its ledger."""
+    assert cli.main(["--merge", os.path.join(a.dir, "data"), os.path.join(b.dir, "data"), "--out", str(out)]) == 0
+    report = verify.verify(str(out), market)
+    assert report.ok, verify.format_report(report, str(out))
+    merged = audit.Files(str(out), market)
+    for stream in [file_stream(s) for s in STREAMS[market]]:
+        assert _ids(merged, stream) == _ids(a, stream) | _ids(b, stream), stream
+    for stream, r in audit.compare(sim, merged, {"BTCUSDT"}).items():
+        assert r["found"] > 0 and r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
+        assert r["unexplained"] == [], f"{stream}: frames missing from the merge and its ledger: {r['unexplained'][:5]}"
+    return merged, report
+
+
+def test_recordings_that_do_not_meet_or_partly_overlap(simulator, tmp_path):
+    """X records; Y starts while X records and goes on after X stops; Z
+    starts after X stopped. X with Y overlap in part: their merge has no
+    hole; Z (A, started later) with X (B) do not meet: their merge has one
+    ledger row 'outside both recordings' per stream, between X's last row
+    and Z's first."""
+    market = "spot"
+    sim = simulator(market=market, symbols=("BTCUSDT",), seed=27, rate=200)
+    recs = {}
+    for name in "xyz":
+        (tmp_path / name).mkdir()
+        recs[name] = Recorder(tmp_path / name, sim, ["BTCUSDT"], streams=STREAMS[market])
+    x, y, z = recs["x"], recs["y"], recs["z"]
+    try:
+        start_all(x)
+        _more(x, 50, "X's first rows")
+        start_all(y)
+        _more(y, 100, "Y's rows while X records")
+        assert x.stop() == 0, x.log_tail()
+        _more(y, 100, "Y's rows after X stopped")
+        start_all(z)
+        _more(z, 100, "Z's rows")
+        for rec in (y, z):
+            assert rec.stop() == 0, rec.log_tail()
+    finally:
+        for rec in (x, y, z):
+            rec.kill()
+
+    merged, report = _merge_exact(sim, tmp_path / "xy", market, x, y)
+    assert _outside_rows(merged) == [] and _holes(merged) == [], _holes(merged)
+    # Y's book rows after X's last one are in the merge, and --verify compared them with the merged diffs
+    last_x = max(int(r["update_id"]) for r in x.rows("BTCUSDT", "orderbook") if r["in_sync"] == "true")
+    after = [r for r in merged.rows("BTCUSDT", "orderbook") if int(r["update_id"]) > last_x]
+    assert after and report.unchecked_books < len(after), (len(after), report.unchecked_books)
+
+    merged, _ = _merge_exact(sim, tmp_path / "zx", market, z, x)
+    outside = {g["stream"]: g for g in _outside_rows(merged)}
+    assert set(outside) >= {"trade", "depth", "aggTrade", "kline_1s", "bookTicker"}, outside
+    for stream, g in outside.items():
+        before, after = int(g["last_good_id"]), int(g["first_id_after"])
+        x_ids, z_ids = _ids(x, stream), _ids(z, stream)
+        assert before == max(x_ids) and max(x_ids) < after <= min(z_ids), (stream, g)
+        assert g["action"] == "lost" and "no rows there" in g["detail"], g

@@ -192,15 +192,72 @@ def test_compressed_and_out_of_order_inputs(tmp_path):
     assert verify.verify(str(out), "spot").ok
 
 
-def test_files_without_ids_are_a_days_from_a_else_b(tmp_path):
+def snapshot(u, t):
+    return [[u, "bid", "10", "1", t, t, "", ""], [u, "ask", "11", "2", t, t, "", ""]]
+
+
+def test_snapshots_are_joined_by_last_update_id_each_once_in_order(tmp_path):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
-    snap = lambda t: [[7, "bid", "10", "1", t, t, "", ""]]       # noqa: E731
-    write(a, "spot", "BTCUSDT", "depthSnapshot", snap(1))
-    write(b, "spot", "BTCUSDT", "depthSnapshot", snap(2))
-    write(b, "spot", "BTCUSDT", "depthSnapshot", snap(3), day="2026-11-26")
+    write(a, "spot", "BTCUSDT", "depthSnapshot", snapshot(7, 1) + snapshot(20, 5))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(7, 2) + snapshot(12, 3) + snapshot(25, 6))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(30, 7), day=DAY2)
     s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "depthSnapshot")]
-    assert read(out, "spot", "BTCUSDT", "depthSnapshot")[0]["response_time_us"] == "1"
-    assert (s.a_only, s.b_only) == (1, 1)
+    rows = read(out, "spot", "BTCUSDT", "depthSnapshot")
+    assert [(int(r["last_update_id"]), r["side"], r["response_time_us"]) for r in rows] == \
+        [(7, "bid", "1"), (7, "ask", "1"), (12, "bid", "3"), (12, "ask", "3"), (20, "bid", "5"), (20, "ask", "5"),
+         (25, "bid", "6"), (25, "ask", "6")]
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "depthSnapshot", DAY2)) as f:
+        assert [r["last_update_id"] for r in csv.DictReader(f)] == ["30", "30"]
+    assert (s.a_only, s.b_only, s.both) == (1, 3, 1)
+
+
+def book_row(local, u, in_sync=True):
+    return [local, u, "true" if in_sync else "false"] + ["1", "1"] * 40
+
+
+def test_orderbook_rows_of_b_fill_where_a_lost_its_book(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    # A: in sync at 3 and 6, a depth gap after 6 (its book resynced), in sync again at 15, then 18
+    write(a, "spot", "BTCUSDT", "orderbook", [book_row(1, 3), book_row(2, 6), book_row(3, 6, False), book_row(4, 15),
+                                              book_row(5, 18)])
+    write(a, "spot", "BTCUSDT", "gaps", [[T0 * 1000, "orderbook", "depth gap", 6, 13, "", "", "resync", 0, ""]])
+    # B: in sync at 2 (before A's first), 6, 9, 12 (in A's hole), 16 (A had its book then), 21 (after A's last)
+    write(b, "spot", "BTCUSDT", "orderbook", [book_row(11, u) for u in (2, 6, 9, 12, 16, 21)] + [book_row(17, 21, False)])
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "orderbook")]
+    rows = read(out, "spot", "BTCUSDT", "orderbook")
+    assert [(int(r["update_id"]), r["in_sync"], int(r["local_time_us"])) for r in rows] == \
+        [(2, "true", 11), (3, "true", 1), (6, "true", 2), (6, "false", 3), (9, "true", 11), (12, "true", 11),
+         (15, "true", 4), (18, "true", 5), (21, "true", 11)]
+    assert (s.a_only, s.b_only) == (5, 4)
+
+
+def test_orderbook_rows_of_other_depths_are_not_mixed(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "orderbook", [book_row(1, 3)])
+    path = write(b, "spot", "BTCUSDT", "orderbook", [])
+    with open(path, "w") as f:            # a recorder of 5 levels
+        f.write(csvfiles.header("spot", "orderbook", levels=5).decode() + "9,1,true" + ",1" * 20 + "\n")
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "orderbook")]
+    assert [r["update_id"] for r in read(out, "spot", "BTCUSDT", "orderbook")] == ["3"]
+    assert (s.a_only, s.b_only) == (1, 0)
+
+
+def test_orderbook_files_of_one_input_only_are_copied_whole(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(1, 1)])
+    write(b, "spot", "BTCUSDT", "orderbook", [book_row(1, 3, False), book_row(2, 4)])
+    merge(str(a), str(b), str(out))
+    assert [r["in_sync"] for r in read(out, "spot", "BTCUSDT", "orderbook")] == ["false", "true"]
+
+
+def test_a_snapshot_dated_on_either_side_of_midnight_is_written_once(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "depthSnapshot", snapshot(9, 1))       # B's clock put snapshot 8 after midnight
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(9, 1))
+    write(b, "spot", "BTCUSDT", "depthSnapshot", snapshot(8, 2) + snapshot(9, 1) + snapshot(12, 3), day=DAY2)
+    merge(str(a), str(b), str(out))
+    with open(csvfiles.path(str(out), "spot", "BTCUSDT", "depthSnapshot", DAY2)) as f:
+        assert [r["last_update_id"] for r in csv.DictReader(f)] == ["8", "8", "12", "12"]
 
 
 def test_differing_copies_are_reported_and_a_kept(tmp_path, capsys):
@@ -314,3 +371,76 @@ def test_a_merge_stopped_by_a_damaged_file_says_to_remove_its_output(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "line 3: id 'x' is not a whole number" in err
     assert f"remove the unfinished {out} before trying again" in err
+
+
+DAY2 = "2026-11-26"
+T1 = T0 + 86_400_000        # 2026-11-26 00:00 UTC in ms
+
+
+def gaps_of(root, day=DAY):
+    path = csvfiles.path(str(root), "spot", "BTCUSDT", "gaps", day)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("a_ids, b_ids", [([1, 2, 3], [7, 8, 9]), ([7, 8, 9], [1, 2, 3])])
+def test_a_span_between_two_recordings_is_outside_both(tmp_path, a_ids, b_ids):
+    # one recorder stopped before the other started: neither ledger names the span between them
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in a_ids])
+    write(b, "spot", "BTCUSDT", "trade", [trade(i, 2) for i in b_ids])
+    s = by_stream(merge(str(a), str(b), str(out)))[("BTCUSDT", "trade")]
+    [row] = gaps_of(out)
+    assert (row["stream"], row["reason"], row["action"]) == ("trade", "outside both recordings", "lost")
+    assert (row["last_good_id"], row["first_id_after"]) == ("3", "7")
+    assert (row["last_good_time"], row["first_time_after"]) == (str(T0 + 3), str(T0 + 7))
+    assert (s.left, s.unexplained) == (1, 0)
+    assert verify.verify(str(out), "spot").ok
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_depth_of_two_recordings_that_do_not_meet(tmp_path, market):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, market, "BTCUSDT", "depth", depth_rows([12, 15], 1, market))      # A started later than B stopped
+    write(b, market, "BTCUSDT", "depth", depth_rows([3, 6], 2, market))
+    merge(str(a), str(b), str(out))
+    [row] = read(out, market, "BTCUSDT", "gaps")
+    assert (row["last_good_id"], row["first_id_after"], row["reason"]) == ("6", "10", "outside both recordings")
+    assert verify.verify(str(out), market).ok
+
+
+def test_a_hole_one_ledger_names_and_the_other_did_not_record_keeps_its_reason(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2, 3, 9, 10)])
+    write(a, "spot", "BTCUSDT", "gaps", [gap("trade", 3, 9)])
+    write(b, "spot", "BTCUSDT", "trade", [trade(i, 2) for i in (10, 11)])     # B started after the hole
+    merge(str(a), str(b), str(out))
+    [row] = gaps_of(out)
+    assert (row["reason"], row["action"], row["last_good_id"], row["first_id_after"]) == ("reconnect", "lost", "3", "9")
+    assert f"B ({b}): no rows there" in row["detail"]
+
+
+def test_the_span_between_recordings_across_midnight_is_in_the_next_days_ledger(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    late = lambda i: [i, "1.0", "2", "", T1 + i, "True", "True", T1 + i, (T1 + i) * 1000]   # noqa: E731
+    write(b, "spot", "BTCUSDT", "trade", [late(i) for i in (5, 6)], day=DAY2)
+    merge(str(a), str(b), str(out))
+    assert gaps_of(out) == []
+    [row] = gaps_of(out, DAY2)
+    assert (row["last_good_id"], row["first_id_after"], row["reason"]) == ("2", "5", "outside both recordings")
+    assert int(row["local_time_us"]) // 1000 == T1 + 5
+    assert verify.verify(str(out), "spot").ok and verify.verify(str(out), "spot", date=DAY2).ok
+
+
+def test_a_stream_one_recording_lacks_is_not_recorded_on_the_days_only_the_other_has(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write(a, "spot", "BTCUSDT", "trade", [trade(i, 1) for i in (1, 2)])
+    write(a, "spot", "BTCUSDT", "aggTrade", [agg(i, 1) for i in (1, 2)])
+    write(b, "spot", "BTCUSDT", "aggTrade", [agg(i, 1) for i in (2, 3)], day=DAY2)    # B records no trades
+    merge(str(a), str(b), str(out))
+    rows = gaps_of(out, DAY2)
+    assert [(r["stream"], r["action"]) for r in rows] == [("trade", "not recorded")], rows
+    assert verify.verify(str(out), "spot").ok

@@ -61,3 +61,13 @@ def test_journal_file_mode_round_trips(tmp_path):
     assert j.entries(2) == [(2, 101, b'{"stream":"x","data":{"b":"1 2"}}')]
     j.close()
     assert Journal("off").entries() == [] and not Journal("off").enabled
+
+
+def test_drop_conn_alone_drops_that_connection_and_stall_conn_needs_stall():
+    f = Faults()
+    assert f.apply({"drop_conn": 7}, now=100.0) == [("drop_conn", ("close", 7))]
+    with pytest.raises(FaultError, match="stall_conn only with stall"):
+        f.apply({"stall_conn": 4}, now=100.0)
+    assert f.stall_conn is None and not f.stalled(4, 100.5)
+    with pytest.raises(FaultError, match="stall_conn only with stall"):
+        parse_cli(["stall_conn=4"])

@@ -121,3 +121,31 @@ def test_coinm_speaks_contracts_with_dstream_shapes():
     base = sum(Decimal(d["q"]) * 100 / Decimal(d["p"]) for d in trades)
     assert k["v"] == str(sum(int(d["q"]) for d in trades))
     assert abs(Decimal(k["q"]) - base) <= Decimal("0.00000001") and len(k["q"].split(".")[1]) == 8
+
+
+def test_a_kline_stream_without_listeners_forgets_its_open_candle():
+    m = SymbolMarket("spot", "BTCUSDT", 1, 500, T0)
+    m.advance(T0 + 1_500_000, {"kline_1s"})                    # a listener sees the candle of second 1 open
+    m.advance(T0 + 5_500_000, set())                           # nobody listens for four seconds
+    out = [orjson.loads(p) for k, p in m.advance(T0 + 6_200_000, {"kline_1s"}) if k == "kline_1s"]
+    # a new listener gets the current candle, not the close of the one open when the last listener left
+    assert out and all(d["k"]["t"] >= (T0 // 1000 // 1000 + 5) * 1000 for d in out), [d["k"]["t"] for d in out]
+
+
+def test_rest_klines_answer_as_of_the_request_time_when_the_market_lags():
+    # a busy machine: the market's loop is 1.5 s behind the clock when a candle is asked for over REST;
+    # an answer from the lagging market holds candles that look closed but miss trades
+    import asyncio
+    import time
+    import types
+    from binance_streamer.simulator.rest import Rest
+    now_us = int(time.time() * 1e6)
+    m = SymbolMarket("spot", "BTCUSDT", 1, 500, now_us - 3_000_000)
+    m.advance(now_us - 1_500_000, set())
+    rest = Rest(types.SimpleNamespace(cfg=types.SimpleNamespace(market="spot"), source=lambda s: m))
+
+    async def ask():
+        asyncio.get_running_loop().call_soon(lambda: m.advance(int(time.time() * 1e6) + 100_000, set()))
+        return await rest.klines({"symbol": "BTCUSDT", "interval": "1s", "limit": "10"})
+    rows = asyncio.run(ask())
+    assert len(rows) >= 3 and rows == [m.kline_row("1s", r[0]) for r in rows]
