@@ -77,6 +77,7 @@ class Link:
         self.out = collections.deque()      # [memoryview of what is left of a frame, sockets to pass or None]
         self.out_bytes = 0
         self.inbuf = bytearray()
+        self.received = 0                   # bytes of the whole frames received so far
         self.fds = collections.deque()      # descriptors received, in the order they came
         self.closed = False
         self.ended = None                   # why the stream ended, once read; reported after its messages
@@ -198,6 +199,7 @@ class Link:
             pos += 4 + size
         if pos:
             del buf[:pos]
+            self.received += pos
         return messages
 
     def take_fd(self):
