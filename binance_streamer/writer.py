@@ -732,7 +732,8 @@ def _csv_field(value):
     return text
 
 
-PRESSURE = 0.5    # of link_buffer_bytes: a producer keeping this much has its files written and acknowledged at once
+PRESSURE = 0.25   # of link_buffer_bytes: a producer keeping this much has its files written and acknowledged at once
+#                   (before the half at which the status reports the writer behind: status.WRITER_BEHIND_SHARE)
 
 
 def pressed(unacked_bytes, limit):

@@ -390,13 +390,17 @@ def test_lines_reads_a_joined_text_as_its_lines():
         messages.Lines("")[0]
 
 
-def test_an_ack_is_due_every_interval_or_at_once_when_the_producer_keeps_half_its_limit():
-    from binance_streamer.writer import ACK_INTERVAL, ack_due, pressed
+def test_an_ack_is_due_every_interval_or_at_once_when_the_producer_keeps_a_share_of_its_limit():
+    from binance_streamer.status import WRITER_BEHIND_SHARE
+    from binance_streamer.writer import ACK_INTERVAL, PRESSURE, ack_due, pressed
     limit = 16_000_000
+    at = int(limit * PRESSURE)
+    assert PRESSURE < WRITER_BEHIND_SHARE < 1       # acted on before the status calls the writer behind
     assert not ack_due(10.0, 10.0 - ACK_INTERVAL / 2, 1000, limit)
     assert ack_due(10.0, 10.0 - ACK_INTERVAL, 1000, limit)
-    assert not pressed(limit // 2 - 1, limit) and pressed(limit // 2, limit)
-    assert ack_due(10.0, 10.0 - ACK_INTERVAL / 2, limit // 2, limit)
+    assert not pressed(at - 1, limit) and pressed(at, limit)
+    assert not ack_due(10.0, 10.0 - ACK_INTERVAL / 2, at - 1, limit)
+    assert ack_due(10.0, 10.0 - ACK_INTERVAL / 2, at, limit)
 
 
 def test_a_pressed_producer_has_its_rows_written_and_acknowledged_at_once(tmp_path):
