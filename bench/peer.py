@@ -27,6 +27,11 @@ processes, idle CPU subtracted), messages per second (messages / time from
 the replay's start to the client's last event), peak RSS (all processes
 together, and the largest process), and whether it received every message.
 The table shows medians and each system's ratio to the recorder.
+
+``--only NAME`` runs one system alone (``binance_streamer``, ``cryptofeed``
+or ``ubwa``); ``--set NAME=VALUE`` overrides one of the recorder's settings
+(the value read as YAML, repeatable); ``--keep DIR`` records into
+``DIR/run-N`` and leaves the data there.
 """
 
 import argparse
@@ -114,12 +119,15 @@ def expected_frames(paths, loops):
     return counts
 
 
-def run_ours(paths, expected, loops, keep=None):
-    """One run of the recorder; ``keep``: record into this folder and leave it."""
+def run_ours(paths, expected, loops, keep=None, settings=None):
+    """One run of the recorder; ``keep``: record into this folder and leave
+    it; ``settings``: overrides of the recorder's configuration."""
     sim = start_simulator(extra=replay_args(paths, loops))
     work = keep or tempfile.mkdtemp(prefix="bench-peer-")
+    os.makedirs(work, exist_ok=True)
     cfg = {"market": "spot", "symbols": sim.symbols, "streams": CHANNELS, **sim.endpoints(),
-           "symbols_per_worker": len(sim.symbols), "data_dir": "data", "log_dir": "logs", "run_dir": "run"}
+           "symbols_per_worker": len(sim.symbols), "data_dir": "data", "log_dir": "logs", "run_dir": "run",
+           **(settings or {})}
     with open(os.path.join(work, "config.yaml"), "w") as f:
         json.dump({k: v for k, v in cfg.items() if v is not None}, f)         # JSON is YAML
     rec = subprocess.Popen([sys.executable, "-m", "binance_streamer", "--config", "config.yaml"], cwd=work,
@@ -188,6 +196,15 @@ def result(system, expected, found, cpu, seconds, sampler, processes):
             "every_message": found == expected, "missing": {k: expected[k] - found.get(k, 0) for k in expected}}
 
 
+def setting(text):
+    """``NAME=VALUE`` -> (name, value read as YAML)."""
+    import yaml
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE")
+    return name, yaml.safe_load(value)
+
+
 def available(python, name):
     """None when the peer imports under ``python``, else why not."""
     if not python:
@@ -206,13 +223,19 @@ def main(argv=None):
     p.add_argument("--peer-python", default=os.environ.get("PEER_PYTHON"),
                    help="a Python with cryptofeed and unicorn-binance-websocket-api (env PEER_PYTHON)")
     p.add_argument("--json", action="store_true", help="print every run as JSON")
+    p.add_argument("--only", choices=["binance_streamer", *PEERS], help="run this system alone")
+    p.add_argument("--keep", metavar="DIR", help="record into DIR/run-N and keep the data (the recorder's runs)")
+    p.add_argument("--set", metavar="NAME=VALUE", action="append", default=[], type=setting,
+                   help="override a recorder setting (VALUE read as YAML; repeatable)")
     args = p.parse_args(argv)
     paths = [os.path.join(CAPTURES, name) for name in SPOT]
     if not all(os.path.exists(path) for path in paths):
         raise SystemExit(f"the captures are not here: {CAPTURES}")
     expected = expected_frames(paths, args.loops)
-    systems = ["binance_streamer"]
+    systems = ["binance_streamer"] if args.only in (None, "binance_streamer") else []
     for name in PEERS:
+        if args.only not in (None, name):
+            continue
         why = available(args.peer_python, name)
         if why:
             print(f"skipping {name}: {why}", file=sys.stderr)
@@ -221,17 +244,20 @@ def main(argv=None):
     runs = []
     for i in range(args.runs):
         for system in systems[i % len(systems):] + systems[:i % len(systems)]:
-            one = (run_ours(paths, expected, args.loops) if system == "binance_streamer"
+            keep = os.path.join(os.path.abspath(args.keep), f"run-{i + 1}") if args.keep else None
+            one = (run_ours(paths, expected, args.loops, keep, dict(args.set)) if system == "binance_streamer"
                    else run_peer(system, args.peer_python, paths, expected, args.loops))
             runs.append(one)
             print(json.dumps(one), file=sys.stderr)
     if args.json:
         print(json.dumps(runs))
         return 0
+    if not systems:
+        return 1
     med = {s: {k: statistics.median(r[k] for r in runs if r["system"] == s and r[k] is not None)
                for k in ("cpu_us_per_message", "messages_per_second", "peak_rss_mb_total", "peak_rss_mb_largest")}
            for s in systems}
-    ours = med["binance_streamer"]
+    ours = med.get("binance_streamer", med[systems[0]])
     print("| system | CPU µs/msg | msg/s | peak RSS MB (all / largest process) | every message | CPU vs ours |")
     print("| --- | --: | --: | --: | --- | --: |")
     for s in systems:

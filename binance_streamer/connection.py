@@ -90,9 +90,10 @@ class Socket:
             while not stop.is_set() and self.ended is None:
                 if congested is not None and congested():
                     # The writer is not taking rows: leave the frames in the
-                    # socket (the exchange's own back-pressure) until it does.
+                    # socket (the exchange's own back-pressure) until its Ack
+                    # makes room (at most 50 ms between two looks at ``stop``).
                     worker.hand_on()
-                    stop.wait(0.05)
+                    congested(0.05)
                     continue
                 if interval and not reader.full:
                     wait = last_read + interval - time.monotonic()
@@ -172,7 +173,7 @@ class Socket:
 class Connection(threading.Thread):
     def __init__(self, worker, group, url, names, cfg, stop, connect_budget=None, threads=None, congested=None):
         super().__init__(name=f"ws-{group}-{names[0].split('@')[0]}", daemon=True)
-        self.congested = congested   # () -> True while the rows cannot be handed on: reading waits
+        self.congested = congested   # (wait=0) -> True while the rows cannot be handed on: reading waits
         self.worker, self.group, self.url, self.names = worker, group, url, names
         self.cfg, self.stop, self.connect_budget = cfg, stop, connect_budget
         self.threads = threads       # proc.Threads: a thread that dies restarts the process

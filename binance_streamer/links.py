@@ -77,6 +77,7 @@ class Link:
         self.out = collections.deque()      # [memoryview of what is left of a frame, sockets to pass or None]
         self.out_bytes = 0
         self.inbuf = bytearray()
+        self.received = 0                   # bytes of the whole frames received so far
         self.fds = collections.deque()      # descriptors received, in the order they came
         self.closed = False
         self.ended = None                   # why the stream ended, once read; reported after its messages
@@ -198,6 +199,7 @@ class Link:
             pos += 4 + size
         if pos:
             del buf[:pos]
+            self.received += pos
         return messages
 
     def take_fd(self):
@@ -267,6 +269,7 @@ class Outbox:
         self.bytes = 0
         self.seq = 0
         self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)      # notified when an Ack frees bytes
 
     def add(self, make):
         """Number the next message (``make(seq)`` builds it) and keep its frame."""
@@ -282,6 +285,7 @@ class Outbox:
             frames = self.frames
             while frames and frames[0][0] <= seq:
                 self.bytes -= len(frames.popleft()[1])
+            self.room.notify_all()
 
     def all(self):
         with self.lock:
@@ -290,6 +294,12 @@ class Outbox:
     @property
     def full(self):
         return self.bytes >= self.limit
+
+    def wait_room(self, timeout):
+        """Wait until an Ack brings the bytes kept below the limit, at most
+        ``timeout`` s; still full after?"""
+        with self.lock:
+            return not self.room.wait_for(lambda: self.bytes < self.limit, timeout)
 
 
 class Producer:
@@ -321,8 +331,10 @@ class Producer:
                 link.send_frame(data)
         return len(frames)
 
-    def congested(self):
-        return self.outbox.full
+    def congested(self, wait=0.0):
+        """Is the outbox full (the consumer is behind)? With ``wait``: after
+        waiting up to that long for an Ack to make room."""
+        return self.outbox.wait_room(wait) if wait and self.outbox.full else self.outbox.full
 
 
 class Waker:

@@ -259,6 +259,17 @@ class Writer:
                     oldest[producer] = number
         return oldest
 
+    def write_for(self, producer):
+        """Write now every file with rows of ``producer`` pending (it is
+        :func:`pressed`), so that its Ack can follow at once. Not the ledger
+        (its rows wait gap_hold to be written in time order), nor a file that
+        failed and waits for its retry."""
+        if time.monotonic() < self._retry_at:
+            return
+        for f in list(self.files.values()):
+            if f.batch and producer in f.batch and f.fd is not None and not f.tail and f.key[1] != "gaps":
+                self._flush_file(f)
+
     def handle(self, msg):
         kind = type(msg)
         if kind is Rows:
@@ -721,16 +732,36 @@ def _csv_field(value):
     return text
 
 
+PRESSURE = 0.25   # of link_buffer_bytes: a producer keeping this much has its files written and acknowledged at once
+#                   (before the half at which the status reports the writer behind: status.WRITER_BEHIND_SHARE)
+
+
+def pressed(unacked_bytes, limit):
+    """Does a producer keep so many bytes for this writer (``unacked_bytes``
+    of the frames it sent, of its ``limit``: link_buffer_bytes) that its
+    rows are written now rather than after their hold? At the limit it
+    stops reading its sockets; well before it, it hears they are written."""
+    return unacked_bytes >= limit * PRESSURE
+
+
+def ack_due(now, acked_at, unacked_bytes, limit):
+    """Is an Ack to a producer due: ACK_INTERVAL after the last one (an Ack
+    wakes its main thread), or at once when it is :func:`pressed`."""
+    return now - acked_at >= ACK_INTERVAL or pressed(unacked_bytes, limit)
+
+
 class Producers:
     """The writer's links to its producers (workers and the book manager):
     what each sent, acknowledged once it is written; backfill requests for a
     worker whose link is down wait for its replacement."""
 
-    def __init__(self, peers, groups, read=lambda link, report_torn: links.read(link)):
+    def __init__(self, peers, groups, read=lambda link, report_torn: links.read(link), limit=16_000_000):
         self.read = read         # read(link, report_torn): ManagerLink.read in the process
         self.links = {name: links.Link(sock, name) for name, sock in peers.items()}
         self.owner = {s: name for name, symbols in groups.items() for s in symbols}
-        self.unacked = {}        # name -> deque of (writer batch number, producer seq)
+        self.limit = limit       # link_buffer_bytes: what a producer keeps at most
+        self.unacked = {}        # name -> deque of (writer batch number, producer seq, frame bytes)
+        self.unacked_bytes = {}  # name -> frame bytes of its batches not yet acknowledged
         self.acked_at = {}       # name -> monotonic time of the last Ack sent
         self.requests = {}       # name -> [Backfill] waiting for a link
 
@@ -745,6 +776,7 @@ class Producers:
             old.close()
         self.links[name] = link = links.Link(sock, name)
         self.unacked[name] = collections.deque()
+        self.unacked_bytes[name] = 0
         for msg in self.requests.pop(name, ()):
             link.send(msg)
 
@@ -762,21 +794,28 @@ class Producers:
 
     def receive(self, link, writer, draining=False):
         # the old link of a peer already replaced (draining): a torn end needs no mending
+        before = link.received
         received = self.read(link, report_torn=not draining)
-        for msg in received:
-            if isinstance(msg, messages.Batch):
-                number = writer.take(msg.items, link.name)
-                self.unacked.setdefault(link.name, collections.deque()).append((number, msg.seq))
+        batches = [msg for msg in received if isinstance(msg, messages.Batch)]
+        size = (link.received - before) // max(1, len(batches))     # the read's bytes, shared out
+        for msg in batches:
+            number = writer.take(msg.items, link.name)
+            self.unacked.setdefault(link.name, collections.deque()).append((number, msg.seq, size))
+            self.unacked_bytes[link.name] = self.unacked_bytes.get(link.name, 0) + size
         return len(received)
+
+    def pressed(self):
+        """The producers whose files are to be written now (:func:`pressed`)."""
+        return [name for name, size in self.unacked_bytes.items() if pressed(size, self.limit)]
 
     def acknowledge(self, written_below, now, force=False):
         """Tell each producer which of its batches are now on disk
-        (``written_below()``, asked only when an Ack may be due): at most every
-        ACK_INTERVAL (an Ack wakes the producer's main thread), and whatever is
-        due with ``force``."""
+        (``written_below()``, asked only when an Ack may be due: :func:`ack_due`),
+        and whatever is due with ``force``."""
         below = None
         for name, pending in self.unacked.items():
-            if not pending or (not force and now - self.acked_at.get(name, 0.0) < ACK_INTERVAL):
+            if not pending or not (force or ack_due(now, self.acked_at.get(name, 0.0),
+                                                    self.unacked_bytes.get(name, 0), self.limit)):
                 continue
             if below is None:
                 below = written_below()
@@ -785,7 +824,8 @@ class Producers:
                 continue
             seq = None
             while pending and (first_pending is None or pending[0][0] < first_pending):
-                seq = pending.popleft()[1]
+                _, seq, size = pending.popleft()
+                self.unacked_bytes[name] -= size
             link = self.links.get(name)
             if link is not None and not link.closed:
                 link.send(messages.Ack(seq))
@@ -796,7 +836,7 @@ def writer_main(cfg, control, peers, groups, restarts=0):
     """Process entry point. Stops on Stop from the manager (after the
     producers), once every producer's link has ended."""
     stop, manager = proc.child_setup("writer", control, cfg.log_level)
-    producers = Producers(peers, groups, manager.read)
+    producers = Producers(peers, groups, manager.read, cfg.link_buffer_bytes)
     writer = Writer(cfg, producers.request_backfill, free=lambda: disk.statvfs_free(cfg.data_dir),
                     stop_recorder=_stop_recorder)
     writer.recover()
@@ -827,6 +867,8 @@ def writer_main(cfg, control, peers, groups, restarts=0):
         if now >= next_housekeeping:
             writer.housekeeping()
             next_housekeeping = now + cfg.flush_interval
+        for name in producers.pressed() if got else ():
+            writer.write_for(name)
         producers.acknowledge(writer.written_below, now)
         manager.beat(writer.status, cfg.status_interval, now)
         if manager.stopping or stop.is_set():

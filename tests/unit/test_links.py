@@ -87,6 +87,21 @@ def test_the_outbox_keeps_batches_until_acknowledged_and_counts_their_bytes():
     assert [seq for seq, _ in box.frames] == [3] and box.bytes == len(box.frames[0][1])
 
 
+def test_a_full_outbox_wakes_its_waiter_when_an_ack_makes_room():
+    import threading
+    box = links.Outbox(limit=500)
+    for _ in range(2):
+        box.add(lambda seq: messages.Batch(seq, ["r" * 300]))
+    still_full = []
+    waiter = threading.Thread(target=lambda: still_full.append(box.wait_room(30.0)))
+    waiter.start()
+    box.ack(1)                                  # room: the waiter returns long before its 30 s
+    waiter.join(10.0)
+    assert not waiter.is_alive() and still_full == [False]
+    box.add(lambda seq: messages.Batch(seq, ["r" * 300]))
+    assert box.full and box.wait_room(0.001)    # no Ack: still full after the wait
+
+
 def test_a_new_consumer_gets_every_unacknowledged_batch_again_in_order():
     producer = links.Producer(10**7, messages.Batch)
     producer.send(["before any consumer"])     # kept while nobody is linked

@@ -388,3 +388,55 @@ def test_lines_reads_a_joined_text_as_its_lines():
     assert not messages.Lines("") and list(messages.Lines("")) == []
     with pytest.raises(IndexError):
         messages.Lines("")[0]
+
+
+def test_an_ack_is_due_every_interval_or_at_once_when_the_producer_keeps_a_share_of_its_limit():
+    from binance_streamer.status import WRITER_BEHIND_SHARE
+    from binance_streamer.writer import ACK_INTERVAL, PRESSURE, ack_due, pressed
+    limit = 16_000_000
+    at = int(limit * PRESSURE)
+    assert PRESSURE < WRITER_BEHIND_SHARE < 1       # acted on before the status calls the writer behind
+    assert not ack_due(10.0, 10.0 - ACK_INTERVAL / 2, 1000, limit)
+    assert ack_due(10.0, 10.0 - ACK_INTERVAL, 1000, limit)
+    assert not pressed(at - 1, limit) and pressed(at, limit)
+    assert not ack_due(10.0, 10.0 - ACK_INTERVAL / 2, at - 1, limit)
+    assert ack_due(10.0, 10.0 - ACK_INTERVAL / 2, at, limit)
+
+
+def test_a_pressed_producer_has_its_rows_written_and_acknowledged_at_once(tmp_path):
+    from binance_streamer import links
+    from binance_streamer.writer import Producers
+    writer_end, worker_end = links.pair()
+    producers = Producers({"worker-0": writer_end}, {"worker-0": ["BTCUSDT"]}, limit=2000)
+    worker = links.Link(worker_end, "writer")
+    w = Writer(_cfg(tmp_path))
+    gap = gap_row(1000, "orderbook", "resync", "", "", "lost")      # a book manager's row: no ids
+    worker.send(messages.Batch(1, [_trade(5), Rows("BTCUSDT", "depth", "2026-01-01", [10], [_depth(8, 10)], False)]))
+    worker.send(messages.Batch(2, [_trade(6), messages.Gap("BTCUSDT", gap)]))
+    link = producers.links["worker-0"]
+    for _ in range(100):
+        if producers.unacked.get("worker-0") and len(producers.unacked["worker-0"]) == 2:
+            break
+        links.wait([link], [], 1.0)
+        producers.receive(link, w)
+    assert 0 < producers.unacked_bytes["worker-0"] == link.received
+    now = time.monotonic()
+    producers.acked_at["worker-0"] = now           # an Ack was just sent: none due by the interval
+    producers.acknowledge(w.written_below, now)
+    assert producers.unacked_bytes["worker-0"] == link.received     # held for flush_interval: no Ack
+    producers.limit = producers.unacked_bytes["worker-0"]           # now it keeps its whole limit
+    assert producers.pressed() == ["worker-0"]
+    w.write_for("worker-0")
+    assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6"]
+    assert len(_read(tmp_path, "depth")) == 2                       # header and the row
+    producers.acknowledge(w.written_below, now)
+    assert w.files[("BTCUSDT", "gaps", "1970-01-01")].rows == 1     # the ledger waits its hold...
+    acks = []
+    for _ in range(100):
+        if acks:
+            break
+        links.wait([worker], [], 1.0)
+        acks += worker.receive()
+    assert acks == [messages.Ack(1)]               # ...so batch 2, whose gap row waits, is not acknowledged
+    assert producers.unacked_bytes["worker-0"] > 0
+    w.close()
