@@ -707,6 +707,17 @@ def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
         "with --daemon stop")
 
 
+def test_start_of_a_collector_that_never_reaches_nats_answers_one_line_not_a_tuple(tmp_path):
+    from binance_streamer import daemon, status
+    cfg = _nats_cfg(role="collector", run_dir=str(tmp_path), log_dir="/l", data_dir="/d")
+    failing = {"nats_connected": False, "publish_errors": 3, "last_error": "ConnectionRefusedError: refused"}
+    status.write_status(str(tmp_path), {"state": "RUNNING", "pid": 42, "children": {
+        "worker-0": {"connections": [{"connected": True}], "publisher": failing}}})
+    code, said = daemon._connected(cfg, 42, 5.0)
+    assert code == 1 and isinstance(said, str)
+    assert said.startswith("started (pid 42), but NATS at nats://n1:4222 is not usable after ")
+
+
 def test_a_collector_says_it_is_alive_for_a_symbol_it_had_nothing_of_for_a_while():
     import threading
     from types import SimpleNamespace
