@@ -571,6 +571,19 @@ def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_book
     assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
 
 
+def test_status_keeps_usdms_long_series_names_apart_from_their_numbers():
+    from binance_streamer.statusreport import format_status
+    row = {"messages": 0, "messages_per_s": None, "last_message_age_s": None, "reconnects": None, "gaps": 0,
+           "resyncs": None, "rows_today": 30, "bytes_today": 0}
+    report = {"state": "running", "pid": 1, "uptime_s": 5, "market": "usdm", "data_dir": "/d", "role": "all",
+              "health": {"state": "OK", "problems": []}, "processes": [], "connections": [],
+              "streams": {"BTCUSDT/globalLongShortAccountRatio_5m": row, "BTCUSDT/trade": row}}
+    lines = format_status(0, report).splitlines()
+    header = next(line for line in lines if line.startswith("symbol/stream"))
+    end = header.index("msg/s") + len("msg/s")
+    assert [line[end - 1] for line in lines if line.startswith("BTCUSDT/")] == ["-", "-"]      # under msg/s
+
+
 def test_a_nats_url_is_logged_without_its_credentials():
     assert cluster.shown("nats://user:secret@n1:4222") == "nats://n1:4222"
     assert cluster.shown("tls://s3cr3t-token@nats.example.com") == "tls://nats.example.com"
