@@ -207,8 +207,9 @@ def format_status(code, report):
         lines.append(f"{key:<{w}} {rate:>7} {age:>8} {_dash(s['reconnects']):>6}" + ("" if collector else
                      f" {s['gaps']:>5} {'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
                      f"{s['bytes_today'] / 2**20:>8.2f}"))
-    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
-                  f"{'unread KB':>9}"]
+    if report.get("role") != "sink" or report.get("connections"):      # a sink reads NATS, not the exchange
+        lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
+                      f"{'unread KB':>9}"]
     for c in report.get("connections", []):
         lines.append(f"{c['name'] or c['process']:<28} {'yes' if c['connected'] else 'no':>3} {c['reconnects']:>6} "
                      f"{_dash(c.get('failures')):>6} "

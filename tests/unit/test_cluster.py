@@ -582,6 +582,8 @@ def test_status_keeps_usdms_long_series_names_apart_from_their_numbers():
     header = next(line for line in lines if line.startswith("symbol/stream"))
     end = header.index("msg/s") + len("msg/s")
     assert [line[end - 1] for line in lines if line.startswith("BTCUSDT/")] == ["-", "-"]      # under msg/s
+    assert any(line.startswith("connection ") for line in lines)
+    assert not any(line.startswith("connection ") for line in format_status(0, {**report, "role": "sink"}).splitlines())
 
 
 def test_a_nats_url_is_logged_without_its_credentials():
