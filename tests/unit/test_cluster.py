@@ -710,6 +710,14 @@ def test_status_shows_each_collectors_state_and_the_last_errors_age():
     assert "stays in JetStream" in killed_outcome("sink") and "not yet flushed" in killed_outcome("all")
 
 
+def test_a_first_connection_that_times_out_says_what_to_check():
+    import nats.errors
+    text, fatal = cluster.problem(_nats_cfg(), cluster.unanswered(nats.errors.TimeoutError()))
+    assert not fatal and text.startswith("TimeoutError: no NATS server answered within 2 s: check that nats_url")
+    refused = ConnectionRefusedError(111, "refused")
+    assert cluster.unanswered(refused) is refused
+
+
 def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
     from binance_streamer import daemon
     cfg = _nats_cfg(log_dir="/l")
