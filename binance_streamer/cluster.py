@@ -166,7 +166,7 @@ async def connect(cfg, name, trouble=None, stop=None):
     async def error_cb(exc):
         log.debug("%s: NATS: %s", name, exc)
         if trouble is not None:
-            trouble.failed(exc)
+            trouble.failed(exc if held else unanswered(exc))
     held = []
     lost, back = watchers(name, held)
     attempt = asyncio.ensure_future(nats.connect(
@@ -181,6 +181,15 @@ async def connect(cfg, name, trouble=None, stop=None):
     held.append(nc)
     log.info("%s: connected to NATS at %s", name, shown(nc.connected_url) if nc.connected_url else "?")
     return nc
+
+
+def unanswered(exc):
+    """A first connection attempt that timed out says why it may have: a
+    bare ``TimeoutError`` does not tell the user what to check."""
+    if not isinstance(exc, TimeoutError):
+        return exc
+    return TimeoutError("no NATS server answered within 2 s: check that nats_url names a NATS server's client "
+                        "port (4222 by default, not another service's) and that no firewall drops it")
 
 
 def shown(url):

@@ -345,7 +345,7 @@ def _connected(cfg, pid, timeout):
         why = f" ({'; '.join(errors)})" if errors else ""
         return 1, (f"started (pid {pid}), but no connection to the exchange is up after {waited} s{why}; it "
                    f"keeps trying: see --daemon status and {cfg.log_dir}, or stop it with --daemon stop")
-    return 1, nats_unreached(cfg, pid, waited, nats)
+    return nats_unreached(cfg, pid, waited, nats)
 
 
 def _nats_errors(n):

@@ -250,15 +250,16 @@ def _take_files(market, symbol, stream, by_src, folder, summary):
 # -- the summary ------------------------------------------------------------------------
 
 def format_summary(summaries, names):
+    w = max([15] + [len(s.stream) + 2 for s in summaries])     # USD-M's REST series are up to 30 characters
     lines = [f"A = {names['A']}", f"B = {names['B']}", "",
-             f"{'symbol':<12}{'stream':<15}{'days':>5}{'A only':>10}{'B only':>10}{'both':>10}{'differ':>8}"
+             f"{'symbol':<12}{'stream':<{w}}{'days':>5}{'A only':>10}{'B only':>10}{'both':>10}{'differ':>8}"
              f"{'holes filled':>14}{'holes left':>12}"]
     for s in summaries:
         if not s.keyed:
-            lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}  no exchange ids: {s.a_only} {s.unit} from A, "
+            lines.append(f"{s.symbol:<12}{s.stream:<{w}}{s.days:>5}  no exchange ids: {s.a_only} {s.unit} from A, "
                          f"{s.b_only} from B")
             continue
-        lines.append(f"{s.symbol:<12}{s.stream:<15}{s.days:>5}{s.a_only:>10}{s.b_only:>10}{s.both:>10}"
+        lines.append(f"{s.symbol:<12}{s.stream:<{w}}{s.days:>5}{s.a_only:>10}{s.b_only:>10}{s.both:>10}"
                      f"{len(s.differ):>8}{s.filled:>14}{s.left:>12}")
     for s in summaries:
         if s.differ:

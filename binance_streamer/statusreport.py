@@ -198,16 +198,18 @@ def format_status(code, report):
         lines.append(f"{p['name']:<12} {p['state']:<9} {p['pid'] or '-':>7} {p['restarts']:>8} "
                      f"{p.get('cpu_percent', '-'):>6} {p.get('rss_mb', '-'):>7} {'-' if beat is None else beat:>6}")
     collector = report.get("role") == "collector"      # reads and publishes: no files, no books
-    lines += ["", f"{'symbol/stream':<24} {'msg/s':>7} {'last msg':>8} {'reconn':>6}"
+    w = max([24] + [len(k) for k in report["streams"]])      # USD-M's REST series make keys of up to 38
+    lines += ["", f"{'symbol/stream':<{w}} {'msg/s':>7} {'last msg':>8} {'reconn':>6}"
               + ("" if collector else f" {'gaps':>5} {'resyncs':>7} {'rows today':>10} {'MB today':>8}")]
     for key, s in sorted(report["streams"].items()):
         age = "-" if s["last_message_age_s"] is None else f"{s['last_message_age_s']}s"
         rate = "-" if s["messages_per_s"] is None else s["messages_per_s"]
-        lines.append(f"{key:<24} {rate:>7} {age:>8} {_dash(s['reconnects']):>6}" + ("" if collector else
+        lines.append(f"{key:<{w}} {rate:>7} {age:>8} {_dash(s['reconnects']):>6}" + ("" if collector else
                      f" {s['gaps']:>5} {'-' if s['resyncs'] is None else s['resyncs']:>7} {s['rows_today']:>10} "
                      f"{s['bytes_today'] / 2**20:>8.2f}"))
-    lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
-                  f"{'unread KB':>9}"]
+    if report.get("role") != "sink" or report.get("connections"):      # a sink reads NATS, not the exchange
+        lines += ["", f"{'connection':<28} {'up':>3} {'reconn':>6} {'failed':>6} {'lag s':>7} {'worst s':>7} "
+                      f"{'unread KB':>9}"]
     for c in report.get("connections", []):
         lines.append(f"{c['name'] or c['process']:<28} {'yes' if c['connected'] else 'no':>3} {c['reconnects']:>6} "
                      f"{_dash(c.get('failures')):>6} "

@@ -511,7 +511,8 @@ def _orderbook_rows(paths):
 
 
 def format_report(report, data_dir):
-    out = [f"{'symbol':<12}{'stream':<15}{'day':<12}{'rows':>10}  {'from':<9}{'to':<9}"
+    w = max([15] + [len(fr.stream) + 2 for fr in report.files])    # USD-M's REST series are up to 30 characters
+    out = [f"{'symbol':<12}{'stream':<{w}}{'day':<12}{'rows':>10}  {'from':<9}{'to':<9}"
            f"{'first id':>14}{'last id':>14}  continuity"]
     for fr in report.files:
         span = (fr.first.strftime("%H:%M:%S"), fr.last.strftime("%H:%M:%S")) if fr.first is not None else ("-", "-")
@@ -523,7 +524,7 @@ def format_report(report, data_dir):
             state = "unbroken" if not fr.breaks else f"{fr.breaks} breaks, {fr.explained} in the ledger"
         else:
             state = "no repeats"
-        out.append(f"{fr.symbol:<12}{fr.stream:<15}{fr.day:<12}{fr.rows:>10}  {span[0]:<9}{span[1]:<9}"
+        out.append(f"{fr.symbol:<12}{fr.stream:<{w}}{fr.day:<12}{fr.rows:>10}  {span[0]:<9}{span[1]:<9}"
                    f"{_id(fr.first_id):>14}{_id(fr.last_id):>14}  {state}")
     if report.tickers_checked:
         out.append(f"{report.tickers_checked} bookTickers compared with the rebuilt book at the same update id")

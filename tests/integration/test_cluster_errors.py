@@ -58,7 +58,7 @@ def test_daemon_start_with_nats_unreachable_says_so_and_keeps_the_recorder(simul
                   for rec in (sink, a)]
         for rec, start in zip((sink, a), starts):
             said = start.communicate(timeout=60)[0]
-            assert start.returncode == 1, said
+            assert start.returncode == 1 and said.startswith("binance-streamer: started (pid "), said   # a line
             assert f"but NATS at {nowhere.url} is not usable after" in said and "ConnectionRefusedError" in said, said
             assert "keeps retrying" in said and "--daemon stop" in said, said
             assert _daemon(rec, "status")[0] == 0            # left running

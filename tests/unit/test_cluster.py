@@ -571,6 +571,21 @@ def test_a_collectors_status_and_summary_show_what_it_publishes_not_rows_or_book
     assert line == "10 msg/s read, 900 messages published to NATS, 3 waiting (1.0 MB), 0 frames dropped"
 
 
+def test_status_keeps_usdms_long_series_names_apart_from_their_numbers():
+    from binance_streamer.statusreport import format_status
+    row = {"messages": 0, "messages_per_s": None, "last_message_age_s": None, "reconnects": None, "gaps": 0,
+           "resyncs": None, "rows_today": 30, "bytes_today": 0}
+    report = {"state": "running", "pid": 1, "uptime_s": 5, "market": "usdm", "data_dir": "/d", "role": "all",
+              "health": {"state": "OK", "problems": []}, "processes": [], "connections": [],
+              "streams": {"BTCUSDT/globalLongShortAccountRatio_5m": row, "BTCUSDT/trade": row}}
+    lines = format_status(0, report).splitlines()
+    header = next(line for line in lines if line.startswith("symbol/stream"))
+    end = header.index("msg/s") + len("msg/s")
+    assert [line[end - 1] for line in lines if line.startswith("BTCUSDT/")] == ["-", "-"]      # under msg/s
+    assert any(line.startswith("connection ") for line in lines)
+    assert not any(line.startswith("connection ") for line in format_status(0, {**report, "role": "sink"}).splitlines())
+
+
 def test_a_nats_url_is_logged_without_its_credentials():
     assert cluster.shown("nats://user:secret@n1:4222") == "nats://n1:4222"
     assert cluster.shown("tls://s3cr3t-token@nats.example.com") == "tls://nats.example.com"
@@ -695,6 +710,14 @@ def test_status_shows_each_collectors_state_and_the_last_errors_age():
     assert "stays in JetStream" in killed_outcome("sink") and "not yet flushed" in killed_outcome("all")
 
 
+def test_a_first_connection_that_times_out_says_what_to_check():
+    import nats.errors
+    text, fatal = cluster.problem(_nats_cfg(), cluster.unanswered(nats.errors.TimeoutError()))
+    assert not fatal and text.startswith("TimeoutError: no NATS server answered within 2 s: check that nats_url")
+    refused = ConnectionRefusedError(111, "refused")
+    assert cluster.unanswered(refused) is refused
+
+
 def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
     from binance_streamer import daemon
     cfg = _nats_cfg(log_dir="/l")
@@ -705,6 +728,17 @@ def test_start_says_nats_is_not_usable_and_that_the_recorder_keeps_trying():
         "started (pid 42), but NATS at nats://n1:4222 is not usable after 20 s: ConnectionRefusedError: refused; "
         "the recorder keeps retrying: check nats_url and the NATS server, see --daemon status and /l, or stop it "
         "with --daemon stop")
+
+
+def test_start_of_a_collector_that_never_reaches_nats_answers_one_line_not_a_tuple(tmp_path):
+    from binance_streamer import daemon, status
+    cfg = _nats_cfg(role="collector", run_dir=str(tmp_path), log_dir="/l", data_dir="/d")
+    failing = {"nats_connected": False, "publish_errors": 3, "last_error": "ConnectionRefusedError: refused"}
+    status.write_status(str(tmp_path), {"state": "RUNNING", "pid": 42, "children": {
+        "worker-0": {"connections": [{"connected": True}], "publisher": failing}}})
+    code, said = daemon._connected(cfg, 42, 5.0)
+    assert code == 1 and isinstance(said, str)
+    assert said.startswith("started (pid 42), but NATS at nats://n1:4222 is not usable after ")
 
 
 def test_a_collector_says_it_is_alive_for_a_symbol_it_had_nothing_of_for_a_while():

@@ -444,3 +444,17 @@ def test_a_stream_one_recording_lacks_is_not_recorded_on_the_days_only_the_other
     rows = gaps_of(out, DAY2)
     assert [(r["stream"], r["action"]) for r in rows] == [("trade", "not recorded")], rows
     assert verify.verify(str(out), "spot").ok
+
+
+def test_tables_keep_a_space_after_usdms_long_series_names():
+    from binance_streamer import merge
+    from binance_streamer.analysis import verify
+    name = "globalLongShortAccountRatio_5m"
+    summary = merge.format_summary([merge.Summary("BTCUSDT", name, days=1, a_only=1, keyed=False),
+                                    merge.Summary("BTCUSDT", "trade", days=1, both=3)], {"A": "a", "B": "b"})
+    assert f"BTCUSDT     {name}  " in summary
+    header, series, trade = summary.splitlines()[3:6]
+    end = header.index("days") + len("days")
+    assert series[end - 1] == trade[end - 1] == "1" and series[end - 2] == " "      # days under days
+    report = verify.Report(files=[verify.FileReport("BTCUSDT", name, "2026-12-06", rows=30)])
+    assert f"{name}  2026-12-06" in verify.format_report(report, "/d")
