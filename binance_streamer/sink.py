@@ -95,6 +95,10 @@ class Merge:
         self.runs = collections.defaultdict(dict)        # name -> {collector: [first key, highest key] of its run}
         self.ended = collections.defaultdict(list)       # name -> [(collector, first, last, dropped)] of runs
         #                                                   that ended (dropped: by a Dropped note)
+        self.pending = {}                                # (collector, name) -> [events handed on without it
+        #                                                   past its highest, key of the last]: its holes once
+        #                                                   it delivers a later event, none if it delivers them
+        #                                                   late or falls silent (killed) or stops first
         self.cause = {}                                  # name -> collectors whose dropped frames made the hole
         #                                                   the worker is about to ledger there
         self.n = 0
@@ -154,6 +158,13 @@ class Merge:
                 continue
             key = (ident, e if e.__class__ is int else 0)
             self.connected[(who, name)] = True
+            held = self.pending.get((who, name))
+            if held is not None:
+                if key > held[1]:                  # it went on past them: they were holes of its own
+                    self.collectors[who]["filled"] += held[0]
+                    del self.pending[(who, name)]
+                elif held[0]:                      # one of them, only late
+                    held[0] -= 1
             if (who, name) not in self.high or key > self.high[(who, name)]:
                 self.high[(who, name)] = key
             if key < self.first.setdefault((who, name), key):
@@ -186,10 +197,24 @@ class Merge:
         once ``c`` has been silent long enough to be reported silent (stopped
         or gone: its absence is a health reason, not a count of holes)."""
         first = self.first.get((c, name))
+        return first is not None and first <= key and self._recording(c, name, now)
+
+    def _recording(self, c, name, now):
+        """Is ``c`` still recording ``name``: neither stopped cleanly nor silent?"""
         route = self.worker.routes.get(name)
         if route is not None and route.symbol in self.roster.stopped.get(c, ()):
             return False                          # it stopped cleanly: it misses nothing since
-        return first is not None and first <= key and now - self.collectors[c]["last"] < COLLECTOR_SILENT_S
+        return now - self.collectors[c]["last"] < COLLECTOR_SILENT_S
+
+    def _hole(self, c, name, key):
+        """``c`` lacked event ``key`` that another collector supplied: a hole of
+        ``c``'s once it has passed ``key``; until then it may be late or gone."""
+        if self.high[(c, name)] > key:
+            self.collectors[c]["filled"] += 1
+        else:
+            held = self.pending.setdefault((c, name), [0, key])
+            held[0] += 1
+            held[1] = key
 
     def _event(self, msg):
         names = [n for n in msg.streams if n in self.worker.routes]
@@ -228,6 +253,8 @@ class Merge:
             return
         alive = {c for c, info in self.collectors.items()
                  if now - info["last"] < self.window or now - self.resumed < self.window}
+        for c, name in [k for k in self.pending if not self._recording(*k, now)]:
+            del self.pending[(c, name)]             # killed or stopped: what it never passed was no hole of its
         for name, heap in self.heaps.items():
             known = [c for c in self.collectors if self.connected.get((c, name))]
             feeding = [c for c in known if c in alive]
@@ -241,7 +268,7 @@ class Merge:
                 _, had, expected = self.waiting.pop((name, key))
                 for c in expected.union(known).difference(had):    # connected when it came, yet without it
                     if self._missed(c, name, key, now):
-                        self.collectors[c]["filled"] += 1
+                        self._hole(c, name, key)
                 last = self.released.get(name)
                 if last is not None and not self._unbroken(name, last, key):
                     out.append((None, (name, self._dropped_in(name, last, key))))   # no collector read both:

@@ -68,13 +68,48 @@ def test_two_collectors_holes_are_filled_and_each_event_goes_on_once():
     clock.now += 1.5                                    # a never sends 7: the window hands it on
     merge.release(out)
     assert [orjson.loads(d)["data"]["a"] for _, d in out] == [1, 2, 3, 4, 5, 6, 7] and merge.done == 3
+    assert merge.collectors["a"]["filled"] == 2                 # 7: a hole of a's only once a goes past it
+    merge.add(cluster.Frames("a", "BTCUSDT", [(8, _agg(8))]), 4, out)
     assert merge.collectors["a"]["filled"] == 3 and merge.collectors["b"]["filled"] == 0
+    merge.release(out)
     for recv_us, data in out:
         worker.on_frames((data,), recv_us)
     batch = worker.take_batch()
     ids = [i for m in batch if isinstance(m, Rows) and m.stream == "aggTrade" for i in m.ids]
     assert ids == list(range(1, 8))
     assert [m for m in batch if isinstance(m, Gap) and m.row["action"] == "lost"] == []
+
+
+def test_a_killed_or_late_collector_has_no_holes_for_what_it_never_passed():
+    """Events handed on by the window while a collector sends nothing are its
+    holes only once it goes on past them: none when it was killed (silent, then
+    reported so), none for those it delivers late."""
+    clock = Clock()
+    worker = Worker(_cfg(), ["BTCUSDT"])
+    merge = Merge(worker, 1.0, clock)
+    clock.now += 2
+    out = []
+    for seq, i in enumerate(range(1, 4), 1):
+        merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i))]), 2 * seq, out)
+        merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i))]), 2 * seq + 1, out)
+    merge.release(out)
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in range(4, 10)]), 10, out)   # b: late or dead
+    clock.now += 1.5
+    merge.release(out)
+    assert [orjson.loads(d)["data"]["a"] for _, d in out] == list(range(1, 10))
+    assert merge.collectors["b"]["filled"] == 0
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (4, 5, 6)]), 11, out)      # late, not holes
+    assert merge.collectors["b"]["filled"] == 0
+    merge.add(cluster.Frames("b", "BTCUSDT", [(i, _agg(i)) for i in (8, 10)]), 12, out)        # 7 and 9 missed
+    merge.add(cluster.Frames("a", "BTCUSDT", [(10, _agg(10))]), 13, out)
+    assert merge.collectors["b"]["filled"] == 2
+    merge.add(cluster.Frames("a", "BTCUSDT", [(i, _agg(i)) for i in range(11, 15)]), 14, out)   # b is killed
+    clock.now += 1.5
+    merge.release(out)
+    clock.now += 40                                   # silent past COLLECTOR_SILENT_S: reported silent
+    merge.release(out)
+    merge.add(cluster.Frames("b", "BTCUSDT", [(20, _agg(20))]), 15, out)       # it comes back later
+    assert merge.collectors["b"]["filled"] == 2 and merge.collectors["a"]["filled"] == 0
 
 
 def test_holes_filled_count_only_what_a_collector_missed_while_it_was_recording():
