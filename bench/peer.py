@@ -25,7 +25,8 @@ a line that says why. The replay starts once a client's subscriptions are
 all open. Per run and client: CPU microseconds per message (all its
 processes, idle CPU subtracted), messages per second (messages / time from
 the replay's start to the client's last event), peak RSS (all processes
-together, and the largest process), and whether it received every message.
+together, and the largest process; for the recorder, each process by
+name), and whether it received every message.
 The table shows medians and each system's ratio to the recorder.
 
 ``--only NAME`` runs one system alone (``binance_streamer``, ``cryptofeed``
@@ -63,16 +64,22 @@ class Sampler:
 
     def __init__(self, procs):
         self.procs, self.total, self.largest = procs, 0, 0
+        self.each = {}                  # pid -> its high-water mark
 
     def sample(self):
         total = 0
         for p in self.procs:
             try:
                 total += p.memory_info().rss
-                self.largest = max(self.largest, high_water_mark(p.pid) or 0)
+                self.each[p.pid] = high_water_mark(p.pid) or self.each.get(p.pid, 0)
             except psutil.Error:
                 pass
         self.total = max(self.total, total)
+        self.largest = max(self.each.values(), default=0)
+
+    def by_name(self, names):
+        """Each process's peak in MB, by its name in ``names`` (pid -> name)."""
+        return {names.get(pid, str(pid)): round(peak / 2**20, 1) for pid, peak in sorted(self.each.items())}
 
 
 def subscribed(sim, symbols):
@@ -148,7 +155,9 @@ def run_ours(paths, expected, loops, keep=None, settings=None):
         idle_rate, cpu0, start, sampler = measure(procs, sim, done)
         cpu = cpu_seconds(procs) - cpu0 - idle_rate * (time.time() - start)
         found, _, last_us = on_disk(data_dir)
-        books = read_status(run_dir).get("children", {}).get("orderbook", {})
+        children = read_status(run_dir).get("children", {})
+        books = children.get("orderbook", {})
+        names = {c.get("pid"): name for name, c in children.items() if isinstance(c, dict)}
     finally:
         rec.terminate()
         rec.wait(60)
@@ -157,6 +166,7 @@ def run_ours(paths, expected, loops, keep=None, settings=None):
             shutil.rmtree(work, ignore_errors=True)
     out = result("binance_streamer", expected, found, cpu, last_us / 1e6 - start, sampler, len(procs))
     out["ticker_checks"] = [books.get("ticker_compared"), books.get("ticker_mismatches")]
+    out["peak_rss_mb_each"] = sampler.by_name({rec.pid: "manager", **names})
     return out
 
 

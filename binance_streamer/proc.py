@@ -166,6 +166,29 @@ def trim_memory():
         _malloc_trim[0](0)
 
 
+M_MMAP_THRESHOLD = -3      # glibc's mallopt parameter (malloc.h)
+LARGE_BLOCK = 128 * 1024   # glibc's initial threshold
+
+
+def map_large_blocks(threshold=LARGE_BLOCK):
+    """Have glibc give blocks of ``threshold`` bytes or more their own pages,
+    returned to the system as soon as they are freed (nothing elsewhere).
+    By default glibc raises that threshold to the size of each such block
+    freed, up to 32 MB: in a worker the batches of a burst (about 1 MB each,
+    as pickles and frames) then go into the heaps of its threads, whose free
+    space they fragment, and the process keeps the burst's pages. With a
+    fixed threshold they come and go whole."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+
+
 def _find_malloc_trim():
     if not sys.platform.startswith("linux"):
         return None

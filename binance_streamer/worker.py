@@ -376,6 +376,7 @@ def worker_main(cfg, symbols, index, restarts, control, peers, budget, connect_b
     ``series_budgets``: the REST series' request limits (budgets.request_budgets)."""
     name = f"worker-{index}"
     stop, manager = proc.child_setup(name, control, cfg.log_level)
+    proc.map_large_blocks()       # a burst's batches leave no pages behind (proc.map_large_blocks)
     threads = proc.Threads(stop)
     wake = links.Waker()
     writer = links.Producer(cfg.link_buffer_bytes, messages.Batch)

@@ -5,6 +5,8 @@ import socket
 import sys
 import threading
 
+import pytest
+
 from binance_streamer import config, links, manager as m, messages, proc, settings
 from binance_streamer.proc import EXIT_CONFIG, backoff_delay
 
@@ -255,3 +257,31 @@ def test_trim_memory_finds_glibc_malloc_trim_or_does_nothing():
     import platform
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert proc._malloc_trim[0] is not None
+
+
+MAPPED_AFTER_A_FREE = """
+import ctypes, sys
+from binance_streamer import proc
+fixed = sys.argv[1] == "fixed"
+if fixed:
+    assert proc.map_large_blocks()
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+info = ctypes.CDLL(None).mallinfo2
+info.restype = Info
+first = bytes(4 * 2**20)      # mapped, then freed: glibc's own threshold rises past 4 MB
+del first
+before = info().hblks
+block = bytes(2**20)
+print(info().hblks - before)
+"""
+
+
+def test_map_large_blocks_keeps_blocks_mapped_after_a_large_free():
+    import platform
+    import subprocess
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc only")
+    mapped = {how: subprocess.run([sys.executable, "-c", MAPPED_AFTER_A_FREE, how], capture_output=True, text=True,
+                                  timeout=60, check=True).stdout.strip() for how in ("fixed", "glibc")}
+    assert mapped == {"fixed": "1", "glibc": "0"}
