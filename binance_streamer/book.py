@@ -60,15 +60,15 @@ class Book:
 
     def apply(self, bids, asks, update_id):
         """Set absolute quantities; a zero quantity removes the level."""
-        for side, keys, sign, levels in ((self.bids, self._bid_keys, -1, bids), (self.asks, self._ask_keys, 1, asks)):
+        for side, keys, bid, levels in ((self.bids, self._bid_keys, True, bids), (self.asks, self._ask_keys, False, asks)):
             for p, q in levels:
                 key = Decimal(p)
                 if Decimal(q):
                     if key not in side:
-                        insort(keys, sign * key)
+                        insort(keys, -key if bid else key)
                     side[key] = (p, q)
                 elif side.pop(key, None) is not None:
-                    del keys[bisect_left(keys, sign * key)]
+                    del keys[bisect_left(keys, -key if bid else key)]
         self.update_id = update_id
 
     def best_bid(self):

@@ -34,6 +34,14 @@ def num(s):
     raise BadValue(f"not a decimal number: {str(s)[:MAX_NUMBER]!r}")
 
 
+def two_nums(p, q):
+    """``num``'s checks of a price and a quantity at once, True or False:
+    one call per price level instead of two (this runs for every level of
+    every diff); on a False the caller calls ``num``, which says what is wrong."""
+    return (p.__class__ is str and q.__class__ is str and 0 < len(p) <= MAX_NUMBER and 0 < len(q) <= MAX_NUMBER
+            and p.isascii() and q.isascii() and p.replace(".", "", 1).isdigit() and q.replace(".", "", 1).isdigit())
+
+
 def uint(x):
     """``x`` if it is a non-negative integer that fits 63 bits (ids, times)."""
     if x.__class__ is int and 0 <= x < 1 << 63:
@@ -169,17 +177,24 @@ def snapshot(d):
     return uint(d["lastUpdateId"]), levels(d["bids"]), levels(d["asks"])
 
 
-def cells(side):
+def cells(side, prefix=None, tail=None, lines=None):
     """A depth event's side checked, each level as one ``"price,quantity"``
     string: the form its CSV rows and the book manager's packed sides
-    (messages.pack_cells) are made of."""
+    (messages.pack_cells) are made of. With ``lines``: appends to it each
+    level's CSV line, ``prefix`` + cell + ``tail``, in the same pass."""
     if side.__class__ is not list:
         raise BadValue(f"price levels must be a list: {str(side)[:80]!r}")
     out = []
     for level in side:
         if level.__class__ is not list or len(level) != 2:
             raise BadValue(f"a price level is [price, quantity]: {str(level)[:80]!r}")
-        out.append(f"{num(level[0])},{num(level[1])}")
+        p, q = level
+        if not two_nums(p, q):
+            num(p), num(q)          # says which is wrong
+        cell = f"{p},{q}"
+        out.append(cell)
+        if lines is not None:
+            lines.append(f"{prefix}{cell}{tail}")
     return out
 
 
@@ -190,10 +205,8 @@ def depth(market, d, recv_us):
     pu = d.get("pu")
     head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
     tail = f",{recv_us}\n"
-    bids, asks = cells(d["b"]), cells(d["a"])
-    bid, ask = head + "bid,", head + "ask,"
-    lines = [f"{bid}{level}{tail}" for level in bids]
-    lines += [f"{ask}{level}{tail}" for level in asks]
+    lines = []
+    bids, asks = cells(d["b"], head + "bid,", tail, lines), cells(d["a"], head + "ask,", tail, lines)
     if not lines:
         lines.append(f"{head},,{tail}")
     return d["u"], lines, bids, asks

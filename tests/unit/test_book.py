@@ -158,3 +158,11 @@ def test_sync_follows_the_documented_procedure(scenario):
     if bridged and not lost:
         assert GAP not in expected
         assert book_id == max([snap] + [e[1] for e in events])
+
+
+def test_an_ask_priced_beyond_decimal_precision_is_removed_as_its_own_level():
+    long = "1.00000000000000000000000000001"       # 30 digits: rounds to 1 in a 28-digit context
+    book = Book()
+    book.load(1, [["0.5", "1"]], [["1", "3"], [long, "2"]])
+    book.apply([], [[long, "0"]], 2)
+    assert book.best_ask() == ("1", "3") and book.top(5)[1] == [("1", "3")]

@@ -54,6 +54,30 @@ def test_a_number_that_is_not_one_is_refused_where_it_is_parsed(bad):
     assert parse.num("0.00100000") == "0.00100000" and parse.num("30000") == "30000"
 
 
+BAD_NUMBERS = ["abc", "1e5", "-1", "", ".", "1.2.3", "NaN", "1" * 41, 5, 1.5, None, "١٢", ["1"]]
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_two_nums_refuses_what_num_refuses_on_either_side(bad):
+    assert not parse.two_nums(bad, "1.5") and not parse.two_nums("1.5", bad)
+    assert parse.two_nums("0.00100000", "30000") and parse.two_nums(".5", "5.") and parse.two_nums("1" * 40, "0")
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_a_depth_level_with_a_bad_value_raises_what_num_says(bad):
+    event = {"E": 1, "U": 2, "u": 3, "b": [["1.0", "2.0"]], "a": [["3.0", bad]]}
+    with pytest.raises(ValueError, match="not a decimal number"):
+        parse.depth("spot", event, 9)
+
+
+def test_depth_lines_follow_the_cells_bids_first_each_level_one_line():
+    event = {"E": 1, "U": 2, "u": 3, "b": [["1.0", "2.0"], ["0.9", "0"]], "a": [["3.00", "4"]]}
+    u, lines, bids, asks = parse.depth("spot", event, 9)
+    assert (u, bids, asks) == (3, ["1.0,2.0", "0.9,0"], ["3.00,4"])
+    assert lines == ["1,,2,3,,bid,1.0,2.0,9\n", "1,,2,3,,bid,0.9,0,9\n", "1,,2,3,,ask,3.00,4,9\n"]
+    assert parse.depth("spot", {**event, "b": [], "a": []}, 9)[1] == ["1,,2,3,,,,,9\n"]
+
+
 def test_a_trade_priced_abc_is_dropped_counted_and_its_hole_ledgered_and_the_thread_lives():
     w = Worker(_cfg(), ["BTCUSDT"])
     w.on_frames([_trade(1), _trade(2, p="abc"), _trade(3)], 5)
