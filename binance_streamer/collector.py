@@ -125,8 +125,9 @@ class Publisher:
             try:
                 if nc is None:           # one connection, however often the stream is asked for
                     nc = await cluster.connect(self.cfg, f"collector {self.collector}", self.trouble, self.stop)
-                await cluster.ensure_stream(nc.jetstream(), self.cfg)
-                js = nc.jetstream()
+                stream = nc.jetstream()
+                await cluster.ensure_stream(stream, self.cfg)
+                js = stream
             except cluster.Stopping:     # stopped before NATS answered: what waits is lost (said at the stop)
                 break
             except Exception as exc:     # no server yet, or no JetStream: the frames wait in the buffer

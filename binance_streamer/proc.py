@@ -161,7 +161,7 @@ def trim_memory():
     once held a burst's batches stays that large. Called once per status
     report by every long-lived process."""
     if not _malloc_trim:
-        _malloc_trim.append(_find_malloc_trim())
+        _malloc_trim.append(_libc("malloc_trim", "c_size_t"))
     if _malloc_trim[0] is not None:
         _malloc_trim[0](0)
 
@@ -178,27 +178,23 @@ def map_large_blocks(threshold=LARGE_BLOCK):
     as pickles and frames) then go into the heaps of its threads, whose free
     space they fragment, and the process keeps the burst's pages. With a
     fixed threshold they come and go whole."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+    mallopt = _libc("mallopt", "c_int", "c_int")
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, threshold) == 1
 
 
-def _find_malloc_trim():
+def _libc(name, *argtypes):
+    """The C library's function ``name`` (its arguments' ctypes type names
+    ``argtypes``, returning an int), or None off Linux or where the C library
+    has none (malloc_trim and mallopt are glibc's: musl has neither)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         import ctypes
-        trim = ctypes.CDLL(None).malloc_trim      # glibc only: musl has none
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = [getattr(ctypes, t) for t in argtypes], ctypes.c_int
+    return function
 
 
 _early = []
