@@ -65,6 +65,7 @@ class Sampler:
     def __init__(self, procs):
         self.procs, self.total, self.largest = procs, 0, 0
         self.each = {}                  # pid -> its high-water mark
+        self.cpu0 = {p.pid: cpu_seconds([p]) for p in procs}       # pid -> CPU seconds when the replay starts
 
     def sample(self):
         total = 0
@@ -154,6 +155,7 @@ def run_ours(paths, expected, loops, keep=None, settings=None):
         procs = recorder_processes(rec.pid)
         idle_rate, cpu0, start, sampler = measure(procs, sim, done)
         cpu = cpu_seconds(procs) - cpu0 - idle_rate * (time.time() - start)
+        each = {p.pid: cpu_seconds([p]) - sampler.cpu0.get(p.pid, 0.0) for p in procs}
         found, _, last_us = on_disk(data_dir)
         children = read_status(run_dir).get("children", {})
         books = children.get("orderbook", {})
@@ -167,6 +169,8 @@ def run_ours(paths, expected, loops, keep=None, settings=None):
     out = result("binance_streamer", expected, found, cpu, last_us / 1e6 - start, sampler, len(procs))
     out["ticker_checks"] = [books.get("ticker_compared"), books.get("ticker_mismatches")]
     out["peak_rss_mb_each"] = sampler.by_name({rec.pid: "manager", **names})
+    out["cpu_us_per_message_each"] = {names.get(pid, "manager" if pid == rec.pid else str(pid)):
+                                      round(seconds / out["messages"] * 1e6, 2) for pid, seconds in sorted(each.items())}
     return out
 
 
