@@ -114,6 +114,8 @@ class SnapshotRequest(NamedTuple):
 class Rows(NamedTuple):
     """CSV ``lines`` of one file (symbol, stream, UTC day), with each line's
     id in ``ids`` (the writer drops ids it has written; empty: no ids).
+    An item of ``lines`` holds whole lines, one or several (a depth event's
+    levels come as one string): ``ids`` has one id per line, not per item.
     ``backfilled``: fetched over REST to fill a hole. A worker extends the
     lists of its open Rows until the batch leaves. On a link the lines
     travel joined in one string (``pack_rows``; the writer reads it through
@@ -124,6 +126,12 @@ class Rows(NamedTuple):
     ids: list
     lines: list
     backfilled: bool
+
+
+def each_line(rows):
+    """``(id, line)`` of every line of a Rows, one line each."""
+    lines = rows.lines if rows.lines.__class__ is str else "".join(rows.lines)
+    return list(zip(rows.ids, lines.splitlines(keepends=True)))
 
 
 def pack_rows(items):

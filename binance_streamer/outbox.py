@@ -8,12 +8,12 @@ backfilled its live rows wait in ``route.held``; when the backfill is done
 they leave with the fetched rows, all in id order.
 
 :class:`BookFeed` gathers the book manager's events (messages.BookEvents:
-plain ``(Diff, ...)`` tuples, a diff's sides packed): diffs, snapshots,
+plain ``(Diff, ...)`` tuples, a diff's sides packed as parse.depth packs them): diffs, snapshots,
 failed snapshots, and the bookTickers it can compare with its book (those
 whose ``u`` is the final id of a diff).
 """
 
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event, pack_cells
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, event
 
 MAX_UNMATCHED_TICKERS = 10_000
 
@@ -29,24 +29,24 @@ class Outbox:
     def __bool__(self):
         return bool(self.out)
 
-    def add(self, route, day, ident, line, backfilled=False):
-        """A row (or the rows of one event: ``line`` a list) of ``route``."""
+    def add(self, route, day, ident, line, backfilled=False, rows=1):
+        """A row of ``route``, or the ``rows`` rows of one event (a depth
+        event's levels) in one string ``line``: a Rows' ``lines`` hold
+        strings of whole lines, its ``ids`` one id per line."""
         if route.held is not None and not backfilled:
-            route.held.append((day, ident, line, False))
+            route.held.append((day, ident, line, False, rows))
             return
         key = (route.symbol, route.file, day, backfilled)
         msg = self.open.get(key)
         if msg is None:
             msg = self.open[key] = Rows(route.symbol, route.file, day, [], [], backfilled)
             self.out.append(msg)
-        if isinstance(line, list):
-            msg.ids.extend([ident] * len(line))
-            msg.lines.extend(line)
-            self.rows += len(line)
-        else:
+        if rows == 1:
             msg.ids.append(ident)
-            msg.lines.append(line)
-            self.rows += 1
+        else:
+            msg.ids.extend([ident] * rows)
+        msg.lines.append(line)
+        self.rows += rows
 
     def seal(self, route):
         """Rows added after this go to new messages (keeps gap rows in order)."""
@@ -71,17 +71,17 @@ class Outbox:
     @staticmethod
     def join_held(route, rows):
         """Backfilled ``[(day, id, line)]`` join the rows that wait."""
-        route.held.extend((day, ident, line, True) for day, ident, line in rows)
+        route.held.extend((day, ident, line, True, 1) for day, ident, line in rows)
 
     def release(self, route):
         """The rows held while a stream's holes were filled, in id order."""
         held, route.held = route.held, None
         filled_before = None
-        for day, ident, line, filled in sorted(held or (), key=lambda r: r[1]):
+        for day, ident, line, filled, rows in sorted(held or (), key=lambda r: r[1]):
             if filled != filled_before:      # a new message whenever live and backfilled rows alternate
                 self.seal(route)
                 filled_before = filled
-            self.add(route, day, ident, line, backfilled=filled)
+            self.add(route, day, ident, line, backfilled=filled, rows=rows)
 
     def take(self):
         """Everything gathered; the outbox is empty after."""
@@ -105,7 +105,7 @@ class BookFeed:
         return bool(self.out)
 
     def diff(self, symbol, first, final, prev, bids, asks, time=""):
-        """A depth event; its sides as ``"price,quantity"`` cells (binance.parse.cells)."""
+        """A depth event; its sides packed (``"price,quantity,price,quantity"``, messages.Diff)."""
         pending = self.tickers[symbol]
         if pending:
             ticker = pending.pop(final, None)
@@ -114,7 +114,7 @@ class BookFeed:
             for u in [u for u in pending if u <= final]:     # can no longer match a diff
                 del pending[u]
         # messages.event, inline (one per depth event); the sides packed (messages.Diff)
-        self.out.append((Diff, symbol, first, final, prev, pack_cells(bids), pack_cells(asks), time))
+        self.out.append((Diff, symbol, first, final, prev, bids, asks, time))
         self.last_final[symbol] = final
 
     def ticker(self, symbol, u, bid, bid_qty, ask, ask_qty):

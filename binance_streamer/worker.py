@@ -132,22 +132,34 @@ class Worker:
         """Handle the text frames of one socket read (all received at
         ``recv_us``); returns "shutdown" if one was a serverShutdown event."""
         result = None
-        routes, handlers, loads = self.routes, self.handlers, orjson.loads
+        routes, handlers, loads, split_depth = self.routes, self.handlers, orjson.loads, parse.split_depth
         with self.lock:
             for data in messages:
+                # A depth frame as Binance writes it is read without decoding
+                # its levels one by one (parse.split_depth); any other frame,
+                # or one that is not quite that, is decoded whole.
+                parts = split_depth(data) if data[-3:] == b"]}}" else None
+                route = None if parts is None else routes.get(parts[0])
+                if route is not None and route.spec.rule == CHAINED:
+                    _, d, head, sides = parts
+                else:
+                    sides = None
+                    try:
+                        msg = loads(data)
+                        route = routes.get(msg.get("stream"))
+                    except (orjson.JSONDecodeError, AttributeError):
+                        self._odd("malformed", "malformed frame", data[:120])
+                        continue
+                    if route is None:
+                        if self._not_data(msg) == "shutdown":
+                            result = "shutdown"
+                        continue
+                    d = msg.get("data")
                 try:
-                    msg = loads(data)
-                    route = routes.get(msg.get("stream"))
-                except (orjson.JSONDecodeError, AttributeError):
-                    self._odd("malformed", "malformed frame", data[:120])
-                    continue
-                if route is None:
-                    if self._not_data(msg) == "shutdown":
-                        result = "shutdown"
-                    continue
-                d = msg.get("data")
-                try:
-                    handlers[route.spec.rule](route, d, recv_us)
+                    if sides is None:
+                        handlers[route.spec.rule](route, d, recv_us)
+                    else:
+                        self._depth(route, d, recv_us, sides, head)
                 except MALFORMED as exc:
                     self._malformed(route, d, data, exc, recv_us)
                     continue
@@ -224,9 +236,9 @@ class Worker:
         route.last, route.state, route.last_event, route.last_event_us = ident, "live", d, recv_us
         self.outbox.add(route, route.day_of(d, recv_us), ident, line)
 
-    def _depth(self, route, d, recv_us):
+    def _depth(self, route, d, recv_us, sides=None, head=None):
         spec = route.spec
-        uid, lines, bids, asks = spec.parse(self.market, d, recv_us)
+        uid, text, rows, bids, asks = spec.parse(self.market, d, recv_us, sides, head)
         first, final = d["U"], d["u"]
         prev = d["pu"] if futures(self.market) else None
         verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)
@@ -238,7 +250,7 @@ class Worker:
         route.last, route.state, route.last_event, route.last_event_us = final, "live", d, recv_us
         if self.book is not None:
             self.book.diff(route.symbol, first, final, d.get("pu"), bids, asks, d["E"])
-        self.outbox.add(route, route.day_of(d, recv_us), uid, lines)
+        self.outbox.add(route, route.day_of(d, recv_us), uid, text, rows=rows)
 
     def _increasing(self, route, d, recv_us):
         spec = route.spec

@@ -4,7 +4,7 @@ Every price and quantity is copied as the string Binance sent, after a check
 that it is one: a decimal number written with digits and at most one point
 (``num``), never an exponent, a sign, a word or a kilobyte of digits; ids and
 times must be non-negative integers (``uint``), flags booleans. Each function
-returns ``(id, line)`` (``depth``: ``(id, lines, bids, asks)``) where ``id`` is the row's sequence id (see
+returns ``(id, line)`` (``depth``: ``(id, text, rows, bids, asks)``) where ``id`` is the row's sequence id (see
 streams.KINDS) and ``line`` ends with a newline; the column order is
 csvfiles.SCHEMAS. A payload with a missing field raises KeyError, one of the
 wrong shape TypeError or ValueError, one with a value that is not what
@@ -12,6 +12,7 @@ Binance sends BadValue (a ValueError): the caller counts the event as
 malformed and drops it before it changes any state.
 """
 
+import re
 from decimal import Decimal
 
 from ..markets import BOOLEANS as _BOOL
@@ -177,11 +178,9 @@ def snapshot(d):
     return uint(d["lastUpdateId"]), levels(d["bids"]), levels(d["asks"])
 
 
-def cells(side, prefix=None, tail=None, lines=None):
-    """A depth event's side checked, each level as one ``"price,quantity"``
-    string: the form its CSV rows and the book manager's packed sides
-    (messages.pack_cells) are made of. With ``lines``: appends to it each
-    level's CSV line, ``prefix`` + cell + ``tail``, in the same pass."""
+def cells(side):
+    """A depth event's side (``[[price, quantity], ...]``) checked, each
+    level as one ``"price,quantity"`` string."""
     if side.__class__ is not list:
         raise BadValue(f"price levels must be a list: {str(side)[:80]!r}")
     out = []
@@ -191,25 +190,79 @@ def cells(side, prefix=None, tail=None, lines=None):
         p, q = level
         if not two_nums(p, q):
             num(p), num(q)          # says which is wrong
-        cell = f"{p},{q}"
-        out.append(cell)
-        if lines is not None:
-            lines.append(f"{prefix}{cell}{tail}")
+        out.append(f"{p},{q}")
     return out
 
 
-def depth(market, d, recv_us):
-    """One row per price level; an event without levels still gets one row,
-    so the update ids stay provably continuous in the file. Returns
-    ``(u, lines, bids, asks)``: the sides as ``cells`` for the book."""
-    pu = d.get("pu")
-    head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
+# A depth frame exactly as Binance writes it, matched whole, so that its
+# levels need not be decoded into lists of strings and checked one by one,
+# nor its ids and times turned into numbers and back (depth frames took most
+# of the worker's time). Each value is what the general path accepts: an id
+# or a time is an integer below 2**63 as JSON writes it (no leading zero),
+# a price or a quantity two numbers as ``num`` accepts them, never longer
+# (at most 19 digits, a point, 20 digits). Anything else (spaces, escapes,
+# another key order or field, a longer number) is not matched, and the frame
+# takes the general path, which says what is wrong.
+_ID = r'(0|[1-9][0-9]{0,17}+)'
+_NUMBER = r'[0-9]{1,19}+(?:\.[0-9]{1,20}+)?+'
+_LEVEL = r'\["' + _NUMBER + r'","' + _NUMBER + r'"\]'
+_SIDE = r'((?:' + _LEVEL + r'(?:,' + _LEVEL + r')*+)?+)'
+# (possessive: what follows each part can never be part of it, so the
+# matcher need not remember where to back up to, a third faster)
+DEPTH_FRAME = re.compile(r'\{"stream":"([a-z0-9_@]{1,100}+)","data":\{"e":"depthUpdate","E":' + _ID
+                         + r',(?:"T":' + _ID + r',)?"s":"[A-Z0-9_]{1,40}+","U":' + _ID + r',"u":' + _ID
+                         + r',(?:"pu":(-1|0|[1-9][0-9]{0,17}+),)?"b":\[' + _SIDE + r'\],"a":\[' + _SIDE
+                         + r'\]\}\}')
+LEVELS_APART = '"],["'       # between two levels of a side as split_depth hands it on
+
+
+def split_depth(data):
+    """``(stream, d, head, sides)`` of a depth frame as Binance writes it
+    (bytes): ``d`` the fields the recorder reads (E, U, u, and T, pu when
+    sent) as numbers, ``head`` the first columns of its CSV rows as sent
+    (``"E,T,U,u,pu,"``), ``sides`` each side's levels as
+    ``'price,quantity"],["price,quantity'`` ("" for none), all checked;
+    None for any other frame (the general path reads it)."""
+    m = DEPTH_FRAME.fullmatch(data.decode("latin-1"))
+    if m is None:
+        return None
+    stream, e, t, first, final, pu, bids, asks = m.groups()
+    d = {"E": int(e), "U": int(first), "u": int(final)}
+    if t is not None:
+        d["T"] = int(t)
+    if pu is not None:
+        d["pu"] = int(pu)
+    return (stream, d, f"{e},{t or ''},{first},{final},{pu or ''},",
+            (bids[2:-2].replace('","', ","), asks[2:-2].replace('","', ",")))
+
+
+def depth(market, d, recv_us, sides=None, head=None):
+    """One row per price level, bids first; an event without levels still
+    gets one row, so the update ids stay provably continuous in the file.
+    Returns ``(u, text, rows, bids, asks)``: the CSV lines in one string
+    and how many, and each side packed for the book (messages.Diff:
+    ``"price,quantity,price,quantity"``). ``sides`` and ``head``: as
+    split_depth found them in the frame; else read from ``d`` and checked."""
+    if head is None:
+        pu = d.get("pu")
+        head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
     tail = f",{recv_us}\n"
-    lines = []
-    bids, asks = cells(d["b"], head + "bid,", tail, lines), cells(d["a"], head + "ask,", tail, lines)
-    if not lines:
-        lines.append(f"{head},,{tail}")
-    return d["u"], lines, bids, asks
+    if sides is None:
+        sides = LEVELS_APART.join(cells(d["b"])), LEVELS_APART.join(cells(d["a"]))
+    bids, asks = sides
+    if bids and asks:
+        bid, ask = head + "bid,", head + "ask,"
+        return (d["u"], bid + bids.replace(LEVELS_APART, tail + bid) + tail + ask
+                + asks.replace(LEVELS_APART, tail + ask) + tail,
+                bids.count(LEVELS_APART) + asks.count(LEVELS_APART) + 2,
+                bids.replace(LEVELS_APART, ","), asks.replace(LEVELS_APART, ","))
+    if bids or asks:
+        side = bids or asks
+        prefix = head + ("bid," if bids else "ask,")
+        packed = side.replace(LEVELS_APART, ",")
+        return (d["u"], prefix + side.replace(LEVELS_APART, tail + prefix) + tail, side.count(LEVELS_APART) + 1,
+                packed if bids else "", "" if bids else packed)
+    return d["u"], f"{head},,{tail}", 1, "", ""
 
 
 def first_event_time(messages, look=8):

@@ -14,7 +14,7 @@ from binance_streamer.analysis.verify import verify
 from binance_streamer.binance import parse
 from binance_streamer.config import ConfigError
 from binance_streamer.continuity import CONTINUES, DUPLICATE, FIRST, LOST, handed_over, hole_after, periodic
-from binance_streamer.messages import Rows
+from binance_streamer.messages import Rows, each_line
 from binance_streamer.sequence import WITHIN, Sequencer, gap_row
 from binance_streamer.simulator.futures import FUNDING_MS, FuturesFeeds
 from binance_streamer.simulator.market import SymbolMarket
@@ -307,7 +307,7 @@ def test_mutated_futures_frames_never_escape_the_worker_nor_reach_a_number_colum
         if not isinstance(m, Rows):
             continue
         names = csvfiles.columns("usdm", m.stream)
-        for line in m.lines:
+        for _, line in each_line(m):
             rows += 1
             cells = line.rstrip("\n").split(",")
             assert len(cells) == len(names)

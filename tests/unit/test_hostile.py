@@ -72,10 +72,10 @@ def test_a_depth_level_with_a_bad_value_raises_what_num_says(bad):
 
 def test_depth_lines_follow_the_cells_bids_first_each_level_one_line():
     event = {"E": 1, "U": 2, "u": 3, "b": [["1.0", "2.0"], ["0.9", "0"]], "a": [["3.00", "4"]]}
-    u, lines, bids, asks = parse.depth("spot", event, 9)
-    assert (u, bids, asks) == (3, ["1.0,2.0", "0.9,0"], ["3.00,4"])
-    assert lines == ["1,,2,3,,bid,1.0,2.0,9\n", "1,,2,3,,bid,0.9,0,9\n", "1,,2,3,,ask,3.00,4,9\n"]
-    assert parse.depth("spot", {**event, "b": [], "a": []}, 9)[1] == ["1,,2,3,,,,,9\n"]
+    u, text, rows, bids, asks = parse.depth("spot", event, 9)
+    assert (u, rows, bids, asks) == (3, 3, "1.0,2.0,0.9,0", "3.00,4")
+    assert text == "1,,2,3,,bid,1.0,2.0,9\n1,,2,3,,bid,0.9,0,9\n1,,2,3,,ask,3.00,4,9\n"
+    assert parse.depth("spot", {**event, "b": [], "a": []}, 9)[1:] == ("1,,2,3,,,,,9\n", 1, "", "")
 
 
 def test_a_trade_priced_abc_is_dropped_counted_and_its_hole_ledgered_and_the_thread_lives():

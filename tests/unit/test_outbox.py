@@ -3,7 +3,7 @@
 import pytest
 
 from binance_streamer.binance.parse import cells
-from binance_streamer.messages import Diff, Rows, Ticker, named, pack_levels, unpack_levels
+from binance_streamer.messages import Diff, Rows, Ticker, each_line, named, pack_levels, unpack_levels
 from binance_streamer.outbox import BookFeed, Outbox
 from binance_streamer.sequence import gap_row
 from binance_streamer.worker import Route
@@ -31,9 +31,11 @@ def test_rows_of_a_stream_share_one_message_until_a_gap_seals_it():
 
 def test_the_rows_of_one_event_share_its_id():
     box, r = Outbox(), Route("BTCUSDT", "depth@100ms")
-    box.add(r, DAY, 9, ["a\n", "b\n"])
+    box.add(r, DAY, 9, "a\nb\n", rows=2)
+    box.add(r, DAY, 10, "c\n")
     (msg,) = box.take()
-    assert msg == Rows("BTCUSDT", "depth", DAY, [9, 9], ["a\n", "b\n"], False)
+    assert msg == Rows("BTCUSDT", "depth", DAY, [9, 9, 10], ["a\nb\n", "c\n"], False)
+    assert each_line(msg) == [(9, "a\n"), (9, "b\n"), (10, "c\n")]
 
 
 def test_held_rows_leave_in_id_order_with_the_backfilled_ones():
@@ -65,8 +67,8 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
     feed = BookFeed(["BTCUSDT"])
     feed.ticker("BTCUSDT", 12, "1", "1", "2", "1")            # before its diff
     feed.ticker("BTCUSDT", 11, "1", "1", "2", "1")            # no diff ends at 11
-    feed.diff("BTCUSDT", 5, 10, None, [], [])
-    feed.diff("BTCUSDT", 11, 12, None, [], [])
+    feed.diff("BTCUSDT", 5, 10, None, "", "")
+    feed.diff("BTCUSDT", 11, 12, None, "", "")
     feed.ticker("BTCUSDT", 12, "1", "1", "3", "1")            # names the last diff: sent at once
     out = feed.take()
     assert [(m[0], m[2], m[3]) for m in out] == [(Diff, 5, 10), (Ticker, 12, "1"), (Diff, 11, 12), (Ticker, 12, "1")]
@@ -77,7 +79,7 @@ def test_a_ticker_waits_for_the_diff_whose_final_id_it_names():
 def test_a_diff_travels_with_its_sides_packed_and_unpacks_to_the_strings_sent():
     feed = BookFeed(["BTCUSDT"])
     bids, asks = [["97123.45000000", "0.01230000"], ["97123.44000000", "0.00000000"]], []
-    feed.diff("BTCUSDT", 5, 10, None, cells(bids), cells(asks), 1700)      # as the worker hands them on
+    feed.diff("BTCUSDT", 5, 10, None, ",".join(cells(bids)), ",".join(cells(asks)), 1700)   # packed as parse.depth packs
     (msg,) = feed.take()
     diff = named(msg)
     assert diff.bids == "97123.45000000,0.01230000,97123.44000000,0.00000000" and diff.asks == ""

@@ -6,7 +6,7 @@ import os
 import orjson
 import pytest
 
-from binance_streamer.messages import Gap, Rows
+from binance_streamer.messages import Gap, Rows, each_line
 from binance_streamer import config
 from binance_streamer.worker import BATCH_ROWS, Worker
 from tests.support import REALDATA, need
@@ -28,7 +28,7 @@ def _rows(batch, stream=None, symbol=None):
     out = []
     for msg in batch:
         if isinstance(msg, Rows) and (stream is None or msg.stream == stream) and symbol in (None, msg.symbol):
-            out.extend(zip(msg.ids, msg.lines))
+            out.extend(each_line(msg))
     return out
 
 
