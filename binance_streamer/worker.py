@@ -132,18 +132,18 @@ class Worker:
         """Handle the text frames of one socket read (all received at
         ``recv_us``); returns "shutdown" if one was a serverShutdown event."""
         result = None
-        routes, handlers, loads, split_depth = self.routes, self.handlers, orjson.loads, parse.split_depth
+        routes, handlers, loads, split_frame, market = self.routes, self.handlers, orjson.loads, parse.split_frame, self.market
         with self.lock:
             for data in messages:
-                # A depth frame as Binance writes it is read without decoding
-                # its levels one by one (parse.split_depth); any other frame,
-                # or one that is not quite that, is decoded whole.
-                parts = split_depth(data) if data[-3:] == b"]}}" else None
-                route = None if parts is None else routes.get(parts[0])
-                if route is not None and route.spec.rule == CHAINED:
-                    _, d, head, sides = parts
+                # A frame as Binance writes it (most of them) is matched whole
+                # and its rows made from its text (parse.split_frame); any
+                # other frame, or one that is not quite that, is decoded whole.
+                parts = split_frame(market, data, recv_us)
+                route = None if parts is None else routes.get(parts[1])
+                if route is not None and route.kind == parts[0]:
+                    d, ready = parts[2], parts[3]
                 else:
-                    sides = None
+                    ready = None
                     try:
                         msg = loads(data)
                         route = routes.get(msg.get("stream"))
@@ -156,10 +156,7 @@ class Worker:
                         continue
                     d = msg.get("data")
                 try:
-                    if sides is None:
-                        handlers[route.spec.rule](route, d, recv_us)
-                    else:
-                        self._depth(route, d, recv_us, sides, head)
+                    handlers[route.spec.rule](route, d, recv_us, ready)
                 except MALFORMED as exc:
                     self._malformed(route, d, data, exc, recv_us)
                     continue
@@ -213,9 +210,10 @@ class Worker:
     # -- per-rule handlers (called with the lock held) ----------------------------
     # Each parses (and so checks) the whole event first: a malformed one
     # raises before it changes any state, so the next good event sees the hole.
-    def _consecutive(self, route, d, recv_us):
+    # ``ready``: what parse.split_frame already made of a frame it matched.
+    def _consecutive(self, route, d, recv_us, ready=None):
         spec = route.spec
-        row = spec.parse(self.market, d, recv_us)
+        row = ready or spec.parse(self.market, d, recv_us)
         if row is None:               # not a row: the candle is still open
             self.counts["open_klines"] += 1
             return
@@ -236,9 +234,10 @@ class Worker:
         route.last, route.state, route.last_event, route.last_event_us = ident, "live", d, recv_us
         self.outbox.add(route, route.day_of(d, recv_us), ident, line)
 
-    def _depth(self, route, d, recv_us, sides=None, head=None):
+    def _depth(self, route, d, recv_us, ready=None):
         spec = route.spec
-        uid, text, rows, bids, asks = spec.parse(self.market, d, recv_us, sides, head)
+        uid, text, rows, bids, asks = spec.parse(self.market, d, recv_us, *ready) if ready else \
+            spec.parse(self.market, d, recv_us)
         first, final = d["U"], d["u"]
         prev = d["pu"] if futures(self.market) else None
         verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)
@@ -252,9 +251,9 @@ class Worker:
             self.book.diff(route.symbol, first, final, d.get("pu"), bids, asks, d["E"])
         self.outbox.add(route, route.day_of(d, recv_us), uid, text, rows=rows)
 
-    def _increasing(self, route, d, recv_us):
+    def _increasing(self, route, d, recv_us, ready=None):
         spec = route.spec
-        u, line = spec.parse(self.market, d, recv_us)
+        u, line = ready or spec.parse(self.market, d, recv_us)
         verdict = continuity.increasing(route.last, route.state, u)
         if verdict == DUPLICATE:
             self.counts["duplicates"] += 1
@@ -266,7 +265,7 @@ class Worker:
             self.book.ticker(route.symbol, u, d["b"], d["B"], d["a"], d["A"])
         self.outbox.add(route, route.day_of(d, recv_us), u, line)
 
-    def _periodic(self, route, d, recv_us):
+    def _periodic(self, route, d, recv_us, ready=None):
         spec = route.spec
         e, line = spec.parse(self.market, d, recv_us)
         period = period_ms(route.stream)

@@ -194,46 +194,81 @@ def cells(side):
     return out
 
 
-# A depth frame exactly as Binance writes it, matched whole, so that its
-# levels need not be decoded into lists of strings and checked one by one,
-# nor its ids and times turned into numbers and back (depth frames took most
-# of the worker's time). Each value is what the general path accepts: an id
-# or a time is an integer below 2**63 as JSON writes it (no leading zero),
-# a price or a quantity two numbers as ``num`` accepts them, never longer
-# (at most 19 digits, a point, 20 digits). Anything else (spaces, escapes,
-# another key order or field, a longer number) is not matched, and the frame
-# takes the general path, which says what is wrong.
+# The frames Binance sends most (depth, bookTicker, aggTrade), exactly as it
+# writes them, are matched whole, so that their values need not be decoded,
+# checked one by one and formatted back: a depth event's levels never become
+# lists of strings, ids and times never become numbers and text again. Each
+# value matched is one the general path (orjson, then the functions above)
+# accepts and writes the same: an id or a time is an integer below 2**63 as
+# JSON writes it (no leading zero), a price or a quantity a number as ``num``
+# accepts it but never longer (at most 19 digits, a point, 20 digits). A
+# frame that is anything else (spaces, escapes, another key order, a field
+# more, a longer number) is not matched and takes the general path, which
+# says what is wrong. Quantifiers are possessive: what follows each part can
+# never be part of it, so the matcher keeps no places to back up to.
 _ID = r'(0|[1-9][0-9]{0,17}+)'
 _NUMBER = r'[0-9]{1,19}+(?:\.[0-9]{1,20}+)?+'
+_TEXT = r'"(' + _NUMBER + r')"'
+_FLAG = r'(true|false)'
+_SYMBOL = r'"s":"[A-Z0-9_]{1,40}+"'
+_START = r'\{"stream":"([a-zA-Z0-9_@]{1,100}+)","data":\{'
 _LEVEL = r'\["' + _NUMBER + r'","' + _NUMBER + r'"\]'
 _SIDE = r'((?:' + _LEVEL + r'(?:,' + _LEVEL + r')*+)?+)'
-# (possessive: what follows each part can never be part of it, so the
-# matcher need not remember where to back up to, a third faster)
-DEPTH_FRAME = re.compile(r'\{"stream":"([a-z0-9_@]{1,100}+)","data":\{"e":"depthUpdate","E":' + _ID
-                         + r',(?:"T":' + _ID + r',)?"s":"[A-Z0-9_]{1,40}+","U":' + _ID + r',"u":' + _ID
-                         + r',(?:"pu":(-1|0|[1-9][0-9]{0,17}+),)?"b":\[' + _SIDE + r'\],"a":\[' + _SIDE
-                         + r'\]\}\}')
-LEVELS_APART = '"],["'       # between two levels of a side as split_depth hands it on
+DEPTH_FRAME = re.compile(_START + r'"e":"depthUpdate","E":' + _ID + r',(?:"T":' + _ID + r',)?' + _SYMBOL
+                         + r',"U":' + _ID + r',"u":' + _ID + r',(?:"pu":(-1|0|[1-9][0-9]{0,17}+),)?"b":\['
+                         + _SIDE + r'\],"a":\[' + _SIDE + r'\]\}\}')
+BOOK_TICKER_FRAME = re.compile(_START + r'(?:"e":"bookTicker",)?"u":' + _ID + ',' + _SYMBOL + r',"b":' + _TEXT
+                               + r',"B":' + _TEXT + r',"a":' + _TEXT + r',"A":' + _TEXT + r'(?:,"T":' + _ID
+                               + r',"E":' + _ID + r')?\}\}')
+AGG_TRADE_FRAME = re.compile(_START + r'"e":"aggTrade","E":' + _ID + r',(?:' + _SYMBOL + r',)?"a":' + _ID
+                             + r',(?:' + _SYMBOL + r',)?"p":' + _TEXT + r',"q":' + _TEXT + r',"f":' + _ID
+                             + r',"l":' + _ID + r',"T":' + _ID + r',"m":' + _FLAG + r'(?:,"M":' + _FLAG
+                             + r')?\}\}')
+LEVELS_APART = '"],["'       # between two levels of a side as split_frame hands it on
 
 
-def split_depth(data):
-    """``(stream, d, head, sides)`` of a depth frame as Binance writes it
-    (bytes): ``d`` the fields the recorder reads (E, U, u, and T, pu when
-    sent) as numbers, ``head`` the first columns of its CSV rows as sent
-    (``"E,T,U,u,pu,"``), ``sides`` each side's levels as
-    ``'price,quantity"],["price,quantity'`` ("" for none), all checked;
+def split_frame(market, data, recv_us):
+    """``(kind, stream, d, ready)`` of a depth, bookTicker or aggTrade frame
+    as Binance writes it (bytes), checked whole: ``d`` the fields the
+    recorder reads (ids and times as numbers, a bookTicker's prices and
+    quantities), ``ready`` what the kind's function above would make of it:
+    for aggTrade and bookTicker ``(id, line)``; for depth ``(sides, head)``
+    for ``depth``: each side's levels as ``'price,quantity"],["price,quantity'``
+    ("" for none) and the first columns of its rows (``"E,T,U,u,pu,"``).
     None for any other frame (the general path reads it)."""
-    m = DEPTH_FRAME.fullmatch(data.decode("latin-1"))
+    text = data.decode("latin-1")
+    end = text[-3:]
+    if end == "]}}":
+        m = DEPTH_FRAME.fullmatch(text)
+        if m is None:
+            return None
+        stream, e, t, first, final, pu, bids, asks = m.groups()
+        d = {"E": int(e), "U": int(first), "u": int(final)}
+        if t is not None:
+            d["T"] = int(t)
+        if pu is not None:
+            d["pu"] = int(pu)
+        return ("depth", stream, d, ((bids[2:-2].replace('","', ","), asks[2:-2].replace('","', ",")),
+                                     f"{e},{t or ''},{first},{final},{pu or ''},"))
+    if end == "e}}":
+        m = AGG_TRADE_FRAME.fullmatch(text)
+        if m is None:
+            return None
+        stream, e, a, p, q, first, last, t, maker, best = m.groups()
+        flags = _BOOL[market]
+        best = "" if market != "spot" else "False," if best == "false" else "True,"
+        ident = int(a)
+        return ("aggTrade", stream, {"a": ident, "T": int(t)},
+                (ident, f"{a},{p},{q},{first},{last},{t},{flags[maker == 'true']},{best}{e},{recv_us},0\n"))
+    m = BOOK_TICKER_FRAME.fullmatch(text)
     if m is None:
         return None
-    stream, e, t, first, final, pu, bids, asks = m.groups()
-    d = {"E": int(e), "U": int(first), "u": int(final)}
+    stream, u, b, bq, a, aq, t, e = m.groups()
+    ident = int(u)
+    d = {"u": ident, "b": b, "B": bq, "a": a, "A": aq}
     if t is not None:
-        d["T"] = int(t)
-    if pu is not None:
-        d["pu"] = int(pu)
-    return (stream, d, f"{e},{t or ''},{first},{final},{pu or ''},",
-            (bids[2:-2].replace('","', ","), asks[2:-2].replace('","', ",")))
+        d["T"], d["E"] = int(t), int(e)
+    return ("bookTicker", stream, d, (ident, f"{u},{b},{bq},{a},{aq},{t or ''},{e or ''},{recv_us}\n"))
 
 
 def depth(market, d, recv_us, sides=None, head=None):
@@ -242,7 +277,7 @@ def depth(market, d, recv_us, sides=None, head=None):
     Returns ``(u, text, rows, bids, asks)``: the CSV lines in one string
     and how many, and each side packed for the book (messages.Diff:
     ``"price,quantity,price,quantity"``). ``sides`` and ``head``: as
-    split_depth found them in the frame; else read from ``d`` and checked."""
+    split_frame found them in the frame; else read from ``d`` and checked."""
     if head is None:
         pu = d.get("pu")
         head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
