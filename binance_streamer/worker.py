@@ -48,13 +48,14 @@ class Route:
 
     __slots__ = ("symbol", "stream", "kind", "spec", "file", "last", "state", "held", "waiting", "day",
                  "messages", "last_recv_us", "gaps", "backfilled", "step", "bad", "day_of", "last_event",
-                 "last_event_us")
+                 "last_event_us", "read")
 
-    def __init__(self, symbol, stream):
+    def __init__(self, symbol, stream, market="spot"):
         self.symbol, self.stream = symbol, stream
         self.file = file_stream(stream)
         self.kind = kind_of(self.file)
         self.spec = KINDS[self.kind]      # what streams.py knows of this kind
+        self.read = parse.frame_reader(market, self.kind)    # its frames as Binance writes them, or None
         self.step = id_step(self.file)
         self.last = None
         self.last_event = None        # the event of ``last`` and its receive time: a hole's start
@@ -79,7 +80,7 @@ class Worker:
         self.cfg, self.market, self.clock = cfg, cfg.market, clock
         self.rest = rest
         self.stop = stop or threading.Event()
-        self.routes = {f"{s.lower()}@{st}": Route(s, st) for s in symbols for st in cfg.streams}
+        self.routes = {f"{s.lower()}@{st}": Route(s, st, cfg.market) for s in symbols for st in cfg.streams}
         self.lock = threading.RLock()
         self.outbox = Outbox()
         self.book = BookFeed(symbols) if cfg.orderbook else None    # for the book manager
@@ -132,16 +133,17 @@ class Worker:
         """Handle the text frames of one socket read (all received at
         ``recv_us``); returns "shutdown" if one was a serverShutdown event."""
         result = None
-        routes, handlers, loads, split_frame, market = self.routes, self.handlers, orjson.loads, parse.split_frame, self.market
+        routes, handlers, loads = self.routes, self.handlers, orjson.loads
         with self.lock:
             for data in messages:
                 # A frame as Binance writes it (most of them) is matched whole
-                # and its rows made from its text (parse.split_frame); any
+                # and its rows made from its text (parse.frame_reader); any
                 # other frame, or one that is not quite that, is decoded whole.
-                parts = split_frame(market, data, recv_us)
-                route = None if parts is None else routes.get(parts[1])
-                if route is not None and route.kind == parts[0]:
-                    d, ready = parts[2], parts[3]
+                text = data.decode("latin-1")
+                route = routes.get(text[11:text.find('"', 11, 120)])
+                parts = None if route is None or route.read is None else route.read(text, recv_us)
+                if parts is not None:
+                    d, ready = parts
                 else:
                     ready = None
                     try:
@@ -210,7 +212,7 @@ class Worker:
     # -- per-rule handlers (called with the lock held) ----------------------------
     # Each parses (and so checks) the whole event first: a malformed one
     # raises before it changes any state, so the next good event sees the hole.
-    # ``ready``: what parse.split_frame already made of a frame it matched.
+    # ``ready``: what the route's parse.frame_reader already made of the frame.
     def _consecutive(self, route, d, recv_us, ready=None):
         spec = route.spec
         row = ready or spec.parse(self.market, d, recv_us)

@@ -210,65 +210,91 @@ _ID = r'(0|[1-9][0-9]{0,17}+)'
 _NUMBER = r'[0-9]{1,19}+(?:\.[0-9]{1,20}+)?+'
 _TEXT = r'"(' + _NUMBER + r')"'
 _FLAG = r'(true|false)'
-_SYMBOL = r'"s":"[A-Z0-9_]{1,40}+"'
-_START = r'\{"stream":"([a-zA-Z0-9_@]{1,100}+)","data":\{'
+_SYMBOL = r'"s":"[A-Z0-9_]{1,40}+",'
 _LEVEL = r'\["' + _NUMBER + r'","' + _NUMBER + r'"\]'
 _SIDE = r'((?:' + _LEVEL + r'(?:,' + _LEVEL + r')*+)?+)'
-DEPTH_FRAME = re.compile(_START + r'"e":"depthUpdate","E":' + _ID + r',(?:"T":' + _ID + r',)?' + _SYMBOL
-                         + r',"U":' + _ID + r',"u":' + _ID + r',(?:"pu":(-1|0|[1-9][0-9]{0,17}+),)?"b":\['
-                         + _SIDE + r'\],"a":\[' + _SIDE + r'\]\}\}')
-BOOK_TICKER_FRAME = re.compile(_START + r'(?:"e":"bookTicker",)?"u":' + _ID + ',' + _SYMBOL + r',"b":' + _TEXT
-                               + r',"B":' + _TEXT + r',"a":' + _TEXT + r',"A":' + _TEXT + r'(?:,"T":' + _ID
-                               + r',"E":' + _ID + r')?\}\}')
-AGG_TRADE_FRAME = re.compile(_START + r'"e":"aggTrade","E":' + _ID + r',(?:' + _SYMBOL + r',)?"a":' + _ID
-                             + r',(?:' + _SYMBOL + r',)?"p":' + _TEXT + r',"q":' + _TEXT + r',"f":' + _ID
-                             + r',"l":' + _ID + r',"T":' + _ID + r',"m":' + _FLAG + r'(?:,"M":' + _FLAG
-                             + r')?\}\}')
-LEVELS_APART = '"],["'       # between two levels of a side as split_frame hands it on
 
 
-def split_frame(market, data, recv_us):
-    """``(kind, stream, d, ready)`` of a depth, bookTicker or aggTrade frame
-    as Binance writes it (bytes), checked whole: ``d`` the fields the
-    recorder reads (ids and times as numbers, a bookTicker's prices and
-    quantities), ``ready`` what the kind's function above would make of it:
-    for aggTrade and bookTicker ``(id, line)``; for depth ``(sides, head)``
-    for ``depth``: each side's levels as ``'price,quantity"],["price,quantity'``
-    ("" for none) and the first columns of its rows (``"E,T,U,u,pu,"``).
-    None for any other frame (the general path reads it)."""
-    text = data.decode("latin-1")
-    end = text[-3:]
-    if end == "]}}":
-        m = DEPTH_FRAME.fullmatch(text)
-        if m is None:
-            return None
-        stream, e, t, first, final, pu, bids, asks = m.groups()
-        d = {"E": int(e), "U": int(first), "u": int(final)}
-        if t is not None:
-            d["T"] = int(t)
-        if pu is not None:
-            d["pu"] = int(pu)
-        return ("depth", stream, d, ((bids[2:-2].replace('","', ","), asks[2:-2].replace('","', ",")),
-                                     f"{e},{t or ''},{first},{final},{pu or ''},"))
-    if end == "e}}":
-        m = AGG_TRADE_FRAME.fullmatch(text)
-        if m is None:
-            return None
-        stream, e, a, p, q, first, last, t, maker, best = m.groups()
+def _frame_patterns(futures):
+    """{kind: pattern} of one market's frames.
+    Spot's layouts are one each. Futures' differ between USD-M and COIN-M and
+    over time (the pair "ps", a stream type "st", "nq", fields in another
+    order): each optional part is matched where Binance has written it."""
+    pair = r'(?:"ps":"[A-Z0-9_]{1,40}+",)?' if futures else ''
+    end = r'(?:,"st":[0-9]{1,9}+)?\}\}' if futures else r'\}\}'
+    opt = (lambda part: r'(?:' + part + r')?') if futures else (lambda part: '')
+    bodies = (
+        ("depth", r'"e":"depthUpdate","E":' + _ID + r',(?:"T":' + _ID + r',)?' + _SYMBOL + pair + r'"U":' + _ID
+         + r',"u":' + _ID + r',(?:"pu":(-1|0|[1-9][0-9]{0,17}+),)?"b":\[' + _SIDE + r'\],"a":\[' + _SIDE + r'\]'
+         + opt(r',"ps":"[A-Z0-9_]{1,40}+"')),
+        ("bookTicker", r'(?:"u":' + _ID + r',)?(?:"e":"bookTicker",)?(?:"u":' + _ID + r',)?(?:"E":' + _ID + r',"T":'
+         + _ID + r',)?' + _SYMBOL + pair + r'"b":' + _TEXT + r',"B":' + _TEXT + r',"a":' + _TEXT + r',"A":' + _TEXT
+         + r'(?:,"T":' + _ID + r',"E":' + _ID + r')?'),
+        ("aggTrade", r'"e":"aggTrade","E":' + _ID + r',' + (opt(_SYMBOL) if futures else _SYMBOL) + r'"a":' + _ID
+         + r',' + opt(_SYMBOL) + r'"p":' + _TEXT + r',"q":' + _TEXT + r','
+         + opt(r'"nq":"' + _NUMBER + r'",') + r'"f":' + _ID + r',"l":' + _ID + r',"T":' + _ID + r',"m":' + _FLAG
+         + r'(?:,"M":' + _FLAG + r')?'))
+    return {kind: re.compile(r'\{"stream":"[a-zA-Z0-9_@]{1,100}+","data":\{' + body + end) for kind, body in bodies}
+
+
+FRAMES = {"spot": _frame_patterns(False), "usdm": _frame_patterns(True), "coinm": _frame_patterns(True)}
+LEVELS_APART = '"],["'       # between two levels of a side as the depth reader hands it on
+
+
+def frame_reader(market, kind):
+    """``read(text, recv_us)`` of one market's frames of ``kind`` as Binance
+    writes them (``text``: the frame decoded as latin-1), checked whole:
+    ``(d, ready)``, ``d`` the fields the recorder reads (ids and times as
+    numbers, a bookTicker's prices and quantities), ``ready`` what the kind's
+    function above makes of the event: for aggTrade and bookTicker ``(id,
+    line)``; for depth ``(sides, head)`` for ``depth``: each side's levels as
+    ``'price,quantity"],["price,quantity'`` ("" for none) and the first
+    columns of its rows (``"E,T,U,u,pu,"``). None for a frame not matched
+    (the general path reads it). No reader (None) for the other kinds."""
+    pattern = FRAMES[market].get(kind)
+    if kind == "depth":
+        def read(text, recv_us):
+            m = pattern.fullmatch(text)
+            if m is None:
+                return None
+            e, t, first, final, pu, bids, asks = m.groups()
+            d = {"E": int(e), "U": int(first), "u": int(final)}
+            if t is not None:
+                d["T"] = int(t)
+            if pu is not None:
+                d["pu"] = int(pu)
+            return d, ((bids[2:-2].replace('","', ","), asks[2:-2].replace('","', ",")),
+                       f"{e},{t or ''},{first},{final},{pu or ''},")
+    elif kind == "aggTrade":
         flags = _BOOL[market]
-        best = "" if market != "spot" else "False," if best == "false" else "True,"
-        ident = int(a)
-        return ("aggTrade", stream, {"a": ident, "T": int(t)},
-                (ident, f"{a},{p},{q},{first},{last},{t},{flags[maker == 'true']},{best}{e},{recv_us},0\n"))
-    m = BOOK_TICKER_FRAME.fullmatch(text)
-    if m is None:
+        spot = market == "spot"
+
+        def read(text, recv_us):
+            m = pattern.fullmatch(text)
+            if m is None:
+                return None
+            e, a, p, q, first, last, t, maker, best = m.groups()
+            best = "" if not spot else "False," if best == "false" else "True,"
+            ident = int(a)
+            return {"a": ident, "T": int(t)}, (ident, f"{a},{p},{q},{first},{last},{t},{flags[maker == 'true']},"
+                                                      f"{best}{e},{recv_us},0\n")
+    elif kind == "bookTicker":
+        def read(text, recv_us):
+            m = pattern.fullmatch(text)
+            if m is None:
+                return None
+            u, u2, e, t, b, bq, a, aq, t2, e2 = m.groups()
+            if (u is None) == (u2 is None) or (e is not None and e2 is not None):
+                return None          # no id, or a field twice: the general path decides as JSON does
+            u, e, t = u or u2, e or e2, t or t2
+            ident = int(u)
+            d = {"u": ident, "b": b, "B": bq, "a": a, "A": aq}
+            if t is not None:
+                d["T"], d["E"] = int(t), int(e)
+            return d, (ident, f"{u},{b},{bq},{a},{aq},{t or ''},{e or ''},{recv_us}\n")
+    else:
         return None
-    stream, u, b, bq, a, aq, t, e = m.groups()
-    ident = int(u)
-    d = {"u": ident, "b": b, "B": bq, "a": a, "A": aq}
-    if t is not None:
-        d["T"], d["E"] = int(t), int(e)
-    return ("bookTicker", stream, d, (ident, f"{u},{b},{bq},{a},{aq},{t or ''},{e or ''},{recv_us}\n"))
+    return read
 
 
 def depth(market, d, recv_us, sides=None, head=None):
@@ -277,7 +303,7 @@ def depth(market, d, recv_us, sides=None, head=None):
     Returns ``(u, text, rows, bids, asks)``: the CSV lines in one string
     and how many, and each side packed for the book (messages.Diff:
     ``"price,quantity,price,quantity"``). ``sides`` and ``head``: as
-    split_frame found them in the frame; else read from ``d`` and checked."""
+    the depth frame_reader found them in the frame; else read from ``d`` and checked."""
     if head is None:
         pu = d.get("pu")
         head = f'{uint(d["E"])},{opt_uint(d, "T")},{uint(d["U"])},{uint(d["u"])},{"" if pu is None else sint(pu)},'
