@@ -380,6 +380,21 @@ def test_rows_as_they_travel_joined_are_written_exactly_as_rows_as_lists(tmp_pat
     assert results[1][2] == [("BTCUSDT", "aggTrade", 5, 5)]
 
 
+def test_ids_travel_packed_and_read_back_as_the_same_ints():
+    """pack_rows packs a Rows' ids in 8 bytes each; unpack_ids reads them
+    back (no copy); ids that are not 64-bit ints travel as they were."""
+    ids = [12345678901] * 6 + [12345678950, 2**63 - 1, -1]
+    lines = [["".join(_agg(1) for _ in range(6))] + [_agg(2)] * 3]      # one element may hold several lines
+    (rows,) = messages.pack_rows([Rows("BTCUSDT", "depth@100ms", "2026-01-01", list(ids), lines[0], False)])
+    assert isinstance(rows, Rows) and isinstance(rows.ids, bytes) and len(rows.ids) == 8 * len(ids)
+    back = messages.unpack_ids(rows.ids)
+    assert list(back) == ids and back[0] == ids[0] and back[-1] == -1 and len(back) == 9
+    assert len(messages.Lines(rows.lines, len(back))) == 9 == len(messages.Lines(rows.lines))
+    for odd in ([2**63], ["k1", "k2"], [], None):
+        assert messages.pack_ids(odd) is odd
+    assert messages.unpack_ids(["k1"]) == ["k1"]
+
+
 def test_lines_reads_a_joined_text_as_its_lines():
     text = "".join(_agg(a) for a in (1, 2, 3))
     lines = messages.Lines(text)
