@@ -83,11 +83,13 @@ class RecentKeys:
         return key in self.set
 
     def seen(self, keys):
-        return any(k in self.set for k in keys)
+        return not self.set.isdisjoint(keys)
 
     def extend(self, keys):
+        """Remember ``keys`` (a snapshot's thousands of rows share one key:
+        each key is looked at once)."""
         order, known = self.order, self.set
-        for k in keys:
+        for k in dict.fromkeys(keys):
             if k not in known:
                 known.add(k)
                 order.append(k)
