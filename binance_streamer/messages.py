@@ -118,9 +118,9 @@ class Rows(NamedTuple):
     ``backfilled``: fetched over REST to fill a hole. A worker extends the
     lists of its open Rows until the batch leaves (an element of ``lines``
     may hold several lines; ``ids`` has one id per line). On a link the
-    lines travel joined in one string and the ids as the bytes of an
-    ``array("q")`` (``pack_rows``; the writer reads them through ``Lines``
-    and ``unpack_ids``): one string and one bytes object pickle as one copy
+    lines travel joined in one string and the ids as one bytes object, 8
+    bytes an id (``pack_rows``; the writer reads them through ``Lines`` and
+    ``unpack_ids``): one string and one bytes object pickle as one copy
     each, a list as one object per line or id."""
     symbol: str
     stream: str
@@ -142,9 +142,9 @@ def pack_rows(items):
 
 
 def pack_ids(ids):
-    """A list of ids as the bytes of an ``array("q")`` (native byte order: a
-    link joins two processes of one machine); ids that are not all 64-bit
-    integers stay as they are."""
+    """A list of ids as one bytes object, each id a signed 64-bit integer in
+    the machine's byte order (a link joins two processes of one machine);
+    ids that are not all such integers stay as they are."""
     if ids.__class__ is not list or not ids:
         return ids
     try:
