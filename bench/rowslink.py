@@ -32,14 +32,12 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from binance_streamer import config, links, messages, proc, writer  # noqa: E402
 from binance_streamer.worker import Worker  # noqa: E402
-
-CAPTURES = os.path.join(HERE, "..", "..", "shared", "realdata", "cryptofeed")
-SPOT = ["BINANCE-b38f7c.0", "BINANCE-ee25be.0"]
+from replay import CAPTURES, MARKETS  # noqa: E402
 
 
 def read_frames(folder):
     frames = []
-    for name in SPOT:
+    for name in MARKETS["spot"]:
         with open(os.path.join(folder, name), "rb") as f:
             for line in f:
                 if line[:1].isdigit():
