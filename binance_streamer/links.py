@@ -19,6 +19,7 @@ not keep up.
 
 import array
 import collections
+import io
 import logging
 import logging.handlers
 import os
@@ -31,6 +32,7 @@ import threading
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("!I")
+NO_LENGTH = bytes(HEADER.size)
 READ_SIZE = 256 * 1024
 MAX_FRAME = 256 * 1024 * 1024    # a length beyond this is a torn or foreign stream
 MAX_FDS = 8
@@ -61,8 +63,14 @@ def pair():
 
 
 def frame(msg):
-    data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(data)) + data
+    """``msg`` framed: its length, then its pickle, pickled in place after
+    room for the length (a batch is megabytes: no second copy of it)."""
+    out = io.BytesIO()
+    out.write(NO_LENGTH)
+    pickle.Pickler(out, pickle.HIGHEST_PROTOCOL).dump(msg)
+    data = out.getbuffer()
+    HEADER.pack_into(data, 0, len(data) - HEADER.size)
+    return data
 
 
 class Link:

@@ -36,6 +36,7 @@ What the loss of each costs (and so what guards it):
   fresh link, so it is lost only with the process it was for.
 """
 
+import struct
 from typing import NamedTuple, Optional
 
 
@@ -114,12 +115,13 @@ class SnapshotRequest(NamedTuple):
 class Rows(NamedTuple):
     """CSV ``lines`` of one file (symbol, stream, UTC day), with each line's
     id in ``ids`` (the writer drops ids it has written; empty: no ids).
-    An item of ``lines`` holds whole lines, one or several (a depth event's
-    levels come as one string): ``ids`` has one id per line, not per item.
     ``backfilled``: fetched over REST to fill a hole. A worker extends the
-    lists of its open Rows until the batch leaves. On a link the lines
-    travel joined in one string (``pack_rows``; the writer reads it through
-    ``Lines``): one string pickles as one copy, a list as one object per line."""
+    lists of its open Rows until the batch leaves (an element of ``lines``
+    may hold several lines; ``ids`` has one id per line). On a link the
+    lines travel joined in one string and the ids as one bytes object, 8
+    bytes an id (``pack_rows``; the writer reads them through ``Lines`` and
+    ``unpack_ids``): one string and one bytes object pickle as one copy
+    each, a list as one object per line or id."""
     symbol: str
     stream: str
     day: str
@@ -129,26 +131,49 @@ class Rows(NamedTuple):
 
 
 def each_line(rows):
-    """``(id, line)`` of every line of a Rows, one line each."""
+    """``(id, line)`` of every line of a Rows as a worker builds it, one line each."""
     lines = rows.lines if rows.lines.__class__ is str else "".join(rows.lines)
     return list(zip(rows.ids, lines.splitlines(keepends=True)))
 
 
+_new_rows = tuple.__new__
+
+
 def pack_rows(items):
-    """A Batch's items as they travel: each Rows' lines joined in one string."""
-    return [m._replace(lines="".join(m.lines)) if m.__class__ is Rows and m.lines.__class__ is list else m
+    """A Batch's items as they travel: each Rows' lines joined in one
+    string, its ids packed (``pack_ids``)."""
+    return [_new_rows(Rows, (m[0], m[1], m[2], pack_ids(m[3]),
+                             m[4] if m[4].__class__ is str else "".join(m[4]), m[5])) if m.__class__ is Rows else m
             for m in items]
 
 
+def pack_ids(ids):
+    """A list of ids as one bytes object, each id a signed 64-bit integer in
+    the machine's byte order (a link joins two processes of one machine);
+    ids that are not all such integers stay as they are."""
+    if ids.__class__ is not list or not ids:
+        return ids
+    try:
+        return struct.pack(f"{len(ids)}q", *ids)
+    except struct.error:
+        return ids
+
+
+def unpack_ids(ids):
+    """Packed ids (``pack_ids``) as a sequence of ints, without a copy; other ids as they are."""
+    return memoryview(ids).cast("q") if ids.__class__ is bytes else ids
+
+
 class Lines:
-    """The lines of a Rows as it travelled (``text``: each line ends with a
-    newline), read as a sequence of lines; split only when a line other than
-    the first or the last is asked for (a hole, a repeat: rare)."""
+    """The lines of a Rows as it travelled (``text``: ``count`` lines, each
+    ending with a newline; counted when not given), read as a sequence of
+    lines; split only when a line other than the first or the last is asked
+    for (a hole, a repeat: rare)."""
 
     __slots__ = ("text", "count", "_split")
 
-    def __init__(self, text):
-        self.text, self.count, self._split = text, text.count("\n"), None
+    def __init__(self, text, count=None):
+        self.text, self.count, self._split = text, text.count("\n") if count is None else count, None
 
     def __len__(self):
         return self.count

@@ -22,7 +22,7 @@ import time
 
 from . import compression, csvfiles, disk, links, messages, proc, retention, streams
 from .compressor import Compressions
-from .messages import Gap, Lines, Rows
+from .messages import Gap, Lines, Rows, unpack_ids
 from .daycounts import DayCounts
 from .metrics import WriteCounts
 from .recovery import last_row, recent_keys, repair_torn_line
@@ -83,11 +83,13 @@ class RecentKeys:
         return key in self.set
 
     def seen(self, keys):
-        return any(k in self.set for k in keys)
+        return not self.set.isdisjoint(keys)
 
     def extend(self, keys):
+        """Remember ``keys`` (a snapshot's thousands of rows share one key:
+        each key is looked at once)."""
         order, known = self.order, self.set
-        for k in keys:
+        for k in dict.fromkeys(keys):
             if k not in known:
                 known.add(k)
                 order.append(k)
@@ -286,8 +288,10 @@ class Writer:
         return keys
 
     def add_rows(self, symbol, stream, day, ids, lines, backfilled=False):
-        if lines.__class__ is str:      # as it travelled (messages.pack_rows)
-            lines = Lines(lines)
+        if ids.__class__ is bytes:      # as they travelled (messages.pack_rows)
+            ids = unpack_ids(ids)
+        if lines.__class__ is str:
+            lines = Lines(lines, len(ids) if ids else None)
         if not lines:
             return              # (a snapshot of an empty book): nothing to write, nothing to wait for
         if self.shed.active and disk.sheds(stream):

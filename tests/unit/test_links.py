@@ -39,6 +39,15 @@ def test_messages_larger_than_the_socket_buffer_arrive_whole_and_in_order():
     assert a.pending == 0
 
 
+def test_a_frame_is_its_length_then_its_pickle():
+    import pickle
+    import struct
+    msg = messages.Batch(7, ["x" * 100_000, 3])
+    data = links.frame(msg)
+    (size,) = struct.unpack_from("!I", data)
+    assert size == len(data) - 4 and pickle.loads(bytes(data)[4:]) == msg
+
+
 def test_a_descriptor_travels_with_its_attach_message():
     a, b = _pair()
     mine, theirs = links.pair()

@@ -201,19 +201,21 @@ def _snapshot(t):
                                                                      f"9,ask,1.1,2.0,{t - 5},{t},,\n"], False)
 
 
-def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path):
+@pytest.mark.parametrize("packed", [False, True])       # as the writer is called, and as Rows travel
+def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path, packed):
+    pack = messages.pack_rows if packed else list
     w = Writer(_cfg(tmp_path))
-    w.take([_book(1000), _snapshot(1500)])
-    w.take([_trade(5), _trade(6)])
-    w.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)])
+    w.take(pack([_book(1000), _snapshot(1500)]))
+    w.take(pack([_trade(5), _trade(6)]))
+    w.take(pack([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10], [_depth(8, 10), _depth(8, 10)], False)]))
     w.close()                                           # then killed before it acknowledged
     w2 = Writer(_cfg(tmp_path))
     w2.recover()
-    w2.take([_book(1000), _snapshot(1500)])             # rows without exchange ids: dropped by their key
-    w2.take([_book(2000), _snapshot(900)])               # new ones (even if a clock stepped back) are kept
-    w2.take([_trade(5), _trade(6), _trade(7)])          # everything unacknowledged, sent again
-    w2.take([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
-                                                                        _depth(11, 12)], False)])
+    w2.take(pack([_book(1000), _snapshot(1500)]))            # rows without exchange ids: dropped by their key
+    w2.take(pack([_book(2000), _snapshot(900)]))             # new ones (even if a clock stepped back) are kept
+    w2.take(pack([_trade(5), _trade(6), _trade(7)]))        # everything unacknowledged, sent again
+    w2.take(pack([Rows("BTCUSDT", "depth", "2026-01-01", [10, 10, 12], [_depth(8, 10), _depth(8, 10),
+                                                                             _depth(11, 12)], False)]))
     w2.close()
     assert [r.split(",")[0] for r in _read(tmp_path, "trade")[1:]] == ["5", "6", "7"]
     assert [r.split(",")[3] for r in _read(tmp_path, "depth")[1:]] == ["10", "10", "12"]
@@ -221,6 +223,14 @@ def test_batches_sent_again_to_a_new_writer_are_written_once(tmp_path):
     assert [r.split(",")[5] for r in _read(tmp_path, "depthSnapshot")[1:]] == ["1500", "1500", "900", "900"]
     assert not os.path.exists(csvfiles.path(str(tmp_path / "data"), "spot", "BTCUSDT", "gaps",
                                             csvfiles.DayOf()(int(w2.clock() * 1000))))
+
+
+def test_recent_keys_remember_each_key_once_and_forget_the_oldest_beyond_their_limit():
+    keys = writermod.RecentKeys()
+    keys.extend(memoryview(messages.pack_ids([5] * 10_000 + [6])).cast("q"))       # a snapshot's rows share a key
+    assert list(keys.order) == [5, 6] and keys.seen([7, 6]) and not keys.seen([7]) and not keys.seen([])
+    keys.extend(range(7, 7 + keys.LIMIT))
+    assert len(keys.order) == keys.LIMIT and 5 not in keys and 6 not in keys and 7 in keys
 
 
 def test_a_depth_stream_that_continues_after_a_restart_has_no_gap(tmp_path):
@@ -378,6 +388,21 @@ def test_rows_as_they_travel_joined_are_written_exactly_as_rows_as_lists(tmp_pat
     assert results[0] == results[1]
     assert [int(x.split(",")[0]) for x in results[1][0][1:]] == [1, 2, 3, 4, 6, 7] and results[1][1] == 2
     assert results[1][2] == [("BTCUSDT", "aggTrade", 5, 5)]
+
+
+def test_ids_travel_packed_and_read_back_as_the_same_ints():
+    """pack_rows packs a Rows' ids in 8 bytes each; unpack_ids reads them
+    back (no copy); ids that are not 64-bit ints travel as they were."""
+    ids = [12345678901] * 6 + [12345678950, 2**63 - 1, -1]
+    lines = [["".join(_agg(1) for _ in range(6))] + [_agg(2)] * 3]      # one element may hold several lines
+    (rows,) = messages.pack_rows([Rows("BTCUSDT", "depth@100ms", "2026-01-01", list(ids), lines[0], False)])
+    assert isinstance(rows, Rows) and isinstance(rows.ids, bytes) and len(rows.ids) == 8 * len(ids)
+    back = messages.unpack_ids(rows.ids)
+    assert list(back) == ids and back[0] == ids[0] and back[-1] == -1 and len(back) == 9
+    assert len(messages.Lines(rows.lines, len(back))) == 9 == len(messages.Lines(rows.lines))
+    for odd in ([2**63], ["k1", "k2"], [], None):
+        assert messages.pack_ids(odd) is odd
+    assert messages.unpack_ids(["k1"]) == ["k1"]
 
 
 def test_lines_reads_a_joined_text_as_its_lines():
