@@ -90,25 +90,32 @@ class FrameReader:
         self.received = time.monotonic()
         n = self._drain(n)
         self.full = n >= BUSY
-        buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
+        return self._messages(self.buf + self.view[:n] if self.buf else bytes(self.view[:n]))
+
+    def _messages(self, buf):
+        """The complete messages in ``buf``; an incomplete frame at its end
+        is kept for the next read."""
         out = []
         append = out.append
         pos, size = 0, len(buf)
-        while size - pos >= 2:
+        last = size - 1                 # a header needs two bytes
+        while pos < last:
             b1 = buf[pos + 1]
             if buf[pos] == 0x81 and self.parts is None:    # the common frame: FIN + TEXT, unmasked
                 if b1 < 126:
-                    end = pos + 2 + b1
+                    start = pos + 2
+                    end = start + b1
                     if end > size:
                         break
-                    append(buf[pos + 2:end])
+                    append(buf[start:end])
                     pos = end
                     continue
-                if b1 == 126 and size - pos >= 4:
-                    end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+                if b1 == 126 and pos + 4 <= size:
+                    start = pos + 4
+                    end = start + ((buf[pos + 2] << 8) | buf[pos + 3])
                     if end > size:
                         break
-                    append(buf[pos + 4:end])
+                    append(buf[start:end])
                     pos = end
                     continue
             end = self._frame(buf, pos, size, out)
