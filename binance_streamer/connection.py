@@ -16,12 +16,9 @@ local receive time (us) as soon as they are read, and every frame of one read
 is handed to the worker at once.
 """
 
-import fcntl
 import logging
 import socket
 import ssl
-import struct
-import termios
 import threading
 import time
 from urllib.parse import urlparse
@@ -29,7 +26,7 @@ from urllib.parse import urlparse
 import websocket
 
 from .binance.parse import first_event_time
-from .frames import Closed, FrameReader
+from .frames import Closed, FrameReader, unread_bytes
 from .proc import backoff_delay
 from .tls import client_context
 
@@ -151,11 +148,9 @@ class Socket:
         """Bytes received by the kernel (and, over TLS, decrypted) but not yet
         read: what waits behind the reader. None when the socket is gone."""
         try:
-            kernel = struct.unpack("i", fcntl.ioctl(self.ws.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
-            pending = self.ws.sock.pending() if hasattr(self.ws.sock, "pending") else 0
+            return unread_bytes(self.ws.sock)
         except (OSError, AttributeError, ValueError):
             return None
-        return kernel + pending
 
     def close(self, why="closed"):
         """Send a close frame and end the reading. Not websocket-client's

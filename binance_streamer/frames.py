@@ -11,15 +11,24 @@ worker's cost per message, so it matters.
 ``SSLSocket`` a ``recv_into`` returns at most one TLS record (16 KB of
 plaintext at most, and a server writing message by message sends one record
 per message), so after the first, blocking, read the socket is read again
-without blocking until it has nothing more (or the buffer is full).
+without blocking until it has nothing more (or the buffer is full): when
+the kernel or the TLS layer says bytes are waiting (FIONREAD, ``pending``),
+else not at all, so the usual read does not end in a read that would block.
+
+The common frame (FIN + TEXT, unmasked, a length that fits in 7 or 16
+bits: every Binance message) takes a short path of a few operations; every
+other frame, and every error, goes through ``_frame``.
 
 Server frames are never masked (RFC 6455 section 5.1). Pings are answered
 with a pong carrying the same payload, like websocket-client does; a close
 frame is answered with a close and ends the stream.
 """
 
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import time
 
 import websocket
@@ -81,73 +90,117 @@ class FrameReader:
         self.received = time.monotonic()
         n = self._drain(n)
         self.full = n >= BUSY
-        buf = self.buf + self.view[:n] if self.buf else bytes(self.view[:n])
+        return self._messages(self.buf + self.view[:n] if self.buf else bytes(self.view[:n]))
+
+    def _messages(self, buf):
+        """The complete messages in ``buf``; an incomplete frame at its end
+        is kept for the next read."""
         out = []
+        append = out.append
         pos, size = 0, len(buf)
-        while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            length, head = b1 & 0x7F, 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-                if length > MAX_MESSAGE:
-                    raise ProtocolError(f"frame of {length} bytes is larger than {MAX_MESSAGE}")
-            if b1 & 0x80:
-                raise ProtocolError("the server sent a masked frame")
-            end = pos + head + length
-            if end > size:
+        last = size - 1                 # a header needs two bytes
+        while pos < last:
+            b1 = buf[pos + 1]
+            if buf[pos] == 0x81 and self.parts is None:    # the common frame: FIN + TEXT, unmasked
+                if b1 < 126:
+                    start = pos + 2
+                    end = start + b1
+                    if end > size:
+                        break
+                    append(buf[start:end])
+                    pos = end
+                    continue
+                if b1 == 126 and pos + 4 <= size:
+                    start = pos + 4
+                    end = start + ((buf[pos + 2] << 8) | buf[pos + 3])
+                    if end > size:
+                        break
+                    append(buf[start:end])
+                    pos = end
+                    continue
+            end = self._frame(buf, pos, size, out)
+            if end is None:
                 break
-            payload = buf[pos + head:end]
             pos = end
-            opcode = b0 & 0x0F
-            if b0 & 0x70:
-                raise ProtocolError("reserved bits set (no extension was negotiated)")
-            if opcode == TEXT or opcode == BINARY:
-                if self.parts is not None:
-                    raise ProtocolError("a new message started inside a fragmented one")
-                if b0 & 0x80:
-                    out.append(payload)
-                else:
-                    self.parts = [payload]
-            elif opcode == CONT:
-                if self.parts is None:
-                    raise ProtocolError("continuation frame without a message")
-                self.parts.append(payload)
-                if sum(map(len, self.parts)) > MAX_MESSAGE:
-                    raise ProtocolError(f"message larger than {MAX_MESSAGE} bytes")
-                if b0 & 0x80:
-                    out.append(b"".join(self.parts))
-                    self.parts = None
-            elif opcode == PING:
-                if length > 125 or not b0 & 0x80:
-                    raise ProtocolError("invalid ping frame")
-                self.ws.pong(payload)
-            elif opcode == PONG:
-                pass
-            elif opcode == CLOSE:
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                try:
-                    self.ws.send_close()
-                except (websocket.WebSocketException, OSError):
-                    pass
-                pos = size          # nothing may follow a close frame
-                break
-            else:
-                raise ProtocolError(f"unknown opcode {opcode}")
         self.buf = buf[pos:] if pos < size else b""
         return out
+
+    def _frame(self, buf, pos, size, out):
+        """Any frame at ``pos`` (what the fast path in ``read`` did not
+        take): its payload handled, a message completed into ``out``;
+        where the next frame starts (``size`` after a close frame: nothing
+        may follow it), or None when the frame is not complete yet."""
+        b0, b1 = buf[pos], buf[pos + 1]
+        length, head = b1 & 0x7F, 2
+        if length == 126:
+            if size - pos < 4:
+                return None
+            length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
+        elif length == 127:
+            if size - pos < 10:
+                return None
+            length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if length > MAX_MESSAGE:
+                raise ProtocolError(f"frame of {length} bytes is larger than {MAX_MESSAGE}")
+        if b1 & 0x80:
+            raise ProtocolError("the server sent a masked frame")
+        end = pos + head + length
+        if end > size:
+            return None
+        payload = buf[pos + head:end]
+        opcode = b0 & 0x0F
+        if b0 & 0x70:
+            raise ProtocolError("reserved bits set (no extension was negotiated)")
+        if opcode == TEXT or opcode == BINARY:
+            if self.parts is not None:
+                raise ProtocolError("a new message started inside a fragmented one")
+            if b0 & 0x80:
+                out.append(payload)
+            else:
+                self.parts = [payload]
+        elif opcode == CONT:
+            if self.parts is None:
+                raise ProtocolError("continuation frame without a message")
+            self.parts.append(payload)
+            if sum(map(len, self.parts)) > MAX_MESSAGE:
+                raise ProtocolError(f"message larger than {MAX_MESSAGE} bytes")
+            if b0 & 0x80:
+                out.append(b"".join(self.parts))
+                self.parts = None
+        elif opcode == PING:
+            if length > 125 or not b0 & 0x80:
+                raise ProtocolError("invalid ping frame")
+            self.ws.pong(payload)
+        elif opcode == PONG:
+            pass
+        elif opcode == CLOSE:
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            try:
+                self.ws.send_close()
+            except (websocket.WebSocketException, OSError):
+                pass
+            return size          # nothing may follow a close frame
+        else:
+            raise ProtocolError(f"unknown opcode {opcode}")
+        return end
 
     def _drain(self, n):
         """After a read of ``n`` bytes, read on without blocking until the
         socket (and, on TLS, the records it already holds) has nothing more
-        or the buffer is full; the bytes now in the buffer."""
+        or the buffer is full; the bytes now in the buffer. When nothing is
+        waiting (the usual case once the first read took it all), that is
+        one look, not a read that would block and its exceptions."""
+        try:
+            more = n < READ_SIZE and unread_bytes(self.sock) > 0
+        except OSError:
+            more = True                      # closed under us: the read says how
+        if more:
+            n = self._read_on(n)
+        self.reads += 1
+        return n
+
+    def _read_on(self, n):
         sock, view = self.sock, self.view
-        reads = 1
         timeout = sock.gettimeout()
         sock.settimeout(0.0)
         try:
@@ -163,11 +216,18 @@ class FrameReader:
                     self.error = ConnectionResetError("connection closed without a close frame")
                     break
                 n += got
-                reads += 1
+                self.reads += 1
         finally:
             try:
                 sock.settimeout(timeout)     # pongs and the close reply are sent blocking
             except OSError as exc:           # closed under us by another thread
                 self.error = self.error or exc
-        self.reads += reads
         return n
+
+
+def unread_bytes(sock):
+    """Bytes waiting for the reader of ``sock``: in the kernel and, over
+    TLS, received but not yet read (decrypted or not). Raises OSError when
+    the socket is closed."""
+    kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    return kernel + sock.pending() if hasattr(sock, "pending") else kernel

@@ -55,6 +55,7 @@ class TLSSocket:
         self._sock = sock
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._in, self._out, server_hostname=server_hostname)
+        self._read = getattr(self._tls, "_sslobj", self._tls).read    # read(len, buffer) either way
         self._lock, self._send_lock = threading.Lock(), threading.Lock()
         self._chunk = bytearray(READ_SIZE)       # read into, never allocated per read (256 KB would be an mmap)
         self._view = memoryview(self._chunk)
@@ -93,29 +94,36 @@ class TLSSocket:
 
     def recv_into(self, buffer, nbytes=0):
         """Every decrypted byte ready (up to ``nbytes``): the socket is read
-        only when none is, and then once."""
+        only when none is, and then once.
+
+        Each record is its own ``read`` (OpenSSL returns one at a time), so
+        the loop over them is kept small: the lock is taken once for all the
+        records ready, and the C object's ``read`` is called directly (the
+        ``SSLObject.read`` around it is one more Python call per record)."""
         view = memoryview(buffer)
-        size = nbytes or len(view)
-        got = 0
-        tls, lock = self._tls, self._lock
-        while got < size:
-            try:
-                with lock:
-                    n = tls.read(size - got, view[got:])
-            except ssl.SSLWantReadError:
-                if got:
-                    break
+        if nbytes and nbytes < len(view):
+            view = view[:nbytes]
+        size, got = len(view), 0
+        read = self._read
+        while True:
+            want = False
+            with self._lock:
                 try:
-                    if self._fill():
-                        continue
-                except BlockingIOError:
-                    raise ssl.SSLWantReadError("the read would block") from None
-                continue                   # the end: the next read says how it ended
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    while got < size:
+                        n = read(size, view[got:])     # at most one record; len is capped at the view's
+                        if not n:
+                            break                      # the peer's close_notify
+                        got += n
+                except ssl.SSLWantReadError:
+                    want = True
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    pass
+            if got or not want:
                 break
-            if n == 0:
-                break
-            got += n
+            try:
+                self._fill()                       # at the end of the connection, the next read says how it ended
+            except BlockingIOError:
+                raise ssl.SSLWantReadError("the read would block") from None
         if self._out.pending:              # TLS 1.3 may answer a record (key update)
             self._flush()
         return got

@@ -200,3 +200,21 @@ def wait_for_bytes(tls, n, timeout=5.0):
             return
         assert time.monotonic() < deadline, f"only {waiting} of {n} bytes arrived"
         time.sleep(0.01)
+
+
+def test_a_whole_text_frame_inside_a_fragmented_message_is_an_error(pair):
+    a, b = pair
+    b.sendall(frame(b"hel", fin=False) + frame(b"lo"))
+    with pytest.raises(ProtocolError, match="inside a fragmented one"):
+        FrameReader(FakeWs(a)).read()
+
+
+def test_a_read_that_took_everything_leaves_later_frames_to_the_next(pair):
+    """The drain looks (FIONREAD) before it reads on: a read that took
+    everything is one recv, and what comes later is the next read's."""
+    a, b = pair
+    b.sendall(frame(b"one"))
+    reader = FrameReader(FakeWs(a))
+    assert read_all(reader, 1) == [b"one"] and reader.reads == 1
+    b.sendall(frame(b"two") + frame(b"x" * 300))
+    assert read_all(reader, 2) == [b"two", b"x" * 300]

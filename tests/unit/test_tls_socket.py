@@ -107,3 +107,35 @@ def test_a_certificate_for_another_host_is_refused():
     thread.join(10)
     listener.close()
     certs.close()
+
+
+def test_frame_reader_over_tls_takes_every_record_answers_pings_and_sees_the_close(pair):
+    """Production's read path: one record per frame, as Binance writes
+    them; a ping among them is answered through the same TLS socket while
+    the reader reads, and the close comes after every message."""
+    from binance_streamer.frames import Closed, FrameReader
+
+    class Peer:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def pong(self, payload):
+            self.sock.sendall(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+
+        def send_close(self):
+            pass
+
+    client, server = pair
+    messages = [b'{"u":%d,"pad":"%s"}' % (i, b"x" * (i * 53 % 400)) for i in range(300)]
+    for i, m in enumerate(messages):
+        server.sendall(bytes((0x81, len(m))) + m if len(m) < 126 else bytes((0x81, 126)) + len(m).to_bytes(2, "big") + m)
+        if i == 150:
+            server.sendall(bytes((0x89, 4)) + b"ping")
+    server.sendall(bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
+    reader = FrameReader(Peer(client))
+    got = []
+    with pytest.raises(Closed) as exc:
+        while True:
+            got += reader.read(5)
+    assert got == messages and exc.value.code == 1000
+    assert server.recv(10) == bytes((0x8A, 0x84)) + b"\0\0\0\0ping"
