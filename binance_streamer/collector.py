@@ -27,7 +27,6 @@ import os
 import threading
 import time
 
-import orjson
 
 from . import cluster, proc
 from .binance.endpoints import connection_plan
@@ -207,18 +206,11 @@ class Tap(Worker):
 
     def on_frames(self, messages, recv_us):
         result = None
-        routes, loads = self.routes, orjson.loads
         with self.lock:
             for data in messages:
-                try:
-                    msg = loads(data)
-                    route = routes.get(msg.get("stream"))
-                except (orjson.JSONDecodeError, AttributeError):
-                    self._odd("malformed", "malformed frame", data[:120])
-                    continue
+                route, msg = self.decode(data)
                 if route is None:
-                    if self._not_data(msg) == "shutdown":
-                        result = "shutdown"
+                    result = result or msg
                     continue
                 try:
                     ident = event_id(route.spec, msg["data"])

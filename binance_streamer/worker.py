@@ -133,7 +133,7 @@ class Worker:
         """Handle the text frames of one socket read (all received at
         ``recv_us``); returns "shutdown" if one was a serverShutdown event."""
         result = None
-        routes, handlers, loads = self.routes, self.handlers, orjson.loads
+        routes, handlers = self.routes, self.handlers
         with self.lock:
             for data in messages:
                 # A frame as Binance writes it (most of them) is matched whole
@@ -145,18 +145,11 @@ class Worker:
                 if parts is not None:
                     d, ready = parts
                 else:
-                    ready = None
-                    try:
-                        msg = loads(data)
-                        route = routes.get(msg.get("stream"))
-                    except (orjson.JSONDecodeError, AttributeError):
-                        self._odd("malformed", "malformed frame", data[:120])
-                        continue
+                    route, msg = self.decode(data)
                     if route is None:
-                        if self._not_data(msg) == "shutdown":
-                            result = "shutdown"
+                        result = result or msg
                         continue
-                    d = msg.get("data")
+                    d, ready = msg.get("data"), None
                 try:
                     handlers[route.spec.rule](route, d, recv_us, ready)
                 except MALFORMED as exc:
@@ -175,6 +168,19 @@ class Worker:
                     if extra:
                         self._odd("unexpected_fields", f"{route.symbol} {route.stream}: unexpected fields", extra)
         return result
+
+    def decode(self, data):
+        """A frame decoded whole: ``(route, msg)``; ``(None, "shutdown")`` for
+        the server's notice of a shutdown; ``(None, None)`` for anything else
+        that is not an event of a subscribed stream (counted and logged)."""
+        try:
+            msg = orjson.loads(data)
+            route = self.routes.get(msg.get("stream"))
+        except (orjson.JSONDecodeError, AttributeError):
+            return None, self._odd("malformed", "malformed frame", data[:120])
+        if route is None:
+            return None, self._not_data(msg)
+        return route, msg
 
     def _not_data(self, msg):
         if not isinstance(msg, dict):
