@@ -330,8 +330,7 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         books.restarted()
     log.info("orderbook: started (pid %d) for %d symbols%s", os.getpid(), len(books.books),
              f", restart {restarts}" if restarts else "")
-    handlers = {Diff: _packed_diffs(books), Ticker: books.on_ticker, Snapshot: books.on_snapshot,
-                SnapshotFailed: books.on_snapshot_failed}
+    handlers = orderbook_handlers(books)
     status = lambda: {**books.status(), "link": {"unacked_bytes": writer.outbox.bytes,      # noqa: E731
                                                  "unacked_batches": len(writer.outbox.frames)}}
     next_flush = 0.0
@@ -389,6 +388,12 @@ def _hand_on(writer, out, dropped, clock):
     if out:
         writer.send(pack_rows(out))
         out.clear()
+
+
+def orderbook_handlers(books):
+    """BookEvents item kind -> the OrderBooks method that takes its fields."""
+    return {Diff: _packed_diffs(books), Ticker: books.on_ticker, Snapshot: books.on_snapshot,
+            SnapshotFailed: books.on_snapshot_failed}
 
 
 def _packed_diffs(books):
