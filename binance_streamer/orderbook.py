@@ -81,27 +81,25 @@ class OrderBooks:
         if len(times) > MAX_TIMES:
             times.popitem(last=False)
         sync = sb.sync
-        if not sync.synced and sb.refresh_pending is None and sb.refresh is None:
-            sync.on_diff(first, final, prev, bids, asks)          # buffered
-            return
-        before = sync.update_id
         fresh = sync.awaiting_first                  # no diff applied yet since the snapshot
         outcome = sync.on_diff(first, final, prev, bids, asks)
-        if outcome == GAP and fresh:
-            # The stream started after the snapshot was taken: nothing is
-            # lost, the snapshot is too old (Binance: get a new one).
-            log.info("%s: snapshot %s is older than the first diff after it (U=%s); asking again", symbol,
-                     before, first)
-            sb.state, sb.next_request = NO_BOOK, self.clock()
+        if outcome == GAP:
+            before = sync.last_gap[0]
+            if fresh:
+                # The stream started after the snapshot was taken: nothing is
+                # lost, the snapshot is too old (Binance: get a new one).
+                log.info("%s: snapshot %s is older than the first diff after it (U=%s); asking again", symbol,
+                         before, first)
+                sb.state, sb.next_request = NO_BOOK, self.clock()
+            else:
+                self._resync(sb, "depth gap", before, first, first_time=time)
             return
         if sb.refresh_pending is not None:
             sb.refresh_pending.append((first, final, prev, bids, asks))
         elif sb.refresh is not None:
             if sb.refresh.on_diff(first, final, prev, bids, asks) == GAP:
                 sb.refresh = None
-        if outcome == GAP:
-            self._resync(sb, "depth gap", before, first, first_time=time)
-        elif outcome == APPLIED:
+        if outcome == APPLIED:
             if sb.state != SYNCED_STATE:
                 self._now_synced(sb)
             if sb.sync.book.crossed():
