@@ -22,6 +22,7 @@ usdm, coinm (futures)
 
 from bisect import bisect_left, insort
 from decimal import Decimal
+from operator import itemgetter
 
 from . import markets
 from .messages import levels_of
@@ -71,8 +72,20 @@ class Book:
         self.update_id = None
 
     def load(self, last_update_id, bids, asks):
+        """The book as a snapshot gives it (sides of ``(price, qty)``)."""
         self._clear()
-        self.apply(bids, asks, last_update_id)
+        prices = [p for side in (bids, asks) for p in map(itemgetter(0), side)]
+        if max(map(len, prices), default=0) > SHORT_PRICE:
+            self._exact = any(not _float_exact(p) for p in prices)
+        if self._exact:
+            self.bids = {Decimal(p).copy_negate(): (p, q) for p, q in bids if float(q)}
+            self.asks = {Decimal(p): (p, q) for p, q in asks if float(q)}
+        else:
+            self.bids = {-float(p): (p, q) for p, q in bids if float(q)}
+            self.asks = {float(p): (p, q) for p, q in asks if float(q)}
+        self._bid_keys = sorted(self.bids)
+        self._ask_keys = sorted(self.asks)
+        self.update_id = last_update_id
 
     def apply(self, bids, asks, update_id):
         """Set absolute quantities; a zero quantity removes the level. Each
@@ -106,7 +119,7 @@ class Book:
     def _key(self, price, bid):
         """The key of a level at ``price`` (bids negated, exactly)."""
         if not self._exact:
-            if len(price.replace(".", "").strip("0")) <= FLOAT_DIGITS:
+            if _float_exact(price):
                 return -float(price) if bid else float(price)
             self._exact = True
             for side, keys, negate in ((self.bids, self._bid_keys, True), (self.asks, self._ask_keys, False)):
@@ -159,6 +172,11 @@ class Book:
             b = {Decimal(p): q for p, q in theirs.values()}
             n += sum(1 for k in a.keys() | b.keys() if low <= k <= high and a.get(k, "0") != b.get(k, "0"))
         return n
+
+
+def _float_exact(price):
+    """Has ``price`` (a plain decimal) at most FLOAT_DIGITS significant digits?"""
+    return len(price) <= SHORT_PRICE or len(price.replace(".", "").strip("0")) <= FLOAT_DIGITS
 
 
 def first_event_fits(market, last_update_id, first_id, final_id):

@@ -195,20 +195,26 @@ _digits = st.text("0123456789", min_size=1, max_size=12)
 
 @st.composite
 def _price(draw):
-    """A plain decimal as Binance writes one, sometimes long, with trailing zeros or not."""
+    """A plain decimal as Binance writes one, sometimes long, with trailing
+    zeros or not, sometimes a hair above a short one (the same float)."""
     whole = draw(st.sampled_from(["0", "1", "10", "99", "12345678"]))
     frac = draw(st.one_of(st.just(""), _digits, st.text("0123456789", min_size=13, max_size=30)))
+    if draw(st.integers(0, 3)) == 0:
+        frac = frac[:4] + "0" * 16 + "1"
     frac += "0" * draw(st.integers(0, 8))
     return whole + ("." + frac if frac else "")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), _price(), st.sampled_from(["0", "0.000", "1", "2.50", "0.001"])),
-                max_size=60))
-def test_levels_and_their_order_are_those_of_decimal_keys(changes):
-    """The book against a plain ``Decimal``-keyed reference, whatever the prices' lengths."""
-    book, ref = Book(), ({}, {})
-    book.load(0, [], [])
+                max_size=60), st.integers(0, 60))
+def test_levels_and_their_order_are_those_of_decimal_keys(changes, loaded):
+    """The book against a plain ``Decimal``-keyed reference, whatever the
+    prices' lengths: the first ``loaded`` changes as a snapshot, the rest applied."""
+    snap, changes = changes[:loaded], changes[loaded:]
+    book = Book()
+    book.load(0, [(p, q) for bid, p, q in snap if bid], [(p, q) for bid, p, q in snap if not bid])
+    ref = tuple({Decimal(p): (p, q) for bid, p, q in snap if bid is side and Decimal(q)} for side in (True, False))
     for i, (bid, p, q) in enumerate(changes, 1):
         book.apply([(p, q)] if bid else [], [] if bid else [(p, q)], i)
         side = ref[0 if bid else 1]
@@ -218,5 +224,6 @@ def test_levels_and_their_order_are_those_of_decimal_keys(changes):
             side.pop(Decimal(p), None)
     want_bids = [side for _, side in sorted(ref[0].items(), reverse=True)]
     want_asks = [side for _, side in sorted(ref[1].items())]
-    assert book.top(len(changes) + 1) == (want_bids, want_asks)
+    assert book.top(len(snap) + len(changes) + 1) == (want_bids, want_asks)
+    assert book.crossed() == bool(want_bids and want_asks and Decimal(want_bids[0][0]) >= Decimal(want_asks[0][0]))
     assert book.as_dict()["bids"] == {k: Decimal(q) for k, (_, q) in ref[0].items()}
