@@ -227,3 +227,12 @@ def test_levels_and_their_order_are_those_of_decimal_keys(changes, loaded):
     assert book.top(len(snap) + len(changes) + 1) == (want_bids, want_asks)
     assert book.crossed() == bool(want_bids and want_asks and Decimal(want_bids[0][0]) >= Decimal(want_asks[0][0]))
     assert book.as_dict()["bids"] == {k: Decimal(q) for k, (_, q) in ref[0].items()}
+
+
+def test_a_refresh_compares_levels_in_range_by_price_whatever_the_keys():
+    old, new = Book(), Book()
+    old.load(1, [["1.0", "5"], ["0.9", "1"], ["0.5", "3"]], [["2.0", "5"]])
+    new.load(1, [["1.00", "5"], ["0.9", "2"]], [["2.0", "5"], ["2.1", "1"], ["2.10000000000000000001", "1"]])
+    assert new._exact and not old._exact            # Decimal keys beside float keys
+    assert old.differences(new) == 4                 # 0.9's quantity; 0.5, 2.1 and the long one on one side only
+    assert old.differences(new, Decimal("0.9"), Decimal("2.0")) == 1
