@@ -256,15 +256,20 @@ def pack_cells(cells):
     return ",".join(cells)
 
 
+def levels_of(text):
+    """A packed side's levels as ``(price, quantity)`` pairs, read where
+    they lie (no list is built); the count of cells is not checked."""
+    cells = iter(text.split(",") if text else ())
+    return zip(cells, cells)
+
+
 def unpack_levels(text):
-    """A packed side back as ``[(price, quantity), ...]``."""
-    if not text:
-        return []
-    cells = text.split(",")
-    if len(cells) & 1:
+    """A packed side back as ``[(price, quantity), ...]``; ValueError if it
+    has an odd number of cells (the check orderbook.OrderBooks.on_diff
+    makes of every diff as it arrives)."""
+    if text and not text.count(",") & 1:
         raise ValueError(f"packed price levels have an odd number of cells: {text[:80]!r}")
-    it = iter(cells)
-    return list(zip(it, it))
+    return list(levels_of(text))
 
 
 def event(kind, *fields):

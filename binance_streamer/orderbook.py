@@ -20,7 +20,7 @@ import os
 import time
 
 from . import links, messages, proc
-from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, pack_rows, unpack_levels
+from .messages import Diff, Gap, Rows, Snapshot, SnapshotFailed, Ticker, pack_rows
 from .binance.endpoints import depth_weight
 from .binance.parse import MALFORMED
 from .binance.budgets import ROUTINE, URGENT
@@ -40,7 +40,7 @@ MAX_TIMES = 4096          # event times kept per book, for the ledger rows of a 
 class SymbolBook:
     def __init__(self, market, symbol):
         self.symbol = symbol
-        self.sync = DepthSync(market)
+        self.sync = DepthSync(market, packed=True)
         self.state = NO_BOOK
         self.next_request = 0.0
         self.requested_at = None
@@ -69,28 +69,37 @@ class OrderBooks:
 
     # -- input -------------------------------------------------------------------
     def on_diff(self, symbol, first, final, prev, bids, asks, time=""):
+        """A depth diff, its sides packed as it travels (messages.Diff): they
+        stay packed (buffered, stale) until the book applies them. A side
+        with an odd number of cells raises ValueError here, before anything
+        changes (messages.unpack_levels' check, inline: every diff passes here)."""
+        if (bids and not bids.count(",") & 1) or (asks and not asks.count(",") & 1):
+            raise ValueError(f"packed price levels have an odd number of cells: {bids[:40]!r} / {asks[:40]!r}")
         sb = self.books[symbol]
-        sb.times[final] = time
-        if len(sb.times) > MAX_TIMES:
-            sb.times.popitem(last=False)
-        before = sb.sync.update_id
-        fresh = sb.sync.synced and sb.sync.awaiting_first      # no diff applied yet since the snapshot
-        outcome = sb.sync.on_diff(first, final, prev, bids, asks)
-        if outcome == GAP and fresh:
-            # The stream started after the snapshot was taken: nothing is
-            # lost, the snapshot is too old (Binance: get a new one).
-            log.info("%s: snapshot %s is older than the first diff after it (U=%s); asking again", symbol,
-                     before, first)
-            sb.state, sb.next_request = NO_BOOK, self.clock()
+        times = sb.times
+        times[final] = time
+        if len(times) > MAX_TIMES:
+            times.popitem(last=False)
+        sync = sb.sync
+        fresh = sync.awaiting_first                  # no diff applied yet since the snapshot
+        outcome = sync.on_diff(first, final, prev, bids, asks)
+        if outcome == GAP:
+            before = sync.last_gap[0]
+            if fresh:
+                # The stream started after the snapshot was taken: nothing is
+                # lost, the snapshot is too old (Binance: get a new one).
+                log.info("%s: snapshot %s is older than the first diff after it (U=%s); asking again", symbol,
+                         before, first)
+                sb.state, sb.next_request = NO_BOOK, self.clock()
+            else:
+                self._resync(sb, "depth gap", before, first, first_time=time)
             return
         if sb.refresh_pending is not None:
             sb.refresh_pending.append((first, final, prev, bids, asks))
         elif sb.refresh is not None:
             if sb.refresh.on_diff(first, final, prev, bids, asks) == GAP:
                 sb.refresh = None
-        if outcome == GAP:
-            self._resync(sb, "depth gap", before, first, first_time=time)
-        elif outcome == APPLIED:
+        if outcome == APPLIED:
             if sb.state != SYNCED_STATE:
                 self._now_synced(sb)
             if sb.sync.book.crossed():
@@ -237,7 +246,7 @@ class OrderBooks:
                                             first_time=first_time)))
 
     def _start_refresh(self, sb, last_update_id, bids, asks):
-        fresh = DepthSync(self.market)
+        fresh = DepthSync(self.market, packed=True)
         for event in sb.refresh_pending:
             fresh.on_diff(*event)
         sb.refresh_pending = None
@@ -248,20 +257,16 @@ class OrderBooks:
 
     def _finish_refresh(self, sb):
         fresh = sb.refresh
-        if fresh is None or fresh.update_id is None or fresh._await_first or fresh.update_id != sb.sync.update_id:
+        if fresh is None or fresh.update_id is None or fresh.awaiting_first or fresh.update_id != sb.sync.update_id:
             return
         sb.refresh = None
-        old, new = sb.sync.book, fresh.book
-        low, high = sb.snapshot_range or (Decimal("-Infinity"), Decimal("Infinity"))
-        differ = [k for side_old, side_new in ((old.bids, new.bids), (old.asks, new.asks))
-                  for k in set(side_old) | set(side_new)
-                  if low <= k <= high and side_old.get(k, (0, "0"))[1] != side_new.get(k, (0, "0"))[1]]
+        differ = sb.sync.book.differences(fresh.book, *(sb.snapshot_range or (None, None)))
         if differ:
             sb.mismatches += 1
             at = sb.times.get(sb.sync.update_id, "")
             self.emit(Gap(sb.symbol, gap_row(int(self.clock() * 1e6), "orderbook", "refresh found differences",
                                                 sb.sync.update_id, sb.sync.update_id, "replaced",
-                                                detail=f"{len(differ)} levels differed", last_time=at,
+                                                detail=f"{differ} levels differed", last_time=at,
                                                 first_time=at)))
         sb.sync = fresh
 
@@ -330,8 +335,7 @@ def orderbook_main(cfg, control, peers, groups, restarts=0):
         books.restarted()
     log.info("orderbook: started (pid %d) for %d symbols%s", os.getpid(), len(books.books),
              f", restart {restarts}" if restarts else "")
-    handlers = {Diff: _packed_diffs(books), Ticker: books.on_ticker, Snapshot: books.on_snapshot,
-                SnapshotFailed: books.on_snapshot_failed}
+    handlers = orderbook_handlers(books)
     status = lambda: {**books.status(), "link": {"unacked_bytes": writer.outbox.bytes,      # noqa: E731
                                                  "unacked_batches": len(writer.outbox.frames)}}
     next_flush = 0.0
@@ -391,11 +395,10 @@ def _hand_on(writer, out, dropped, clock):
         out.clear()
 
 
-def _packed_diffs(books):
-    """The Diff handler: a Diff as it travels (its sides packed, messages.Diff) into the book."""
-    def on_diff(symbol, first, final, prev, bids, asks, time=""):
-        books.on_diff(symbol, first, final, prev, unpack_levels(bids), unpack_levels(asks), time)
-    return on_diff
+def orderbook_handlers(books):
+    """BookEvents item kind -> the OrderBooks method that takes its fields."""
+    return {Diff: books.on_diff, Ticker: books.on_ticker, Snapshot: books.on_snapshot,
+            SnapshotFailed: books.on_snapshot_failed}
 
 
 def _apply(books, handlers, items):

@@ -1,6 +1,8 @@
 """Binance's documented depth sequencing (PROTOCOL.md section 4), case by case
 and as properties over random diff streams."""
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -166,3 +168,71 @@ def test_an_ask_priced_beyond_decimal_precision_is_removed_as_its_own_level():
     book.load(1, [["0.5", "1"]], [["1", "3"], [long, "2"]])
     book.apply([], [[long, "0"]], 2)
     assert book.best_ask() == ("1", "3") and book.top(5)[1] == [("1", "3")]
+
+
+def test_a_bid_priced_beyond_decimal_precision_is_its_own_level_too():
+    long = "1.00000000000000000000000000001"
+    book = Book()
+    book.load(1, [["1", "3"], [long, "2"]], [["2", "1"]])
+    assert book.best_bid() == (long, "2") and not book.crossed()
+    book.apply([[long, "0"]], [], 2)
+    assert book.top(5)[0] == [("1", "3")]
+
+
+def test_one_price_written_two_ways_is_one_level_before_and_after_a_long_price():
+    book = Book()
+    book.load(1, [["0.10", "1"], ["0.09", "1"]], [["0.11000000", "1"]])
+    book.apply([["0.1", "2"]], [["0.110", "0.00"]], 2)
+    assert book.top(5) == ([("0.1", "2"), ("0.09", "1")], [])
+    book.apply([], [["0.1100000000000000000001", "4"]], 3)       # 22 digits: keys become Decimal
+    book.apply([["0.1000", "3"]], [["0.11", "5"]], 4)
+    assert book.top(5) == ([("0.1000", "3"), ("0.09", "1")], [("0.11", "5"), ("0.1100000000000000000001", "4")])
+    assert book.as_dict()["asks"] == {Decimal("0.11"): Decimal(5), Decimal("0.1100000000000000000001"): Decimal(4)}
+
+
+_digits = st.text("0123456789", min_size=1, max_size=12)
+
+
+@st.composite
+def _price(draw):
+    """A plain decimal as Binance writes one, sometimes long, with trailing
+    zeros or not, sometimes a hair above a short one (the same float)."""
+    whole = draw(st.sampled_from(["0", "1", "10", "99", "12345678"]))
+    frac = draw(st.one_of(st.just(""), _digits, st.text("0123456789", min_size=13, max_size=30)))
+    if draw(st.integers(0, 3)) == 0:
+        frac = frac[:4] + "0" * 16 + "1"
+    frac += "0" * draw(st.integers(0, 8))
+    return whole + ("." + frac if frac else "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), _price(), st.sampled_from(["0", "0.000", "1", "2.50", "0.001"])),
+                max_size=60), st.integers(0, 60))
+def test_levels_and_their_order_are_those_of_decimal_keys(changes, loaded):
+    """The book against a plain ``Decimal``-keyed reference, whatever the
+    prices' lengths: the first ``loaded`` changes as a snapshot, the rest applied."""
+    snap, changes = changes[:loaded], changes[loaded:]
+    book = Book()
+    book.load(0, [(p, q) for bid, p, q in snap if bid], [(p, q) for bid, p, q in snap if not bid])
+    ref = tuple({Decimal(p): (p, q) for bid, p, q in snap if bid is side and Decimal(q)} for side in (True, False))
+    for i, (bid, p, q) in enumerate(changes, 1):
+        book.apply([(p, q)] if bid else [], [] if bid else [(p, q)], i)
+        side = ref[0 if bid else 1]
+        if Decimal(q):
+            side[Decimal(p)] = (p, q)
+        else:
+            side.pop(Decimal(p), None)
+    want_bids = [side for _, side in sorted(ref[0].items(), reverse=True)]
+    want_asks = [side for _, side in sorted(ref[1].items())]
+    assert book.top(len(snap) + len(changes) + 1) == (want_bids, want_asks)
+    assert book.crossed() == bool(want_bids and want_asks and Decimal(want_bids[0][0]) >= Decimal(want_asks[0][0]))
+    assert book.as_dict()["bids"] == {k: Decimal(q) for k, (_, q) in ref[0].items()}
+
+
+def test_a_refresh_compares_levels_in_range_by_price_whatever_the_keys():
+    old, new = Book(), Book()
+    old.load(1, [["1.0", "5"], ["0.9", "1"], ["0.5", "3"]], [["2.0", "5"]])
+    new.load(1, [["1.00", "5"], ["0.9", "2"]], [["2.0", "5"], ["2.1", "1"], ["2.10000000000000000001", "1"]])
+    assert new._exact and not old._exact            # Decimal keys beside float keys
+    assert old.differences(new) == 4                 # 0.9's quantity; 0.5, 2.1 and the long one on one side only
+    assert old.differences(new, Decimal("0.9"), Decimal("2.0")) == 1

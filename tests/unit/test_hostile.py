@@ -113,10 +113,10 @@ def test_the_book_manager_resyncs_a_book_fed_a_bad_level_instead_of_crashing():
     rows = []
     books = OrderBooks(_cfg(), lambda *a: None, rows.append)
     books.on_snapshot("BTCUSDT", 10, [["100.0", "1.0"]], [["101.0", "1.0"]])
-    msg = event(Diff, "BTCUSDT", 11, 11, None, [["abc", "1"]], [])
+    msg = event(Diff, "BTCUSDT", 11, 11, None, "abc,1", "")
     try:
         books.on_diff(*msg[1:])
-    except ArithmeticError as exc:     # what orderbook_main catches and hands on
+    except parse.MALFORMED as exc:     # what orderbook_main catches and hands on
         books.on_bad_input(msg, exc)
     else:
         pytest.fail("a level priced abc was applied")

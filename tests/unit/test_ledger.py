@@ -326,10 +326,10 @@ def test_a_resync_row_has_the_event_times_of_the_diffs_around_the_break():
     cfg = config.load(None, {"market": "spot", "symbols": "BTCUSDT"}).replace(book_refresh_interval=0)
     out = []
     books = OrderBooks(cfg, lambda *a: None, out.append)
-    books.on_diff("BTCUSDT", 5, 10, None, [["1.0", "1"]], [["2.0", "1"]], T0 + 10)
+    books.on_diff("BTCUSDT", 5, 10, None, "1.0,1", "2.0,1", T0 + 10)
     books.on_snapshot("BTCUSDT", 9, [["1.0", "1"]], [["2.0", "1"]])
-    books.on_diff("BTCUSDT", 11, 12, None, [], [], T0 + 12)
-    books.on_diff("BTCUSDT", 20, 25, None, [], [], T0 + 25)          # 13..19 missing
+    books.on_diff("BTCUSDT", 11, 12, None, "", "", T0 + 12)
+    books.on_diff("BTCUSDT", 20, 25, None, "", "", T0 + 25)          # 13..19 missing
     (g,) = [m.row for m in out if isinstance(m, Gap)]
     assert (g["reason"], g["last_good_id"], g["first_id_after"]) == ("depth gap", 12, 20)
     assert (g["last_good_time"], g["first_time_after"]) == (T0 + 12, T0 + 25)

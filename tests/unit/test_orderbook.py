@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 import pytest
 
-from binance_streamer.messages import Gap
+from binance_streamer.messages import Gap, pack_levels
 from binance_streamer import config
 from binance_streamer.orderbook import SYNCED_STATE, OrderBooks
 from tests.support import REALDATA, need
@@ -61,7 +61,7 @@ def test_capture_books_align_never_cross_and_match_every_book_ticker(ws, http, m
         d, stream = payload["data"], payload["stream"]
         symbol = stream.split("@")[0].upper()
         if "@depth" in stream:
-            books.on_diff(symbol, d["U"], d["u"], d.get("pu"), d["b"], d["a"])
+            books.on_diff(symbol, d["U"], d["u"], d.get("pu"), pack_levels(d["b"]), pack_levels(d["a"]))
             applied_after_snapshot += symbol in snapshotted
             assert not books.books[symbol].sync.book.crossed()
         elif stream.endswith("@bookTicker"):
@@ -88,14 +88,14 @@ def test_gap_resyncs_only_that_symbol_and_is_ledgered():
     books.tick()
     assert asked == []                         # Binance's order: a diff buffered first, then the snapshot
     for s in ("BTCUSDT", "ETHUSDT"):
-        books.on_diff(s, 10, 12, None, [["1.0", "1"]], [["2.0", "1"]])
+        books.on_diff(s, 10, 12, None, "1.0,1", "2.0,1")
     books.tick()
     assert sorted(a[0] for a in asked) == ["BTCUSDT", "ETHUSDT"]
     for s in ("BTCUSDT", "ETHUSDT"):
         books.on_snapshot(s, 11, [["1.0", "5"]], [["2.0", "5"]])
     assert all(b.state == SYNCED_STATE for b in books.books.values())
-    books.on_diff("ETHUSDT", 13, 14, None, [], [])
-    books.on_diff("ETHUSDT", 17, 18, None, [], [])          # 15..16 missing
+    books.on_diff("ETHUSDT", 13, 14, None, "", "")
+    books.on_diff("ETHUSDT", 17, 18, None, "", "")          # 15..16 missing
     assert books.books["ETHUSDT"].state != SYNCED_STATE and books.books["BTCUSDT"].state == SYNCED_STATE
     gap = [m.row for m in out if isinstance(m, Gap)]
     assert [(g["stream"], g["reason"], g["last_good_id"], g["first_id_after"]) for g in gap] == \
@@ -109,14 +109,14 @@ def test_crossed_book_and_disagreeing_ticker_resync():
     out = []
     books = OrderBooks(_cfg(), lambda *a: None, out.append)
     books.on_snapshot("BTCUSDT", 10, [["1.0", "5"]], [["2.0", "5"]])
-    books.on_diff("BTCUSDT", 11, 11, None, [["1.5", "1"]], [])
+    books.on_diff("BTCUSDT", 11, 11, None, "1.5,1", "")
     books.on_ticker("BTCUSDT", 11, "1.5", "1", "2.0", "5")        # agrees
     assert books.books["BTCUSDT"].compared == 1 and books.books["BTCUSDT"].mismatches == 0
     books.on_ticker("BTCUSDT", 12, "1.5", "9", "2.0", "5")        # kept for u=12
-    books.on_diff("BTCUSDT", 12, 12, None, [["1.5", "1"]], [])
+    books.on_diff("BTCUSDT", 12, 12, None, "1.5,1", "")
     assert books.books["BTCUSDT"].mismatches == 1
     books.on_snapshot("ETHUSDT", 10, [["1.0", "5"]], [["2.0", "5"]])
-    books.on_diff("ETHUSDT", 11, 11, None, [["3.0", "1"]], [])    # bid above the ask
+    books.on_diff("ETHUSDT", 11, 11, None, "3.0,1", "")    # bid above the ask
     reasons = [m.row["reason"] for m in out if isinstance(m, Gap)]
     assert reasons == ["bookTicker disagrees with the book", "crossed book"]
 
@@ -126,10 +126,10 @@ def test_book_tickers_a_diff_has_passed_are_dropped_not_held():
     books.on_snapshot("BTCUSDT", 10, [["1.0", "5"]], [["2.0", "5"]])
     for u in (12, 13, 15, 17):                                    # ahead of the book: kept for their diff
         books.on_ticker("BTCUSDT", u, "1.0", "5", "2.0", "5")
-    books.on_diff("BTCUSDT", 11, 14, None, [], [])               # ends at 14: 12 and 13 can never be checked
+    books.on_diff("BTCUSDT", 11, 14, None, "", "")               # ends at 14: 12 and 13 can never be checked
     sb = books.books["BTCUSDT"]
     assert list(sb.tickers) == [15, 17] and sb.compared == 0
-    books.on_diff("BTCUSDT", 15, 15, None, [], [])               # ends at 15: checked, then gone
+    books.on_diff("BTCUSDT", 15, 15, None, "", "")               # ends at 15: checked, then gone
     assert list(sb.tickers) == [17] and (sb.compared, sb.mismatches) == (1, 0)
 
 
@@ -138,15 +138,15 @@ def test_periodic_refresh_replaces_the_book_and_drops_orphans():
     asked, out = [], []
     books = OrderBooks(_cfg(book_refresh_interval=60), lambda *a: asked.append(a), out.append, clock=lambda: now[0])
     books.on_snapshot("BTCUSDT", 10, [["1.0", "5"], ["0.9", "1"]], [["2.0", "5"]])
-    books.on_diff("BTCUSDT", 11, 11, None, [["0.5", "3"]], [])    # a level outside the snapshot: an orphan
+    books.on_diff("BTCUSDT", 11, 11, None, "0.5,3", "")    # a level outside the snapshot: an orphan
     now[0] = 61.0
     books.tick()
     assert ("BTCUSDT", 5000, 1) in asked                            # a routine refresh
-    books.on_diff("BTCUSDT", 12, 12, None, [["1.0", "6"]], [])
+    books.on_diff("BTCUSDT", 12, 12, None, "1.0,6", "")
     books.on_snapshot("BTCUSDT", 12, [["1.0", "6"], ["0.9", "1"]], [["2.0", "5"]])
     sb = books.books["BTCUSDT"]
     assert sb.refresh is not None            # the new book waits for a diff that bridges its snapshot
-    books.on_diff("BTCUSDT", 13, 13, None, [], [["2.1", "1"]])
+    books.on_diff("BTCUSDT", 13, 13, None, "", "2.1,1")
     assert sb.state == SYNCED_STATE and sb.sync.update_id == 13 and sb.refresh is None
     assert sorted(p for p, _ in sb.sync.book.bids.values()) == ["0.9", "1.0"]       # orphan gone
     assert sb.resyncs == 0
@@ -155,10 +155,10 @@ def test_periodic_refresh_replaces_the_book_and_drops_orphans():
 def test_a_snapshot_taken_before_the_stream_began_is_asked_again_without_a_ledger_row():
     asked, out = [], []
     books = OrderBooks(_cfg(symbols="BTCUSDT"), lambda *a: asked.append(a), out.append, clock=lambda: 100.0)
-    books.on_diff("BTCUSDT", 20, 21, None, [], [])
+    books.on_diff("BTCUSDT", 20, 21, None, "", "")
     books.tick()
     books.on_snapshot("BTCUSDT", 25, [["1.0", "5"]], [["2.0", "5"]])    # newer than every buffered diff
-    books.on_diff("BTCUSDT", 30, 31, None, [], [])                      # 26..29 came before we listened
+    books.on_diff("BTCUSDT", 30, 31, None, "", "")                      # 26..29 came before we listened
     assert [m for m in out if isinstance(m, Gap)] == [] and books.books["BTCUSDT"].resyncs == 0
     asked.clear()
     books.tick()
@@ -168,12 +168,29 @@ def test_a_snapshot_taken_before_the_stream_began_is_asked_again_without_a_ledge
 
 
 def test_the_book_manager_applies_a_diff_as_it_travels_packed():
-    from binance_streamer.messages import Diff, pack_levels
-    from binance_streamer.orderbook import _apply, _packed_diffs
+    from binance_streamer.messages import Diff
+    from binance_streamer.orderbook import _apply, orderbook_handlers
     books = OrderBooks(_cfg(), lambda *a: None, [].append)
     books.on_snapshot("BTCUSDT", 10, [["1.0", "5"], ["0.9", "1"]], [["2.0", "5"]])
     diff = (Diff, "BTCUSDT", 11, 11, None, pack_levels([["1.5", "1"], ["0.9", "0"]]), pack_levels([]), 1700)
-    _apply(books, {Diff: _packed_diffs(books)}, [diff])
+    _apply(books, orderbook_handlers(books), [diff])
     book = books.books["BTCUSDT"].sync.book
     assert books.bad_input == 0 and book.update_id == 11
     assert book.top(5) == ([("1.5", "1"), ("1.0", "5")], [("2.0", "5")])
+
+
+def test_buffered_diffs_stay_packed_and_a_malformed_side_is_dropped_as_it_arrives():
+    from binance_streamer.messages import Diff
+    from binance_streamer.orderbook import _apply, orderbook_handlers
+    out = []
+    books = OrderBooks(_cfg(), lambda *a: None, out.append)
+    handlers = orderbook_handlers(books)
+    _apply(books, handlers, [(Diff, "BTCUSDT", 9, 11, None, "1.5,1,0.9,0", "", 1700),
+                             (Diff, "BTCUSDT", 12, 12, None, "1.6,1,0.9", "", 1701),     # odd: not a side
+                             (Diff, "ETHUSDT", 12, 12, None, "", "2.1", 1701)])
+    assert books.bad_input == 2 and [m.row["reason"] for m in out] == ["malformed event"] * 2
+    _apply(books, handlers, [(Diff, "BTCUSDT", 13, 14, None, "1.5,2", "2.0,0", 1702)])
+    assert books.books["BTCUSDT"].sync.buffer == [(13, 14, None, "1.5,2", "2.0,0")]     # as it travelled
+    books.on_snapshot("BTCUSDT", 13, [["1.0", "5"], ["0.9", "1"]], [["2.0", "5"], ["2.1", "1"]])
+    book = books.books["BTCUSDT"].sync.book
+    assert book.update_id == 14 and book.top(5) == ([("1.5", "2"), ("1.0", "5"), ("0.9", "1")], [("2.1", "1")])
