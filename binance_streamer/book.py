@@ -38,7 +38,8 @@ SYNCED = "synced"          # snapshot accepted, buffered events applied
 SNAPSHOT_TOO_OLD = "snapshot_too_old"  # snapshot precedes the buffer: fetch again
 
 FLOAT_DIGITS = 15             # DBL_DIG: decimals of this many significant digits have distinct floats
-SHORT_PRICE = FLOAT_DIGITS + 1    # characters: a plain decimal this long has at most FLOAT_DIGITS digits
+SHORT_PRICE = FLOAT_DIGITS        # characters: a plain decimal this long has at most FLOAT_DIGITS digits
+                                  # (16 could be 16 digits without a point: 2**53 + 1 has no float of its own)
 
 
 class Book:
@@ -51,7 +52,7 @@ class Book:
     Prices and quantities are plain decimals (digits and at most one point,
     as binance.parse.num checks every level the recorder takes in). A key
     is the price's float while every price the book has seen has at most
-    15 significant digits (any string of at most 16 characters): below
+    15 significant digits (any string of at most 15 characters): below
     DBL_DIG digits distinct decimals have distinct floats, in the same
     order, and equal ones (``"0.10"``, ``"0.1000"``) the same float, so the
     levels and their order are exact. A longer price turns the book's keys

@@ -179,6 +179,15 @@ def test_a_bid_priced_beyond_decimal_precision_is_its_own_level_too():
     assert book.top(5)[0] == [("1", "3")]
 
 
+def test_sixteen_digits_without_a_point_are_two_levels_when_they_differ():
+    # 2**53 + 1 has no float of its own: as a float key it would be 2**53's level
+    book = Book()
+    book.load(1, [["9007199254740992", "1"], ["9007199254740993", "2"]], [["9007199254740995", "1"]])
+    assert book.top(5)[0] == [("9007199254740993", "2"), ("9007199254740992", "1")]
+    book.apply([["9007199254740993", "0"]], [], 2)
+    assert book.top(5)[0] == [("9007199254740992", "1")]
+
+
 def test_one_price_written_two_ways_is_one_level_before_and_after_a_long_price():
     book = Book()
     book.load(1, [["0.10", "1"], ["0.09", "1"]], [["0.11000000", "1"]])
@@ -197,7 +206,7 @@ _digits = st.text("0123456789", min_size=1, max_size=12)
 def _price(draw):
     """A plain decimal as Binance writes one, sometimes long, with trailing
     zeros or not, sometimes a hair above a short one (the same float)."""
-    whole = draw(st.sampled_from(["0", "1", "10", "99", "12345678"]))
+    whole = draw(st.sampled_from(["0", "1", "10", "99", "12345678", "9007199254740992", "9007199254740993"]))
     frac = draw(st.one_of(st.just(""), _digits, st.text("0123456789", min_size=13, max_size=30)))
     if draw(st.integers(0, 3)) == 0:
         frac = frac[:4] + "0" * 16 + "1"
