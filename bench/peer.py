@@ -4,11 +4,11 @@
 
 The simulator replays real captured spot traffic (../shared/realdata/
 cryptofeed: BINANCE-b38f7c.0 and BINANCE-ee25be.0) as fast as each client
-reads, one TLS record per frame, looped ``--loops`` times (each pass
-continuing the last: every id and time shifted, each book bridged back to
-the capture's first snapshot, so id chains, books and bookTicker
-checkpoints stay valid), to three clients in turn (alternating
-order each run), each subscribed to aggTrade, bookTicker, depth@100ms and
+reads (over TLS unless ``--plain``), one TLS record per frame, looped
+``--loops`` times (each pass continuing the last: every id and time
+shifted, each book bridged back to the capture's first snapshot, so id
+chains, books and bookTicker checkpoints stay valid), to three clients in
+turn (alternating order each run), each subscribed to aggTrade, bookTicker, depth@100ms and
 kline_1m of every symbol in the captures:
 
 - binance_streamer (every process: workers, writer, order-book manager,
