@@ -8,8 +8,8 @@ reads (over TLS unless ``--plain``), one TLS record per frame, looped
 ``--loops`` times (each pass continuing the last: every id and time
 shifted, each book bridged back to the capture's first snapshot, so id
 chains, books and bookTicker checkpoints stay valid), to three clients in
-turn (alternating order each run), each subscribed to aggTrade, bookTicker, depth@100ms and
-kline_1m of every symbol in the captures:
+turn (alternating order each run), each subscribed to aggTrade,
+bookTicker, depth@100ms and kline_1m of every symbol in the captures:
 
 - binance_streamer (every process: workers, writer, order-book manager,
   manager), writing its CSV files, books, snapshots and top-N rows;
