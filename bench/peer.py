@@ -4,12 +4,12 @@
 
 The simulator replays real captured spot traffic (../shared/realdata/
 cryptofeed: BINANCE-b38f7c.0 and BINANCE-ee25be.0) as fast as each client
-reads, one TLS record per frame, looped ``--loops`` times (each pass
-continuing the last: every id and time shifted, each book bridged back to
-the capture's first snapshot, so id chains, books and bookTicker
-checkpoints stay valid), to three clients in turn (alternating
-order each run), each subscribed to aggTrade, bookTicker, depth@100ms and
-kline_1m of every symbol in the captures:
+reads (over TLS unless ``--plain``), one TLS record per frame, looped
+``--loops`` times (each pass continuing the last: every id and time
+shifted, each book bridged back to the capture's first snapshot, so id
+chains, books and bookTicker checkpoints stay valid), to three clients in
+turn (alternating order each run), each subscribed to aggTrade,
+bookTicker, depth@100ms and kline_1m of every symbol in the captures:
 
 - binance_streamer (every process: workers, writer, order-book manager,
   manager), writing its CSV files, books, snapshots and top-N rows;
@@ -28,6 +28,14 @@ the replay's start to the client's last event), peak RSS (all processes
 together, and the largest process; for the recorder, each process by
 name), and whether it received every message.
 The table shows medians and each system's ratio to the recorder.
+
+``--plain`` serves everything over ws:// and http:// instead of TLS, for
+the cost beside it: the recorder gets the simulator's plain addresses,
+UBWA its ``websocket_base_uri`` as ws://, and cryptofeed, whose websocket
+connection refuses any address not starting wss://, gets that check
+wrapped at run time by bench/peers/cryptofeed_client.py (only with
+``--plain``; cryptofeed itself is not changed). The footer line says which
+transport was used.
 
 ``--only NAME`` runs one system alone (``binance_streamer``, ``cryptofeed``
 or ``ubwa``); ``--set NAME=VALUE`` overrides one of the recorder's settings
@@ -127,10 +135,11 @@ def expected_frames(paths, loops):
     return counts
 
 
-def run_ours(paths, expected, loops, keep=None, settings=None):
+def run_ours(paths, expected, loops, keep=None, settings=None, plain=False):
     """One run of the recorder; ``keep``: record into this folder and leave
-    it; ``settings``: overrides of the recorder's configuration."""
-    sim = start_simulator(extra=replay_args(paths, loops))
+    it; ``settings``: overrides of the recorder's configuration; ``plain``:
+    ws:// and http:// instead of TLS."""
+    sim = start_simulator(tls=not plain, extra=replay_args(paths, loops))
     work = keep or tempfile.mkdtemp(prefix="bench-peer-")
     os.makedirs(work, exist_ok=True)
     cfg = {"market": "spot", "symbols": sim.symbols, "streams": CHANNELS, **sim.endpoints(),
@@ -174,12 +183,12 @@ def run_ours(paths, expected, loops, keep=None, settings=None):
     return out
 
 
-def run_peer(name, python, paths, expected, loops):
-    sim = start_simulator(extra=replay_args(paths, loops))
+def run_peer(name, python, paths, expected, loops, plain=False):
+    sim = start_simulator(tls=not plain, extra=replay_args(paths, loops))
     work = tempfile.mkdtemp(prefix=f"bench-peer-{name}-")
     cfg = {"ws": sim.ws, "rest": sim.rest, "symbols": sim.symbols, "channels": CHANNELS, "out": work,
-           "expected": {k: v for k, v in expected.items()}, "timeout": 240, "quiet": 5.0}
-    env = dict(os.environ, SSL_CERT_FILE=sim.ca_file, REQUESTS_CA_BUNDLE=sim.ca_file)
+           "expected": {k: v for k, v in expected.items()}, "timeout": 240, "quiet": 5.0, "plain": plain}
+    env = dict(os.environ) if plain else dict(os.environ, SSL_CERT_FILE=sim.ca_file, REQUESTS_CA_BUNDLE=sim.ca_file)
     client = subprocess.Popen([python, os.path.join(HERE, "peers", PEERS[name]), json.dumps(cfg)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     report = {}
@@ -237,6 +246,8 @@ def main(argv=None):
     p.add_argument("--peer-python", default=os.environ.get("PEER_PYTHON"),
                    help="a Python with cryptofeed and unicorn-binance-websocket-api (env PEER_PYTHON)")
     p.add_argument("--json", action="store_true", help="print every run as JSON")
+    p.add_argument("--plain", action="store_true",
+                   help="serve every system over ws:// and http:// instead of TLS (wss://, https://)")
     p.add_argument("--only", choices=["binance_streamer", *PEERS], help="run this system alone")
     p.add_argument("--keep", metavar="DIR", help="record into DIR/run-N and keep the data (the recorder's runs)")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", default=[], type=setting,
@@ -259,8 +270,9 @@ def main(argv=None):
     for i in range(args.runs):
         for system in systems[i % len(systems):] + systems[:i % len(systems)]:
             keep = os.path.join(os.path.abspath(args.keep), f"run-{i + 1}") if args.keep else None
-            one = (run_ours(paths, expected, args.loops, keep, dict(args.set)) if system == "binance_streamer"
-                   else run_peer(system, args.peer_python, paths, expected, args.loops))
+            one = (run_ours(paths, expected, args.loops, keep, dict(args.set), args.plain)
+                   if system == "binance_streamer"
+                   else run_peer(system, args.peer_python, paths, expected, args.loops, args.plain))
             runs.append(one)
             print(json.dumps(one), file=sys.stderr)
     if args.json:
@@ -281,7 +293,8 @@ def main(argv=None):
               f"{m['peak_rss_mb_total']:.0f} / {m['peak_rss_mb_largest']:.0f} | {exact} of {args.runs} | "
               f"{m['cpu_us_per_message'] / ours['cpu_us_per_message']:.2f} |")
     print(f"{sum(expected.values())} messages per run ({', '.join(f'{k} {v}' for k, v in expected.items())}); "
-          f"medians of {args.runs}; {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"medians of {args.runs}; {'plain ws:// + http://' if args.plain else 'TLS wss:// + https://'}; "
+          f"{platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()} (ours)")
     return 0
 

@@ -2,7 +2,10 @@
 (its own order book from the depth stream and REST snapshots, uvloop when
 installed), pointed at the simulator by a subclass whose endpoints are the
 simulator's, callbacks writing one line per event. Run by bench/peer.py
-under the peers' own Python."""
+under the peers' own Python. With ``"plain"`` in its arguments (peer.py
+--plain) it also lets cryptofeed's websocket connection open a ws://
+address, which cryptofeed refuses (``WSAsyncConn.__init__`` raises
+ValueError for an address not starting wss://): see allow_plain_websocket."""
 
 import os
 import sys
@@ -13,12 +16,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Sink, config, kind_of, ready  # noqa: E402
 
 
+def allow_plain_websocket():
+    """Wrap cryptofeed's ``WSAsyncConn.__init__`` in this process: its check
+    is shown a wss:// address, then the connection keeps the real ws:// one,
+    which ``_open`` hands to ``websockets.connect`` as it is."""
+    from cryptofeed.connection import WSAsyncConn
+    checked = WSAsyncConn.__init__
+
+    def init(self, address, *args, **kwargs):
+        plain = address.startswith("ws://")
+        checked(self, "wss://" + address[len("ws://"):] if plain else address, *args, **kwargs)
+        self.address = address
+    WSAsyncConn.__init__ = init
+
+
 def main():
     from cryptofeed import FeedHandler
     from cryptofeed.connection import RestEndpoint, Routes, WebsocketEndpoint
     from cryptofeed.defines import CANDLES, L2_BOOK, TICKER, TRADES
     from cryptofeed.exchanges import Binance
     cfg = config()
+    if cfg.get("plain"):
+        allow_plain_websocket()
     sink = Sink(cfg)
     routes = Routes("/api/v3/exchangeInfo", l2book="/api/v3/depth?symbol={}&limit={}",
                     authentication="/api/v3/userDataStream")
