@@ -245,3 +245,63 @@ def test_a_refresh_compares_levels_in_range_by_price_whatever_the_keys():
     assert new._exact and not old._exact            # Decimal keys beside float keys
     assert old.differences(new) == 4                 # 0.9's quantity; 0.5, 2.1 and the long one on one side only
     assert old.differences(new, Decimal("0.9"), Decimal("2.0")) == 1
+
+
+@st.composite
+def _near_price(draw):
+    """A price as parse.num accepts it, near where floats stop telling decimals
+    apart: 15, 16 or 17 significant digits with the point anywhere, 2**53's
+    neighbours, one unit in the last place apart from a shorter price, with
+    leading zeros (``"00.1"``), ``".5"`` or ``"5."``."""
+    digits = draw(st.sampled_from(["9007199254740992", "9007199254740993", "9007199254740991", "123456789012345",
+                                   "1234567890123456", "12345678901234567", "100000000000000", "1000000000000001",
+                                   "999999999999999", "9999999999999999", "1", "10", "5"]))
+    digits = digits[:draw(st.integers(1, len(digits)))] if draw(st.booleans()) else digits
+    if draw(st.integers(0, 3)) == 0:                 # one unit in the last place off
+        digits = str(int(digits) + draw(st.sampled_from([-1, 1]))).zfill(len(digits))
+    point = draw(st.one_of(st.just(None), st.just(None), st.integers(0, len(digits))))
+    text = digits if point is None else digits[:point] + "." + digits[point:]
+    if draw(st.integers(0, 3)) == 0:
+        text = "0" * draw(st.integers(1, 3)) + text + ("0" * draw(st.integers(0, 3)) if "." in text else "")
+    return text if len(text) <= 40 and text != "." else "1"
+
+
+def _reference_apply(ref, levels):
+    for p, q in levels:
+        if Decimal(q):
+            ref[Decimal(p)] = (p, q)
+        else:
+            ref.pop(Decimal(p), None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "0.000", "2.5"])), max_size=20),
+       st.lists(st.tuples(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "00.0", ".0", "3."])),
+                                   max_size=6),
+                          st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "7"])), max_size=6),
+                          st.one_of(st.none(), st.integers(1, 8))), max_size=12))
+def test_a_book_fed_prices_near_float_precision_is_a_decimal_book(snapshot, diffs):
+    """Snapshot, then packed diffs of several levels a side (a long price can
+    turn the keys into Decimal in the middle of one), sometimes a prune: after
+    each step the levels, their order, best, crossed and as_dict are those of
+    a book keyed by Decimal."""
+    half = len(snapshot) // 2
+    book = Book()
+    book.load(0, snapshot[:half], snapshot[half:])
+    ref = [{Decimal(p): (p, q) for p, q in side if Decimal(q)} for side in (snapshot[:half], snapshot[half:])]
+    for i, (bids, asks, prune) in enumerate(diffs, 1):
+        book.apply_packed(",".join(f"{p},{q}" for p, q in bids), ",".join(f"{p},{q}" for p, q in asks), i)
+        _reference_apply(ref[0], bids)
+        _reference_apply(ref[1], asks)
+        if prune is not None:
+            book.prune(prune)
+            for side, best_first in ((ref[0], True), (ref[1], False)):
+                for k in sorted(side, reverse=best_first)[prune:]:
+                    del side[k]
+        want = ([ref[0][k] for k in sorted(ref[0], reverse=True)], [ref[1][k] for k in sorted(ref[1])])
+        assert book.top(100) == want
+        assert book.top(2) == (want[0][:2], want[1][:2])
+        assert (book.best_bid(), book.best_ask()) == (want[0][0] if want[0] else None, want[1][0] if want[1] else None)
+        assert book.crossed() == bool(want[0] and want[1] and Decimal(want[0][0][0]) >= Decimal(want[1][0][0]))
+        assert book.as_dict() == {"lastUpdateId": i, "bids": {k: Decimal(q) for k, (_, q) in ref[0].items()},
+                                  "asks": {k: Decimal(q) for k, (_, q) in ref[1].items()}}
