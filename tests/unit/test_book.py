@@ -128,7 +128,7 @@ def _reference(market, snap, seen):
     return outcomes, book
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True)
 @given(st.one_of(scenarios("spot"), scenarios("usdm"), scenarios("coinm")))
 def test_sync_follows_the_documented_procedure(scenario):
     market, start, events, seen, snap, split = scenario
@@ -214,7 +214,7 @@ def _price(draw):
     return whole + ("." + frac if frac else "")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(st.booleans(), _price(), st.sampled_from(["0", "0.000", "1", "2.50", "0.001"])),
                 max_size=60), st.integers(0, 60))
 def test_levels_and_their_order_are_those_of_decimal_keys(changes, loaded):
@@ -274,7 +274,7 @@ def _reference_apply(ref, levels):
             ref.pop(Decimal(p), None)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "0.000", "2.5"])), max_size=20),
        st.lists(st.tuples(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "00.0", ".0", "3."])),
                                    max_size=6),
