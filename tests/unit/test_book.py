@@ -274,7 +274,7 @@ def _reference_apply(ref, levels):
             ref.pop(Decimal(p), None)
 
 
-@settings(max_examples=500, deadline=None, derandomize=True)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "0.000", "2.5"])), max_size=20),
        st.lists(st.tuples(st.lists(st.tuples(_near_price(), st.sampled_from(["1", "0", "00.0", ".0", "3."])),
                                    max_size=6),

@@ -128,7 +128,7 @@ def _either(kind, market):
 
 @pytest.mark.parametrize("market", MARKETS)
 @pytest.mark.parametrize("kind", ["depth", "bookTicker", "aggTrade"])
-@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_generated_frame_is_read_as_the_general_path_reads_it_or_left_to_it(kind, market, data):
     frame = data.draw(frames(kind, market))
@@ -150,7 +150,7 @@ def _worker(market, fast):
 
 
 @pytest.mark.parametrize("market", MARKETS)
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_worker_records_the_same_with_the_fast_path_as_without(market, data):
     batches = data.draw(st.lists(st.lists(_either(None, market), min_size=1, max_size=4), min_size=1, max_size=8))
