@@ -81,7 +81,10 @@ def _merge_and_check(sim, tmp_path, market, dirs):
             assert len(rows) == len(a_ids | b_ids), f"{stream}: an event written twice"
     # as the simulator sent it; whatever is missing is in the merged ledger
     for stream, r in audit.compare(sim, merged, {"BTCUSDT"}).items():
-        assert r["found"] > 0 and r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
+        # a minute's candle closes live only if the run crosses a minute while
+        # connected (else it comes by REST, not as a frame): kline_1m may have none
+        assert r["found"] > 0 or stream.endswith("@kline_1m"), stream
+        assert r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
         assert r["unexplained"] == [], f"{stream}: frames missing from the merge and its ledger: {r['unexplained'][:5]}"
 
     # the ledger: only holes neither input has rows in; each input had holes the other filled
@@ -227,7 +230,10 @@ def _merge_exact(sim, out, market, a, b):
     for stream in [file_stream(s) for s in STREAMS[market]]:
         assert _ids(merged, stream) == _ids(a, stream) | _ids(b, stream), stream
     for stream, r in audit.compare(sim, merged, {"BTCUSDT"}).items():
-        assert r["found"] > 0 and r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
+        # a minute's candle closes live only if the run crosses a minute while
+        # connected (else it comes by REST, not as a frame): kline_1m may have none
+        assert r["found"] > 0 or stream.endswith("@kline_1m"), stream
+        assert r["mismatched"] == [] and r["duplicates"] == 0, (stream, r["mismatched"][:5])
         assert r["unexplained"] == [], f"{stream}: frames missing from the merge and its ledger: {r['unexplained'][:5]}"
     return merged, report
 
