@@ -244,8 +244,7 @@ class Worker:
 
     def _depth(self, route, d, recv_us, ready=None):
         spec = route.spec
-        uid, text, rows, bids, asks = spec.parse(self.market, d, recv_us, *ready) if ready else \
-            spec.parse(self.market, d, recv_us)
+        uid, text, rows, bids, asks = spec.parse(self.market, d, recv_us, *(ready or ()))
         first, final = d["U"], d["u"]
         prev = d["pu"] if futures(self.market) else None
         verdict = continuity.chained(self.market, route.last, route.state, first, final, prev)

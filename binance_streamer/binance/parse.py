@@ -310,19 +310,14 @@ def depth(market, d, recv_us, sides=None, head=None):
     tail = f",{recv_us}\n"
     if sides is None:
         sides = LEVELS_APART.join(cells(d["b"])), LEVELS_APART.join(cells(d["a"]))
-    bids, asks = sides
-    if bids and asks:
-        bid, ask = head + "bid,", head + "ask,"
-        return (d["u"], bid + bids.replace(LEVELS_APART, tail + bid) + tail + ask
-                + asks.replace(LEVELS_APART, tail + ask) + tail,
-                bids.count(LEVELS_APART) + asks.count(LEVELS_APART) + 2,
-                bids.replace(LEVELS_APART, ","), asks.replace(LEVELS_APART, ","))
-    if bids or asks:
-        side = bids or asks
-        prefix = head + ("bid," if bids else "ask,")
-        packed = side.replace(LEVELS_APART, ",")
-        return (d["u"], prefix + side.replace(LEVELS_APART, tail + prefix) + tail, side.count(LEVELS_APART) + 1,
-                packed if bids else "", "" if bids else packed)
+    text, rows = "", 0
+    for name, side in zip(("bid,", "ask,"), sides):
+        if side:
+            prefix = head + name
+            text += prefix + side.replace(LEVELS_APART, tail + prefix) + tail
+            rows += side.count(LEVELS_APART) + 1
+    if rows:
+        return d["u"], text, rows, sides[0].replace(LEVELS_APART, ","), sides[1].replace(LEVELS_APART, ",")
     return d["u"], f"{head},,{tail}", 1, "", ""
 
 
